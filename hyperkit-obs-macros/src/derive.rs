@@ -1,0 +1,142 @@
+//! `#[derive(LabelValue)]` for fieldless enums: each variant's label is its
+//! name in snake_case, or the string of a `#[label = "…"]` attribute.
+
+use proc_macro2::TokenStream;
+use quote::quote;
+use syn::spanned::Spanned;
+use syn::{Data, DeriveInput, Expr, ExprLit, Fields, Lit, Meta};
+
+pub(crate) fn derive(input: DeriveInput) -> syn::Result<TokenStream> {
+    let Data::Enum(data) = &input.data else {
+        let keyword = match &input.data {
+            Data::Struct(s) => s.struct_token.span(),
+            Data::Union(u) => u.union_token.span(),
+            Data::Enum(_) => unreachable!(),
+        };
+        return Err(syn::Error::new(
+            keyword,
+            "`LabelValue` can only be derived for an enum whose variants have no fields; for other types implement `hyperkit_obs::LabelValue` by hand",
+        ));
+    };
+
+    let mut errors: Vec<syn::Error> = Vec::new();
+    let mut names: Vec<String> = Vec::new();
+    let mut arms_index = Vec::new();
+    let mut arms_name = Vec::new();
+    for (i, variant) in data.variants.iter().enumerate() {
+        if !matches!(variant.fields, Fields::Unit) {
+            errors.push(syn::Error::new(
+                variant.fields.span(),
+                format!(
+                    "variant `{}` has fields: a label enum's variants must have none (`{}`)",
+                    variant.ident, variant.ident
+                ),
+            ));
+            continue;
+        }
+        let mut name = snake_case(&variant.ident.to_string());
+        for attr in variant.attrs.iter().filter(|a| a.path().is_ident("label")) {
+            match &attr.meta {
+                Meta::NameValue(nv) => match &nv.value {
+                    Expr::Lit(ExprLit {
+                        lit: Lit::Str(s), ..
+                    }) => {
+                        let v = s.value();
+                        if v.is_empty() || v.chars().any(char::is_control) || v.len() > 128 {
+                            errors.push(syn::Error::new(
+                                s.span(),
+                                "a label must be 1 to 128 bytes with no control characters, e.g. `#[label = \"bsc\"]`",
+                            ));
+                        }
+                        name = v;
+                    }
+                    other => errors.push(syn::Error::new(
+                        other.span(),
+                        "write the label as a string: `#[label = \"bsc\"]`",
+                    )),
+                },
+                _ => errors.push(syn::Error::new(
+                    attr.meta.span(),
+                    "write the label as `#[label = \"bsc\"]`",
+                )),
+            }
+        }
+        if names.contains(&name) {
+            errors.push(syn::Error::new(
+                variant.ident.span(),
+                format!(
+                    "two variants have the label \"{name}\": rename one with `#[label = \"…\"]`"
+                ),
+            ));
+        }
+        let ident = &variant.ident;
+        arms_index.push(quote!(Self::#ident => #i));
+        arms_name.push(quote!(Self::#ident => #name));
+        names.push(name);
+    }
+    if let Some(mut first) = errors.pop() {
+        for e in errors {
+            first.combine(e);
+        }
+        return Err(first);
+    }
+
+    let ident = &input.ident;
+    let (impl_generics, ty_generics, where_clause) = input.generics.split_for_impl();
+    Ok(quote! {
+        #[automatically_derived]
+        impl #impl_generics ::hyperkit_obs::LabelValue for #ident #ty_generics #where_clause {
+            const VALUES: ::core::option::Option<&'static [&'static str]> =
+                ::core::option::Option::Some(&[#(#names),*]);
+
+            #[inline]
+            fn index(&self) -> usize {
+                match *self { #(#arms_index,)* }
+            }
+
+            #[inline]
+            fn as_label(&self) -> ::std::borrow::Cow<'_, str> {
+                ::std::borrow::Cow::Borrowed(match *self { #(#arms_name,)* })
+            }
+        }
+    })
+}
+
+/// `BinanceSmartChain` → `binance_smart_chain`, `HTTPServer` → `http_server`.
+fn snake_case(ident: &str) -> String {
+    let ident = ident.strip_prefix("r#").unwrap_or(ident);
+    let chars: Vec<char> = ident.chars().collect();
+    let mut out = String::with_capacity(ident.len() + 4);
+    for (i, &c) in chars.iter().enumerate() {
+        if c.is_uppercase() {
+            let prev = i.checked_sub(1).map(|p| chars[p]);
+            let next = chars.get(i + 1);
+            let boundary = match prev {
+                Some(p) if p.is_lowercase() || p.is_ascii_digit() => true,
+                Some(p) if p.is_uppercase() => next.is_some_and(|n| n.is_lowercase()),
+                _ => false,
+            };
+            if boundary && !out.ends_with('_') {
+                out.push('_');
+            }
+            out.extend(c.to_lowercase());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::snake_case;
+
+    #[test]
+    fn variant_names_become_snake_case() {
+        assert_eq!(snake_case("Ethereum"), "ethereum");
+        assert_eq!(snake_case("BinanceSmartChain"), "binance_smart_chain");
+        assert_eq!(snake_case("HTTPServer"), "http_server");
+        assert_eq!(snake_case("Layer2Rollup"), "layer2_rollup");
+        assert_eq!(snake_case("Gpt4o"), "gpt4o");
+    }
+}

@@ -1,0 +1,294 @@
+//! Code generation. The function keeps its attributes, visibility and
+//! signature token for token; only the body is wrapped, and the original body
+//! stays intact in a block of its own: a `move` closure (sync) or `async move`
+//! block (async), so `return` and `?` behave as before. Every name the
+//! wrapper adds is hygienic (`Span::mixed_site`) and every path is absolute.
+
+use proc_macro2::{Span, TokenStream};
+use quote::{format_ident, quote, quote_spanned};
+use syn::spanned::Spanned;
+use syn::{GenericArgument, ItemFn, PathArguments, ReturnType, Type, TypeParamBound, visit::Visit};
+
+use crate::check::{Checked, Kind, Source, SuccessLevel};
+
+/// What the function returns, as far as tracking cares.
+enum Shape {
+    /// `async fn`.
+    Async,
+    /// `-> impl Future<Output = ..>`: the returned future is tracked.
+    ImplFuture,
+    /// `-> Pin<Box<dyn Future<Output = ..>>>` or a `BoxFuture` alias (what
+    /// `#[async_trait]` leaves behind): the returned future is tracked, boxed.
+    BoxedFuture,
+    /// Anything else: the call itself is tracked.
+    Sync,
+}
+
+pub(crate) fn expand(kind: Kind, checked: Checked, item: ItemFn) -> TokenStream {
+    let ItemFn {
+        attrs,
+        vis,
+        sig,
+        block,
+    } = item;
+    let krate = quote!(::hyperkit_obs);
+    let private = quote!(#krate::__private);
+    let fn_name = sig.ident.to_string();
+
+    let prepared = hyg("__hk_prepared");
+    let call = hyg("__hk_call");
+    let out = hyg("__hk_out");
+    let log = hyg("__hk_log");
+    let site = hyg("__HK_SITE");
+
+    // Label values, each type-checked where the user wrote it.
+    let mut bindings = Vec::new();
+    let mut values = Vec::new();
+    let mut fields = Vec::new();
+    for (i, label) in checked.labels.iter().chain(&checked.extra).enumerate() {
+        let var = hyg(&format!("__hk_label{i}"));
+        let value = match &label.source {
+            Source::Param(ident) => quote_spanned!(ident.span()=> #private::label(&#ident)),
+            Source::Literal(lit) => {
+                quote_spanned!(lit.span()=> #private::label(&#private::Literal(#lit)))
+            }
+            Source::Expr(expr) => quote_spanned!(expr.span()=> #private::label(&(#expr))),
+        };
+        bindings.push(quote!(let #var = #value;));
+        let field = format_ident!("{}", label.name);
+        fields.push(quote!(#field = %#private::LabelDisplay(#var)));
+        if i < checked.labels.len() {
+            values.push(var);
+        }
+    }
+
+    let (handles, sets, resolve) = match kind {
+        Kind::Build => (quote!(BuildHandles), quote!(BUILDS), quote!(resolve1)),
+        Kind::Model => (quote!(ModelHandles), quote!(MODELS), quote!(resolve2)),
+        Kind::Query => (quote!(QueryHandles), quote!(QUERIES), quote!(resolve1)),
+    };
+    let ok_level = match checked.level {
+        SuccessLevel::Trace => quote!(TRACE),
+        SuccessLevel::Debug => quote!(DEBUG),
+        SuccessLevel::Info => quote!(INFO),
+    };
+
+    let prepare = quote! {
+        static #site: #private::Site<#private::#handles> = #private::Site::new();
+        fn #log(finished: &#private::Finished<'_>) {
+            #private::finished_event!(finished, #ok_level, #fn_name);
+        }
+        let #prepared = {
+            #(#bindings)*
+            #private::Prepared::new(
+                #private::#resolve(&#site, &#private::#sets, #(#values),*),
+                #private::tracing::span!(
+                    target: ::core::module_path!(),
+                    #private::tracing::Level::INFO,
+                    #fn_name,
+                    #(#fields),*
+                ),
+                #log,
+            )
+        };
+    };
+
+    let record = match kind {
+        Kind::Model => quote! {
+            #call.finish_with_usage(
+                (&&&#private::Wrap(#out)).__hk_outcome(),
+                (&&&#private::Wrap(#out)).__hk_usage(),
+            )
+        },
+        Kind::Build | Kind::Query => quote! {
+            #call.finish((&&&#private::Wrap(#out)).__hk_outcome())
+        },
+    };
+    let traits = quote! {
+        #[allow(unused_imports)]
+        use #private::{
+            NoUsage as _, ResultDisplayOutcome as _, ResultOutcome as _, ResultUsage as _,
+            ValueOutcome as _, ValueUsage as _,
+        };
+    };
+
+    let shape = shape(&sig);
+    let declared = match &sig.output {
+        ReturnType::Default => Some(quote!(())),
+        ReturnType::Type(_, ty) if !has_impl_trait(ty) => Some(quote!(#ty)),
+        ReturnType::Type(..) => None,
+    };
+    let ret_span = match &sig.output {
+        ReturnType::Default => sig.ident.span(),
+        ReturnType::Type(_, ty) => ty.span(),
+    };
+
+    let body = match shape {
+        Shape::Sync | Shape::Async => {
+            let annotation = declared.map(|ty| quote_spanned!(ret_span=> : #ty));
+            let run = if matches!(shape, Shape::Async) {
+                quote! {
+                    #private::tracing::Instrument::instrument(
+                        async move #block,
+                        ::core::clone::Clone::clone(#call.span()),
+                    ).await
+                }
+            } else {
+                quote! {{
+                    let _entered = #call.span().enter();
+                    #private::call(move || #block)
+                }}
+            };
+            quote! {
+                #prepare
+                let mut #call = #prepared.start();
+                let #out #annotation = #run;
+                {
+                    #traits
+                    let #out = &#out;
+                    #record;
+                }
+                #out
+            }
+        }
+        Shape::ImplFuture | Shape::BoxedFuture => {
+            let output = future_output(&sig.output).filter(|ty| !has_impl_trait(ty));
+            let out_ty = output.map(|ty| quote!(: &#ty));
+            let tracked = quote! {
+                #private::Tracked::new(
+                    #prepared,
+                    #private::call(move || #block),
+                    |#call: &mut #private::Call<#private::#handles>, #out #out_ty| {
+                        #traits
+                        #record;
+                    },
+                )
+            };
+            let tracked = if matches!(shape, Shape::BoxedFuture) {
+                quote!(::std::boxed::Box::pin(#tracked))
+            } else {
+                tracked
+            };
+            quote! {
+                #prepare
+                #tracked
+            }
+        }
+    };
+
+    quote! {
+        #(#attrs)*
+        #vis #sig {
+            #body
+        }
+    }
+}
+
+fn hyg(name: &str) -> syn::Ident {
+    syn::Ident::new(name, Span::mixed_site())
+}
+
+fn shape(sig: &syn::Signature) -> Shape {
+    if sig.asyncness.is_some() {
+        return Shape::Async;
+    }
+    let ReturnType::Type(_, ty) = &sig.output else {
+        return Shape::Sync;
+    };
+    match &**ty {
+        Type::ImplTrait(t) if bounds_future(&t.bounds).is_some() => Shape::ImplFuture,
+        Type::Path(p) => match p.path.segments.last() {
+            Some(seg) if seg.ident == "BoxFuture" || seg.ident == "LocalBoxFuture" => {
+                Shape::BoxedFuture
+            }
+            Some(seg) if seg.ident == "Pin" && pinned_box_dyn_future(seg).is_some() => {
+                Shape::BoxedFuture
+            }
+            _ => Shape::Sync,
+        },
+        _ => Shape::Sync,
+    }
+}
+
+/// The `Future` bound among `bounds`, if any.
+fn bounds_future<'a>(
+    bounds: impl IntoIterator<Item = &'a TypeParamBound>,
+) -> Option<&'a syn::PathSegment> {
+    bounds.into_iter().find_map(|b| match b {
+        TypeParamBound::Trait(t) => t.path.segments.last().filter(|s| s.ident == "Future"),
+        _ => None,
+    })
+}
+
+/// The `Future` segment of `Pin<Box<dyn Future<..> + ..>>`.
+fn pinned_box_dyn_future(pin: &syn::PathSegment) -> Option<&syn::PathSegment> {
+    let boxed = single_type_arg(pin)?;
+    let Type::Path(boxed) = boxed else {
+        return None;
+    };
+    let boxed = boxed.path.segments.last().filter(|s| s.ident == "Box")?;
+    match single_type_arg(boxed)? {
+        Type::TraitObject(obj) => bounds_future(&obj.bounds),
+        _ => None,
+    }
+}
+
+fn single_type_arg(seg: &syn::PathSegment) -> Option<&Type> {
+    match &seg.arguments {
+        PathArguments::AngleBracketed(a) => a.args.iter().find_map(|a| match a {
+            GenericArgument::Type(t) => Some(t),
+            _ => None,
+        }),
+        _ => None,
+    }
+}
+
+/// `R` in `impl Future<Output = R>`, `Pin<Box<dyn Future<Output = R>>>` or
+/// `BoxFuture<'a, R>`.
+fn future_output(output: &ReturnType) -> Option<&Type> {
+    let ReturnType::Type(_, ty) = output else {
+        return None;
+    };
+    let future = match &**ty {
+        Type::ImplTrait(t) => bounds_future(&t.bounds)?,
+        Type::Path(p) => {
+            let seg = p.path.segments.last()?;
+            if seg.ident == "Pin" {
+                pinned_box_dyn_future(seg)?
+            } else {
+                // BoxFuture<'a, R>: the last type argument.
+                return match &seg.arguments {
+                    PathArguments::AngleBracketed(a) => a.args.iter().rev().find_map(|a| match a {
+                        GenericArgument::Type(t) => Some(t),
+                        _ => None,
+                    }),
+                    _ => None,
+                };
+            }
+        }
+        _ => return None,
+    };
+    match &future.arguments {
+        PathArguments::AngleBracketed(a) => a.args.iter().find_map(|a| match a {
+            GenericArgument::AssocType(at) if at.ident == "Output" => Some(&at.ty),
+            _ => None,
+        }),
+        _ => None,
+    }
+}
+
+/// Whether `ty` mentions `impl Trait` or `_`, which cannot annotate a `let`.
+fn has_impl_trait(ty: &Type) -> bool {
+    struct Finder(bool);
+    impl<'ast> Visit<'ast> for Finder {
+        fn visit_type_impl_trait(&mut self, _: &'ast syn::TypeImplTrait) {
+            self.0 = true;
+        }
+        fn visit_type_infer(&mut self, _: &'ast syn::TypeInfer) {
+            self.0 = true;
+        }
+    }
+    let mut f = Finder(false);
+    f.visit_type(ty);
+    f.0
+}

@@ -1,0 +1,127 @@
+//! The attribute macros of `hyperkit-obs`. Use them through the runtime crate
+//! (`hyperkit_obs::{track_build, track_model, track_query, LabelValue}`); the
+//! generated code calls `hyperkit_obs::__private`, so this crate alone is of
+//! no use. See the runtime crate's documentation for the behaviour.
+
+mod attr;
+mod check;
+mod derive;
+mod expand;
+
+use proc_macro::TokenStream;
+use quote::{ToTokens, quote};
+use syn::parse::Parser;
+
+use crate::attr::Args;
+use crate::check::Kind;
+
+/// Tracks a build: `#[track_build(chain)]`.
+///
+/// Feeds `hyperkit_builds_total{status,chain}`,
+/// `hyperkit_build_duration_seconds{chain}` and
+/// `hyperkit_active_builds{chain}`. `chain` is a parameter name, a literal
+/// (`chain = "ethereum"`) or an expression over the parameters (`chain =
+/// spec.chain`). Option: `level = "debug"` lowers the success event.
+#[proc_macro_attribute]
+pub fn track_build(args: TokenStream, item: TokenStream) -> TokenStream {
+    track(Kind::Build, args, item)
+}
+
+/// Tracks an AI model call: `#[track_model(model, task = "codegen")]`.
+///
+/// Feeds `hyperkit_model_calls_total{model,task,status}`,
+/// `hyperkit_model_latency_seconds{model,task}`, and, when the return value
+/// (or its `Ok` value) implements `ModelOutput`,
+/// `hyperkit_model_tokens_total{model,task,type}` and
+/// `hyperkit_model_acceptance_total{model,task,accepted}`.
+#[proc_macro_attribute]
+pub fn track_model(args: TokenStream, item: TokenStream) -> TokenStream {
+    track(Kind::Model, args, item)
+}
+
+/// Tracks a database query: `#[track_query(operation = "select_builds")]`.
+///
+/// Feeds `hyperkit_db_queries_total{operation,status}` and
+/// `hyperkit_db_query_duration_seconds{operation}`. An optional `db` label
+/// is recorded on the span only.
+#[proc_macro_attribute]
+pub fn track_query(args: TokenStream, item: TokenStream) -> TokenStream {
+    track(Kind::Query, args, item)
+}
+
+/// Derives `hyperkit_obs::LabelValue` for a fieldless enum: each variant's
+/// label is its name in snake_case, or `#[label = "…"]`.
+#[proc_macro_derive(LabelValue, attributes(label))]
+pub fn derive_label_value(input: TokenStream) -> TokenStream {
+    let input = syn::parse_macro_input!(input as syn::DeriveInput);
+    derive::derive(input)
+        .unwrap_or_else(syn::Error::into_compile_error)
+        .into()
+}
+
+fn track(kind: Kind, args: TokenStream, item: TokenStream) -> TokenStream {
+    let original = proc_macro2::TokenStream::from(item.clone());
+    let func = match syn::parse::<syn::ItemFn>(item) {
+        Ok(func) => func,
+        Err(_) => return not_a_function(kind, original),
+    };
+    let args = match <Args as syn::parse::Parse>::parse.parse(args) {
+        Ok(args) => args,
+        Err(e) => return with_error(original, e),
+    };
+    match check::check(kind, args, &func.sig) {
+        Ok(checked) => expand::expand(kind, checked, func).into(),
+        Err(e) => with_error(func.into_token_stream(), e),
+    }
+}
+
+/// The item unchanged plus the error, so the user sees one error, not a
+/// cascade from a missing item.
+fn with_error(item: proc_macro2::TokenStream, error: syn::Error) -> TokenStream {
+    let error = error.into_compile_error();
+    quote!(#error #item).into()
+}
+
+fn not_a_function(kind: Kind, original: proc_macro2::TokenStream) -> TokenStream {
+    let attr = kind.attr();
+    // A trait method without a body parses as an item of its own kind.
+    if let Ok(f) = syn::parse2::<syn::TraitItemFn>(original.clone()) {
+        let e = syn::Error::new_spanned(
+            &f.sig,
+            format!(
+                "`#[{attr}]` needs a function body to track; put it on the implementation of `{}`",
+                f.sig.ident
+            ),
+        );
+        return with_error(original, e);
+    }
+    let span = syn::parse2::<syn::Item>(original.clone())
+        .ok()
+        .and_then(|item| item_keyword(&item))
+        .unwrap_or_else(proc_macro2::Span::call_site);
+    let e = syn::Error::new(
+        span,
+        format!(
+            "`#[{attr}]` can only be used on a function (free, method, `async` or returning a future)"
+        ),
+    );
+    with_error(original, e)
+}
+
+/// The span of the keyword that says what kind of item this is.
+fn item_keyword(item: &syn::Item) -> Option<proc_macro2::Span> {
+    use syn::spanned::Spanned;
+    Some(match item {
+        syn::Item::Struct(i) => i.struct_token.span(),
+        syn::Item::Enum(i) => i.enum_token.span(),
+        syn::Item::Const(i) => i.const_token.span(),
+        syn::Item::Static(i) => i.static_token.span(),
+        syn::Item::Mod(i) => i.mod_token.span(),
+        syn::Item::Impl(i) => i.impl_token.span(),
+        syn::Item::Trait(i) => i.trait_token.span(),
+        syn::Item::Type(i) => i.type_token.span(),
+        syn::Item::Use(i) => i.use_token.span(),
+        syn::Item::Union(i) => i.union_token.span(),
+        _ => return None,
+    })
+}

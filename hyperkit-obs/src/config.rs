@@ -1,0 +1,354 @@
+//! [`MonitoringConfig`]: what hyperkit-obs reads from the environment and an
+//! optional TOML file, validated before anything starts.
+//!
+//! Environment variables win over the file; the file (named by
+//! `HYPERKIT_CONFIG`) wins over the defaults. Every error names the variable
+//! (or file key), says what is wrong with the value and shows a good one. No
+//! secret value is ever printed, by an error or by `Debug`.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::metrics::DEFAULT_MAX_LABEL_VALUES;
+
+/// Default address of the observability HTTP endpoint.
+pub const DEFAULT_METRICS_ADDR: &str = "127.0.0.1:9464";
+
+/// The effective configuration of hyperkit-obs.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct MonitoringConfig {
+    /// `HYPERKIT_SERVICE_NAME`: the `service.name` of logs and the `job` of
+    /// pushed metrics. Default: the executable's file name.
+    pub service_name: String,
+    /// `HYPERKIT_ENVIRONMENT`: deployment environment (`production`,
+    /// `staging`, …). Default: unset.
+    pub environment: Option<String>,
+    /// `HYPERKIT_MAX_LABEL_VALUES`: distinct values one runtime-fed label
+    /// keeps before new ones are recorded as `__overflow__`. Default 1000.
+    pub max_label_values: usize,
+    /// `HYPERKIT_METRICS_ADDR`: where the `/metrics` and health endpoints
+    /// listen. Default `127.0.0.1:9464`.
+    pub metrics_addr: SocketAddr,
+    /// `HYPERKIT_DATA_DIR`: where embedded stores keep their files. Default
+    /// `./hyperkit-data`.
+    pub data_dir: PathBuf,
+    /// `RUST_LOG`: the log filter, in `tracing-subscriber`'s `EnvFilter`
+    /// syntax. Default `info`.
+    pub log_filter: String,
+    /// `HYPERKIT_CONFIG`: the TOML file the values came from, if any.
+    pub config_file: Option<PathBuf>,
+}
+
+impl Default for MonitoringConfig {
+    fn default() -> Self {
+        MonitoringConfig {
+            service_name: default_service_name(),
+            environment: None,
+            max_label_values: DEFAULT_MAX_LABEL_VALUES,
+            metrics_addr: DEFAULT_METRICS_ADDR
+                .parse()
+                .unwrap_or_else(|e| unreachable!("default address parses: {e}")),
+            data_dir: PathBuf::from("hyperkit-data"),
+            log_filter: "info".to_owned(),
+            config_file: None,
+        }
+    }
+}
+
+fn default_service_name() -> String {
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "hyperkit".to_owned())
+}
+
+/// A configuration value that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A variable (or file key) holds a value that cannot be used.
+    #[error("{variable}={value:?} is invalid: {problem}; for example {variable}={example}")]
+    Invalid {
+        /// The variable or file key.
+        variable: &'static str,
+        /// The value as given (a secret's value is never kept here).
+        value: String,
+        /// What is wrong with it.
+        problem: String,
+        /// A value that would be accepted.
+        example: &'static str,
+    },
+    /// The configuration file could not be read.
+    #[error("HYPERKIT_CONFIG={path:?} cannot be read: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The configuration file is not valid TOML for this configuration.
+    #[error("HYPERKIT_CONFIG={path:?} is invalid: {message}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What the TOML parser said, naming the key.
+        message: String,
+    },
+}
+
+/// The keys a configuration file may hold: the variable names without the
+/// `HYPERKIT_` prefix, in lower case.
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    service_name: Option<String>,
+    environment: Option<String>,
+    max_label_values: Option<toml::Value>,
+    metrics_addr: Option<String>,
+    data_dir: Option<String>,
+    log_filter: Option<String>,
+}
+
+impl MonitoringConfig {
+    /// Reads the configuration from the process environment (and the file it
+    /// names in `HYPERKIT_CONFIG`).
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads the configuration through `lookup`, which returns a variable's
+    /// value; lets tests and embedders supply their own environment.
+    ///
+    /// ```
+    /// use hyperkit_obs::MonitoringConfig;
+    ///
+    /// let err = MonitoringConfig::from_lookup(|name| {
+    ///     (name == "HYPERKIT_MAX_LABEL_VALUES").then(|| "lots".to_owned())
+    /// })
+    /// .unwrap_err();
+    /// assert!(err.to_string().starts_with("HYPERKIT_MAX_LABEL_VALUES=\"lots\" is invalid"));
+    /// ```
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let mut config = MonitoringConfig::default();
+        let var = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+
+        if let Some(path) = var("HYPERKIT_CONFIG") {
+            let path = PathBuf::from(path);
+            config.apply_file(&path)?;
+            config.config_file = Some(path);
+        }
+        if let Some(v) = var("HYPERKIT_SERVICE_NAME") {
+            config.service_name = parse_service_name("HYPERKIT_SERVICE_NAME", &v)?;
+        }
+        if let Some(v) = var("HYPERKIT_ENVIRONMENT") {
+            config.environment = Some(parse_service_name("HYPERKIT_ENVIRONMENT", &v)?);
+        }
+        if let Some(v) = var("HYPERKIT_MAX_LABEL_VALUES") {
+            config.max_label_values = parse_limit("HYPERKIT_MAX_LABEL_VALUES", &v)?;
+        }
+        if let Some(v) = var("HYPERKIT_METRICS_ADDR") {
+            config.metrics_addr = parse_addr("HYPERKIT_METRICS_ADDR", &v)?;
+        }
+        if let Some(v) = var("HYPERKIT_DATA_DIR") {
+            config.data_dir = PathBuf::from(v);
+        }
+        if let Some(v) = var("RUST_LOG") {
+            config.log_filter = parse_filter("RUST_LOG", &v)?;
+        }
+        Ok(config)
+    }
+
+    fn apply_file(&mut self, path: &Path) -> Result<(), ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let file: FileConfig = toml::from_str(&text).map_err(|e| ConfigError::File {
+            path: path.to_owned(),
+            message: e.to_string().trim().replace('\n', " "),
+        })?;
+        if let Some(v) = file.service_name {
+            self.service_name = parse_service_name("service_name", &v)?;
+        }
+        if let Some(v) = file.environment {
+            self.environment = Some(parse_service_name("environment", &v)?);
+        }
+        if let Some(v) = file.max_label_values {
+            let text = match &v {
+                toml::Value::String(s) => s.clone(),
+                toml::Value::Integer(i) => i.to_string(),
+                other => format!("{other:?}"),
+            };
+            self.max_label_values = parse_limit("max_label_values", &text)?;
+        }
+        if let Some(v) = file.metrics_addr {
+            self.metrics_addr = parse_addr("metrics_addr", &v)?;
+        }
+        if let Some(v) = file.data_dir {
+            self.data_dir = PathBuf::from(v);
+        }
+        if let Some(v) = file.log_filter {
+            self.log_filter = parse_filter("log_filter", &v)?;
+        }
+        Ok(())
+    }
+
+    /// The effective configuration as `(variable, value)` pairs, secrets
+    /// redacted, for `hyperkit-obs check`.
+    pub fn describe(&self) -> Vec<(&'static str, String)> {
+        vec![
+            (
+                "HYPERKIT_CONFIG",
+                display_opt(self.config_file.as_deref().map(Path::display)),
+            ),
+            ("HYPERKIT_SERVICE_NAME", self.service_name.clone()),
+            (
+                "HYPERKIT_ENVIRONMENT",
+                display_opt(self.environment.as_deref()),
+            ),
+            (
+                "HYPERKIT_MAX_LABEL_VALUES",
+                self.max_label_values.to_string(),
+            ),
+            ("HYPERKIT_METRICS_ADDR", self.metrics_addr.to_string()),
+            ("HYPERKIT_DATA_DIR", self.data_dir.display().to_string()),
+            ("RUST_LOG", self.log_filter.clone()),
+        ]
+    }
+}
+
+fn display_opt<T: fmt::Display>(v: Option<T>) -> String {
+    v.map_or_else(|| "(unset)".to_owned(), |v| v.to_string())
+}
+
+fn invalid(
+    variable: &'static str,
+    value: &str,
+    problem: impl Into<String>,
+    example: &'static str,
+) -> ConfigError {
+    ConfigError::Invalid {
+        variable,
+        value: value.to_owned(),
+        problem: problem.into(),
+        example,
+    }
+}
+
+fn parse_service_name(variable: &'static str, v: &str) -> Result<String, ConfigError> {
+    let v = v.trim();
+    if v.len() > 128 || v.chars().any(char::is_control) {
+        return Err(invalid(
+            variable,
+            v,
+            "must be at most 128 characters with no control characters",
+            "build-agent",
+        ));
+    }
+    Ok(v.to_owned())
+}
+
+fn parse_limit(variable: &'static str, v: &str) -> Result<usize, ConfigError> {
+    match v.trim().parse::<usize>() {
+        Ok(n) if (1..=1_000_000).contains(&n) => Ok(n),
+        Ok(_) => Err(invalid(
+            variable,
+            v,
+            "must be between 1 and 1000000",
+            "1000",
+        )),
+        Err(_) => Err(invalid(variable, v, "must be a whole number", "1000")),
+    }
+}
+
+fn parse_addr(variable: &'static str, v: &str) -> Result<SocketAddr, ConfigError> {
+    v.trim().parse::<SocketAddr>().map_err(|_| {
+        invalid(
+            variable,
+            v,
+            "must be an IP address and port (host names are not resolved)",
+            "127.0.0.1:9464",
+        )
+    })
+}
+
+fn parse_filter(variable: &'static str, v: &str) -> Result<String, ConfigError> {
+    tracing_subscriber::EnvFilter::try_new(v)
+        .map(|_| v.trim().to_owned())
+        .map_err(|e| {
+            invalid(
+                variable,
+                v,
+                format!("is not a log filter ({e})"),
+                "info,my_crate=debug",
+            )
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn from(vars: &[(&str, &str)]) -> Result<MonitoringConfig, ConfigError> {
+        let vars: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        MonitoringConfig::from_lookup(|k| vars.get(k).cloned())
+    }
+
+    #[test]
+    fn no_variables_give_the_documented_defaults() {
+        let c = from(&[]).unwrap();
+        assert_eq!(c.max_label_values, 1000);
+        assert_eq!(c.metrics_addr.to_string(), "127.0.0.1:9464");
+        assert_eq!(c.log_filter, "info");
+    }
+
+    #[test]
+    fn a_bad_value_names_the_variable_and_shows_a_good_one() {
+        let e = from(&[("HYPERKIT_METRICS_ADDR", "localhost")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("HYPERKIT_METRICS_ADDR=\"localhost\""), "{e}");
+        assert!(
+            e.contains("for example HYPERKIT_METRICS_ADDR=127.0.0.1:9464"),
+            "{e}"
+        );
+        let e = from(&[("HYPERKIT_MAX_LABEL_VALUES", "0")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("between 1 and 1000000"), "{e}");
+        let e = from(&[("RUST_LOG", "info,[")]).unwrap_err().to_string();
+        assert!(e.starts_with("RUST_LOG="), "{e}");
+    }
+
+    #[test]
+    fn the_file_is_read_and_the_environment_wins() {
+        let dir = std::env::temp_dir().join(format!("hyperkit-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("obs.toml");
+        std::fs::write(
+            &path,
+            "service_name = \"from-file\"\nmax_label_values = 50\n",
+        )
+        .unwrap();
+        let p = path.to_str().unwrap();
+        let c = from(&[("HYPERKIT_CONFIG", p), ("HYPERKIT_MAX_LABEL_VALUES", "70")]).unwrap();
+        assert_eq!(
+            (c.service_name.as_str(), c.max_label_values),
+            ("from-file", 70)
+        );
+
+        std::fs::write(&path, "servce_name = \"typo\"\n").unwrap();
+        let e = from(&[("HYPERKIT_CONFIG", p)]).unwrap_err().to_string();
+        assert!(e.contains("servce_name"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,209 @@
+//! Label values: the [`LabelValue`] trait, its implementations for the
+//! standard types, and the runtime sanitising that keeps any value safe for the
+//! exposition format.
+//!
+//! Nothing here allocates for a value that is already clean, and nothing here
+//! panics: a value that is too long or holds control characters is repaired,
+//! never rejected.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::rc::Rc;
+use std::sync::Arc;
+
+/// Longest label value kept, in bytes; longer values are cut at a character
+/// boundary.
+pub const MAX_LABEL_LEN: usize = 128;
+
+/// The value recorded in place of a new label value once a label has reached
+/// its cardinality limit.
+pub const OVERFLOW_VALUE: &str = "__overflow__";
+
+/// A type whose values can be used as a metric label value.
+///
+/// Implemented for `str`, `String`, `Cow<str>`, `Box<str>`, `Arc<str>`,
+/// `Rc<str>`, the integer types and `bool`, and by `#[derive(LabelValue)]` for
+/// fieldless enums:
+///
+/// ```
+/// use hyperkit_obs::LabelValue;
+///
+/// #[derive(Clone, Copy, LabelValue)]
+/// enum Chain {
+///     Ethereum,                  // "ethereum"
+///     #[label = "bsc"]
+///     BinanceSmartChain,         // "bsc"
+/// }
+///
+/// assert_eq!(Chain::BinanceSmartChain.as_label(), "bsc");
+/// assert_eq!(<Chain as LabelValue>::VALUES, Some(&["ethereum", "bsc"][..]));
+/// ```
+///
+/// A type with a fixed set of values reports it in [`VALUES`](Self::VALUES);
+/// the tracking macros then resolve each value's metric handles once per call
+/// site and index them by [`index`](Self::index), so a call never hashes the
+/// label. Types with an open set of values (strings, integers) are looked up
+/// by value and fall under the cardinality limit.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be used as a metric label value",
+    label = "this label value's type does not implement `LabelValue`",
+    note = "label values can be `&str`, `String`, `Cow<str>`, integers, `bool`, or a fieldless enum with `#[derive(hyperkit_obs::LabelValue)]`",
+    note = "for any other type, give the label an expression that yields one of these, e.g. `chain = spec.chain.name()`"
+)]
+pub trait LabelValue {
+    /// Every value this type can take, in [`index`](Self::index) order, or
+    /// `None` when the set is open (strings, integers).
+    const VALUES: Option<&'static [&'static str]> = None;
+
+    /// The position of `self` in [`VALUES`](Self::VALUES). Only meaningful
+    /// when `VALUES` is `Some`; an index out of range is treated as an open
+    /// value, never as an error.
+    fn index(&self) -> usize {
+        0
+    }
+
+    /// The label value as text. For a type with fixed `VALUES` this must equal
+    /// `VALUES[self.index()]`.
+    fn as_label(&self) -> Cow<'_, str>;
+}
+
+impl<T: LabelValue + ?Sized> LabelValue for &T {
+    const VALUES: Option<&'static [&'static str]> = T::VALUES;
+    #[inline]
+    fn index(&self) -> usize {
+        (**self).index()
+    }
+    #[inline]
+    fn as_label(&self) -> Cow<'_, str> {
+        (**self).as_label()
+    }
+}
+
+impl<T: LabelValue + ?Sized> LabelValue for &mut T {
+    const VALUES: Option<&'static [&'static str]> = T::VALUES;
+    #[inline]
+    fn index(&self) -> usize {
+        (**self).index()
+    }
+    #[inline]
+    fn as_label(&self) -> Cow<'_, str> {
+        (**self).as_label()
+    }
+}
+
+macro_rules! str_like {
+    ($($ty:ty),*) => {$(
+        impl LabelValue for $ty {
+            #[inline]
+            fn as_label(&self) -> Cow<'_, str> {
+                Cow::Borrowed(&**self)
+            }
+        }
+    )*};
+}
+impl LabelValue for str {
+    #[inline]
+    fn as_label(&self) -> Cow<'_, str> {
+        Cow::Borrowed(self)
+    }
+}
+str_like!(String, Cow<'_, str>, Box<str>, Arc<str>, Rc<str>);
+
+macro_rules! integer {
+    ($($ty:ty),*) => {$(
+        impl LabelValue for $ty {
+            #[inline]
+            fn as_label(&self) -> Cow<'_, str> {
+                Cow::Owned(self.to_string())
+            }
+        }
+    )*};
+}
+integer!(
+    u8, u16, u32, u64, u128, usize, i8, i16, i32, i64, i128, isize
+);
+
+impl LabelValue for bool {
+    const VALUES: Option<&'static [&'static str]> = Some(&["false", "true"]);
+    #[inline]
+    fn index(&self) -> usize {
+        usize::from(*self)
+    }
+    #[inline]
+    fn as_label(&self) -> Cow<'_, str> {
+        Cow::Borrowed(if *self { "true" } else { "false" })
+    }
+}
+
+/// A label given as a string literal in the attribute. Its call site is its
+/// whole value set, so it resolves like a one-variant enum: once per site.
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug)]
+pub struct Literal(pub &'static str);
+
+impl LabelValue for Literal {
+    const VALUES: Option<&'static [&'static str]> = Some(&[""]);
+    #[inline]
+    fn as_label(&self) -> Cow<'_, str> {
+        Cow::Borrowed(self.0)
+    }
+}
+
+/// Displays a label value as it will be recorded (for span fields).
+#[doc(hidden)]
+pub struct LabelDisplay<'a, L: ?Sized>(pub &'a L);
+
+impl<L: LabelValue + ?Sized> fmt::Display for LabelDisplay<'_, L> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&sanitize(&self.0.as_label()))
+    }
+}
+
+/// Makes a label value safe for every consumer: at most [`MAX_LABEL_LEN`]
+/// bytes (cut at a character boundary) and no control characters (each one is
+/// replaced by `_`). Borrows when the value is already clean.
+pub fn sanitize(value: &str) -> Cow<'_, str> {
+    let clean = value.len() <= MAX_LABEL_LEN && !value.chars().any(char::is_control);
+    if clean {
+        return Cow::Borrowed(value);
+    }
+    let mut out = String::with_capacity(value.len().min(MAX_LABEL_LEN));
+    for c in value.chars() {
+        let c = if c.is_control() { '_' } else { c };
+        if out.len() + c.len_utf8() > MAX_LABEL_LEN {
+            break;
+        }
+        out.push(c);
+    }
+    Cow::Owned(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clean_values_are_borrowed_unchanged() {
+        assert!(matches!(sanitize("ethereum"), Cow::Borrowed("ethereum")));
+    }
+
+    #[test]
+    fn control_characters_are_replaced() {
+        assert_eq!(sanitize("a\nb\"c\u{0}"), "a_b\"c_");
+    }
+
+    #[test]
+    fn long_values_are_cut_at_a_char_boundary() {
+        let long = "é".repeat(100); // 200 bytes
+        let cut = sanitize(&long);
+        assert!(cut.len() <= MAX_LABEL_LEN);
+        assert_eq!(cut.chars().count(), MAX_LABEL_LEN / 2);
+    }
+
+    #[test]
+    fn bool_is_a_fixed_set() {
+        assert_eq!(true.index(), 1);
+        assert_eq!(<bool as LabelValue>::VALUES.unwrap()[true.index()], "true");
+        assert_eq!(42u64.as_label(), "42");
+    }
+}

@@ -1,0 +1,149 @@
+//! Observability for builds, AI model calls and database queries, from one
+//! attribute.
+//!
+//! ```
+//! use hyperkit_obs::{track_build, LabelValue};
+//!
+//! #[derive(Clone, Copy, LabelValue)]
+//! enum Chain { Ethereum, Solana }
+//!
+//! #[derive(Debug)]
+//! struct BuildError;
+//! impl std::fmt::Display for BuildError {
+//!     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result { f.write_str("out of gas") }
+//! }
+//!
+//! #[track_build(chain)]
+//! fn build(chain: Chain, size: u32) -> Result<u32, BuildError> {
+//!     if size == 0 { return Err(BuildError) }
+//!     Ok(size * 2)
+//! }
+//!
+//! assert_eq!(build(Chain::Ethereum, 21).unwrap(), 42);
+//! assert!(build(Chain::Solana, 0).is_err());
+//!
+//! let families = hyperkit_obs::registry().gather();
+//! assert!(families.iter().any(|f| f.name() == "hyperkit_builds_total"));
+//! ```
+//!
+//! `#[track_build(chain)]`, `#[track_model(model, task)]` and
+//! `#[track_query(operation)]` keep the function's signature, `Send`-ness and
+//! behaviour, and add:
+//!
+//! | macro | metrics |
+//! |---|---|
+//! | `track_build` | `hyperkit_builds_total{status,chain}`, `hyperkit_build_duration_seconds{chain}`, `hyperkit_active_builds{chain}` |
+//! | `track_model` | `hyperkit_model_calls_total{model,task,status}`, `hyperkit_model_latency_seconds{model,task}`, `hyperkit_model_tokens_total{model,task,type}`, `hyperkit_model_acceptance_total{model,task,accepted}` |
+//! | `track_query` | `hyperkit_db_queries_total{operation,status}`, `hyperkit_db_query_duration_seconds{operation}` |
+//!
+//! plus a `tracing` span named after the function that carries the labels, and
+//! a closing event: INFO on success (DEBUG with `level = "debug"`), ERROR with
+//! the error's `Display` on failure or panic.
+//!
+//! A label is given as a parameter name (`chain`), a string literal
+//! (`chain = "ethereum"`) or an expression over the parameters
+//! (`chain = spec.chain`, evaluated once before the body). Its value's type
+//! must implement [`LabelValue`]. `status` is `success`, `failure` (an `Err`),
+//! `panic` (the panic continues) or `cancelled` (an async call dropped before
+//! it finished).
+//!
+//! Call [`init()`] once at start-up to read the configuration and install the
+//! log subscriber; metrics work without it.
+
+#![warn(missing_docs)]
+
+pub mod config;
+mod init;
+mod label;
+pub mod metrics;
+pub mod model;
+mod track;
+
+pub use config::{ConfigError, MonitoringConfig};
+pub use hyperkit_obs_macros::{LabelValue, track_build, track_model, track_query};
+pub use init::{Builder, InitError, ObsGuard, init};
+pub use label::{LabelValue, MAX_LABEL_LEN, OVERFLOW_VALUE, sanitize};
+pub use metrics::registry;
+pub use model::ModelOutput;
+pub use track::Status;
+
+/// The `prometheus` crate, at the version hyperkit-obs registers its metrics
+/// with; register your own metrics against it.
+pub use prometheus;
+
+/// Support for the code the macros generate. Not a public API: it may change
+/// in any release.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::label::{LabelDisplay, Literal};
+    pub use crate::track::build::{BUILDS, BuildHandles};
+    pub use crate::track::future::Tracked;
+    pub use crate::track::model::{MODELS, ModelHandles};
+    pub use crate::track::outcome::{
+        NoUsage, ResultDisplayOutcome, ResultOutcome, ResultUsage, ValueOutcome, ValueUsage, Wrap,
+    };
+    pub use crate::track::query::{QUERIES, QueryHandles};
+    pub use crate::track::site::{Site, resolve1, resolve2};
+    pub use crate::track::{Call, Finished, Outcome, Prepared, Status, call};
+    pub use tracing;
+
+    /// Type-checks a label value where the user wrote it, so a type that is not
+    /// a `LabelValue` is reported at that expression.
+    #[inline(always)]
+    pub fn label<L: crate::LabelValue + ?Sized>(value: &L) -> &L {
+        value
+    }
+
+    /// The closing event of a tracked call, expanded in the user's crate so its
+    /// target is the user's module.
+    #[macro_export]
+    #[doc(hidden)]
+    macro_rules! __hyperkit_finished_event {
+        ($finished:expr, $ok_level:ident, $name:literal) => {{
+            let finished: &$crate::__private::Finished<'_> = $finished;
+            let duration = finished.duration_ns();
+            match (finished.status, finished.error) {
+                ($crate::__private::Status::Success, _) => $crate::__private::tracing::event!(
+                    target: module_path!(),
+                    $crate::__private::tracing::Level::$ok_level,
+                    status = "success",
+                    event.duration = duration,
+                    concat!($name, " succeeded")
+                ),
+                ($crate::__private::Status::Failure, Some(error)) => {
+                    $crate::__private::tracing::event!(
+                        target: module_path!(),
+                        $crate::__private::tracing::Level::ERROR,
+                        status = "failure",
+                        event.duration = duration,
+                        error.message = %error,
+                        concat!($name, " failed: {}"),
+                        error
+                    )
+                }
+                ($crate::__private::Status::Failure, None) => $crate::__private::tracing::event!(
+                    target: module_path!(),
+                    $crate::__private::tracing::Level::ERROR,
+                    status = "failure",
+                    event.duration = duration,
+                    concat!($name, " failed")
+                ),
+                ($crate::__private::Status::Panic, _) => $crate::__private::tracing::event!(
+                    target: module_path!(),
+                    $crate::__private::tracing::Level::ERROR,
+                    status = "panic",
+                    event.duration = duration,
+                    concat!($name, " panicked")
+                ),
+                ($crate::__private::Status::Cancelled, _) => $crate::__private::tracing::event!(
+                    target: module_path!(),
+                    $crate::__private::tracing::Level::INFO,
+                    status = "cancelled",
+                    event.duration = duration,
+                    concat!($name, " was cancelled")
+                ),
+            }
+        }};
+    }
+    pub use crate::__hyperkit_finished_event as finished_event;
+}

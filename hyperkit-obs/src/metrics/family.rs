@@ -1,0 +1,160 @@
+//! A metric family whose children are keyed by the exact tuple of label
+//! values.
+//!
+//! The `prometheus` crate's `MetricVec` finds a child by an FNV hash of the
+//! label values written back to back, and never compares the values: `("ab",
+//! "c")` and `("a", "bc")` hash alike and share a child. A [`Family`] compares
+//! the values themselves, so no pair of label sets can ever merge. It must
+//! never panic: a poisoned lock is recovered, not propagated.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use prometheus::core::{Collector, Desc, Metric};
+use prometheus::proto::{LabelPair, MetricFamily, MetricType};
+
+/// One metric family (name, help, label names) with one child metric per
+/// distinct label-value tuple.
+pub(crate) struct Family<M> {
+    name: &'static str,
+    help: &'static str,
+    label_names: &'static [&'static str],
+    kind: MetricType,
+    desc: Desc,
+    make: fn(&'static str, &'static str) -> M,
+    children: Mutex<Vec<(Box<[Box<str>]>, M)>>,
+}
+
+impl<M: Metric + Clone> Family<M> {
+    /// A family; `make` builds one unlabelled child (its labels are added at
+    /// collection).
+    pub(crate) fn new(
+        name: &'static str,
+        help: &'static str,
+        label_names: &'static [&'static str],
+        kind: MetricType,
+        make: fn(&'static str, &'static str) -> M,
+    ) -> Self {
+        let desc = Desc::new(
+            name.to_owned(),
+            help.to_owned(),
+            label_names.iter().map(|l| (*l).to_owned()).collect(),
+            HashMap::new(),
+        )
+        .unwrap_or_else(|e| unreachable!("built-in metric {name} has an invalid descriptor: {e}"));
+        Family {
+            name,
+            help,
+            label_names,
+            kind,
+            desc,
+            make,
+            children: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The child for exactly these label values (one per label name), created
+    /// on first use. Values must already be sanitised.
+    pub(crate) fn child(&self, values: &[&str]) -> M {
+        debug_assert_eq!(values.len(), self.label_names.len(), "{}", self.name);
+        let mut children = self.lock();
+        if let Some((_, m)) = children
+            .iter()
+            .find(|(k, _)| k.iter().map(|s| &**s).eq(values.iter().copied()))
+        {
+            return m.clone();
+        }
+        let m = (self.make)(self.name, self.help);
+        children.push((values.iter().map(|v| Box::from(*v)).collect(), m.clone()));
+        m
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Vec<(Box<[Box<str>]>, M)>> {
+        self.children.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl<M: Metric + Clone + Send + Sync> Collector for Family<M> {
+    fn desc(&self) -> Vec<&Desc> {
+        vec![&self.desc]
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let children = self.lock();
+        let mut metrics = Vec::with_capacity(children.len());
+        for (values, child) in children.iter() {
+            let mut metric = child.metric();
+            let pairs = self
+                .label_names
+                .iter()
+                .zip(values.iter())
+                .map(|(name, value)| {
+                    let mut pair = LabelPair::default();
+                    pair.set_name((*name).to_owned());
+                    pair.set_value(value.to_string());
+                    pair
+                })
+                .collect();
+            metric.set_label(pairs);
+            metrics.push(metric);
+        }
+        drop(children);
+        let mut family = MetricFamily::default();
+        family.set_name(self.name.to_owned());
+        family.set_help(self.help.to_owned());
+        family.set_field_type(self.kind);
+        family.set_metric(metrics);
+        vec![family]
+    }
+}
+
+/// Lets a `&'static Family` be registered in a `prometheus::Registry`.
+pub(crate) struct Registered<M: 'static>(pub(crate) &'static Family<M>);
+
+impl<M: Metric + Clone + Send + Sync> Collector for Registered<M> {
+    fn desc(&self) -> Vec<&Desc> {
+        self.0.desc()
+    }
+    fn collect(&self) -> Vec<MetricFamily> {
+        self.0.collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prometheus::IntCounter;
+
+    fn counter(name: &'static str, help: &'static str) -> IntCounter {
+        IntCounter::new(name, help).expect("valid test metric")
+    }
+
+    #[test]
+    fn tuples_that_concatenate_alike_stay_apart() {
+        let family = Family::new("t_total", "test", &["a", "b"], MetricType::COUNTER, counter);
+        family.child(&["ab", "c"]).inc();
+        family.child(&["a", "bc"]).inc_by(5);
+        family.child(&["ab", "c"]).inc();
+        let mf = family.collect().remove(0);
+        let mut seen: Vec<(String, String, f64)> = mf
+            .get_metric()
+            .iter()
+            .map(|m| {
+                let l = m.get_label();
+                (
+                    l[0].value().to_owned(),
+                    l[1].value().to_owned(),
+                    m.get_counter().get_value(),
+                )
+            })
+            .collect();
+        seen.sort_by(|x, y| x.0.cmp(&y.0));
+        assert_eq!(
+            seen,
+            vec![
+                ("a".into(), "bc".into(), 5.0),
+                ("ab".into(), "c".into(), 2.0)
+            ]
+        );
+    }
+}

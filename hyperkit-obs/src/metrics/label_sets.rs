@@ -1,0 +1,170 @@
+//! The label sets of one tracking macro, each with its pre-resolved metric
+//! handles, and the cardinality guard.
+//!
+//! A [`LabelSets`] maps an exact tuple of label values to a `&'static` bundle
+//! of handles (counters, histogram, gauge), created once and never freed: the
+//! cardinality limit bounds how many can exist. A label that already holds the
+//! limit's number of distinct values records every new value as
+//! [`OVERFLOW_VALUE`], counts it in `hyperkit_obs_label_overflow_total` and
+//! warns once. Lookups of known tuples take a read lock only; nothing here
+//! blocks for long or panics.
+
+use std::borrow::Cow;
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{PoisonError, RwLock};
+
+use hashbrown::{Equivalent, HashMap, HashSet};
+
+use crate::label::{OVERFLOW_VALUE, sanitize};
+
+/// Default for the number of distinct values one label keeps.
+pub const DEFAULT_MAX_LABEL_VALUES: usize = 1000;
+
+static MAX_LABEL_VALUES: AtomicUsize = AtomicUsize::new(DEFAULT_MAX_LABEL_VALUES);
+
+/// Sets how many distinct values a label fed at run time keeps before new
+/// values are recorded as `__overflow__`. Applies to values first seen after
+/// the call. `init()` sets it from `HYPERKIT_MAX_LABEL_VALUES`.
+pub fn set_max_label_values(limit: usize) {
+    MAX_LABEL_VALUES.store(limit.max(1), Ordering::Relaxed);
+}
+
+/// The current per-label limit on distinct values.
+pub fn max_label_values() -> usize {
+    MAX_LABEL_VALUES.load(Ordering::Relaxed)
+}
+
+/// An owned label tuple, hashed element by element with lengths so that no
+/// two distinct tuples are confused.
+#[derive(PartialEq, Eq)]
+struct Key(Box<[Box<str>]>);
+
+/// A borrowed label tuple that finds a [`Key`] without allocating.
+struct KeyRef<'a>(&'a [Cow<'a, str>]);
+
+fn hash_parts<'a, H: Hasher>(parts: impl ExactSizeIterator<Item = &'a str>, state: &mut H) {
+    state.write_usize(parts.len());
+    for p in parts {
+        state.write_usize(p.len());
+        state.write(p.as_bytes());
+    }
+}
+
+impl Hash for Key {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        hash_parts(self.0.iter().map(|s| &**s), state);
+    }
+}
+
+impl Hash for KeyRef<'_> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        hash_parts(self.0.iter().map(|s| &**s), state);
+    }
+}
+
+impl Equivalent<Key> for KeyRef<'_> {
+    fn equivalent(&self, key: &Key) -> bool {
+        key.0.len() == self.0.len() && key.0.iter().zip(self.0).all(|(a, b)| **a == **b)
+    }
+}
+
+struct Inner<H: 'static> {
+    sets: HashMap<Key, &'static H>,
+    /// Distinct values admitted per label position.
+    distinct: Vec<HashSet<Box<str>>>,
+}
+
+/// All label sets of one macro's metrics.
+pub struct LabelSets<H: 'static> {
+    /// The family named in `hyperkit_obs_label_overflow_total{metric}`.
+    metric: &'static str,
+    label_names: &'static [&'static str],
+    make: fn(&[&str]) -> H,
+    warned: [AtomicBool; 4],
+    inner: RwLock<Option<Inner<H>>>,
+}
+
+impl<H: Sync + 'static> LabelSets<H> {
+    /// Label sets for `label_names` (at most four); `make` builds the handles
+    /// for one tuple of sanitised values.
+    pub(crate) const fn new(
+        metric: &'static str,
+        label_names: &'static [&'static str],
+        make: fn(&[&str]) -> H,
+    ) -> Self {
+        LabelSets {
+            metric,
+            label_names,
+            make,
+            warned: [const { AtomicBool::new(false) }; 4],
+            inner: RwLock::new(None),
+        }
+    }
+
+    /// The handles for these label values (one per label name).
+    pub fn get(&'static self, values: &[&str]) -> &'static H {
+        let mut values: Vec<Cow<'_, str>> = values.iter().map(|v| sanitize(v)).collect();
+        {
+            let guard = self.inner.read().unwrap_or_else(PoisonError::into_inner);
+            if let Some(inner) = guard.as_ref() {
+                if let Some(h) = inner.sets.get(&KeyRef(&values)) {
+                    return h;
+                }
+                if self.apply_overflow(inner, &mut values) {
+                    if let Some(h) = inner.sets.get(&KeyRef(&values)) {
+                        return h;
+                    }
+                }
+            }
+        }
+        let mut guard = self.inner.write().unwrap_or_else(PoisonError::into_inner);
+        let inner = guard.get_or_insert_with(|| Inner {
+            sets: HashMap::new(),
+            distinct: self.label_names.iter().map(|_| HashSet::new()).collect(),
+        });
+        if let Some(h) = inner.sets.get(&KeyRef(&values)) {
+            return h;
+        }
+        self.apply_overflow(inner, &mut values);
+        if let Some(h) = inner.sets.get(&KeyRef(&values)) {
+            return h;
+        }
+        let parts: Vec<&str> = values.iter().map(|v| &**v).collect();
+        let handles: &'static H = Box::leak(Box::new((self.make)(&parts)));
+        for (seen, value) in inner.distinct.iter_mut().zip(&parts) {
+            if !seen.contains(*value) {
+                seen.insert(Box::from(*value));
+            }
+        }
+        let key = Key(parts.iter().map(|p| Box::from(*p)).collect());
+        inner.sets.insert(key, handles);
+        handles
+    }
+
+    /// Replaces each value whose label is full and has not seen it with the
+    /// overflow value. Returns whether anything was replaced.
+    fn apply_overflow(&self, inner: &Inner<H>, values: &mut [Cow<'_, str>]) -> bool {
+        let limit = max_label_values();
+        let mut replaced = false;
+        for (i, value) in values.iter_mut().enumerate() {
+            let seen = &inner.distinct[i];
+            if seen.len() >= limit && !seen.contains(&**value) && value != OVERFLOW_VALUE {
+                let label = self.label_names[i];
+                super::label_overflow(self.metric, label);
+                if !self.warned[i].swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        metric = self.metric,
+                        label,
+                        limit,
+                        "label `{label}` of `{}` reached {limit} distinct values; new values are recorded as `{OVERFLOW_VALUE}` (raise HYPERKIT_MAX_LABEL_VALUES if this is expected)",
+                        self.metric
+                    );
+                }
+                *value = Cow::Borrowed(OVERFLOW_VALUE);
+                replaced = true;
+            }
+        }
+        replaced
+    }
+}

@@ -1,0 +1,196 @@
+//! The process-wide registry and every metric family hyperkit-obs exports.
+//!
+//! Families are created once, on first use, and registered in [`registry()`],
+//! which users may register their own collectors in too. Families with several
+//! runtime labels are [`Family`] collectors keyed by the exact label tuple (see
+//! `family.rs` for why `prometheus::*Vec` is not used).
+
+mod family;
+mod label_sets;
+
+use std::sync::LazyLock;
+
+use prometheus::proto::MetricType;
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntGauge, Opts, Registry};
+
+pub(crate) use family::Family;
+use family::Registered;
+pub use label_sets::{DEFAULT_MAX_LABEL_VALUES, LabelSets, max_label_values, set_max_label_values};
+
+/// Buckets of `hyperkit_build_duration_seconds`: builds take tens of seconds
+/// to minutes.
+pub const BUILD_DURATION_BUCKETS: &[f64] = &[10.0, 30.0, 60.0, 90.0, 120.0, 180.0];
+
+/// Buckets of `hyperkit_model_latency_seconds`: 50 ms to 2 minutes.
+pub const MODEL_LATENCY_BUCKETS: &[f64] = &[
+    0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0,
+];
+
+/// Buckets of `hyperkit_db_query_duration_seconds`: 0.5 ms to 10 s.
+pub const QUERY_DURATION_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+fn counter(name: &'static str, help: &'static str) -> IntCounter {
+    IntCounter::with_opts(Opts::new(name, help))
+        .unwrap_or_else(|e| unreachable!("built-in counter {name}: {e}"))
+}
+
+fn gauge(name: &'static str, help: &'static str) -> IntGauge {
+    IntGauge::with_opts(Opts::new(name, help))
+        .unwrap_or_else(|e| unreachable!("built-in gauge {name}: {e}"))
+}
+
+fn histogram(name: &'static str, help: &'static str, buckets: &[f64]) -> Histogram {
+    Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets.to_vec()))
+        .unwrap_or_else(|e| unreachable!("built-in histogram {name}: {e}"))
+}
+
+/// Every family hyperkit-obs owns.
+pub(crate) struct Families {
+    pub(crate) builds_total: Family<IntCounter>,
+    pub(crate) build_duration: Family<Histogram>,
+    pub(crate) active_builds: Family<IntGauge>,
+    pub(crate) model_calls_total: Family<IntCounter>,
+    pub(crate) model_latency: Family<Histogram>,
+    pub(crate) model_tokens_total: Family<IntCounter>,
+    pub(crate) model_acceptance_total: Family<IntCounter>,
+    pub(crate) db_queries_total: Family<IntCounter>,
+    pub(crate) db_query_duration: Family<Histogram>,
+    pub(crate) label_overflow_total: Family<IntCounter>,
+    pub(crate) dropped_total: Family<IntCounter>,
+}
+
+pub(crate) static FAMILIES: LazyLock<Families> = LazyLock::new(|| Families {
+    builds_total: Family::new(
+        "hyperkit_builds_total",
+        "Tracked builds that finished, by status (success, failure, panic, cancelled) and chain.",
+        &["status", "chain"],
+        MetricType::COUNTER,
+        counter,
+    ),
+    build_duration: Family::new(
+        "hyperkit_build_duration_seconds",
+        "Duration of tracked builds in seconds, by chain.",
+        &["chain"],
+        MetricType::HISTOGRAM,
+        |n, h| histogram(n, h, BUILD_DURATION_BUCKETS),
+    ),
+    active_builds: Family::new(
+        "hyperkit_active_builds",
+        "Tracked builds currently running, by chain.",
+        &["chain"],
+        MetricType::GAUGE,
+        gauge,
+    ),
+    model_calls_total: Family::new(
+        "hyperkit_model_calls_total",
+        "Tracked model calls that finished, by model, task and status.",
+        &["model", "task", "status"],
+        MetricType::COUNTER,
+        counter,
+    ),
+    model_latency: Family::new(
+        "hyperkit_model_latency_seconds",
+        "Latency of tracked model calls in seconds, by model and task.",
+        &["model", "task"],
+        MetricType::HISTOGRAM,
+        |n, h| histogram(n, h, MODEL_LATENCY_BUCKETS),
+    ),
+    model_tokens_total: Family::new(
+        "hyperkit_model_tokens_total",
+        "Tokens used by tracked model calls, by model, task and type (input or output).",
+        &["model", "task", "type"],
+        MetricType::COUNTER,
+        counter,
+    ),
+    model_acceptance_total: Family::new(
+        "hyperkit_model_acceptance_total",
+        "Model outputs whose acceptance is known, by model, task and accepted (true or false).",
+        &["model", "task", "accepted"],
+        MetricType::COUNTER,
+        counter,
+    ),
+    db_queries_total: Family::new(
+        "hyperkit_db_queries_total",
+        "Tracked database queries that finished, by operation and status.",
+        &["operation", "status"],
+        MetricType::COUNTER,
+        counter,
+    ),
+    db_query_duration: Family::new(
+        "hyperkit_db_query_duration_seconds",
+        "Duration of tracked database queries in seconds, by operation.",
+        &["operation"],
+        MetricType::HISTOGRAM,
+        |n, h| histogram(n, h, QUERY_DURATION_BUCKETS),
+    ),
+    label_overflow_total: Family::new(
+        "hyperkit_obs_label_overflow_total",
+        "Observations recorded under __overflow__ because a label reached its limit of distinct values.",
+        &["metric", "label"],
+        MetricType::COUNTER,
+        counter,
+    ),
+    dropped_total: Family::new(
+        "hyperkit_obs_dropped_total",
+        "Telemetry items dropped by an exporter (full queue or final delivery failure), by sink.",
+        &["sink"],
+        MetricType::COUNTER,
+        counter,
+    ),
+});
+
+static REGISTRY: LazyLock<Registry> = LazyLock::new(|| {
+    let registry = Registry::new();
+    let f: &'static Families = &FAMILIES;
+    let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
+        Box::new(Registered(&f.builds_total)),
+        Box::new(Registered(&f.build_duration)),
+        Box::new(Registered(&f.active_builds)),
+        Box::new(Registered(&f.model_calls_total)),
+        Box::new(Registered(&f.model_latency)),
+        Box::new(Registered(&f.model_tokens_total)),
+        Box::new(Registered(&f.model_acceptance_total)),
+        Box::new(Registered(&f.db_queries_total)),
+        Box::new(Registered(&f.db_query_duration)),
+        Box::new(Registered(&f.label_overflow_total)),
+        Box::new(Registered(&f.dropped_total)),
+    ];
+    for c in collectors {
+        if let Err(e) = registry.register(c) {
+            unreachable!("built-in families have distinct names: {e}");
+        }
+    }
+    registry
+});
+
+/// The process-wide registry holding every hyperkit-obs metric.
+///
+/// Register your own metrics here to have them served beside ours:
+///
+/// ```
+/// use hyperkit_obs::prometheus::IntCounter;
+///
+/// let retries = IntCounter::new("myapp_retries_total", "Retries of my app.").unwrap();
+/// hyperkit_obs::registry().register(Box::new(retries.clone())).unwrap();
+/// retries.inc();
+/// assert!(hyperkit_obs::registry().gather().iter().any(|f| f.name() == "myapp_retries_total"));
+/// ```
+pub fn registry() -> &'static Registry {
+    &REGISTRY
+}
+
+/// Counts `n` telemetry items dropped by `sink` in
+/// `hyperkit_obs_dropped_total{sink}`. Exporters call it; it never blocks for
+/// long and never panics.
+pub fn record_dropped(sink: &str, n: u64) {
+    FAMILIES
+        .dropped_total
+        .child(&[&crate::label::sanitize(sink)])
+        .inc_by(n);
+}
+
+pub(crate) fn label_overflow(metric: &'static str, label: &'static str) {
+    FAMILIES.label_overflow_total.child(&[metric, label]).inc();
+}

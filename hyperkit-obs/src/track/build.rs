@@ -1,0 +1,45 @@
+//! Handles of `#[track_build]`: `hyperkit_builds_total{status,chain}`,
+//! `hyperkit_build_duration_seconds{chain}`, `hyperkit_active_builds{chain}`.
+
+use std::time::Duration;
+
+use prometheus::{Histogram, IntCounter, IntGauge};
+
+use super::{Handles, Status};
+use crate::metrics::{FAMILIES, LabelSets};
+
+/// The pre-resolved metrics of one chain.
+pub struct BuildHandles {
+    calls: [IntCounter; 4],
+    duration: Histogram,
+    active: IntGauge,
+}
+
+impl BuildHandles {
+    fn new(labels: &[&str]) -> Self {
+        let chain = labels[0];
+        let f = &*FAMILIES;
+        BuildHandles {
+            calls: Status::ALL.map(|s| f.builds_total.child(&[s.as_str(), chain])),
+            duration: f.build_duration.child(&[chain]),
+            active: f.active_builds.child(&[chain]),
+        }
+    }
+}
+
+impl Handles for BuildHandles {
+    #[inline]
+    fn record(&self, status: Status, elapsed: Duration) {
+        self.calls[status.index()].inc();
+        self.duration.observe(elapsed.as_secs_f64());
+    }
+
+    #[inline]
+    fn in_flight(&self) -> Option<&IntGauge> {
+        Some(&self.active)
+    }
+}
+
+/// Every chain seen by `#[track_build]`.
+pub static BUILDS: LabelSets<BuildHandles> =
+    LabelSets::new("hyperkit_builds_total", &["chain"], BuildHandles::new);

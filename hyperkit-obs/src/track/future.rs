@@ -1,0 +1,73 @@
+//! Tracking a returned future: for functions that return `impl Future` or a
+//! boxed future (`#[async_trait]`), the call starts at the first poll and
+//! finishes when the future completes; dropping it earlier records
+//! `cancelled`.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use pin_project_lite::pin_project;
+
+use super::{Call, Handles, Prepared};
+
+pin_project! {
+    /// A future that drives a [`Call`] around an inner future. It is `Send`,
+    /// `Sync` and `Unpin` exactly when the inner future is.
+    pub struct Tracked<F, H: Handles, Fin> {
+        #[pin]
+        inner: F,
+        prepared: Option<Prepared<H>>,
+        call: Option<Call<H>>,
+        finish: Option<Fin>,
+    }
+}
+
+impl<F, H, Fin> Tracked<F, H, Fin>
+where
+    F: Future,
+    H: Handles,
+    Fin: FnOnce(&mut Call<H>, &F::Output),
+{
+    /// Tracks `inner`; `finish` records the outcome from its output.
+    #[inline]
+    pub fn new(prepared: Prepared<H>, inner: F, finish: Fin) -> Self {
+        Tracked {
+            inner,
+            prepared: Some(prepared),
+            call: None,
+            finish: Some(finish),
+        }
+    }
+}
+
+impl<F, H, Fin> Future for Tracked<F, H, Fin>
+where
+    F: Future,
+    H: Handles,
+    Fin: FnOnce(&mut Call<H>, &F::Output),
+{
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        if let Some(prepared) = this.prepared.take() {
+            *this.call = Some(prepared.start());
+        }
+        let Some(call) = this.call.as_mut() else {
+            // Polled after completion: the inner future decides what happens.
+            return this.inner.poll(cx);
+        };
+        let poll = {
+            let _entered = call.span().enter();
+            this.inner.poll(cx)
+        };
+        if let Poll::Ready(out) = &poll {
+            if let Some(finish) = this.finish.take() {
+                finish(call, out);
+            }
+            *this.call = None;
+        }
+        poll
+    }
+}

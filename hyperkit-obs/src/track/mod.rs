@@ -1,0 +1,218 @@
+//! The per-call guards that the tracking macros' generated code drives.
+//!
+//! A call is: resolve the label values to a `&'static` bundle of handles
+//! ([`site`]), start a [`Call`] (in-flight gauge up, clock started), run the
+//! body, [`finish`](Call::finish) with the outcome read from the return value,
+//! and drop. The guard records on drop whatever `finish` did not see, so a
+//! panic is recorded as `panic` and a future dropped before completion as
+//! `cancelled`, and the gauge always comes back down. Nothing here allocates,
+//! locks or blocks on the path of a call whose labels are already known, and
+//! nothing here panics.
+
+pub(crate) mod build;
+pub(crate) mod future;
+pub(crate) mod model;
+pub(crate) mod outcome;
+pub(crate) mod query;
+pub(crate) mod site;
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use prometheus::IntGauge;
+use tracing::Span;
+
+use crate::model::Usage;
+
+/// How a tracked call ended: the `status` label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Status {
+    /// Returned a non-`Result` value, or `Ok`.
+    Success,
+    /// Returned `Err`.
+    Failure,
+    /// The body panicked; the panic continued unchanged.
+    Panic,
+    /// An async call was dropped before it finished.
+    Cancelled,
+}
+
+impl Status {
+    /// Every status, in the order of [`Status::index`].
+    pub const ALL: [Status; 4] = [
+        Status::Success,
+        Status::Failure,
+        Status::Panic,
+        Status::Cancelled,
+    ];
+
+    /// The label value.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Status::Success => "success",
+            Status::Failure => "failure",
+            Status::Panic => "panic",
+            Status::Cancelled => "cancelled",
+        }
+    }
+
+    /// Position in [`Status::ALL`].
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What the return value says about the call.
+#[derive(Clone, Copy)]
+pub enum Outcome<'a> {
+    /// Not a `Result`, or `Ok`.
+    Success,
+    /// `Err`, with the error's `Display` when it has one.
+    Failure(Option<&'a dyn fmt::Display>),
+}
+
+/// A finished call, handed to the call site's log function so the closing
+/// event carries the user's module as its target.
+pub struct Finished<'a> {
+    /// How the call ended.
+    pub status: Status,
+    /// Wall time from start to finish.
+    pub elapsed: Duration,
+    /// The error's `Display`, for a failure whose error has one.
+    pub error: Option<&'a dyn fmt::Display>,
+}
+
+impl Finished<'_> {
+    /// `elapsed` in nanoseconds, saturating (ECS `event.duration`).
+    pub fn duration_ns(&self) -> u64 {
+        u64::try_from(self.elapsed.as_nanos()).unwrap_or(u64::MAX)
+    }
+}
+
+/// Emits the closing event of a call; generated per call site.
+pub(crate) type LogFn = fn(&Finished<'_>);
+
+/// The metric handles of one label set of one macro.
+pub trait Handles: Sync + 'static {
+    /// Records a finished call.
+    fn record(&self, status: Status, elapsed: Duration);
+    /// The in-flight gauge, for macros that keep one.
+    fn in_flight(&self) -> Option<&IntGauge> {
+        None
+    }
+    /// Records token usage and acceptance, for macros that track them.
+    fn record_usage(&self, _usage: &Usage) {}
+}
+
+/// A call whose labels are resolved but which has not started yet: the state
+/// of a returned future before its first poll.
+pub struct Prepared<H: Handles> {
+    handles: &'static H,
+    span: Span,
+    log: LogFn,
+}
+
+impl<H: Handles> Prepared<H> {
+    /// Labels resolved to `handles`; `span` carries them for logs.
+    #[inline]
+    pub fn new(handles: &'static H, span: Span, log: LogFn) -> Self {
+        Prepared { handles, span, log }
+    }
+
+    /// Starts the clock and raises the in-flight gauge.
+    #[inline]
+    pub fn start(self) -> Call<H> {
+        if let Some(g) = self.handles.in_flight() {
+            g.inc();
+        }
+        Call {
+            handles: self.handles,
+            span: self.span,
+            log: self.log,
+            start: Instant::now(),
+            done: false,
+        }
+    }
+}
+
+/// A running call. Records on [`finish`](Call::finish), or on drop as
+/// `panic` (when unwinding) or `cancelled`.
+#[must_use = "a call records when it is finished or dropped"]
+pub struct Call<H: Handles> {
+    handles: &'static H,
+    span: Span,
+    log: LogFn,
+    start: Instant,
+    done: bool,
+}
+
+impl<H: Handles> Call<H> {
+    /// The call's span, to enter around the body.
+    #[inline]
+    pub fn span(&self) -> &Span {
+        &self.span
+    }
+
+    /// Records the call as finished with `outcome`.
+    #[inline]
+    pub fn finish(&mut self, outcome: Outcome<'_>) {
+        let (status, error) = match outcome {
+            Outcome::Success => (Status::Success, None),
+            Outcome::Failure(e) => (Status::Failure, e),
+        };
+        self.record(status, error);
+    }
+
+    /// Records a model call as finished with `outcome` and the token usage
+    /// and acceptance read from its output.
+    #[inline]
+    pub fn finish_with_usage(&mut self, outcome: Outcome<'_>, usage: Option<Usage>) {
+        if let Some(usage) = usage {
+            self.handles.record_usage(&usage);
+        }
+        self.finish(outcome);
+    }
+
+    #[inline]
+    fn record(&mut self, status: Status, error: Option<&dyn fmt::Display>) {
+        self.done = true;
+        let elapsed = self.start.elapsed();
+        self.handles.record(status, elapsed);
+        let _entered = self.span.enter();
+        (self.log)(&Finished {
+            status,
+            elapsed,
+            error,
+        });
+    }
+}
+
+impl<H: Handles> Drop for Call<H> {
+    #[inline]
+    fn drop(&mut self) {
+        if !self.done {
+            let status = if std::thread::panicking() {
+                Status::Panic
+            } else {
+                Status::Cancelled
+            };
+            self.record(status, None);
+        }
+        if let Some(g) = self.handles.in_flight() {
+            g.dec();
+        }
+    }
+}
+
+/// Runs a synchronous body as a `FnOnce`, so that `return` and `?` in it end
+/// the body, not the function, and captured references keep their lifetimes.
+#[inline(always)]
+pub fn call<R>(body: impl FnOnce() -> R) -> R {
+    body()
+}

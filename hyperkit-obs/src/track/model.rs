@@ -1,0 +1,70 @@
+//! Handles of `#[track_model]`: `hyperkit_model_calls_total{model,task,status}`,
+//! `hyperkit_model_latency_seconds{model,task}`,
+//! `hyperkit_model_tokens_total{model,task,type}` and
+//! `hyperkit_model_acceptance_total{model,task,accepted}`.
+
+use std::time::Duration;
+
+use prometheus::{Histogram, IntCounter};
+
+use super::{Handles, Status};
+use crate::metrics::{FAMILIES, LabelSets};
+use crate::model::Usage;
+
+/// The pre-resolved metrics of one (model, task) pair.
+pub struct ModelHandles {
+    calls: [IntCounter; 4],
+    latency: Histogram,
+    input_tokens: IntCounter,
+    output_tokens: IntCounter,
+    /// Indexed by `accepted as usize`.
+    acceptance: [IntCounter; 2],
+}
+
+impl ModelHandles {
+    fn new(labels: &[&str]) -> Self {
+        let (model, task) = (labels[0], labels[1]);
+        let f = &*FAMILIES;
+        ModelHandles {
+            calls: Status::ALL.map(|s| f.model_calls_total.child(&[model, task, s.as_str()])),
+            latency: f.model_latency.child(&[model, task]),
+            input_tokens: f.model_tokens_total.child(&[model, task, "input"]),
+            output_tokens: f.model_tokens_total.child(&[model, task, "output"]),
+            acceptance: ["false", "true"]
+                .map(|a| f.model_acceptance_total.child(&[model, task, a])),
+        }
+    }
+
+    /// Counts one output whose acceptance became known.
+    pub fn record_acceptance(&self, accepted: bool) {
+        self.acceptance[usize::from(accepted)].inc();
+    }
+}
+
+impl Handles for ModelHandles {
+    #[inline]
+    fn record(&self, status: Status, elapsed: Duration) {
+        self.calls[status.index()].inc();
+        self.latency.observe(elapsed.as_secs_f64());
+    }
+
+    #[inline]
+    fn record_usage(&self, usage: &Usage) {
+        if let Some(n) = usage.input_tokens {
+            self.input_tokens.inc_by(n);
+        }
+        if let Some(n) = usage.output_tokens {
+            self.output_tokens.inc_by(n);
+        }
+        if let Some(a) = usage.accepted {
+            self.record_acceptance(a);
+        }
+    }
+}
+
+/// Every (model, task) pair seen by `#[track_model]`.
+pub static MODELS: LabelSets<ModelHandles> = LabelSets::new(
+    "hyperkit_model_calls_total",
+    &["model", "task"],
+    ModelHandles::new,
+);
