@@ -1,1 +1,324 @@
-fn main() {}
+//! The main job: a simulated build farm that also calls AI models and a
+//! database, instrumented only by hyperkit-obs attributes.
+//!
+//! Runs until Ctrl-C or SIGTERM (or `HYPERKIT_DEMO_DURATION` seconds), then
+//! cancels what is in flight, flushes every sink and exits 0.
+//!
+//! Environment (all optional):
+//! - `HYPERKIT_DEMO_SPEED`: time compression, e.g. `10` runs ten times
+//!   faster than real latencies (default 1).
+//! - `HYPERKIT_DEMO_FAILURE_RATE`: share of builds that fail, 0 to 1
+//!   (default 0.1).
+//! - `HYPERKIT_DEMO_DURATION`: stop after this many seconds.
+//! - everything `hyperkit_obs::init()` reads (`HYPERKIT_*`, `RUST_LOG`).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use hyperkit_obs::{LabelValue, ModelOutput, track_build, track_model, track_query};
+use tokio::task::JoinSet;
+
+#[derive(Clone, Copy, Debug, LabelValue)]
+enum Chain {
+    Ethereum,
+    Solana,
+    Polygon,
+    Arbitrum,
+    #[label = "bsc"]
+    BinanceSmartChain,
+}
+
+const CHAINS: [Chain; 5] = [
+    Chain::Ethereum,
+    Chain::Solana,
+    Chain::Polygon,
+    Chain::Arbitrum,
+    Chain::BinanceSmartChain,
+];
+
+/// (model, mean latency s, acceptance rate, failure rate)
+const MODELS: [(&str, f64, f64, f64); 3] = [
+    ("gpt-4o", 2.5, 0.78, 0.03),
+    ("claude-sonnet", 3.0, 0.84, 0.02),
+    ("llama-3-70b", 1.2, 0.61, 0.06),
+];
+
+#[derive(Debug)]
+struct BuildError(String);
+
+impl std::fmt::Display for BuildError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for BuildError {}
+
+struct Settings {
+    speed: f64,
+    failure_rate: f64,
+}
+
+/// A small xorshift generator: the demo needs variety, not cryptography.
+struct Rng(u64);
+
+impl Rng {
+    fn new(salt: u64) -> Self {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64);
+        Rng((nanos ^ salt.wrapping_mul(0x9E37_79B9_7F4A_7C15)) | 1)
+    }
+    fn next(&mut self) -> f64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 >> 11) as f64 / (1u64 << 53) as f64
+    }
+    fn pick<T: Copy>(&mut self, items: &[T]) -> T {
+        items[(self.next() * items.len() as f64) as usize % items.len()]
+    }
+    /// Log-normal-ish around `mean`, bounded to [mean/4, mean*4].
+    fn around(&mut self, mean: f64) -> f64 {
+        let spread = (self.next() + self.next() + self.next()) / 3.0 * 2.0 - 1.0;
+        mean * (spread * 1.4).exp()
+    }
+}
+
+async fn pause(settings: &Settings, seconds: f64) {
+    tokio::time::sleep(Duration::from_secs_f64((seconds / settings.speed).max(0.0))).await;
+}
+
+#[track_build(chain)]
+async fn build(chain: Chain, settings: Arc<Settings>, seed: u64) -> Result<u64, BuildError> {
+    let mut rng = Rng::new(seed);
+    let fail = rng.next() < settings.failure_rate;
+    let seconds = rng.around(45.0).clamp(8.0, 200.0);
+    // A build reads its queue entry, compiles, and records its artifact.
+    select_queue_entry(&settings, &mut rng).await?;
+    pause(&settings, if fail { seconds * 0.4 } else { seconds }).await;
+    if fail {
+        let reason = rng.pick(&[
+            "out of gas during deployment",
+            "linker error",
+            "test suite failed",
+        ]);
+        return Err(BuildError(format!("{chain:?}: {reason}")));
+    }
+    insert_artifact(&settings, &mut rng).await?;
+    Ok((rng.next() * 4_000_000.0) as u64)
+}
+
+#[track_query(operation = "select_queue_entry", db = "postgres", level = "debug")]
+async fn select_queue_entry(settings: &Settings, rng: &mut Rng) -> Result<(), BuildError> {
+    let seconds = rng.around(0.004);
+    pause(settings, seconds).await;
+    if rng.next() < 0.005 {
+        return Err(BuildError("deadlock detected".to_owned()));
+    }
+    Ok(())
+}
+
+#[track_query(operation = "insert_artifact", db = "postgres", level = "debug")]
+async fn insert_artifact(settings: &Settings, rng: &mut Rng) -> Result<(), BuildError> {
+    let seconds = rng.around(0.012);
+    pause(settings, seconds).await;
+    Ok(())
+}
+
+struct Completion {
+    prompt_tokens: u64,
+    completion_tokens: u64,
+    accepted: bool,
+}
+
+impl ModelOutput for Completion {
+    fn input_tokens(&self) -> Option<u64> {
+        Some(self.prompt_tokens)
+    }
+    fn output_tokens(&self) -> Option<u64> {
+        Some(self.completion_tokens)
+    }
+    fn accepted(&self) -> Option<bool> {
+        Some(self.accepted)
+    }
+}
+
+#[track_model(model, task)]
+async fn complete(
+    model: &'static str,
+    task: &'static str,
+    settings: Arc<Settings>,
+    seed: u64,
+) -> Result<Completion, BuildError> {
+    let mut rng = Rng::new(seed);
+    let (_, latency, acceptance, failure) = MODELS
+        .iter()
+        .find(|m| m.0 == model)
+        .copied()
+        .unwrap_or(MODELS[0]);
+    pause(&settings, rng.around(latency).clamp(0.1, 60.0)).await;
+    if rng.next() < failure {
+        return Err(BuildError(format!("{model}: 429 rate limited")));
+    }
+    Ok(Completion {
+        prompt_tokens: (rng.around(900.0)) as u64,
+        completion_tokens: (rng.around(250.0)) as u64,
+        accepted: rng.next() < acceptance,
+    })
+}
+
+fn env_f64(name: &str, default: f64, valid: impl Fn(f64) -> bool) -> anyhow::Result<f64> {
+    match std::env::var(name) {
+        Ok(v) if !v.trim().is_empty() => {
+            let x: f64 = v
+                .trim()
+                .parse()
+                .with_context(|| format!("{name}={v:?} is not a number"))?;
+            anyhow::ensure!(valid(x), "{name}={v:?} is out of range");
+            Ok(x)
+        }
+        _ => Ok(default),
+    }
+}
+
+/// Sums a counter family over the series whose labels match `filter`.
+fn total(family: &str, filter: &[(&str, &str)]) -> f64 {
+    hyperkit_obs::registry()
+        .gather()
+        .iter()
+        .filter(|f| f.name() == family)
+        .flat_map(|f| f.get_metric().iter())
+        .filter(|m| {
+            filter.iter().all(|(k, v)| {
+                m.get_label()
+                    .iter()
+                    .any(|l| l.name() == *k && l.value() == *v)
+            })
+        })
+        .map(|m| m.get_counter().get_value() + m.get_gauge().get_value())
+        .sum()
+}
+
+fn progress(started: Instant) -> String {
+    let ok = total("hyperkit_builds_total", &[("status", "success")]);
+    let failed = total("hyperkit_builds_total", &[("status", "failure")]);
+    let running = total("hyperkit_active_builds", &[]);
+    let calls = total("hyperkit_model_calls_total", &[]);
+    let accepted = total("hyperkit_model_acceptance_total", &[("accepted", "true")]);
+    let judged = total("hyperkit_model_acceptance_total", &[]);
+    let queries = total("hyperkit_db_queries_total", &[]);
+    let rate = if judged > 0.0 {
+        format!("{:.0}%", 100.0 * accepted / judged)
+    } else {
+        "-".to_owned()
+    };
+    format!(
+        "[{:>5.0}s] builds: {ok:.0} ok, {failed:.0} failed, {running:.0} running | model calls: {calls:.0}, accepted {rate} | queries: {queries:.0}",
+        started.elapsed().as_secs_f64()
+    )
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let obs = hyperkit_obs::init()?;
+    let settings = Arc::new(Settings {
+        speed: env_f64("HYPERKIT_DEMO_SPEED", 1.0, |x| x > 0.0 && x <= 10_000.0)?,
+        failure_rate: env_f64("HYPERKIT_DEMO_FAILURE_RATE", 0.1, |x| {
+            (0.0..=1.0).contains(&x)
+        })?,
+    });
+    let duration = env_f64("HYPERKIT_DEMO_DURATION", 0.0, |x| x >= 0.0)?;
+
+    println!(
+        "hyperkit-obs demo: simulated builds on {} chains, model calls and queries",
+        CHAINS.len()
+    );
+    println!("  service: {}", obs.config().service_name);
+    println!(
+        "  metrics: {} families in the process registry (hyperkit_obs::registry())",
+        hyperkit_obs::registry().gather().len()
+    );
+    println!(
+        "  speed: {}x, build failure rate: {:.0}%",
+        settings.speed,
+        settings.failure_rate * 100.0
+    );
+    println!("  stop with Ctrl-C");
+
+    let started = Instant::now();
+    let seeds = AtomicU64::new(1);
+    let mut tasks = JoinSet::new();
+    let mut rng = Rng::new(0);
+    let mut next_build = Instant::now();
+    let mut next_model = Instant::now();
+    let mut next_report = Instant::now() + Duration::from_secs(5);
+    let deadline = (duration > 0.0).then(|| started + Duration::from_secs_f64(duration));
+    let stop = shutdown_signal();
+    tokio::pin!(stop);
+
+    loop {
+        let now = Instant::now();
+        if deadline.is_some_and(|d| now >= d) {
+            break;
+        }
+        if now >= next_build {
+            let seed = seeds.fetch_add(1, Ordering::Relaxed);
+            tasks.spawn(build(rng.pick(&CHAINS), settings.clone(), seed));
+            next_build = now + Duration::from_secs_f64(rng.around(6.0) / settings.speed);
+        }
+        if now >= next_model {
+            let seed = seeds.fetch_add(1, Ordering::Relaxed);
+            let (model, ..) = rng.pick(&MODELS);
+            let task = rng.pick(&["codegen", "review", "summarize"]);
+            let call = complete(model, task, settings.clone(), seed);
+            tasks.spawn(async move { call.await.map(|_| 0) });
+            next_model = now + Duration::from_secs_f64(rng.around(1.5) / settings.speed);
+        }
+        if now >= next_report {
+            println!("{}", progress(started));
+            next_report = now + Duration::from_secs(5);
+        }
+        while tasks.try_join_next().is_some() {}
+        let wake = [next_build, next_model, next_report]
+            .into_iter()
+            .min()
+            .unwrap_or(now);
+        tokio::select! {
+            _ = &mut stop => break,
+            _ = tokio::time::sleep_until(wake.into()) => {}
+        }
+    }
+
+    println!("stopping: cancelling {} calls in flight", tasks.len());
+    tasks.shutdown().await;
+    println!("{}", progress(started));
+    drop(obs);
+    println!("flushed; bye");
+    Ok(())
+}

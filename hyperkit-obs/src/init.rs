@@ -5,6 +5,8 @@
 //! Initialisation never replaces a `tracing` subscriber the program already
 //! installed, and never panics: every failure is an [`InitError`].
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -107,7 +109,11 @@ impl Builder {
             // which then stays in charge.
             let _ = tracing_subscriber::registry()
                 .with(filter)
-                .with(tracing_subscriber::fmt::layer().with_target(true))
+                .with(
+                    tracing_subscriber::fmt::layer()
+                        .with_target(true)
+                        .with_ansi(std::io::stdout().is_terminal()),
+                )
                 .try_init();
         }
         // Touch the registry so every family is registered before the first

@@ -1,0 +1,55 @@
+//! The main job runs, reports progress, and exits 0 on SIGTERM after
+//! recording the calls it cancelled.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[test]
+fn demo_runs_and_exits_cleanly_on_sigterm() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_demo"))
+        .env("HYPERKIT_DEMO_SPEED", "200")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("demo starts");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+
+    // Wait (with a deadline) for a progress line that shows finished builds.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut lines = Vec::new();
+    let progressed = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => {
+                let done = line.contains("builds:") && !line.contains("builds: 0 ok, 0 failed");
+                lines.push(line);
+                if done {
+                    break true;
+                }
+            }
+            Err(_) => break false,
+        }
+    };
+    assert!(
+        progressed,
+        "no progress with finished builds within 60 s: {lines:#?}"
+    );
+
+    let pid = child.id().to_string();
+    let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(killed.success());
+    let status = child.wait().unwrap();
+    lines.extend(rx.iter());
+    assert!(status.success(), "demo exit status {status:?}: {lines:#?}");
+    assert!(lines.iter().any(|l| l == "flushed; bye"), "{lines:#?}");
+}
