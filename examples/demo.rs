@@ -27,7 +27,7 @@ enum Chain {
     Polygon,
     Arbitrum,
     #[label = "bsc"]
-    BinanceSmartChain,
+    BnbSmart,
 }
 
 const CHAINS: [Chain; 5] = [
@@ -35,7 +35,7 @@ const CHAINS: [Chain; 5] = [
     Chain::Solana,
     Chain::Polygon,
     Chain::Arbitrum,
-    Chain::BinanceSmartChain,
+    Chain::BnbSmart,
 ];
 
 /// (model, mean latency s, acceptance rate, failure rate)

@@ -45,7 +45,7 @@ impl Kind {
         }
     }
 
-    fn example(self, label: &str) -> &'static str {
+    pub(crate) fn example(self, label: &str) -> &'static str {
         match label {
             "chain" => "\"ethereum\"",
             "model" => "\"gpt-4o\"",
@@ -97,6 +97,9 @@ pub(crate) fn check(kind: Kind, args: Args, sig: &Signature) -> syn::Result<Chec
     let mut errors: Vec<syn::Error> = Vec::new();
     let mut found: Vec<Label> = Vec::new();
     let mut seen: Vec<Ident> = Vec::new();
+    // Labels the user wrote, even with a rejected value or a typo in the
+    // name: already reported, so not reported again as missing.
+    let mut attempted: Vec<&'static str> = Vec::new();
     let mut level = SuccessLevel::Info;
 
     if let Some(c) = sig.constness {
@@ -132,12 +135,14 @@ pub(crate) fn check(kind: Kind, args: Args, sig: &Signature) -> syn::Result<Chec
             .copied()
             .find(|l| *l == key)
         else {
+            attempted.extend(closest(&key, kind.required()));
             errors.push(unknown(kind, &name, &arg));
             continue;
         };
+        attempted.push(label);
         let source = match arg {
             Arg::Shorthand(ident) => {
-                if params.iter().any(|p| *p == ident) {
+                if params.contains(&ident) {
                     Source::Param(ident)
                 } else {
                     errors.push(no_such_parameter(kind, label, &ident, sig, &params));
@@ -162,10 +167,11 @@ pub(crate) fn check(kind: Kind, args: Args, sig: &Signature) -> syn::Result<Chec
     for required in kind.required() {
         match found.iter().position(|l| l.name == *required) {
             Some(i) => labels.push(found.remove(i)),
+            None if attempted.contains(required) => {}
             None => errors.push(syn::Error::new(
                 Span::call_site(),
                 format!(
-                    "`#[{attr}]` needs the label `{required}`: name a parameter (`#[{attr}({required})]`), give a literal (`{required} = {ex}`) or an expression (`{required} = request.{required}`)",
+                    "`#[{attr}]` needs the label `{required}`: add `{required}` (a parameter of that name), `{required} = {ex}` or `{required} = request.{required}`",
                     attr = kind.attr(),
                     ex = kind.example(required),
                 ),
@@ -227,19 +233,7 @@ fn literal(label: &str, value: Expr) -> syn::Result<Source> {
     match lit {
         Lit::Str(s) => {
             let v = s.value();
-            let problem = if v.is_empty() {
-                Some("is empty".to_owned())
-            } else if v.trim() != v {
-                Some("has leading or trailing whitespace".to_owned())
-            } else if v.chars().any(char::is_control) {
-                Some("contains a control character".to_owned())
-            } else if v.len() > MAX_LITERAL_LEN {
-                Some(format!("is longer than {MAX_LITERAL_LEN} bytes"))
-            } else if v == "__overflow__" {
-                Some("is reserved for values over the cardinality limit".to_owned())
-            } else {
-                None
-            };
+            let problem = literal_problem(&v);
             match problem {
                 Some(p) => Err(syn::Error::new(
                     s.span(),
@@ -255,6 +249,23 @@ fn literal(label: &str, value: Expr) -> syn::Result<Source> {
         Lit::Char(_) => Err(bad("a character")),
         Lit::ByteStr(_) | Lit::Byte(_) | Lit::CStr(_) => Err(bad("bytes")),
         _ => Err(bad("this literal")),
+    }
+}
+
+/// What is wrong with a label literal, if anything.
+pub(crate) fn literal_problem(v: &str) -> Option<String> {
+    if v.is_empty() {
+        Some("is empty".to_owned())
+    } else if v.trim() != v {
+        Some("has leading or trailing whitespace".to_owned())
+    } else if v.chars().any(char::is_control) {
+        Some("contains a control character".to_owned())
+    } else if v.len() > MAX_LITERAL_LEN {
+        Some(format!("is longer than {MAX_LITERAL_LEN} bytes"))
+    } else if v == "__overflow__" {
+        Some("is reserved for values over the cardinality limit".to_owned())
+    } else {
+        None
     }
 }
 

@@ -21,6 +21,7 @@ pub(crate) fn derive(input: DeriveInput) -> syn::Result<TokenStream> {
 
     let mut errors: Vec<syn::Error> = Vec::new();
     let mut names: Vec<String> = Vec::new();
+    let mut owners: Vec<&syn::Ident> = Vec::new();
     let mut arms_index = Vec::new();
     let mut arms_name = Vec::new();
     for (i, variant) in data.variants.iter().enumerate() {
@@ -28,7 +29,7 @@ pub(crate) fn derive(input: DeriveInput) -> syn::Result<TokenStream> {
             errors.push(syn::Error::new(
                 variant.fields.span(),
                 format!(
-                    "variant `{}` has fields: a label enum's variants must have none (`{}`)",
+                    "variant `{}` has fields, but a label is one of a fixed set of names: remove the fields (`{}`), or implement `hyperkit_obs::LabelValue` by hand",
                     variant.ident, variant.ident
                 ),
             ));
@@ -42,10 +43,10 @@ pub(crate) fn derive(input: DeriveInput) -> syn::Result<TokenStream> {
                         lit: Lit::Str(s), ..
                     }) => {
                         let v = s.value();
-                        if v.is_empty() || v.chars().any(char::is_control) || v.len() > 128 {
+                        if let Some(problem) = crate::check::literal_problem(&v) {
                             errors.push(syn::Error::new(
                                 s.span(),
-                                "a label must be 1 to 128 bytes with no control characters, e.g. `#[label = \"bsc\"]`",
+                                format!("this label {problem}: write a short name such as `#[label = \"bsc\"]`"),
                             ));
                         }
                         name = v;
@@ -61,11 +62,12 @@ pub(crate) fn derive(input: DeriveInput) -> syn::Result<TokenStream> {
                 )),
             }
         }
-        if names.contains(&name) {
+        if let Some(other) = names.iter().position(|n| *n == name) {
             errors.push(syn::Error::new(
                 variant.ident.span(),
                 format!(
-                    "two variants have the label \"{name}\": rename one with `#[label = \"…\"]`"
+                    "`{}` has the label \"{name}\" already taken by `{}`: give one of them another name with `#[label = \"…\"]`",
+                    variant.ident, owners[other]
                 ),
             ));
         }
@@ -73,8 +75,10 @@ pub(crate) fn derive(input: DeriveInput) -> syn::Result<TokenStream> {
         arms_index.push(quote!(Self::#ident => #i));
         arms_name.push(quote!(Self::#ident => #name));
         names.push(name);
+        owners.push(ident);
     }
-    if let Some(mut first) = errors.pop() {
+    let mut errors = errors.into_iter();
+    if let Some(mut first) = errors.next() {
         for e in errors {
             first.combine(e);
         }

@@ -41,31 +41,36 @@ pub(crate) fn expand(kind: Kind, checked: Checked, item: ItemFn) -> TokenStream 
     let log = hyg("__hk_log");
     let site = hyg("__HK_SITE");
 
-    // Label values, each type-checked where the user wrote it.
+    // Label values: each evaluated once and type-checked where the user
+    // wrote it. `let v = &(expr);` keeps a temporary alive for the block.
     let mut bindings = Vec::new();
     let mut values = Vec::new();
     let mut fields = Vec::new();
     for (i, label) in checked.labels.iter().chain(&checked.extra).enumerate() {
         let var = hyg(&format!("__hk_label{i}"));
-        let value = match &label.source {
-            Source::Param(ident) => quote_spanned!(ident.span()=> #private::label(&#ident)),
-            Source::Literal(lit) => {
-                quote_spanned!(lit.span()=> #private::label(&#private::Literal(#lit)))
-            }
-            Source::Expr(expr) => quote_spanned!(expr.span()=> #private::label(&(#expr))),
+        let (span, value) = match &label.source {
+            Source::Param(ident) => (ident.span(), quote!(&#ident)),
+            Source::Literal(lit) => (lit.span(), quote!(&#private::Literal(#lit))),
+            Source::Expr(expr) => (expr.span(), quote!(&(#expr))),
         };
-        bindings.push(quote!(let #var = #value;));
+        // Same hygiene as `var`, but located at the user's value, so a type
+        // that is not a `LabelValue` is reported there.
+        let at_value = syn::Ident::new(&var.to_string(), Span::mixed_site().located_at(span));
+        bindings.push(quote_spanned! {span=>
+            let #var = #value;
+            let #var = #private::label(#at_value);
+        });
         let field = format_ident!("{}", label.name);
-        fields.push(quote!(#field = %#private::LabelDisplay(#var)));
+        fields.push(quote!(#field = %#var));
         if i < checked.labels.len() {
             values.push(var);
         }
     }
 
-    let (handles, sets, resolve) = match kind {
-        Kind::Build => (quote!(BuildHandles), quote!(BUILDS), quote!(resolve1)),
-        Kind::Model => (quote!(ModelHandles), quote!(MODELS), quote!(resolve2)),
-        Kind::Query => (quote!(QueryHandles), quote!(QUERIES), quote!(resolve1)),
+    let (handles, sets) = match kind {
+        Kind::Build => (quote!(BuildHandles), quote!(BUILDS)),
+        Kind::Model => (quote!(ModelHandles), quote!(MODELS)),
+        Kind::Query => (quote!(QueryHandles), quote!(QUERIES)),
     };
     let ok_level = match checked.level {
         SuccessLevel::Trace => quote!(TRACE),
@@ -73,15 +78,17 @@ pub(crate) fn expand(kind: Kind, checked: Checked, item: ItemFn) -> TokenStream 
         SuccessLevel::Info => quote!(INFO),
     };
 
+    // The site and the log function are items inside the block that prepares
+    // the call, so the user's body can neither see nor collide with them.
     let prepare = quote! {
-        static #site: #private::Site<#private::#handles> = #private::Site::new();
-        fn #log(finished: &#private::Finished<'_>) {
-            #private::finished_event!(finished, #ok_level, #fn_name);
-        }
         let #prepared = {
+            static #site: #private::Site<#private::#handles> = #private::Site::new();
+            fn #log(finished: &#private::Finished<'_>) {
+                #private::finished_event!(finished, #ok_level, #fn_name);
+            }
             #(#bindings)*
             #private::Prepared::new(
-                #private::#resolve(&#site, &#private::#sets, #(#values),*),
+                #private::resolve(&#site, &#private::#sets, [#(#values),*]),
                 #private::tracing::span!(
                     target: ::core::module_path!(),
                     #private::tracing::Level::INFO,

@@ -9,7 +9,7 @@ mod derive;
 mod expand;
 
 use proc_macro::TokenStream;
-use quote::{ToTokens, quote};
+use quote::quote;
 use syn::parse::Parser;
 
 use crate::attr::Args;
@@ -65,13 +65,13 @@ fn track(kind: Kind, args: TokenStream, item: TokenStream) -> TokenStream {
         Ok(func) => func,
         Err(_) => return not_a_function(kind, original),
     };
-    let args = match <Args as syn::parse::Parse>::parse.parse(args) {
-        Ok(args) => args,
-        Err(e) => return with_error(original, e),
-    };
-    match check::check(kind, args, &func.sig) {
+    let parser = |input: syn::parse::ParseStream<'_>| Args::parse(kind, input);
+    let checked = parser
+        .parse(args)
+        .and_then(|args| check::check(kind, args, &func.sig));
+    match checked {
         Ok(checked) => expand::expand(kind, checked, func).into(),
-        Err(e) => with_error(func.into_token_stream(), e),
+        Err(e) => fn_with_error(func, e),
     }
 }
 
@@ -80,6 +80,12 @@ fn track(kind: Kind, args: TokenStream, item: TokenStream) -> TokenStream {
 fn with_error(item: proc_macro2::TokenStream, error: syn::Error) -> TokenStream {
     let error = error.into_compile_error();
     quote!(#error #item).into()
+}
+
+/// The function unchanged plus the error. Its parameters would have been
+/// used by the labels, so "unused variable" warnings would only mislead.
+fn fn_with_error(func: syn::ItemFn, error: syn::Error) -> TokenStream {
+    with_error(quote!(#[allow(unused_variables)] #func), error)
 }
 
 fn not_a_function(kind: Kind, original: proc_macro2::TokenStream) -> TokenStream {

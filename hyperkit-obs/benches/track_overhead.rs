@@ -1,1 +1,471 @@
-fn main() {}
+//! Per-call overhead of `#[track_build]` against hand-written Prometheus
+//! instrumentation and `#[autometrics]`, on a trivial function.
+//!
+//! Every variant wraps the same body, `Ok(black_box(x).wrapping_mul(3))`, in
+//! its own `#[inline(never)]` function:
+//!
+//! | variant | instrumentation |
+//! |---|---|
+//! | `baseline` | none |
+//! | `hand_best` | prometheus handles resolved once, before the loop |
+//! | `hand_seed_style` | `with_label_values` on every call, as the original Python design does |
+//! | `track_build_literal` | `#[track_build(chain = "ethereum")]` |
+//! | `track_build_enum` | `#[track_build(chain)]`, `chain: Chain` (a `LabelValue` enum) |
+//! | `track_build_str` | `#[track_build(chain)]`, `chain: &str` |
+//! | `autometrics` | `#[autometrics]`, prometheus 0.14 backend |
+//!
+//! Tracing is disabled by level: this binary installs no subscriber at all,
+//! so tracing's global max level stays `OFF` and every span and event the
+//! generated code would emit is skipped by its level check. What is measured
+//! is the metrics path plus the cost of that check.
+//!
+//! Criterion measures each variant in one group. After the group, when run by
+//! `cargo bench`, the bench times every variant again in-process (rounds of
+//! `CALLS` calls, interleaved across variants, median per-call ns) and prints
+//! a ratio table with PASS/MISS for the overhead targets.
+
+use std::hint::black_box;
+use std::time::{Duration, Instant, SystemTime};
+
+use criterion::Criterion;
+use hyperkit_obs::prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
+};
+use hyperkit_obs::{LabelValue, track_build};
+
+/// The error every variant could return (none does).
+#[derive(Debug)]
+struct Error;
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("build failed")
+    }
+}
+
+/// The chain label as a fixed-set enum.
+#[derive(LabelValue, Clone, Copy)]
+enum Chain {
+    Ethereum,
+    Solana,
+}
+
+/// Buckets of `hyperkit_build_duration_seconds`.
+const BUCKETS: [f64; 6] = [10.0, 30.0, 60.0, 90.0, 120.0, 180.0];
+
+// ---------------------------------------------------------------------------
+// The variants. Every body is the same expression.
+// ---------------------------------------------------------------------------
+
+#[inline(never)]
+fn baseline(x: u64) -> Result<u64, Error> {
+    Ok(black_box(x).wrapping_mul(3))
+}
+
+/// Hand-written best case: handles resolved once, outside the call.
+struct BestHandles {
+    success: IntCounter,
+    failure: IntCounter,
+    duration: Histogram,
+    active: IntGauge,
+    _registry: Registry,
+}
+
+impl BestHandles {
+    fn new() -> Self {
+        let registry = Registry::new();
+        let calls = IntCounterVec::new(
+            Opts::new("hand_builds_total", "Builds by status and chain."),
+            &["status", "chain"],
+        )
+        .expect("valid counter");
+        let duration = HistogramVec::new(
+            HistogramOpts::new("hand_build_duration_seconds", "Build duration.")
+                .buckets(BUCKETS.to_vec()),
+            &["chain"],
+        )
+        .expect("valid histogram");
+        let active = IntGaugeVec::new(
+            Opts::new("hand_active_builds", "Builds in flight."),
+            &["chain"],
+        )
+        .expect("valid gauge");
+        registry
+            .register(Box::new(calls.clone()))
+            .expect("register");
+        registry
+            .register(Box::new(duration.clone()))
+            .expect("register");
+        registry
+            .register(Box::new(active.clone()))
+            .expect("register");
+        BestHandles {
+            success: calls.with_label_values(&["success", "ethereum"]),
+            failure: calls.with_label_values(&["failure", "ethereum"]),
+            duration: duration.with_label_values(&["ethereum"]),
+            active: active.with_label_values(&["ethereum"]),
+            _registry: registry,
+        }
+    }
+}
+
+#[inline(never)]
+fn hand_best(h: &BestHandles, x: u64) -> Result<u64, Error> {
+    let start = Instant::now();
+    h.active.inc();
+    let out: Result<u64, Error> = Ok(black_box(x).wrapping_mul(3));
+    match out {
+        Ok(_) => h.success.inc(),
+        Err(_) => h.failure.inc(),
+    }
+    h.duration.observe(start.elapsed().as_secs_f64());
+    h.active.dec();
+    out
+}
+
+/// Hand-written the way the original Python design does it: the metric vecs,
+/// with every label looked up on every call.
+struct SeedMetrics {
+    calls: IntCounterVec,
+    duration: HistogramVec,
+    active: IntGaugeVec,
+    _registry: Registry,
+}
+
+impl SeedMetrics {
+    fn new() -> Self {
+        let registry = Registry::new();
+        let calls = IntCounterVec::new(
+            Opts::new("seed_builds_total", "Builds by status and chain."),
+            &["status", "chain"],
+        )
+        .expect("valid counter");
+        let duration = HistogramVec::new(
+            HistogramOpts::new("seed_build_duration_seconds", "Build duration.")
+                .buckets(BUCKETS.to_vec()),
+            &["chain"],
+        )
+        .expect("valid histogram");
+        let active = IntGaugeVec::new(
+            Opts::new("seed_active_builds", "Builds in flight."),
+            &["chain"],
+        )
+        .expect("valid gauge");
+        registry
+            .register(Box::new(calls.clone()))
+            .expect("register");
+        registry
+            .register(Box::new(duration.clone()))
+            .expect("register");
+        registry
+            .register(Box::new(active.clone()))
+            .expect("register");
+        SeedMetrics {
+            calls,
+            duration,
+            active,
+            _registry: registry,
+        }
+    }
+}
+
+#[inline(never)]
+fn hand_seed_style(m: &SeedMetrics, chain: &str, x: u64) -> Result<u64, Error> {
+    let start = Instant::now();
+    m.active.with_label_values(&[chain]).inc();
+    let out: Result<u64, Error> = Ok(black_box(x).wrapping_mul(3));
+    let status = if out.is_ok() { "success" } else { "failure" };
+    m.calls.with_label_values(&[status, chain]).inc();
+    m.duration
+        .with_label_values(&[chain])
+        .observe(start.elapsed().as_secs_f64());
+    m.active.with_label_values(&[chain]).dec();
+    out
+}
+
+#[inline(never)]
+#[track_build(chain = "ethereum")]
+fn track_build_literal(x: u64) -> Result<u64, Error> {
+    Ok(black_box(x).wrapping_mul(3))
+}
+
+#[inline(never)]
+#[track_build(chain)]
+fn track_build_enum(chain: Chain, x: u64) -> Result<u64, Error> {
+    Ok(black_box(x).wrapping_mul(3))
+}
+
+#[inline(never)]
+#[track_build(chain)]
+fn track_build_str(chain: &str, x: u64) -> Result<u64, Error> {
+    Ok(black_box(x).wrapping_mul(3))
+}
+
+#[inline(never)]
+#[autometrics::autometrics]
+fn autometrics_fn(x: u64) -> Result<u64, Error> {
+    Ok(black_box(x).wrapping_mul(3))
+}
+
+// ---------------------------------------------------------------------------
+// Set-up and the criterion group.
+// ---------------------------------------------------------------------------
+
+struct Fixture {
+    best: BestHandles,
+    seed: SeedMetrics,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        // autometrics records into a private registry of its own.
+        autometrics::settings::AutometricsSettings::builder()
+            .prometheus_registry(Registry::new())
+            .init();
+        Fixture {
+            best: BestHandles::new(),
+            seed: SeedMetrics::new(),
+        }
+    }
+
+    /// Calls every variant once and checks that each instrumented one
+    /// recorded, so the bench cannot silently measure a no-op.
+    fn check(&self) {
+        let chain = "ethereum";
+        assert_eq!(baseline(2).ok(), Some(6));
+        assert_eq!(hand_best(&self.best, 2).ok(), Some(6));
+        assert_eq!(hand_seed_style(&self.seed, chain, 2).ok(), Some(6));
+        assert_eq!(track_build_literal(2).ok(), Some(6));
+        assert_eq!(track_build_enum(Chain::Ethereum, 2).ok(), Some(6));
+        assert_eq!(track_build_enum(Chain::Solana, 2).ok(), Some(6));
+        assert_eq!(track_build_str(chain, 2).ok(), Some(6));
+        assert_eq!(autometrics_fn(2).ok(), Some(6));
+
+        assert!(self.best.success.get() >= 1);
+        assert!(self.seed.calls.with_label_values(&["success", chain]).get() >= 1);
+        let families = hyperkit_obs::registry().gather();
+        let builds = families
+            .iter()
+            .find(|f| f.name() == "hyperkit_builds_total")
+            .expect("track_build registered hyperkit_builds_total");
+        let successes: f64 = builds
+            .get_metric()
+            .iter()
+            .filter(|m| m.get_label().iter().any(|l| l.value() == "success"))
+            .map(|m| m.get_counter().get_value())
+            .sum();
+        assert!(successes >= 4.0, "track_build recorded {successes} calls");
+    }
+}
+
+fn bench_group(c: &mut Criterion, fx: &Fixture) {
+    let mut group = c.benchmark_group("track_overhead");
+    group
+        .warm_up_time(Duration::from_millis(800))
+        .measurement_time(Duration::from_secs(3))
+        .sample_size(50);
+    group.bench_function("baseline", |b| b.iter(|| baseline(black_box(7))));
+    group.bench_function("hand_best", |b| {
+        b.iter(|| hand_best(&fx.best, black_box(7)))
+    });
+    group.bench_function("hand_seed_style", |b| {
+        b.iter(|| hand_seed_style(&fx.seed, black_box("ethereum"), black_box(7)))
+    });
+    group.bench_function("track_build_literal", |b| {
+        b.iter(|| track_build_literal(black_box(7)))
+    });
+    group.bench_function("track_build_enum", |b| {
+        b.iter(|| track_build_enum(black_box(Chain::Ethereum), black_box(7)))
+    });
+    group.bench_function("track_build_str", |b| {
+        b.iter(|| track_build_str(black_box("ethereum"), black_box(7)))
+    });
+    group.bench_function("autometrics", |b| b.iter(|| autometrics_fn(black_box(7))));
+    group.finish();
+}
+
+// ---------------------------------------------------------------------------
+// In-process timing and the ratio table.
+// ---------------------------------------------------------------------------
+
+const VARIANTS: [&str; 7] = [
+    "baseline",
+    "hand_best",
+    "hand_seed_style",
+    "track_build_literal",
+    "track_build_enum",
+    "track_build_str",
+    "autometrics",
+];
+const BASELINE: usize = 0;
+const HAND_BEST: usize = 1;
+const HAND_SEED: usize = 2;
+const LITERAL: usize = 3;
+const ENUM: usize = 4;
+const STR: usize = 5;
+const AUTOMETRICS: usize = 6;
+
+/// Calls per timed round.
+const CALLS: u64 = 1_000_000;
+/// Timed rounds per variant; the table reports the median round.
+const ROUNDS: usize = 9;
+
+/// Mean ns per call of `f` over `n` calls.
+#[inline(never)]
+fn per_call_ns(mut f: impl FnMut(u64) -> Result<u64, Error>, n: u64) -> f64 {
+    let start = Instant::now();
+    for i in 0..n {
+        let _ = black_box(f(black_box(i)));
+    }
+    start.elapsed().as_nanos() as f64 / n as f64
+}
+
+/// One round of every variant, `n` calls each, in table order.
+fn round(fx: &Fixture, n: u64) -> [f64; 7] {
+    let chain = black_box("ethereum");
+    let enum_chain = black_box(Chain::Ethereum);
+    [
+        per_call_ns(baseline, n),
+        per_call_ns(|x| hand_best(&fx.best, x), n),
+        per_call_ns(|x| hand_seed_style(&fx.seed, chain, x), n),
+        per_call_ns(track_build_literal, n),
+        per_call_ns(|x| track_build_enum(enum_chain, x), n),
+        per_call_ns(|x| track_build_str(chain, x), n),
+        per_call_ns(autometrics_fn, n),
+    ]
+}
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    let mid = xs.len() / 2;
+    if xs.len() % 2 == 1 {
+        xs[mid]
+    } else {
+        (xs[mid - 1] + xs[mid]) / 2.0
+    }
+}
+
+/// Criterion's median estimate (ns) for `id`, if this run wrote one.
+fn criterion_median(id: &str, since: SystemTime) -> Option<f64> {
+    let home = std::env::var_os("CRITERION_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("CARGO_TARGET_DIR")
+                .map(|d| std::path::PathBuf::from(d).join("criterion"))
+        })
+        .unwrap_or_else(|| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/criterion")
+        });
+    let path = home
+        .join("track_overhead")
+        .join(id)
+        .join("new/estimates.json");
+    if std::fs::metadata(&path).ok()?.modified().ok()? < since {
+        return None;
+    }
+    let json = std::fs::read_to_string(path).ok()?;
+    let median = &json[json.find("\"median\"")?..];
+    let value = &median[median.find("\"point_estimate\":")? + "\"point_estimate\":".len()..];
+    let end = value.find([',', '}'])?;
+    value[..end].trim().parse().ok()
+}
+
+fn ratio_table(fx: &Fixture, started: SystemTime) {
+    eprintln!("\nin-process timing: {ROUNDS} interleaved rounds of {CALLS} calls per variant ...");
+    // Warm-up: fills every call site's handle cache and the caches.
+    round(fx, CALLS / 10);
+    let mut samples: Vec<Vec<f64>> = vec![Vec::with_capacity(ROUNDS); VARIANTS.len()];
+    for _ in 0..ROUNDS {
+        for (s, ns) in samples.iter_mut().zip(round(fx, CALLS)) {
+            s.push(ns);
+        }
+    }
+    let spread: Vec<(f64, f64)> = samples
+        .iter()
+        .map(|s| {
+            let min = s.iter().copied().fold(f64::INFINITY, f64::min);
+            let max = s.iter().copied().fold(0.0, f64::max);
+            (min, max)
+        })
+        .collect();
+    let med: Vec<f64> = samples.into_iter().map(median).collect();
+
+    println!();
+    println!(
+        "track_overhead: median ns/call over {ROUNDS} rounds x {CALLS} calls (no tracing subscriber installed)"
+    );
+    println!(
+        "{:<20} {:>9} {:>17} {:>9} {:>9} {:>9} {:>9} {:>10} {:>10}",
+        "variant",
+        "ns/call",
+        "[min .. max]",
+        "/base",
+        "/best",
+        "/seed",
+        "/autom",
+        "overhead",
+        "criterion"
+    );
+    for (i, name) in VARIANTS.iter().enumerate() {
+        let crit =
+            criterion_median(name, started).map_or_else(|| "-".to_owned(), |ns| format!("{ns:.2}"));
+        println!(
+            "{:<20} {:>9.2} {:>17} {:>8.2}x {:>8.2}x {:>8.2}x {:>8.2}x {:>10.2} {:>10}",
+            name,
+            med[i],
+            format!("[{:.1} .. {:.1}]", spread[i].0, spread[i].1),
+            med[i] / med[BASELINE],
+            med[i] / med[HAND_BEST],
+            med[i] / med[HAND_SEED],
+            med[i] / med[AUTOMETRICS],
+            med[i] - med[BASELINE],
+            crit,
+        );
+    }
+    println!("(overhead = ns/call - baseline; criterion = criterion's median estimate, ns)");
+
+    println!();
+    println!("targets:");
+    let target = |what: &str, variant: usize, against: usize, max: f64| {
+        let ratio = med[variant] / med[against];
+        println!(
+            "  {:<4} {:<44} {:>5.2}x  (target <= {max}x)",
+            if ratio <= max { "PASS" } else { "MISS" },
+            format!("{what}: {} / {}", VARIANTS[variant], VARIANTS[against]),
+            ratio,
+        );
+    };
+    target("literal", LITERAL, HAND_BEST, 1.3);
+    target("enum", ENUM, HAND_BEST, 1.3);
+    target("&str", STR, HAND_SEED, 0.6);
+    for (what, v) in [("literal", LITERAL), ("enum", ENUM), ("&str", STR)] {
+        target(what, v, AUTOMETRICS, 0.5);
+    }
+}
+
+fn main() {
+    // No tracing subscriber is installed anywhere in this binary, on purpose:
+    // with none, tracing's max level is OFF and every span and event of the
+    // tracked functions is disabled by level, as in a service that logs at a
+    // level above the tracked calls' events.
+    let started = SystemTime::now();
+    let fx = Fixture::new();
+    fx.check();
+
+    let mut criterion = Criterion::default().configure_from_args();
+    bench_group(&mut criterion, &fx);
+    criterion.final_summary();
+
+    // `cargo bench` passes `--bench`; `cargo test --benches` does not, and
+    // only wants to know the benchmarks run. Profiling (`--profile-time`) and
+    // listing want the criterion part alone.
+    let args: Vec<String> = std::env::args().collect();
+    let has = |flag: &str| {
+        args.iter()
+            .any(|a| a == flag || a.starts_with(&format!("{flag}=")))
+    };
+    if has("--bench") && !has("--profile-time") && !has("--list") {
+        ratio_table(&fx, started);
+    }
+}

@@ -149,13 +149,48 @@ impl LabelValue for Literal {
     }
 }
 
-/// Displays a label value as it will be recorded (for span fields).
+/// A label value as the generated code hands it to the runtime: type-checked
+/// once, where the user wrote it, then passed around without generics.
 #[doc(hidden)]
-pub struct LabelDisplay<'a, L: ?Sized>(pub &'a L);
+#[derive(Clone, Copy)]
+pub struct LabelRef<'a> {
+    /// The type's fixed value set and this value's index in it.
+    pub(crate) fixed: Option<(&'static [&'static str], usize)>,
+    value: &'a dyn LabelText,
+}
 
-impl<L: LabelValue + ?Sized> fmt::Display for LabelDisplay<'_, L> {
+trait LabelText {
+    fn text(&self) -> Cow<'_, str>;
+}
+
+impl<L: LabelValue> LabelText for L {
+    #[inline]
+    fn text(&self) -> Cow<'_, str> {
+        self.as_label()
+    }
+}
+
+impl<'a> LabelRef<'a> {
+    /// Erases `value`'s type, keeping its fixed index if it has one.
+    #[inline]
+    pub fn new<L: LabelValue>(value: &'a L) -> Self {
+        let fixed = L::VALUES.and_then(|values| {
+            let i = value.index();
+            (i < values.len()).then_some((values, i))
+        });
+        LabelRef { fixed, value }
+    }
+
+    /// The value as text, not yet sanitised.
+    #[inline]
+    pub fn text(&self) -> Cow<'a, str> {
+        self.value.text()
+    }
+}
+
+impl fmt::Display for LabelRef<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&sanitize(&self.0.as_label()))
+        f.write_str(&sanitize(&self.text()))
     }
 }
 

@@ -75,7 +75,7 @@ pub use prometheus;
 /// in any release.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::label::{LabelDisplay, Literal};
+    pub use crate::label::{LabelRef, Literal};
     pub use crate::track::build::{BUILDS, BuildHandles};
     pub use crate::track::future::Tracked;
     pub use crate::track::model::{MODELS, ModelHandles};
@@ -83,15 +83,15 @@ pub mod __private {
         NoUsage, ResultDisplayOutcome, ResultOutcome, ResultUsage, ValueOutcome, ValueUsage, Wrap,
     };
     pub use crate::track::query::{QUERIES, QueryHandles};
-    pub use crate::track::site::{Site, resolve1, resolve2};
+    pub use crate::track::site::{Site, resolve};
     pub use crate::track::{Call, Finished, Outcome, Prepared, Status, call};
     pub use tracing;
 
-    /// Type-checks a label value where the user wrote it, so a type that is not
-    /// a `LabelValue` is reported at that expression.
+    /// Type-checks a label value where the user wrote it, once, so a type
+    /// that is not a `LabelValue` is one error at that expression.
     #[inline(always)]
-    pub fn label<L: crate::LabelValue + ?Sized>(value: &L) -> &L {
-        value
+    pub fn label<L: crate::LabelValue>(value: &L) -> LabelRef<'_> {
+        LabelRef::new(value)
     }
 
     /// The closing event of a tracked call, expanded in the user's crate so its

@@ -79,7 +79,7 @@ fn long_and_control_values_are_sanitised() {
 enum Chain {
     Ethereum,
     #[label = "bsc"]
-    BinanceSmartChain,
+    BnbSmart,
     PolygonZkEvm,
 }
 
@@ -89,8 +89,8 @@ fn build_enum(chain: Chain) {}
 #[test]
 fn enum_labels_use_snake_case_or_their_rename() {
     build_enum(Chain::Ethereum);
-    build_enum(Chain::BinanceSmartChain);
-    build_enum(Chain::BinanceSmartChain);
+    build_enum(Chain::BnbSmart);
+    build_enum(Chain::BnbSmart);
     build_enum(Chain::PolygonZkEvm);
     assert_eq!(builds("ethereum", "success"), 1);
     assert_eq!(builds("bsc", "success"), 2);

@@ -13,6 +13,9 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use prometheus::core::{Collector, Desc, Metric};
 use prometheus::proto::{LabelPair, MetricFamily, MetricType};
 
+/// Each child with its label values, in label-name order.
+type Children<M> = Vec<(Box<[Box<str>]>, M)>;
+
 /// One metric family (name, help, label names) with one child metric per
 /// distinct label-value tuple.
 pub(crate) struct Family<M> {
@@ -22,7 +25,7 @@ pub(crate) struct Family<M> {
     kind: MetricType,
     desc: Desc,
     make: fn(&'static str, &'static str) -> M,
-    children: Mutex<Vec<(Box<[Box<str>]>, M)>>,
+    children: Mutex<Children<M>>,
 }
 
 impl<M: Metric + Clone> Family<M> {
@@ -69,7 +72,7 @@ impl<M: Metric + Clone> Family<M> {
         m
     }
 
-    fn lock(&self) -> MutexGuard<'_, Vec<(Box<[Box<str>]>, M)>> {
+    fn lock(&self) -> MutexGuard<'_, Children<M>> {
         self.children.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }

@@ -69,8 +69,29 @@ impl Equivalent<Key> for KeyRef<'_> {
     }
 }
 
+/// One label set: its values (sanitised) and its handles. Created once per
+/// distinct tuple and never freed, so it can be handed out as `&'static`.
+pub struct Entry<H: 'static> {
+    values: Box<[Box<str>]>,
+    /// The pre-resolved metric handles.
+    pub handles: H,
+}
+
+impl<H> Entry<H> {
+    /// Whether this entry's values are exactly `values`.
+    #[inline]
+    pub fn is(&self, values: &[Cow<'_, str>]) -> bool {
+        self.values.len() == values.len() && self.values.iter().zip(values).all(|(a, b)| **a == **b)
+    }
+
+    /// The label values, sanitised, in label order.
+    pub fn values(&self) -> impl Iterator<Item = &str> {
+        self.values.iter().map(|v| &**v)
+    }
+}
+
 struct Inner<H: 'static> {
-    sets: HashMap<Key, &'static H>,
+    sets: HashMap<Key, &'static Entry<H>>,
     /// Distinct values admitted per label position.
     distinct: Vec<HashSet<Box<str>>>,
 }
@@ -102,19 +123,27 @@ impl<H: Sync + 'static> LabelSets<H> {
         }
     }
 
-    /// The handles for these label values (one per label name).
-    pub fn get(&'static self, values: &[&str]) -> &'static H {
+    /// The entry for these label values (one per label name).
+    pub fn get(&'static self, values: &[Cow<'_, str>]) -> &'static Entry<H> {
+        // A known tuple is stored sanitised, so a raw value that finds it was
+        // clean: sanitise only on a miss.
+        {
+            let guard = self.inner.read().unwrap_or_else(PoisonError::into_inner);
+            if let Some(e) = guard.as_ref().and_then(|i| i.sets.get(&KeyRef(values))) {
+                return e;
+            }
+        }
         let mut values: Vec<Cow<'_, str>> = values.iter().map(|v| sanitize(v)).collect();
         {
             let guard = self.inner.read().unwrap_or_else(PoisonError::into_inner);
             if let Some(inner) = guard.as_ref() {
-                if let Some(h) = inner.sets.get(&KeyRef(&values)) {
-                    return h;
+                if let Some(e) = inner.sets.get(&KeyRef(&values)) {
+                    return e;
                 }
-                if self.apply_overflow(inner, &mut values) {
-                    if let Some(h) = inner.sets.get(&KeyRef(&values)) {
-                        return h;
-                    }
+                if self.apply_overflow(inner, &mut values)
+                    && let Some(e) = inner.sets.get(&KeyRef(&values))
+                {
+                    return e;
                 }
             }
         }
@@ -123,23 +152,25 @@ impl<H: Sync + 'static> LabelSets<H> {
             sets: HashMap::new(),
             distinct: self.label_names.iter().map(|_| HashSet::new()).collect(),
         });
-        if let Some(h) = inner.sets.get(&KeyRef(&values)) {
-            return h;
+        if let Some(e) = inner.sets.get(&KeyRef(&values)) {
+            return e;
         }
         self.apply_overflow(inner, &mut values);
-        if let Some(h) = inner.sets.get(&KeyRef(&values)) {
-            return h;
+        if let Some(e) = inner.sets.get(&KeyRef(&values)) {
+            return e;
         }
         let parts: Vec<&str> = values.iter().map(|v| &**v).collect();
-        let handles: &'static H = Box::leak(Box::new((self.make)(&parts)));
+        let entry: &'static Entry<H> = Box::leak(Box::new(Entry {
+            values: parts.iter().map(|p| Box::from(*p)).collect(),
+            handles: (self.make)(&parts),
+        }));
         for (seen, value) in inner.distinct.iter_mut().zip(&parts) {
             if !seen.contains(*value) {
                 seen.insert(Box::from(*value));
             }
         }
-        let key = Key(parts.iter().map(|p| Box::from(*p)).collect());
-        inner.sets.insert(key, handles);
-        handles
+        inner.sets.insert(Key(entry.values.clone()), entry);
+        entry
     }
 
     /// Replaces each value whose label is full and has not seen it with the

@@ -15,7 +15,9 @@ use prometheus::{Histogram, HistogramOpts, IntCounter, IntGauge, Opts, Registry}
 
 pub(crate) use family::Family;
 use family::Registered;
-pub use label_sets::{DEFAULT_MAX_LABEL_VALUES, LabelSets, max_label_values, set_max_label_values};
+pub use label_sets::{
+    DEFAULT_MAX_LABEL_VALUES, Entry, LabelSets, max_label_values, set_max_label_values,
+};
 
 /// Buckets of `hyperkit_build_duration_seconds`: builds take tens of seconds
 /// to minutes.

@@ -100,7 +100,9 @@ impl<T: ?Sized> NoUsage for Wrap<'_, T> {
     }
 }
 
+// The tests write the receiver exactly as the generated code does.
 #[cfg(test)]
+#[allow(clippy::needless_borrow)]
 mod tests {
     use super::*;
     use crate::track::Outcome;

@@ -1,22 +1,39 @@
 //! Per-call-site resolution of label values to metric handles.
 //!
 //! Each annotated function owns a `static` [`Site`]. When every label of the
-//! site has a fixed value set (a literal, an enum deriving `LabelValue`, a
+//! call has a fixed value set (a literal, an enum deriving `LabelValue`, a
 //! `bool`), the site keeps one slot per combination of values and a call
-//! costs an index computation and an atomic load. Otherwise the call looks
-//! its tuple up in the macro's [`LabelSets`].
+//! costs an index computation and two atomic loads. Otherwise the site
+//! remembers the last label set it resolved, so a function called with the
+//! same open values again (the common case) compares strings instead of
+//! hashing; on a miss it looks the tuple up in the macro's [`LabelSets`].
+//!
+//! A `static` in a generic function is shared by all its instances, so a
+//! site remembers which value sets its slots were built for and resolves
+//! calls with other sets by lookup.
 
+use std::borrow::Cow;
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicPtr, Ordering};
 
-use crate::label::LabelValue;
-use crate::metrics::LabelSets;
+use crate::label::LabelRef;
+use crate::metrics::{Entry, LabelSets};
 
 /// Label combinations a site caches; larger fixed sets are looked up.
 const MAX_SLOTS: usize = 4096;
 
+struct Slots<H: 'static> {
+    /// The value set of each label the slots were built for.
+    sets: Box<[&'static [&'static str]]>,
+    cells: Box<[OnceLock<&'static Entry<H>>]>,
+}
+
 /// The handle cache of one annotated function.
 pub struct Site<H: 'static> {
-    slots: OnceLock<Box<[OnceLock<&'static H>]>>,
+    slots: OnceLock<Slots<H>>,
+    /// The entry of the last open label set resolved here (null at first).
+    /// Only ever holds pointers from `&'static Entry`, which are never freed.
+    last: AtomicPtr<Entry<H>>,
 }
 
 impl<H: Sync + 'static> Site<H> {
@@ -25,56 +42,86 @@ impl<H: Sync + 'static> Site<H> {
     pub const fn new() -> Self {
         Site {
             slots: OnceLock::new(),
+            last: AtomicPtr::new(std::ptr::null_mut()),
         }
     }
 
-    #[inline]
-    fn slot(&self, len: usize, index: usize, init: impl FnOnce() -> &'static H) -> &'static H {
-        let slots = self
-            .slots
-            .get_or_init(|| (0..len).map(|_| OnceLock::new()).collect());
-        match slots.get(index) {
-            Some(slot) => slot.get_or_init(init),
-            None => init(),
+    fn last(&self) -> Option<&'static Entry<H>> {
+        let ptr = self.last.load(Ordering::Acquire);
+        // SAFETY: `last` is null or was stored from a `&'static Entry<H>`
+        // (entries are leaked by `LabelSets` and never freed), so the pointer
+        // is valid, aligned and immutable for the rest of the program.
+        #[allow(unsafe_code)]
+        unsafe {
+            ptr.as_ref()
         }
     }
-}
 
-/// The fixed position of `v` among `L`'s values, if `L` has a fixed set.
-#[inline]
-fn fixed<L: LabelValue + ?Sized>(v: &L) -> Option<(usize, usize)> {
-    let values = L::VALUES?;
-    let i = v.index();
-    (i < values.len()).then_some((i, values.len()))
-}
-
-/// Handles for a one-label macro.
-#[inline]
-pub fn resolve1<H, A>(site: &Site<H>, sets: &'static LabelSets<H>, a: &A) -> &'static H
-where
-    H: Sync + 'static,
-    A: LabelValue + ?Sized,
-{
-    let lookup = || sets.get(&[&a.as_label()]);
-    match fixed(a) {
-        Some((i, n)) if n <= MAX_SLOTS => site.slot(n, i, lookup),
-        _ => lookup(),
+    fn remember(&self, entry: &'static Entry<H>) {
+        self.last
+            .store(std::ptr::from_ref(entry).cast_mut(), Ordering::Release);
     }
 }
 
-/// Handles for a two-label macro.
+fn same_set(a: &'static [&'static str], b: &'static [&'static str]) -> bool {
+    std::ptr::eq(a, b) || a == b
+}
+
+/// The handles for the labels of one call, in the macro's label order.
 #[inline]
-pub fn resolve2<H, A, B>(site: &Site<H>, sets: &'static LabelSets<H>, a: &A, b: &B) -> &'static H
-where
-    H: Sync + 'static,
-    A: LabelValue + ?Sized,
-    B: LabelValue + ?Sized,
-{
-    let lookup = || sets.get(&[&a.as_label(), &b.as_label()]);
-    match (fixed(a), fixed(b)) {
-        (Some((i, n)), Some((j, m))) if n.saturating_mul(m) <= MAX_SLOTS => {
-            site.slot(n * m, i * m + j, lookup)
-        }
-        _ => lookup(),
+pub fn resolve<H: Sync + 'static, const N: usize>(
+    site: &Site<H>,
+    sets: &'static LabelSets<H>,
+    labels: [LabelRef<'_>; N],
+) -> &'static H {
+    if let Some(entry) = resolve_fixed(site, sets, &labels) {
+        return &entry.handles;
     }
+    let values: [Cow<'_, str>; N] = labels.map(|l| l.text());
+    if let Some(last) = site.last()
+        && last.is(&values)
+    {
+        return &last.handles;
+    }
+    let entry = sets.get(&values);
+    if entry.is(&values) {
+        site.remember(entry);
+    }
+    &entry.handles
+}
+
+#[inline]
+fn resolve_fixed<H: Sync + 'static, const N: usize>(
+    site: &Site<H>,
+    sets: &'static LabelSets<H>,
+    labels: &[LabelRef<'_>; N],
+) -> Option<&'static Entry<H>> {
+    let mut total = 1usize;
+    let mut index = 0usize;
+    for label in labels {
+        let (set, i) = label.fixed?;
+        total = total.checked_mul(set.len())?;
+        index = index * set.len() + i;
+    }
+    if total > MAX_SLOTS {
+        return None;
+    }
+    let slots = site.slots.get_or_init(|| Slots {
+        sets: labels.iter().filter_map(|l| l.fixed.map(|f| f.0)).collect(),
+        cells: (0..total).map(|_| OnceLock::new()).collect(),
+    });
+    let built_for_these = slots.cells.len() == total
+        && slots
+            .sets
+            .iter()
+            .zip(labels)
+            .all(|(s, l)| l.fixed.is_some_and(|(set, _)| same_set(s, set)));
+    if !built_for_these {
+        return None;
+    }
+    let cell = slots.cells.get(index)?;
+    Some(*cell.get_or_init(|| {
+        let values: [Cow<'_, str>; N] = std::array::from_fn(|i| labels[i].text());
+        sets.get(&values)
+    }))
 }

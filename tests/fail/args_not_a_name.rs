@@ -1,0 +1,6 @@
+use hyperkit_obs::track_build;
+
+#[track_build("ethereum")]
+fn build() {}
+
+fn main() {}

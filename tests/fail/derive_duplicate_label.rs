@@ -1,0 +1,11 @@
+use hyperkit_obs::LabelValue;
+
+#[derive(LabelValue)]
+enum Chain {
+    #[label = "bsc"]
+    BinanceSmartChain,
+    #[label = "bsc"]
+    BnbChain,
+}
+
+fn main() {}

@@ -1,0 +1,61 @@
+//! `#[derive(LabelValue)]` on a fieldless enum: variants become snake_case
+//! labels unless renamed with `#[label = "..."]`.
+
+use hyperkit_obs::{LabelValue, track_build};
+
+#[derive(Clone, Copy, LabelValue)]
+enum Chain {
+    Ethereum,
+    #[label = "bsc"]
+    BinanceSmartChain,
+    ZkSyncEra,
+}
+
+#[track_build(chain)]
+fn build(chain: Chain) -> Chain {
+    chain
+}
+
+fn counter(family: &str, labels: &[(&str, &str)]) -> u64 {
+    hyperkit_obs::registry()
+        .gather()
+        .iter()
+        .filter(|f| f.name() == family)
+        .flat_map(|f| f.get_metric())
+        .filter(|m| {
+            let got = m.get_label();
+            labels
+                .iter()
+                .all(|(k, v)| got.iter().any(|l| l.name() == *k && l.value() == *v))
+        })
+        .map(|m| m.get_counter().get_value() as u64)
+        .sum()
+}
+
+fn main() {
+    assert_eq!(
+        <Chain as LabelValue>::VALUES,
+        Some(&["ethereum", "bsc", "zk_sync_era"][..])
+    );
+    assert_eq!(Chain::BinanceSmartChain.as_label(), "bsc");
+    assert_eq!(Chain::ZkSyncEra.index(), 2);
+
+    for chain in [
+        Chain::Ethereum,
+        Chain::BinanceSmartChain,
+        Chain::BinanceSmartChain,
+        Chain::ZkSyncEra,
+    ] {
+        build(chain);
+    }
+    let builds = |chain| {
+        counter(
+            "hyperkit_builds_total",
+            &[("chain", chain), ("status", "success")],
+        )
+    };
+    assert_eq!(builds("ethereum"), 1);
+    assert_eq!(builds("bsc"), 2);
+    assert_eq!(builds("zk_sync_era"), 1);
+    assert_eq!(builds("binance_smart_chain"), 0);
+}
