@@ -6,15 +6,17 @@
 //! `family.rs` for why `prometheus::*Vec` is not used).
 
 mod family;
+mod histogram;
 mod label_sets;
 
 use std::sync::LazyLock;
 
 use prometheus::proto::MetricType;
-use prometheus::{Histogram, HistogramOpts, IntCounter, IntGauge, Opts, Registry};
+use prometheus::{IntCounter, IntGauge, Opts, Registry};
 
 pub(crate) use family::Family;
 use family::Registered;
+pub use histogram::DurationHistogram;
 pub use label_sets::{
     DEFAULT_MAX_LABEL_VALUES, Entry, LabelSets, max_label_values, set_max_label_values,
 };
@@ -43,22 +45,21 @@ fn gauge(name: &'static str, help: &'static str) -> IntGauge {
         .unwrap_or_else(|e| unreachable!("built-in gauge {name}: {e}"))
 }
 
-fn histogram(name: &'static str, help: &'static str, buckets: &[f64]) -> Histogram {
-    Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets.to_vec()))
-        .unwrap_or_else(|e| unreachable!("built-in histogram {name}: {e}"))
+fn histogram(buckets: &[f64]) -> DurationHistogram {
+    DurationHistogram::new(buckets)
 }
 
 /// Every family hyperkit-obs owns.
 pub(crate) struct Families {
     pub(crate) builds_total: Family<IntCounter>,
-    pub(crate) build_duration: Family<Histogram>,
+    pub(crate) build_duration: Family<DurationHistogram>,
     pub(crate) active_builds: Family<IntGauge>,
     pub(crate) model_calls_total: Family<IntCounter>,
-    pub(crate) model_latency: Family<Histogram>,
+    pub(crate) model_latency: Family<DurationHistogram>,
     pub(crate) model_tokens_total: Family<IntCounter>,
     pub(crate) model_acceptance_total: Family<IntCounter>,
     pub(crate) db_queries_total: Family<IntCounter>,
-    pub(crate) db_query_duration: Family<Histogram>,
+    pub(crate) db_query_duration: Family<DurationHistogram>,
     pub(crate) label_overflow_total: Family<IntCounter>,
     pub(crate) dropped_total: Family<IntCounter>,
 }
@@ -76,7 +77,7 @@ pub(crate) static FAMILIES: LazyLock<Families> = LazyLock::new(|| Families {
         "Duration of tracked builds in seconds, by chain.",
         &["chain"],
         MetricType::HISTOGRAM,
-        |n, h| histogram(n, h, BUILD_DURATION_BUCKETS),
+        |_, _| histogram(BUILD_DURATION_BUCKETS),
     ),
     active_builds: Family::new(
         "hyperkit_active_builds",
@@ -97,7 +98,7 @@ pub(crate) static FAMILIES: LazyLock<Families> = LazyLock::new(|| Families {
         "Latency of tracked model calls in seconds, by model and task.",
         &["model", "task"],
         MetricType::HISTOGRAM,
-        |n, h| histogram(n, h, MODEL_LATENCY_BUCKETS),
+        |_, _| histogram(MODEL_LATENCY_BUCKETS),
     ),
     model_tokens_total: Family::new(
         "hyperkit_model_tokens_total",
@@ -125,7 +126,7 @@ pub(crate) static FAMILIES: LazyLock<Families> = LazyLock::new(|| Families {
         "Duration of tracked database queries in seconds, by operation.",
         &["operation"],
         MetricType::HISTOGRAM,
-        |n, h| histogram(n, h, QUERY_DURATION_BUCKETS),
+        |_, _| histogram(QUERY_DURATION_BUCKETS),
     ),
     label_overflow_total: Family::new(
         "hyperkit_obs_label_overflow_total",

@@ -3,15 +3,15 @@
 
 use std::time::Duration;
 
-use prometheus::{Histogram, IntCounter, IntGauge};
+use prometheus::{IntCounter, IntGauge};
 
 use super::{Handles, Status};
-use crate::metrics::{FAMILIES, LabelSets};
+use crate::metrics::{DurationHistogram, FAMILIES, LabelSets};
 
 /// The pre-resolved metrics of one chain.
 pub struct BuildHandles {
     calls: [IntCounter; 4],
-    duration: Histogram,
+    duration: DurationHistogram,
     active: IntGauge,
 }
 
@@ -31,7 +31,7 @@ impl Handles for BuildHandles {
     #[inline]
     fn record(&self, status: Status, elapsed: Duration) {
         self.calls[status.index()].inc();
-        self.duration.observe(elapsed.as_secs_f64());
+        self.duration.observe(elapsed);
     }
 
     #[inline]

@@ -5,16 +5,16 @@
 
 use std::time::Duration;
 
-use prometheus::{Histogram, IntCounter};
+use prometheus::IntCounter;
 
 use super::{Handles, Status};
-use crate::metrics::{FAMILIES, LabelSets};
+use crate::metrics::{DurationHistogram, FAMILIES, LabelSets};
 use crate::model::Usage;
 
 /// The pre-resolved metrics of one (model, task) pair.
 pub struct ModelHandles {
     calls: [IntCounter; 4],
-    latency: Histogram,
+    latency: DurationHistogram,
     input_tokens: IntCounter,
     output_tokens: IntCounter,
     /// Indexed by `accepted as usize`.
@@ -45,7 +45,7 @@ impl Handles for ModelHandles {
     #[inline]
     fn record(&self, status: Status, elapsed: Duration) {
         self.calls[status.index()].inc();
-        self.latency.observe(elapsed.as_secs_f64());
+        self.latency.observe(elapsed);
     }
 
     #[inline]

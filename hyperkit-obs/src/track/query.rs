@@ -3,15 +3,15 @@
 
 use std::time::Duration;
 
-use prometheus::{Histogram, IntCounter};
+use prometheus::IntCounter;
 
 use super::{Handles, Status};
-use crate::metrics::{FAMILIES, LabelSets};
+use crate::metrics::{DurationHistogram, FAMILIES, LabelSets};
 
 /// The pre-resolved metrics of one operation.
 pub struct QueryHandles {
     calls: [IntCounter; 4],
-    duration: Histogram,
+    duration: DurationHistogram,
 }
 
 impl QueryHandles {
@@ -29,7 +29,7 @@ impl Handles for QueryHandles {
     #[inline]
     fn record(&self, status: Status, elapsed: Duration) {
         self.calls[status.index()].inc();
-        self.duration.observe(elapsed.as_secs_f64());
+        self.duration.observe(elapsed);
     }
 }
 
