@@ -10,13 +10,20 @@
 //! - `HYPERKIT_DEMO_FAILURE_RATE`: share of builds that fail, 0 to 1
 //!   (default 0.1).
 //! - `HYPERKIT_DEMO_DURATION`: stop after this many seconds.
-//! - everything `hyperkit_obs::init()` reads (`HYPERKIT_*`, `RUST_LOG`).
+//! - everything `hyperkit_obs::init()` reads (`HYPERKIT_*`, `RUST_LOG`),
+//!   `HYPERKIT_METRICS_ADDR` (default 127.0.0.1:9464) among them.
+//!
+//! It serves `/metrics`, `/health/live`, `/health/ready` and a small API
+//! (`/api/builds/{id}`, `/api/status`) measured by the RED layer.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use axum::Router;
+use axum::extract::Path;
+use axum::routing::get;
 use hyperkit_obs::{LabelValue, ModelOutput, track_build, track_model, track_query};
 use tokio::task::JoinSet;
 
@@ -221,6 +228,10 @@ fn progress(started: Instant) -> String {
     )
 }
 
+async fn build_status(Path(id): Path<u64>) -> String {
+    format!("{{\"id\":{id},\"status\":\"queued\"}}")
+}
+
 async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
@@ -255,23 +266,38 @@ async fn main() -> anyhow::Result<()> {
     });
     let duration = env_f64("HYPERKIT_DEMO_DURATION", 0.0, |x| x >= 0.0)?;
 
+    let started = Instant::now();
+    hyperkit_obs::health::register_fn("build-queue", move || {
+        Ok(format!(
+            "accepting builds for {:.0} s",
+            started.elapsed().as_secs_f64()
+        ))
+    });
+    let app = Router::new()
+        .route("/api/builds/{id}", get(build_status))
+        .route("/api/status", get(move || async move { progress(started) }))
+        .layer(hyperkit_obs::http::HttpMetricsLayer::new())
+        .merge(hyperkit_obs::http::router());
+    let addr = obs.config().metrics_addr;
+    let server = hyperkit_obs::http::serve_router(addr, app)
+        .await
+        .with_context(|| format!("cannot listen on HYPERKIT_METRICS_ADDR={addr}"))?;
+    let base = format!("http://{}", server.local_addr());
+
     println!(
         "hyperkit-obs demo: simulated builds on {} chains, model calls and queries",
         CHAINS.len()
     );
-    println!("  service: {}", obs.config().service_name);
+    println!("  metrics:  {base}/metrics  (point a Prometheus scrape job here)");
+    println!("  health:   {base}/health/ready");
+    println!("  api:      {base}/api/status, {base}/api/builds/1");
     println!(
-        "  metrics: {} families in the process registry (hyperkit_obs::registry())",
-        hyperkit_obs::registry().gather().len()
-    );
-    println!(
-        "  speed: {}x, build failure rate: {:.0}%",
+        "  service {}; speed {}x; build failure rate {:.0}%; stop with Ctrl-C",
+        obs.config().service_name,
         settings.speed,
         settings.failure_rate * 100.0
     );
-    println!("  stop with Ctrl-C");
 
-    let started = Instant::now();
     let seeds = AtomicU64::new(1);
     let mut tasks = JoinSet::new();
     let mut rng = Rng::new(0);
@@ -318,6 +344,7 @@ async fn main() -> anyhow::Result<()> {
     println!("stopping: cancelling {} calls in flight", tasks.len());
     tasks.shutdown().await;
     println!("{}", progress(started));
+    server.shutdown().await;
     drop(obs);
     println!("flushed; bye");
     Ok(())

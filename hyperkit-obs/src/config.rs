@@ -9,6 +9,7 @@
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -39,8 +40,60 @@ pub struct MonitoringConfig {
     /// `RUST_LOG`: the log filter, in `tracing-subscriber`'s `EnvFilter`
     /// syntax. Default `info`.
     pub log_filter: String,
+    /// `HYPERKIT_METRICS_TOKEN` (bearer) or `HYPERKIT_METRICS_USERNAME` and
+    /// `HYPERKIT_METRICS_PASSWORD` (basic): protection of `/metrics`.
+    /// Default: none.
+    pub metrics_auth: Option<MetricsAuth>,
+    /// `HYPERKIT_HEALTH_TIMEOUT_MS`: how long one readiness check may take.
+    /// Default 2000.
+    pub health_timeout: Duration,
+    /// `HYPERKIT_HEALTH_CACHE_MS`: how long a readiness check's result is
+    /// reused. Default 1000.
+    pub health_cache: Duration,
     /// `HYPERKIT_CONFIG`: the TOML file the values came from, if any.
     pub config_file: Option<PathBuf>,
+}
+
+/// A secret value: shown as `***` by `Debug` and `Display`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret.
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    /// The secret itself, for the one place that must send it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// Credentials a scraper must present to read `/metrics`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MetricsAuth {
+    /// `Authorization: Bearer <token>`.
+    Bearer(Secret),
+    /// `Authorization: Basic <base64(username:password)>`.
+    Basic {
+        /// The user name.
+        username: String,
+        /// The password.
+        password: Secret,
+    },
 }
 
 impl Default for MonitoringConfig {
@@ -54,6 +107,9 @@ impl Default for MonitoringConfig {
                 .unwrap_or_else(|e| unreachable!("default address parses: {e}")),
             data_dir: PathBuf::from("hyperkit-data"),
             log_filter: "info".to_owned(),
+            metrics_auth: None,
+            health_timeout: crate::health::DEFAULT_TIMEOUT,
+            health_cache: crate::health::DEFAULT_CACHE,
             config_file: None,
         }
     }
@@ -160,6 +216,47 @@ impl MonitoringConfig {
         if let Some(v) = var("RUST_LOG") {
             config.log_filter = parse_filter("RUST_LOG", &v)?;
         }
+        if let Some(v) = var("HYPERKIT_HEALTH_TIMEOUT_MS") {
+            config.health_timeout = parse_millis("HYPERKIT_HEALTH_TIMEOUT_MS", &v, "2000")?;
+        }
+        if let Some(v) = var("HYPERKIT_HEALTH_CACHE_MS") {
+            config.health_cache = parse_millis("HYPERKIT_HEALTH_CACHE_MS", &v, "1000")?;
+        }
+        let token = var("HYPERKIT_METRICS_TOKEN");
+        let user = var("HYPERKIT_METRICS_USERNAME");
+        let password = var("HYPERKIT_METRICS_PASSWORD");
+        config.metrics_auth = match (token, user, password) {
+            (None, None, None) => None,
+            (Some(t), None, None) => Some(MetricsAuth::Bearer(Secret::new(t))),
+            (None, Some(username), Some(p)) => Some(MetricsAuth::Basic {
+                username,
+                password: Secret::new(p),
+            }),
+            (Some(_), _, _) => {
+                return Err(invalid(
+                    "HYPERKIT_METRICS_TOKEN",
+                    "***",
+                    "cannot be combined with HYPERKIT_METRICS_USERNAME/PASSWORD; choose bearer or basic auth",
+                    "<a long random token>",
+                ));
+            }
+            (None, Some(_), None) => {
+                return Err(invalid(
+                    "HYPERKIT_METRICS_PASSWORD",
+                    "",
+                    "is required when HYPERKIT_METRICS_USERNAME is set",
+                    "<the scraper's password>",
+                ));
+            }
+            (None, None, Some(_)) => {
+                return Err(invalid(
+                    "HYPERKIT_METRICS_USERNAME",
+                    "",
+                    "is required when HYPERKIT_METRICS_PASSWORD is set",
+                    "prometheus",
+                ));
+            }
+        };
         Ok(config)
     }
 
@@ -218,6 +315,35 @@ impl MonitoringConfig {
             ("HYPERKIT_METRICS_ADDR", self.metrics_addr.to_string()),
             ("HYPERKIT_DATA_DIR", self.data_dir.display().to_string()),
             ("RUST_LOG", self.log_filter.clone()),
+            (
+                "HYPERKIT_METRICS_TOKEN",
+                match &self.metrics_auth {
+                    Some(MetricsAuth::Bearer(t)) => t.to_string(),
+                    _ => "(unset)".to_owned(),
+                },
+            ),
+            (
+                "HYPERKIT_METRICS_USERNAME",
+                match &self.metrics_auth {
+                    Some(MetricsAuth::Basic { username, .. }) => username.clone(),
+                    _ => "(unset)".to_owned(),
+                },
+            ),
+            (
+                "HYPERKIT_METRICS_PASSWORD",
+                match &self.metrics_auth {
+                    Some(MetricsAuth::Basic { password, .. }) => password.to_string(),
+                    _ => "(unset)".to_owned(),
+                },
+            ),
+            (
+                "HYPERKIT_HEALTH_TIMEOUT_MS",
+                self.health_timeout.as_millis().to_string(),
+            ),
+            (
+                "HYPERKIT_HEALTH_CACHE_MS",
+                self.health_cache.as_millis().to_string(),
+            ),
         ]
     }
 }
@@ -263,6 +389,22 @@ fn parse_limit(variable: &'static str, v: &str) -> Result<usize, ConfigError> {
             "1000",
         )),
         Err(_) => Err(invalid(variable, v, "must be a whole number", "1000")),
+    }
+}
+
+fn parse_millis(
+    variable: &'static str,
+    v: &str,
+    example: &'static str,
+) -> Result<Duration, ConfigError> {
+    match v.trim().parse::<u64>() {
+        Ok(ms) if (1..=600_000).contains(&ms) => Ok(Duration::from_millis(ms)),
+        _ => Err(invalid(
+            variable,
+            v,
+            "must be a number of milliseconds from 1 to 600000",
+            example,
+        )),
     }
 }
 
@@ -350,5 +492,26 @@ mod tests {
         let e = from(&[("HYPERKIT_CONFIG", p)]).unwrap_err().to_string();
         assert!(e.contains("servce_name"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn secrets_never_appear_in_debug_errors_or_describe() {
+        let c = from(&[
+            ("HYPERKIT_METRICS_USERNAME", "prom"),
+            ("HYPERKIT_METRICS_PASSWORD", "hunter2"),
+        ])
+        .unwrap();
+        assert!(!format!("{c:?}").contains("hunter2"));
+        assert!(!format!("{:?}", c.describe()).contains("hunter2"));
+        let e = from(&[
+            ("HYPERKIT_METRICS_TOKEN", "s3cret"),
+            ("HYPERKIT_METRICS_USERNAME", "x"),
+        ])
+        .unwrap_err();
+        assert!(!e.to_string().contains("s3cret"), "{e}");
+        let e = from(&[("HYPERKIT_METRICS_USERNAME", "prom")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("HYPERKIT_METRICS_PASSWORD"), "{e}");
     }
 }

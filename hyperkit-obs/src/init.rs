@@ -6,6 +6,7 @@
 //! installed, and never panics: every failure is an [`InitError`].
 
 use std::io::IsTerminal;
+use std::sync::{PoisonError, RwLock};
 
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;
@@ -119,10 +120,22 @@ impl Builder {
         // Touch the registry so every family is registered before the first
         // scrape.
         let _ = metrics::registry();
+        *ACTIVE.write().unwrap_or_else(PoisonError::into_inner) = Some(self.config.clone());
         Ok(ObsGuard {
             config: self.config,
         })
     }
+}
+
+static ACTIVE: RwLock<Option<MonitoringConfig>> = RwLock::new(None);
+
+/// The configuration `init()` applied, or the defaults before it ran.
+pub(crate) fn active_config() -> MonitoringConfig {
+    ACTIVE
+        .read()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone()
+        .unwrap_or_default()
 }
 
 /// Owns what [`init()`] started; dropping it flushes the sinks.

@@ -53,13 +53,16 @@
 #![warn(missing_docs)]
 
 pub mod config;
+pub mod health;
+pub mod http;
 mod init;
 mod label;
 pub mod metrics;
 pub mod model;
+pub mod push;
 mod track;
 
-pub use config::{ConfigError, MonitoringConfig};
+pub use config::{ConfigError, MetricsAuth, MonitoringConfig, Secret};
 pub use hyperkit_obs_macros::{LabelValue, track_build, track_model, track_query};
 pub use init::{Builder, InitError, ObsGuard, init};
 pub use label::{LabelValue, MAX_LABEL_LEN, OVERFLOW_VALUE, sanitize};

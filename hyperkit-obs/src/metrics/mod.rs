@@ -30,6 +30,11 @@ pub const MODEL_LATENCY_BUCKETS: &[f64] = &[
     0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0,
 ];
 
+/// Buckets of `hyperkit_http_request_duration_seconds`: 5 ms to 10 s.
+pub const HTTP_DURATION_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
 /// Buckets of `hyperkit_db_query_duration_seconds`: 0.5 ms to 10 s.
 pub const QUERY_DURATION_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -60,6 +65,9 @@ pub(crate) struct Families {
     pub(crate) model_acceptance_total: Family<IntCounter>,
     pub(crate) db_queries_total: Family<IntCounter>,
     pub(crate) db_query_duration: Family<DurationHistogram>,
+    pub(crate) http_requests_total: Family<IntCounter>,
+    pub(crate) http_duration: Family<DurationHistogram>,
+    pub(crate) http_in_flight: Family<IntGauge>,
     pub(crate) label_overflow_total: Family<IntCounter>,
     pub(crate) dropped_total: Family<IntCounter>,
 }
@@ -128,6 +136,27 @@ pub(crate) static FAMILIES: LazyLock<Families> = LazyLock::new(|| Families {
         MetricType::HISTOGRAM,
         |_, _| histogram(QUERY_DURATION_BUCKETS),
     ),
+    http_requests_total: Family::new(
+        "hyperkit_http_requests_total",
+        "HTTP requests answered, by method, route template and status code.",
+        &["method", "route", "status"],
+        MetricType::COUNTER,
+        counter,
+    ),
+    http_duration: Family::new(
+        "hyperkit_http_request_duration_seconds",
+        "Time to answer HTTP requests in seconds, by method and route template.",
+        &["method", "route"],
+        MetricType::HISTOGRAM,
+        |_, _| histogram(HTTP_DURATION_BUCKETS),
+    ),
+    http_in_flight: Family::new(
+        "hyperkit_http_requests_in_flight",
+        "HTTP requests being answered.",
+        &[],
+        MetricType::GAUGE,
+        gauge,
+    ),
     label_overflow_total: Family::new(
         "hyperkit_obs_label_overflow_total",
         "Observations recorded under __overflow__ because a label reached its limit of distinct values.",
@@ -157,9 +186,20 @@ static REGISTRY: LazyLock<Registry> = LazyLock::new(|| {
         Box::new(Registered(&f.model_acceptance_total)),
         Box::new(Registered(&f.db_queries_total)),
         Box::new(Registered(&f.db_query_duration)),
+        Box::new(Registered(&f.http_requests_total)),
+        Box::new(Registered(&f.http_duration)),
+        Box::new(Registered(&f.http_in_flight)),
         Box::new(Registered(&f.label_overflow_total)),
         Box::new(Registered(&f.dropped_total)),
     ];
+    #[cfg(target_os = "linux")]
+    let collectors = {
+        let mut c = collectors;
+        c.push(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ));
+        c
+    };
     for c in collectors {
         if let Err(e) = registry.register(c) {
             unreachable!("built-in families have distinct names: {e}");

@@ -1,0 +1,189 @@
+//! RED metrics for any tower service: requests by method, route template
+//! and status, their duration, and the requests in flight.
+//!
+//! The route label is axum's `MatchedPath` (the template, `/builds/{id}`),
+//! never the raw path, so ids in paths cannot blow up cardinality; requests
+//! that matched no route are labelled `unmatched`. Apply the layer with
+//! `Router::layer` so the matched path is known when it runs.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{LazyLock, OnceLock};
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use axum::extract::MatchedPath;
+use axum::http::{Method, Request, Response};
+use pin_project_lite::pin_project;
+use prometheus::IntCounter;
+use tower::{Layer, Service};
+
+use crate::metrics::{DurationHistogram, FAMILIES, LabelSets};
+
+/// The layer; see the module documentation.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct HttpMetricsLayer;
+
+impl HttpMetricsLayer {
+    /// A new layer (all layers share the process-wide families).
+    pub fn new() -> Self {
+        HttpMetricsLayer
+    }
+}
+
+impl<S> Layer<S> for HttpMetricsLayer {
+    type Service = HttpMetrics<S>;
+    fn layer(&self, inner: S) -> HttpMetrics<S> {
+        HttpMetrics { inner }
+    }
+}
+
+/// A service wrapped by [`HttpMetricsLayer`].
+#[derive(Clone, Debug)]
+pub struct HttpMetrics<S> {
+    inner: S,
+}
+
+pub(crate) struct HttpHandles {
+    method: Box<str>,
+    route: Box<str>,
+    duration: DurationHistogram,
+    /// One counter per status code 100..=599, created on first use.
+    statuses: Box<[OnceLock<IntCounter>]>,
+    other: OnceLock<IntCounter>,
+}
+
+impl HttpHandles {
+    fn new(labels: &[&str]) -> Self {
+        HttpHandles {
+            method: labels[0].into(),
+            route: labels[1].into(),
+            duration: FAMILIES.http_duration.child(&[labels[0], labels[1]]),
+            statuses: (100..600).map(|_| OnceLock::new()).collect(),
+            other: OnceLock::new(),
+        }
+    }
+
+    fn counter(&self, status: Option<u16>) -> &IntCounter {
+        let make = |s: &str| {
+            FAMILIES
+                .http_requests_total
+                .child(&[&self.method, &self.route, s])
+        };
+        match status.and_then(|s| self.statuses.get(usize::from(s).checked_sub(100)?)) {
+            Some(cell) => cell.get_or_init(|| make(&status.unwrap_or(0).to_string())),
+            None => self.other.get_or_init(|| make("other")),
+        }
+    }
+}
+
+static HTTP: LabelSets<HttpHandles> = LabelSets::new(
+    "hyperkit_http_requests_total",
+    &["method", "route"],
+    HttpHandles::new,
+);
+
+static IN_FLIGHT: LazyLock<prometheus::IntGauge> =
+    LazyLock::new(|| FAMILIES.http_in_flight.child(&[]));
+
+fn method_label(m: &Method) -> &'static str {
+    match *m {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        // Extension methods are client-chosen: one label for all of them.
+        _ => "other",
+    }
+}
+
+impl<S, B, ResB> Service<Request<B>> for HttpMetrics<S>
+where
+    S: Service<Request<B>, Response = Response<ResB>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let method = method_label(req.method());
+        let route = req
+            .extensions()
+            .get::<MatchedPath>()
+            .map_or("unmatched", MatchedPath::as_str);
+        let handles = &HTTP.get(&[method.into(), route.into()]).handles;
+        IN_FLIGHT.inc();
+        ResponseFuture {
+            inner: self.inner.call(req),
+            guard: InFlight {
+                handles,
+                start: Instant::now(),
+                done: false,
+            },
+        }
+    }
+}
+
+/// Records the request when it ends, or as `cancelled` if it is dropped.
+struct InFlight {
+    handles: &'static HttpHandles,
+    start: Instant,
+    done: bool,
+}
+
+impl InFlight {
+    fn finish(&mut self, status: Option<u16>) {
+        self.done = true;
+        self.handles.duration.observe(self.start.elapsed());
+        self.handles.counter(status).inc();
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if !self.done {
+            self.done = true;
+            self.handles.duration.observe(self.start.elapsed());
+            FAMILIES
+                .http_requests_total
+                .child(&[&self.handles.method, &self.handles.route, "cancelled"])
+                .inc();
+        }
+        IN_FLIGHT.dec();
+    }
+}
+
+pin_project! {
+    /// The response future of [`HttpMetrics`].
+    pub struct ResponseFuture<F> {
+        #[pin]
+        inner: F,
+        guard: InFlight,
+    }
+}
+
+impl<F, ResB, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response<ResB>, E>>,
+{
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let out = std::task::ready!(this.inner.poll(cx));
+        match &out {
+            Ok(resp) => this.guard.finish(Some(resp.status().as_u16())),
+            Err(_) => this.guard.finish(None),
+        }
+        Poll::Ready(out)
+    }
+}
