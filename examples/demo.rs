@@ -276,8 +276,8 @@ async fn main() -> anyhow::Result<()> {
     let app = Router::new()
         .route("/api/builds/{id}", get(build_status))
         .route("/api/status", get(move || async move { progress(started) }))
-        .layer(hyperkit_obs::http::HttpMetricsLayer::new())
-        .merge(hyperkit_obs::http::router());
+        .merge(hyperkit_obs::http::router())
+        .layer(hyperkit_obs::http::HttpMetricsLayer::new());
     let addr = obs.config().metrics_addr;
     let server = hyperkit_obs::http::serve_router(addr, app)
         .await

@@ -22,6 +22,13 @@ pub enum PushError {
         "grouping label name {0:?} is invalid: use letters, digits and `_`, not starting with a digit or `__`"
     )]
     LabelName(String),
+    /// A grouping label name is also a label of hyperkit-obs's own metrics
+    /// (or `job`): the gateway would overwrite those values, or reject the
+    /// push.
+    #[error(
+        "grouping label name {0:?} is a label of hyperkit-obs metrics, which the Pushgateway would overwrite: group by another name, such as `instance` or `batch`"
+    )]
+    ReservedName(String),
     /// The gateway URL is not an `http(s)://` URL.
     #[error("pushgateway URL {0:?} is invalid: write it like http://127.0.0.1:9091")]
     Url(String),
@@ -37,6 +44,24 @@ pub enum PushError {
         body: String,
     },
 }
+
+/// Labels of hyperkit-obs's own families, and `job`, which the path sets.
+const RESERVED: &[&str] = &[
+    "job",
+    "chain",
+    "status",
+    "model",
+    "task",
+    "type",
+    "accepted",
+    "operation",
+    "method",
+    "route",
+    "le",
+    "sink",
+    "metric",
+    "label",
+];
 
 fn valid_label_name(name: &str) -> bool {
     let mut chars = name.chars();
@@ -62,8 +87,11 @@ fn group_url(url: &str, job: &str, grouping: &[(&str, &str)]) -> Result<String, 
     };
     let mut path = format!("{base}/metrics/job@base64/{}", enc(job));
     for (name, value) in grouping {
-        if !valid_label_name(name) || *name == "job" {
+        if !valid_label_name(name) {
             return Err(PushError::LabelName((*name).to_owned()));
+        }
+        if RESERVED.contains(name) {
+            return Err(PushError::ReservedName((*name).to_owned()));
         }
         path.push_str(&format!("/{name}@base64/{}", enc(value)));
     }
@@ -75,7 +103,7 @@ fn group_url(url: &str, job: &str, grouping: &[(&str, &str)]) -> Result<String, 
 ///
 /// ```no_run
 /// # async fn run() -> Result<(), hyperkit_obs::push::PushError> {
-/// hyperkit_obs::push::to_gateway("http://127.0.0.1:9091", "nightly-build", &[("chain", "ethereum")]).await?;
+/// hyperkit_obs::push::to_gateway("http://127.0.0.1:9091", "nightly-build", &[("instance", "ci-runner-3")]).await?;
 /// # Ok(()) }
 /// ```
 pub async fn to_gateway(url: &str, job: &str, grouping: &[(&str, &str)]) -> Result<(), PushError> {
@@ -118,7 +146,7 @@ async fn push(
 ///
 /// ```no_run
 /// let _push = hyperkit_obs::push::PushOnDrop::new("http://127.0.0.1:9091", "nightly-build")
-///     .grouping("chain", "ethereum");
+///     .grouping("instance", "ci-runner-3");
 /// // … run the build; the metrics are pushed when `_push` goes out of scope.
 /// ```
 #[derive(Debug)]
@@ -201,12 +229,12 @@ mod tests {
         let url = group_url(
             "http://gw:9091/",
             "nightly/build",
-            &[("chain", ""), ("run", "a/b")],
+            &[("instance", ""), ("run", "a/b")],
         )
         .unwrap();
         assert_eq!(
             url,
-            "http://gw:9091/metrics/job@base64/bmlnaHRseS9idWlsZA==/chain@base64/=/run@base64/YS9i"
+            "http://gw:9091/metrics/job@base64/bmlnaHRseS9idWlsZA==/instance@base64/=/run@base64/YS9i"
         );
         assert!(matches!(
             group_url("gw:9091", "j", &[]),
@@ -218,7 +246,11 @@ mod tests {
         ));
         assert!(matches!(
             group_url("http://gw", "j", &[("job", "x")]),
-            Err(PushError::LabelName(_))
+            Err(PushError::ReservedName(_))
+        ));
+        assert!(matches!(
+            group_url("http://gw", "j", &[("chain", "x")]),
+            Err(PushError::ReservedName(_))
         ));
     }
 }

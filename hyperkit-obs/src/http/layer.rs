@@ -4,7 +4,9 @@
 //! The route label is axum's `MatchedPath` (the template, `/builds/{id}`),
 //! never the raw path, so ids in paths cannot blow up cardinality; requests
 //! that matched no route are labelled `unmatched`. Apply the layer with
-//! `Router::layer` so the matched path is known when it runs.
+//! `Router::layer` so the matched path is known when it runs, and after the
+//! last `Router::merge`: `merge` keeps the merged router's fallback, so a
+//! layer applied before it would miss requests that match no route.
 
 use std::future::Future;
 use std::pin::Pin;

@@ -98,8 +98,10 @@ impl HttpOptions {
 ///
 /// let app: Router = Router::new()
 ///     .route("/api/builds/{id}", get(|| async { "ok" }))
-///     .layer(hyperkit_obs::http::HttpMetricsLayer::new())
-///     .merge(hyperkit_obs::http::router());
+///     .merge(hyperkit_obs::http::router())
+///     // Last, so it also wraps the fallback (404s): `merge` keeps the
+///     // merged router's fallback.
+///     .layer(hyperkit_obs::http::HttpMetricsLayer::new());
 /// # let _ = app;
 /// ```
 pub fn router() -> Router {
