@@ -16,21 +16,9 @@ fn build(chain: Chain) -> Chain {
     chain
 }
 
-fn counter(family: &str, labels: &[(&str, &str)]) -> u64 {
-    hyperkit_obs::registry()
-        .gather()
-        .iter()
-        .filter(|f| f.name() == family)
-        .flat_map(|f| f.get_metric())
-        .filter(|m| {
-            let got = m.get_label();
-            labels
-                .iter()
-                .all(|(k, v)| got.iter().any(|l| l.name() == *k && l.value() == *v))
-        })
-        .map(|m| m.get_counter().get_value() as u64)
-        .sum()
-}
+#[path = "../support/metrics.rs"]
+mod metrics_support;
+use metrics_support::counter;
 
 fn main() {
     assert_eq!(

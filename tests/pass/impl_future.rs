@@ -24,21 +24,9 @@ fn unpinned(n: u32) -> impl Future<Output = u32> + Send + Unpin {
 fn assert_send<T: Send>(_: &T) {}
 fn assert_unpin<T: Unpin>(_: &T) {}
 
-fn counter(family: &str, labels: &[(&str, &str)]) -> u64 {
-    hyperkit_obs::registry()
-        .gather()
-        .iter()
-        .filter(|f| f.name() == family)
-        .flat_map(|f| f.get_metric())
-        .filter(|m| {
-            let got = m.get_label();
-            labels
-                .iter()
-                .all(|(k, v)| got.iter().any(|l| l.name() == *k && l.value() == *v))
-        })
-        .map(|m| m.get_counter().get_value() as u64)
-        .sum()
-}
+#[path = "../support/metrics.rs"]
+mod metrics_support;
+use metrics_support::counter;
 
 fn main() {
     let rt = tokio::runtime::Builder::new_current_thread()
