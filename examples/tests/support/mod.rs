@@ -405,3 +405,197 @@ pub(crate) fn scrub_env(cmd: &mut Command, prefix: &str) {
         }
     }
 }
+
+/// The command that installs Alertmanager (Debian names its binary
+/// `prometheus-alertmanager`).
+pub(crate) const INSTALL_ALERTMANAGER: &str =
+    "apt-get install -y --no-install-recommends prometheus-alertmanager";
+
+/// Like [`require`], for a binary that `install` installs.
+pub(crate) fn require_installed(binary: &str, install: &str) -> PathBuf {
+    let found = std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .chain([PathBuf::from("/usr/bin"), PathBuf::from("/usr/sbin")])
+        .map(|dir| dir.join(binary))
+        .find(|p| p.is_file());
+    match found {
+        Some(path) => path,
+        None => panic!(
+            "`{binary}` is not installed; this test needs it. Install it with:\n    {install}"
+        ),
+    }
+}
+
+/// Like [`start`], on a given port instead of a free one: restarts a server
+/// where its scrapers already look. No retry on another port; a port taken
+/// meanwhile fails the test.
+pub(crate) async fn start_on(
+    name: &str,
+    program: &Path,
+    port: u16,
+    ready_path: &str,
+    ready_within: Duration,
+    configure: impl FnOnce(&mut Command, u16, &Path),
+) -> Server {
+    let dir = TempDir::new(name);
+    let log = |file: &str| {
+        File::create(dir.path().join(file))
+            .unwrap_or_else(|e| panic!("cannot create the {name} {file}: {e}"))
+    };
+    let mut cmd = Command::new(program);
+    cmd.current_dir(dir.path())
+        .stdin(Stdio::null())
+        .stdout(log("stdout.log"))
+        .stderr(log("stderr.log"));
+    configure(&mut cmd, port, dir.path());
+    let child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {name} ({}): {e}", program.display()));
+    let mut server = Server {
+        name: name.to_owned(),
+        child,
+        addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        http: client(),
+        dir,
+    };
+    if let Err(log) = server.wait_ready(ready_path, ready_within).await {
+        drop(server);
+        panic!("{log}")
+    }
+    server
+}
+
+/// A Prometheus server running `config` (a whole prometheus.yml) with
+/// `files` (rule files, say) copied beside it, so relative paths in the
+/// config resolve; its TSDB in its own directory.
+pub(crate) async fn prometheus_with(config: &str, files: &[PathBuf]) -> Server {
+    let program = require("prometheus");
+    start(
+        "prometheus",
+        &program,
+        "/-/ready",
+        Duration::from_secs(30),
+        |cmd, port, dir| {
+            for file in files {
+                let name = file
+                    .file_name()
+                    .unwrap_or_else(|| panic!("{} names no file", file.display()));
+                std::fs::copy(file, dir.join(name))
+                    .unwrap_or_else(|e| panic!("cannot copy {}: {e}", file.display()));
+            }
+            let path = dir.join("prometheus.yml");
+            std::fs::write(&path, config).expect("write prometheus.yml");
+            cmd.arg(arg("--config.file=", &path))
+                .arg(arg("--storage.tsdb.path=", &dir.join("data")))
+                .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+                .arg("--log.level=warn");
+        },
+    )
+    .await
+}
+
+/// An Alertmanager running the configuration file `config` (copied into its
+/// directory), alone: no cluster, silences and notification log in its own
+/// directory.
+pub(crate) async fn alertmanager(config: &Path) -> Server {
+    let program = require_installed("prometheus-alertmanager", INSTALL_ALERTMANAGER);
+    start(
+        "alertmanager",
+        &program,
+        "/-/ready",
+        Duration::from_secs(30),
+        |cmd, port, dir| {
+            let path = dir.join("alertmanager.yml");
+            std::fs::copy(config, &path)
+                .unwrap_or_else(|e| panic!("cannot copy {}: {e}", config.display()));
+            cmd.arg(arg("--config.file=", &path))
+                .arg(arg("--storage.path=", &dir.join("data")))
+                .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+                // An empty address turns clustering (and its gossip port) off.
+                .arg("--cluster.listen-address=")
+                .arg("--log.level=warn");
+        },
+    )
+    .await
+}
+
+/// `/api/v1/query` at `time` (Unix seconds): every sample of an instant
+/// vector, with the value as Prometheus wrote it parsed (`NaN` included).
+pub(crate) async fn query_at(
+    prometheus: &Server,
+    promql: &str,
+    time: f64,
+) -> Result<Vec<(Labels, f64)>, String> {
+    let time = format!("{time:.3}");
+    let data = api(
+        prometheus,
+        "/api/v1/query",
+        &[("query", promql), ("time", &time)],
+    )
+    .await?;
+    if data["resultType"] != "vector" {
+        return Err(format!("{promql} is not an instant vector: {data}"));
+    }
+    data["result"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|sample| {
+            let value = sample["value"][1]
+                .as_str()
+                .and_then(|v| v.parse::<f64>().ok())
+                .ok_or_else(|| format!("sample without a value: {sample}"))?;
+            Ok((labels(&sample["metric"]), value))
+        })
+        .collect()
+}
+
+/// `/api/v1/query` of a range vector (`selector[range]`): each series with
+/// its samples as (Unix seconds, value), oldest first.
+pub(crate) async fn query_samples(
+    prometheus: &Server,
+    promql: &str,
+) -> Result<Vec<(Labels, Vec<(f64, f64)>)>, String> {
+    let data = api(prometheus, "/api/v1/query", &[("query", promql)]).await?;
+    if data["resultType"] != "matrix" {
+        return Err(format!("{promql} is not a range vector: {data}"));
+    }
+    data["result"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|series| {
+            let samples = series["values"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|pair| {
+                    let time = pair[0].as_f64();
+                    let value = pair[1].as_str().and_then(|v| v.parse::<f64>().ok());
+                    time.zip(value)
+                        .ok_or_else(|| format!("malformed sample {pair} in {series}"))
+                })
+                .collect::<Result<Vec<_>, String>>()?;
+            Ok((labels(&series["metric"]), samples))
+        })
+        .collect()
+}
+
+/// `/api/v1/label/<label>/values?match[]=<selector>`: the values `label`
+/// takes on the series `selector` matches.
+pub(crate) async fn label_values(
+    prometheus: &Server,
+    label: &str,
+    selector: Option<&str>,
+) -> Result<Vec<String>, String> {
+    let path = format!("/api/v1/label/{label}/values");
+    let query: Vec<(&str, &str)> = selector.map(|s| ("match[]", s)).into_iter().collect();
+    let data = api(prometheus, &path, &query).await?;
+    Ok(data
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.as_str().map(str::to_owned))
+        .collect())
+}
