@@ -52,6 +52,81 @@ pub struct MonitoringConfig {
     pub health_cache: Duration,
     /// `HYPERKIT_CONFIG`: the TOML file the values came from, if any.
     pub config_file: Option<PathBuf>,
+    /// Error and panic reporting to Sentry (`SENTRY_*`,
+    /// `HYPERKIT_SENTRY_*`). Off unless `SENTRY_DSN` is set.
+    pub sentry: SentryConfig,
+}
+
+/// Where and what hyperkit-obs reports to Sentry. Read from the environment
+/// only: a DSN does not belong in a file.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct SentryConfig {
+    /// `SENTRY_DSN`: the project's DSN. Unset (the default) means nothing is
+    /// sent and nothing is installed.
+    pub dsn: Option<Secret>,
+    /// `SENTRY_ENVIRONMENT`: the event's environment. Default:
+    /// `HYPERKIT_ENVIRONMENT` when set, else Sentry's default (`production`
+    /// or `development`).
+    pub environment: Option<String>,
+    /// `SENTRY_RELEASE`: the event's release. Default: what
+    /// [`Builder::release`](crate::Builder::release) gave, else unset.
+    pub release: Option<String>,
+    /// `HYPERKIT_SENTRY_SAMPLE_RATE`: the share of error events sent, from
+    /// 0.0 to 1.0. Default 1.0.
+    pub sample_rate: f32,
+    /// `HYPERKIT_SENTRY_SEND_PROMPTS`: attach model prompts and outputs
+    /// (fields named `prompt`, `completion`, `input`, `output`, `response`,
+    /// `messages`, …) to events and breadcrumbs. Default `false`: they are
+    /// removed.
+    pub send_prompts: bool,
+}
+
+impl Default for SentryConfig {
+    fn default() -> Self {
+        SentryConfig {
+            dsn: None,
+            environment: None,
+            release: None,
+            sample_rate: 1.0,
+            send_prompts: false,
+        }
+    }
+}
+
+impl SentryConfig {
+    /// The DSN with its keys replaced by `***`, or `(unset)`.
+    ///
+    /// ```
+    /// use hyperkit_obs::config::{SentryConfig, Secret};
+    ///
+    /// let mut sentry = SentryConfig::default();
+    /// assert_eq!(sentry.redacted_dsn(), "(unset)");
+    /// sentry.dsn = Some(Secret::new("https://abc123@o1.ingest.sentry.io/42"));
+    /// assert_eq!(sentry.redacted_dsn(), "https://***@o1.ingest.sentry.io/42");
+    /// ```
+    pub fn redacted_dsn(&self) -> String {
+        let Some(dsn) = &self.dsn else {
+            return "(unset)".to_owned();
+        };
+        match dsn.expose().parse::<::sentry::types::Dsn>() {
+            Ok(d) => {
+                let port = if d.port() == d.scheme().default_port() {
+                    String::new()
+                } else {
+                    format!(":{}", d.port())
+                };
+                format!(
+                    "{}://***@{}{port}{}{}",
+                    d.scheme(),
+                    d.host(),
+                    d.path(),
+                    d.project_id()
+                )
+            }
+            Err(_) => "***".to_owned(),
+        }
+    }
 }
 
 /// A secret value: shown as `***` by `Debug` and `Display`.
@@ -111,6 +186,7 @@ impl Default for MonitoringConfig {
             health_timeout: crate::health::DEFAULT_TIMEOUT,
             health_cache: crate::health::DEFAULT_CACHE,
             config_file: None,
+            sentry: SentryConfig::default(),
         }
     }
 }
@@ -221,6 +297,21 @@ impl MonitoringConfig {
         }
         if let Some(v) = var("HYPERKIT_HEALTH_CACHE_MS") {
             config.health_cache = parse_millis("HYPERKIT_HEALTH_CACHE_MS", &v, "1000")?;
+        }
+        if let Some(v) = var("SENTRY_DSN") {
+            config.sentry.dsn = Some(parse_dsn("SENTRY_DSN", v)?);
+        }
+        if let Some(v) = var("SENTRY_ENVIRONMENT") {
+            config.sentry.environment = Some(parse_service_name("SENTRY_ENVIRONMENT", &v)?);
+        }
+        if let Some(v) = var("SENTRY_RELEASE") {
+            config.sentry.release = Some(parse_service_name("SENTRY_RELEASE", &v)?);
+        }
+        if let Some(v) = var("HYPERKIT_SENTRY_SAMPLE_RATE") {
+            config.sentry.sample_rate = parse_rate("HYPERKIT_SENTRY_SAMPLE_RATE", &v)?;
+        }
+        if let Some(v) = var("HYPERKIT_SENTRY_SEND_PROMPTS") {
+            config.sentry.send_prompts = parse_bool("HYPERKIT_SENTRY_SEND_PROMPTS", &v)?;
         }
         let token = var("HYPERKIT_METRICS_TOKEN");
         let user = var("HYPERKIT_METRICS_USERNAME");
@@ -344,7 +435,39 @@ impl MonitoringConfig {
                 "HYPERKIT_HEALTH_CACHE_MS",
                 self.health_cache.as_millis().to_string(),
             ),
+            ("SENTRY_DSN", self.sentry.redacted_dsn()),
+            (
+                "SENTRY_ENVIRONMENT",
+                display_opt(self.sentry.environment.as_deref()),
+            ),
+            (
+                "SENTRY_RELEASE",
+                display_opt(self.sentry.release.as_deref()),
+            ),
+            (
+                "HYPERKIT_SENTRY_SAMPLE_RATE",
+                self.sentry.sample_rate.to_string(),
+            ),
+            (
+                "HYPERKIT_SENTRY_SEND_PROMPTS",
+                self.sentry.send_prompts.to_string(),
+            ),
         ]
+    }
+
+    /// Every secret value the configuration holds, for the scrubbing of
+    /// error reports.
+    pub(crate) fn secrets(&self) -> Vec<&str> {
+        let mut secrets = Vec::new();
+        match &self.metrics_auth {
+            Some(MetricsAuth::Bearer(t)) => secrets.push(t.expose()),
+            Some(MetricsAuth::Basic { password, .. }) => secrets.push(password.expose()),
+            None => {}
+        }
+        if let Some(dsn) = &self.sentry.dsn {
+            secrets.push(dsn.expose());
+        }
+        secrets
     }
 }
 
@@ -405,6 +528,41 @@ fn parse_millis(
             "must be a number of milliseconds from 1 to 600000",
             example,
         )),
+    }
+}
+
+fn parse_dsn(variable: &'static str, v: String) -> Result<Secret, ConfigError> {
+    let v = v.trim();
+    // The parser's messages never quote the input, so the key stays out of
+    // the error.
+    match v.parse::<::sentry::types::Dsn>() {
+        Ok(_) => Ok(Secret::new(v)),
+        Err(e) => Err(invalid(
+            variable,
+            "***",
+            format!("is not a Sentry DSN ({e})"),
+            "https://<public key>@o0.ingest.sentry.io/<project id>",
+        )),
+    }
+}
+
+fn parse_rate(variable: &'static str, v: &str) -> Result<f32, ConfigError> {
+    match v.trim().parse::<f32>() {
+        Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
+        _ => Err(invalid(
+            variable,
+            v,
+            "must be a number from 0.0 to 1.0",
+            "0.25",
+        )),
+    }
+}
+
+fn parse_bool(variable: &'static str, v: &str) -> Result<bool, ConfigError> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err(invalid(variable, v, "must be true or false", "true")),
     }
 }
 
@@ -513,5 +671,64 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.starts_with("HYPERKIT_METRICS_PASSWORD"), "{e}");
+    }
+
+    #[test]
+    fn sentry_is_off_by_default_and_read_from_its_variables() {
+        let c = from(&[]).unwrap();
+        assert_eq!(c.sentry, SentryConfig::default());
+        assert_eq!(c.sentry.sample_rate, 1.0);
+        assert!(!c.sentry.send_prompts);
+
+        let c = from(&[
+            ("SENTRY_DSN", "https://k3y@o1.ingest.sentry.io/42"),
+            ("SENTRY_ENVIRONMENT", "staging"),
+            ("SENTRY_RELEASE", "build-agent@1.2.3"),
+            ("HYPERKIT_SENTRY_SAMPLE_RATE", "0.5"),
+            ("HYPERKIT_SENTRY_SEND_PROMPTS", "true"),
+        ])
+        .unwrap();
+        assert_eq!(c.sentry.environment.as_deref(), Some("staging"));
+        assert_eq!(c.sentry.release.as_deref(), Some("build-agent@1.2.3"));
+        assert_eq!(c.sentry.sample_rate, 0.5);
+        assert!(c.sentry.send_prompts);
+        assert_eq!(
+            c.sentry.dsn.as_ref().map(Secret::expose),
+            Some("https://k3y@o1.ingest.sentry.io/42")
+        );
+    }
+
+    #[test]
+    fn a_bad_sentry_value_names_the_variable_and_never_echoes_the_dsn() {
+        let e = from(&[("SENTRY_DSN", "https://k3y-s3cret@o1.ingest.sentry.io/")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("SENTRY_DSN=\"***\" is invalid"), "{e}");
+        assert!(!e.contains("k3y-s3cret"), "{e}");
+        let e = from(&[("SENTRY_DSN", "k3y-s3cret")])
+            .unwrap_err()
+            .to_string();
+        assert!(!e.contains("k3y-s3cret"), "{e}");
+        let e = from(&[("HYPERKIT_SENTRY_SAMPLE_RATE", "1.5")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("from 0.0 to 1.0"), "{e}");
+        let e = from(&[("HYPERKIT_SENTRY_SEND_PROMPTS", "maybe")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("true or false"), "{e}");
+    }
+
+    #[test]
+    fn describe_shows_the_sentry_host_but_not_its_key() {
+        let c = from(&[("SENTRY_DSN", "http://k3y-s3cret@127.0.0.1:9000/42")]).unwrap();
+        let described = format!("{:?}", c.describe());
+        assert!(!described.contains("k3y-s3cret"), "{described}");
+        assert!(!format!("{c:?}").contains("k3y-s3cret"));
+        let dsn = c.describe().into_iter().find(|(k, _)| *k == "SENTRY_DSN");
+        assert_eq!(
+            dsn.map(|(_, v)| v).as_deref(),
+            Some("http://***@127.0.0.1:9000/42")
+        );
     }
 }

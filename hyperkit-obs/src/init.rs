@@ -9,7 +9,8 @@ use std::io::IsTerminal;
 use std::sync::{PoisonError, RwLock};
 
 use tracing_subscriber::EnvFilter;
-use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::filter::FilterExt;
+use tracing_subscriber::layer::{Layer, SubscriberExt};
 use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::config::{ConfigError, MonitoringConfig};
@@ -22,6 +23,9 @@ pub enum InitError {
     /// The configuration is invalid.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// The Sentry client could not start (its HTTP client failed to build).
+    #[error("the Sentry client cannot start: {0}")]
+    Sentry(String),
 }
 
 /// Reads the configuration from the environment and starts hyperkit-obs.
@@ -83,6 +87,25 @@ impl Builder {
         self
     }
 
+    /// The release reported to Sentry when `SENTRY_RELEASE` is not set (the
+    /// variable wins). Pass your binary's version, which only your crate can
+    /// name:
+    ///
+    /// ```no_run
+    /// let _obs = hyperkit_obs::Builder::from_env()?
+    ///     .release(concat!(env!("CARGO_PKG_NAME"), "@", env!("CARGO_PKG_VERSION")))
+    ///     .init()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// Without it and without `SENTRY_RELEASE`, events carry no release.
+    pub fn release(mut self, release: impl Into<String>) -> Self {
+        if self.config.sentry.release.is_none() {
+            self.config.sentry.release = Some(release.into());
+        }
+        self
+    }
+
     /// Whether [`init`](Self::init) installs the global `tracing` subscriber
     /// (default `true`). Turn it off when the program installs its own.
     pub fn install_subscriber(mut self, install: bool) -> Self {
@@ -95,27 +118,37 @@ impl Builder {
         &self.config
     }
 
-    /// Applies the configuration.
+    /// Applies the configuration: sets the label limit, starts the Sentry
+    /// client when `SENTRY_DSN` is set, and installs the log subscriber.
     pub fn init(self) -> Result<ObsGuard, InitError> {
         metrics::set_max_label_values(self.config.max_label_values);
+        let filter = |config: &MonitoringConfig| {
+            EnvFilter::try_new(&config.log_filter).map_err(|e| ConfigError::Invalid {
+                variable: "RUST_LOG",
+                value: config.log_filter.clone(),
+                problem: e.to_string(),
+                example: "info,my_crate=debug",
+            })
+        };
+        let log_filter = filter(&self.config)?;
+        let sentry = crate::sentry::start(&self.config)?;
         if !self.keep_subscriber {
-            let filter =
-                EnvFilter::try_new(&self.config.log_filter).map_err(|e| ConfigError::Invalid {
-                    variable: "RUST_LOG",
-                    value: self.config.log_filter.clone(),
-                    problem: e.to_string(),
-                    example: "info,my_crate=debug",
-                })?;
-            // Fails only when the program already installed a subscriber,
-            // which then stays in charge.
-            let _ = tracing_subscriber::registry()
-                .with(filter)
-                .with(
-                    tracing_subscriber::fmt::layer()
-                        .with_target(true)
-                        .with_ansi(std::io::stdout().is_terminal()),
-                )
-                .try_init();
+            // `try_init` fails only when the program already installed a
+            // subscriber, which then stays in charge.
+            if sentry.is_some() {
+                // Per-layer filters: the Sentry layer also sees tracked spans
+                // and failures that RUST_LOG hides from the log.
+                let sentry_filter = filter(&self.config)?.or(crate::sentry::TrackedCalls);
+                let _ = tracing_subscriber::registry()
+                    .with(fmt_layer().with_filter(log_filter))
+                    .with(crate::sentry::layer().with_filter(sentry_filter))
+                    .try_init();
+            } else {
+                let _ = tracing_subscriber::registry()
+                    .with(log_filter)
+                    .with(fmt_layer())
+                    .try_init();
+            }
         }
         // Touch the registry so every family is registered before the first
         // scrape.
@@ -123,8 +156,19 @@ impl Builder {
         *ACTIVE.write().unwrap_or_else(PoisonError::into_inner) = Some(self.config.clone());
         Ok(ObsGuard {
             config: self.config,
+            sentry,
         })
     }
+}
+
+/// The human-readable log lines on stdout.
+fn fmt_layer<S>() -> impl Layer<S>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    tracing_subscriber::fmt::layer()
+        .with_target(true)
+        .with_ansi(std::io::stdout().is_terminal())
 }
 
 static ACTIVE: RwLock<Option<MonitoringConfig>> = RwLock::new(None);
@@ -138,16 +182,46 @@ pub(crate) fn active_config() -> MonitoringConfig {
         .unwrap_or_default()
 }
 
-/// Owns what [`init()`] started; dropping it flushes the sinks.
+/// Owns what [`init()`] started; dropping it flushes the sinks, each within
+/// its deadline (Sentry: [`sentry::FLUSH_DEADLINE`](crate::sentry::FLUSH_DEADLINE)).
 #[derive(Debug)]
 #[must_use = "dropping the guard shuts the sinks down"]
 pub struct ObsGuard {
     config: MonitoringConfig,
+    sentry: Option<crate::sentry::SentryGuard>,
 }
 
 impl ObsGuard {
     /// The configuration in effect.
     pub fn config(&self) -> &MonitoringConfig {
         &self.config
+    }
+
+    /// Whether errors and panics are being reported to Sentry (a DSN was
+    /// configured).
+    pub fn sentry_enabled(&self) -> bool {
+        self.sentry.is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn without_a_dsn_no_sentry_client_starts() {
+        let guard = Builder::default().install_subscriber(false).init().unwrap();
+        assert!(!guard.sentry_enabled());
+        assert!(::sentry::Hub::current().client().is_none());
+    }
+
+    #[test]
+    fn the_builder_release_is_a_default_that_sentry_release_overrides() {
+        let b = Builder::default().release("app@1.0.0");
+        assert_eq!(b.config().sentry.release.as_deref(), Some("app@1.0.0"));
+        let mut config = MonitoringConfig::default();
+        config.sentry.release = Some("from-env".to_owned());
+        let b = Builder::from_config(config).release("app@1.0.0");
+        assert_eq!(b.config().sentry.release.as_deref(), Some("from-env"));
     }
 }

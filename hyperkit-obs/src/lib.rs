@@ -48,7 +48,8 @@
 //! it finished).
 //!
 //! Call [`init()`] once at start-up to read the configuration and install the
-//! log subscriber; metrics work without it.
+//! log subscriber (and, with `SENTRY_DSN` set, report failures and panics to
+//! Sentry: see [`sentry`]); metrics work without it.
 
 #![warn(missing_docs)]
 
@@ -60,9 +61,10 @@ mod label;
 pub mod metrics;
 pub mod model;
 pub mod push;
+pub mod sentry;
 mod track;
 
-pub use config::{ConfigError, MetricsAuth, MonitoringConfig, Secret};
+pub use config::{ConfigError, MetricsAuth, MonitoringConfig, Secret, SentryConfig};
 pub use hyperkit_obs_macros::{LabelValue, track_build, track_model, track_query};
 pub use init::{Builder, InitError, ObsGuard, init};
 pub use label::{LabelValue, MAX_LABEL_LEN, OVERFLOW_VALUE, sanitize};

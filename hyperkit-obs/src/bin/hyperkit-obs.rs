@@ -3,7 +3,7 @@
 //! `hyperkit-obs check` prints the effective configuration (secrets
 //! redacted) and, for each sink, whether it is configured and reachable.
 
-use std::net::TcpStream;
+use std::net::{TcpStream, ToSocketAddrs};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -16,7 +16,7 @@ commands:
   check      print the effective configuration and the state of each sink
   help       print this help
 
-The configuration comes from the environment (HYPERKIT_*, RUST_LOG) and the
+The configuration comes from the environment (HYPERKIT_*, SENTRY_*, RUST_LOG) and the
 TOML file named by HYPERKIT_CONFIG.";
 
 fn main() -> ExitCode {
@@ -68,5 +68,36 @@ fn check() -> ExitCode {
         }
     );
     println!("  {:<10} stdout, filter `{}`", "logs", config.log_filter);
+    println!("  {:<10} {}", "sentry", sentry_state(&config));
     ExitCode::SUCCESS
+}
+
+/// Whether errors go to Sentry, where (keys redacted), and whether its host
+/// answers.
+fn sentry_state(config: &MonitoringConfig) -> String {
+    let Some(dsn) = &config.sentry.dsn else {
+        return "not configured (set SENTRY_DSN to report errors and panics); errors are logged only"
+            .to_owned();
+    };
+    let reachable = dsn
+        .expose()
+        .parse::<sentry::types::Dsn>()
+        .ok()
+        .and_then(|d| (d.host(), d.port()).to_socket_addrs().ok()?.next())
+        .is_some_and(|addr| TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok());
+    format!(
+        "errors and panics to {} (sample rate {}, prompts {}): {}",
+        config.sentry.redacted_dsn(),
+        config.sentry.sample_rate,
+        if config.sentry.send_prompts {
+            "sent"
+        } else {
+            "never sent"
+        },
+        if reachable {
+            "the host answers"
+        } else {
+            "the host does not answer"
+        }
+    )
 }
