@@ -13,7 +13,7 @@
 //! - everything `hyperkit_obs::init()` reads (`HYPERKIT_*`, `RUST_LOG`),
 //!   `HYPERKIT_METRICS_ADDR` (default 127.0.0.1:9464) among them.
 //!
-//! It serves `/metrics`, `/health/live`, `/health/ready` and a small API
+//! It serves the status page at `/`, `/metrics`, `/health/live`, `/health/ready` and a small API
 //! (`/api/builds/{id}`, `/api/status`) measured by the RED layer.
 
 use std::sync::Arc;
@@ -284,6 +284,7 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on HYPERKIT_METRICS_ADDR={addr}"))?;
     let base = format!("http://{}", server.local_addr());
 
+    println!("status page: {base}/  (open it in a browser)");
     println!(
         "hyperkit-obs demo: simulated builds on {} chains, model calls and queries",
         CHAINS.len()

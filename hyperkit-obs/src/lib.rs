@@ -55,6 +55,7 @@
 
 pub mod config;
 pub mod health;
+pub mod history;
 pub mod http;
 mod init;
 mod label;

@@ -1,5 +1,5 @@
 //! The HTTP side of observability: `/metrics`, `/health/live`,
-//! `/health/ready`, a tower layer that gives any service RED metrics, and a
+//! `/health/ready`, the status page (`/`, `/api/status/history`), a tower layer that gives any service RED metrics, and a
 //! hardened stand-alone server.
 //!
 //! [`router()`] is an axum `Router` that merges into the user's own; the
@@ -9,6 +9,7 @@
 
 mod layer;
 mod server;
+mod status_page;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -109,13 +110,20 @@ pub fn router() -> Router {
 }
 
 /// [`router()`] with explicit options.
+///
+/// It also serves the status page at `GET /` and its data at
+/// `GET /api/status/history`, and starts the [`history`](crate::history)
+/// sampler when built inside a tokio runtime (else at the first request).
 pub fn router_with(options: HttpOptions) -> Router {
+    crate::history::start();
     let body_limit = options.body_limit;
     let timeout = options.request_timeout;
     Router::new()
         .route("/metrics", get(metrics))
         .route("/health/live", get(live))
         .route("/health/ready", get(ready))
+        .route("/", get(status_page::page))
+        .route("/api/status/history", get(status_page::history))
         .with_state(Arc::new(options))
         .layer(RequestBodyLimitLayer::new(body_limit))
         .layer(TimeoutLayer::with_status_code(
