@@ -60,6 +60,7 @@ pub mod http;
 mod init;
 mod label;
 pub mod metrics;
+pub mod mlflow;
 pub mod model;
 pub mod push;
 pub mod sentry;

@@ -1,0 +1,274 @@
+//! The data of MLflow's tracking API, in the JSON shapes of its REST API.
+
+use serde::{Deserialize, Serialize};
+
+/// One value of a metric (MLflow's `Metric`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Metric {
+    /// The metric's name.
+    pub key: String,
+    /// The value.
+    pub value: f64,
+    /// Milliseconds since the Unix epoch.
+    pub timestamp: i64,
+    /// The step (0 for a single value).
+    #[serde(default)]
+    pub step: i64,
+}
+
+impl Metric {
+    /// A metric at step 0.
+    pub fn new(key: impl Into<String>, value: f64, timestamp: i64) -> Self {
+        Metric {
+            key: key.into(),
+            value,
+            timestamp,
+            step: 0,
+        }
+    }
+}
+
+/// A parameter or a tag (MLflow's `Param` and `RunTag`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct KeyValue {
+    /// The name.
+    pub key: String,
+    /// The value.
+    #[serde(default)]
+    pub value: String,
+}
+
+impl KeyValue {
+    /// A key and its value.
+    pub fn new(key: impl Into<String>, value: impl Into<String>) -> Self {
+        KeyValue {
+            key: key.into(),
+            value: value.into(),
+        }
+    }
+}
+
+/// The state of a run (MLflow's `RunStatus`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum RunStatus {
+    /// Started, not ended.
+    Running,
+    /// Waiting to start.
+    Scheduled,
+    /// Ended normally.
+    Finished,
+    /// Ended with an error.
+    Failed,
+    /// Stopped from outside.
+    Killed,
+}
+
+impl RunStatus {
+    /// The name in the REST API (`FINISHED`, …).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Running => "RUNNING",
+            RunStatus::Scheduled => "SCHEDULED",
+            RunStatus::Finished => "FINISHED",
+            RunStatus::Failed => "FAILED",
+            RunStatus::Killed => "KILLED",
+        }
+    }
+
+    /// The number the file store writes in `meta.yaml` (`status: 3`).
+    pub const fn code(self) -> u8 {
+        match self {
+            RunStatus::Running => 1,
+            RunStatus::Scheduled => 2,
+            RunStatus::Finished => 3,
+            RunStatus::Failed => 4,
+            RunStatus::Killed => 5,
+        }
+    }
+
+    /// The status of a file store code.
+    pub const fn from_code(code: u8) -> Option<RunStatus> {
+        Some(match code {
+            1 => RunStatus::Running,
+            2 => RunStatus::Scheduled,
+            3 => RunStatus::Finished,
+            4 => RunStatus::Failed,
+            5 => RunStatus::Killed,
+            _ => return None,
+        })
+    }
+}
+
+/// Everything about one run, delivered in one go: what `#[track_model]`
+/// and [`ExperimentTracker::log_model_run`](super::ExperimentTracker::log_model_run)
+/// produce and what `hyperkit-obs mlflow push` replays.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunRecord {
+    /// The run's name (`mlflow.runName`).
+    pub run_name: String,
+    /// Milliseconds since the Unix epoch.
+    pub start_time: i64,
+    /// Milliseconds since the Unix epoch; `None` leaves the run `RUNNING`.
+    pub end_time: Option<i64>,
+    /// The final status.
+    pub status: RunStatus,
+    /// Parameters: each key at most once.
+    pub params: Vec<KeyValue>,
+    /// Metric values, possibly several per key.
+    pub metrics: Vec<Metric>,
+    /// Tags: each key at most once.
+    pub tags: Vec<KeyValue>,
+}
+
+impl RunRecord {
+    /// The value of tag `key`.
+    pub fn tag(&self, key: &str) -> Option<&str> {
+        find(&self.tags, key)
+    }
+}
+
+/// An experiment (MLflow's `Experiment`, the fields tracking needs).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Experiment {
+    /// The id, a decimal string.
+    pub experiment_id: String,
+    /// The unique name.
+    pub name: String,
+    /// `active` or `deleted`.
+    #[serde(default = "active")]
+    pub lifecycle_stage: String,
+}
+
+fn active() -> String {
+    "active".to_owned()
+}
+
+/// A stored run (MLflow's `Run`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Run {
+    /// Identity, timing and status.
+    pub info: RunInfo,
+    /// Latest metric values, params and tags.
+    #[serde(default)]
+    pub data: RunData,
+}
+
+/// A run's identity, timing and status (MLflow's `RunInfo`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunInfo {
+    /// The run id (32 hex digits).
+    pub run_id: String,
+    /// The experiment it belongs to.
+    pub experiment_id: String,
+    /// The run's name.
+    #[serde(default)]
+    pub run_name: String,
+    /// Its status.
+    pub status: RunStatus,
+    /// Milliseconds since the Unix epoch.
+    #[serde(default)]
+    pub start_time: i64,
+    /// Milliseconds since the Unix epoch, once ended.
+    #[serde(default)]
+    pub end_time: Option<i64>,
+    /// `active` or `deleted`.
+    #[serde(default = "active")]
+    pub lifecycle_stage: String,
+}
+
+/// A run's data (MLflow's `RunData`): the latest value of each metric.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RunData {
+    /// The latest value of each metric.
+    #[serde(default)]
+    pub metrics: Vec<Metric>,
+    /// Parameters.
+    #[serde(default)]
+    pub params: Vec<KeyValue>,
+    /// Tags.
+    #[serde(default)]
+    pub tags: Vec<KeyValue>,
+}
+
+impl RunData {
+    /// The value of param `key`.
+    pub fn param(&self, key: &str) -> Option<&str> {
+        find(&self.params, key)
+    }
+
+    /// The value of tag `key`.
+    pub fn tag(&self, key: &str) -> Option<&str> {
+        find(&self.tags, key)
+    }
+
+    /// The latest value of metric `key`.
+    pub fn metric(&self, key: &str) -> Option<f64> {
+        self.metrics.iter().find(|m| m.key == key).map(|m| m.value)
+    }
+}
+
+fn find<'a>(list: &'a [KeyValue], key: &str) -> Option<&'a str> {
+    list.iter().find(|kv| kv.key == key).map(|kv| kv.value.as_str())
+}
+
+/// Milliseconds since the Unix epoch, now.
+#[allow(dead_code)] // used by the exporter
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// The longest key MLflow accepts (`MAX_ENTITY_KEY_LENGTH`).
+pub const MAX_KEY_LENGTH: usize = 250;
+/// The longest param value MLflow accepts (`MAX_PARAM_VAL_LENGTH`).
+pub const MAX_PARAM_VALUE_LENGTH: usize = 6000;
+/// The longest tag value MLflow accepts (`MAX_TAG_VAL_LENGTH`).
+pub const MAX_TAG_VALUE_LENGTH: usize = 8000;
+
+/// Checks a param, metric or tag key the way MLflow's server does
+/// (`_validate_param_name` and friends): not empty, at most 250 characters,
+/// only alphanumerics, `_ - . /` and spaces (MLflow 2's rule, which MLflow 3
+/// also accepts), and no path that would name another key (`a//b`, `./a`,
+/// `../a`, `/a`, `a/`).
+pub fn validate_key(key: &str) -> Result<(), super::MlflowError> {
+    let problem = if key.is_empty() {
+        Some("a key cannot be empty")
+    } else if key.chars().count() > MAX_KEY_LENGTH {
+        Some("a key has at most 250 characters (MLflow's MAX_ENTITY_KEY_LENGTH)")
+    } else if !key
+        .chars()
+        .all(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | '.' | ' ' | '/'))
+    {
+        Some("a key may hold only alphanumerics, underscores, dashes, periods, spaces and slashes")
+    } else if key.starts_with('/') || key.split('/').any(|s| s.is_empty() || s == ".." || s == ".")
+    {
+        Some("a key must not be a path naming another key (`/a`, `a/`, `a//b`, `./a`, `../a`)")
+    } else {
+        None
+    };
+    match problem {
+        None => Ok(()),
+        Some(problem) => Err(super::MlflowError::InvalidKey {
+            key: key.chars().take(300).collect(),
+            problem,
+        }),
+    }
+}
+
+/// Cuts `value` to `max` characters the way MLflow's Python client does
+/// (`_truncate_and_ellipsize`: the first `max - 3` characters and `...`).
+/// Returns whether it cut.
+pub fn truncate_value(value: &mut String, max: usize) -> bool {
+    if value.chars().count() <= max {
+        return false;
+    }
+    let keep = value
+        .char_indices()
+        .nth(max.saturating_sub(3))
+        .map_or(value.len(), |(i, _)| i);
+    value.truncate(keep);
+    value.push_str("...");
+    true
+}
