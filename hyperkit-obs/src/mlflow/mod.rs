@@ -4,9 +4,11 @@
 //! (`./mlruns`) that `mlflow ui` reads.
 
 mod error;
+pub mod file_store;
 mod types;
 
 pub use error::{ErrorCode, MlflowError};
+pub use file_store::FileStore;
 pub use types::{
     Experiment, KeyValue, MAX_KEY_LENGTH, MAX_PARAM_VALUE_LENGTH, MAX_TAG_VALUE_LENGTH, Metric,
     Run, RunData, RunInfo, RunRecord, RunStatus, truncate_value, validate_key,

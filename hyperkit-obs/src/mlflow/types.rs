@@ -209,7 +209,9 @@ impl RunData {
 }
 
 fn find<'a>(list: &'a [KeyValue], key: &str) -> Option<&'a str> {
-    list.iter().find(|kv| kv.key == key).map(|kv| kv.value.as_str())
+    list.iter()
+        .find(|kv| kv.key == key)
+        .map(|kv| kv.value.as_str())
 }
 
 /// Milliseconds since the Unix epoch, now.
@@ -242,7 +244,10 @@ pub fn validate_key(key: &str) -> Result<(), super::MlflowError> {
         .all(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | '.' | ' ' | '/'))
     {
         Some("a key may hold only alphanumerics, underscores, dashes, periods, spaces and slashes")
-    } else if key.starts_with('/') || key.split('/').any(|s| s.is_empty() || s == ".." || s == ".")
+    } else if key.starts_with('/')
+        || key
+            .split('/')
+            .any(|s| s.is_empty() || s == ".." || s == ".")
     {
         Some("a key must not be a path naming another key (`/a`, `a/`, `a//b`, `./a`, `../a`)")
     } else {

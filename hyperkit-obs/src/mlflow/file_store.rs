@@ -1,0 +1,1167 @@
+//! [`FileStore`]: MLflow's local file store (`./mlruns`), written and read
+//! from Rust in exactly the layout MLflow's Python `FileStore` uses, so that
+//! `mlflow ui`, `mlflow server --backend-store-uri ./mlruns` and
+//! `MlflowClient(tracking_uri="file://…")` read what Rust wrote, and Rust
+//! reads what they wrote.
+//!
+//! ```text
+//! mlruns/.trash/                          deleted experiments
+//! mlruns/0/meta.yaml                      the Default experiment
+//! mlruns/<exp>/meta.yaml                  artifact_location, creation_time, experiment_id, …
+//! mlruns/<exp>/<run>/meta.yaml            artifact_uri, end_time, …, status: 3, user_id
+//! mlruns/<exp>/<run>/params/<key>         the value, no newline
+//! mlruns/<exp>/<run>/metrics/<key>        lines `timestamp value step`
+//! mlruns/<exp>/<run>/tags/<key>           the value
+//! mlruns/<exp>/<run>/artifacts/
+//! ```
+//!
+//! A key with `/` is a subdirectory (`metrics/a/b`).
+//!
+//! # Consistency
+//!
+//! MLflow lists every directory of an experiment as a run, whatever its name,
+//! and silently skips one without a `meta.yaml` (its `MissingConfigException`
+//! is trapped). [`FileStore::log_run`] therefore writes a run's params,
+//! metrics and tags into a directory `.tmp-<run id>` without a `meta.yaml`,
+//! renames it to `<run id>`, then renames its `meta.yaml` into place: a
+//! reader sees the whole run or none of it. Tags are replaced by renaming a
+//! file written beside `tags/`, metric values appended with one `O_APPEND`
+//! write. Experiments are created under an exclusive lock on
+//! `<root>/.hyperkit-obs.lock` (a file, which MLflow ignores), after looking
+//! the name up again inside the lock, so that concurrent
+//! [`FileStore::get_or_create_experiment`] calls from several threads or
+//! processes make one experiment.
+
+use std::collections::hash_map::RandomState;
+use std::fs::{self, File, OpenOptions};
+use std::hash::{BuildHasher, Hasher};
+use std::io::{ErrorKind, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::types::now_ms;
+use super::{
+    Experiment, KeyValue, MAX_PARAM_VALUE_LENGTH, MAX_TAG_VALUE_LENGTH, Metric, MlflowError, Run,
+    RunData, RunInfo, RunRecord, RunStatus, truncate_value, validate_key,
+};
+
+const TRASH: &str = ".trash";
+const META: &str = "meta.yaml";
+const LOCK: &str = ".hyperkit-obs.lock";
+const METRICS: &str = "metrics";
+const PARAMS: &str = "params";
+const TAGS: &str = "tags";
+const ARTIFACTS: &str = "artifacts";
+/// Folders of an experiment that are not runs (`RESERVED_EXPERIMENT_FOLDERS`).
+const RESERVED: [&str; 4] = ["tags", "datasets", "traces", "models"];
+/// The tag holding a run's name.
+const RUN_NAME_TAG: &str = "mlflow.runName";
+/// MLflow's `SourceType.LOCAL`.
+const SOURCE_TYPE_LOCAL: i64 = 4;
+/// MLflow's `MAX_EXPERIMENT_NAME_LENGTH`.
+const MAX_EXPERIMENT_NAME_LENGTH: usize = 500;
+
+/// MLflow's local file store at a root directory (`./mlruns`).
+///
+/// Every method is synchronous and touches only the file system; none
+/// panics on a damaged store: a file MLflow would not have written is a
+/// [`MlflowError::Store`] naming it, a failed system call an
+/// [`MlflowError::Io`] naming the path.
+#[derive(Clone, Debug)]
+pub struct FileStore {
+    root: PathBuf,
+}
+
+impl FileStore {
+    /// Opens the store at `root` (made absolute), creating the directory, its
+    /// `.trash` and experiment `0` (`Default`) when missing.
+    pub fn open(root: impl Into<PathBuf>) -> Result<FileStore, MlflowError> {
+        let root = root.into();
+        let root = std::path::absolute(&root).map_err(|e| io(&root, e))?;
+        fs::create_dir_all(&root).map_err(|e| io(&root, e))?;
+        let trash = root.join(TRASH);
+        fs::create_dir_all(&trash).map_err(|e| io(&trash, e))?;
+        let store = FileStore { root };
+        if !store.root.join("0").exists() {
+            let _lock = store.lock()?;
+            if !store.root.join("0").exists() {
+                store.create_experiment_dir("0", "Default")?;
+            }
+        }
+        Ok(store)
+    }
+
+    /// The store's absolute root directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The active experiments, newest first (MLflow's order: creation time
+    /// descending, then id).
+    pub fn experiments(&self) -> Result<Vec<Experiment>, MlflowError> {
+        let mut found: Vec<(i64, Experiment)> = self
+            .read_experiments(&self.root)?
+            .into_iter()
+            .filter(|(_, e)| e.lifecycle_stage == "active")
+            .collect();
+        found.sort_by(|(ta, a), (tb, b)| {
+            tb.cmp(ta)
+                .then_with(|| a.experiment_id.cmp(&b.experiment_id))
+        });
+        Ok(found.into_iter().map(|(_, e)| e).collect())
+    }
+
+    /// The experiment named `name`, active or deleted (in `.trash`).
+    pub fn experiment_by_name(&self, name: &str) -> Result<Option<Experiment>, MlflowError> {
+        for parent in [self.root.clone(), self.root.join(TRASH)] {
+            if let Some((_, e)) = self
+                .read_experiments(&parent)?
+                .into_iter()
+                .find(|(_, e)| e.name == name)
+            {
+                return Ok(Some(e));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The id of the active experiment named `name`, created if there is
+    /// none. Safe when several threads or processes ask for the same name at
+    /// once: exactly one experiment results. A deleted experiment of that
+    /// name is an error, as in MLflow.
+    pub fn get_or_create_experiment(&self, name: &str) -> Result<String, MlflowError> {
+        if name.is_empty() || name.chars().count() > MAX_EXPERIMENT_NAME_LENGTH {
+            return Err(MlflowError::Store {
+                path: self.root.clone(),
+                message: format!(
+                    "invalid experiment name {name:?}: it must have 1 to {MAX_EXPERIMENT_NAME_LENGTH} characters"
+                ),
+            });
+        }
+        if let Some(id) = self.active_experiment_id(name)? {
+            return Ok(id);
+        }
+        let _lock = self.lock()?;
+        // Looked up again: another thread or process may have created it
+        // while this one waited for the lock.
+        if let Some(id) = self.active_experiment_id(name)? {
+            return Ok(id);
+        }
+        loop {
+            let id = (random_u64() % 900_000_000_000_000_000 + 100_000_000_000_000_000).to_string();
+            if self.root.join(&id).exists() || self.root.join(TRASH).join(&id).exists() {
+                continue;
+            }
+            self.create_experiment_dir(&id, name)?;
+            return Ok(id);
+        }
+    }
+
+    /// Writes the whole run `run` into experiment `experiment_id` and returns
+    /// its new id. Every key is checked with [`validate_key`] before anything
+    /// is written; param and tag values longer than MLflow accepts are cut
+    /// with [`truncate_value`] (and a warning naming the key). Tag
+    /// `mlflow.runName` is added unless the record has it; the user is
+    /// `$USER` or `unknown`. A record without `end_time` is written
+    /// `RUNNING`, whatever its `status`.
+    pub fn log_run(&self, experiment_id: &str, run: &RunRecord) -> Result<String, MlflowError> {
+        check_id(&self.root, "experiment", experiment_id, 64)?;
+        for kv in run.params.iter().chain(&run.tags) {
+            validate_key(&kv.key)?;
+        }
+        for metric in &run.metrics {
+            validate_key(&metric.key)?;
+        }
+        for (i, p) in run.params.iter().enumerate() {
+            if run.params[..i]
+                .iter()
+                .any(|q| q.key == p.key && q.value != p.value)
+            {
+                return Err(MlflowError::InvalidKey {
+                    key: p.key.clone(),
+                    problem: "a param key appears twice with different values",
+                });
+            }
+        }
+        let exp_dir = self.root.join(experiment_id);
+        match self.read_experiment(&exp_dir)? {
+            Some(e) if e.1.lifecycle_stage == "active" => {}
+            Some(_) => {
+                return Err(MlflowError::Store {
+                    path: exp_dir,
+                    message: "the experiment is deleted".to_owned(),
+                });
+            }
+            None => {
+                return Err(MlflowError::Store {
+                    path: exp_dir,
+                    message: "no such experiment".to_owned(),
+                });
+            }
+        }
+
+        let params: Vec<KeyValue> = run
+            .params
+            .iter()
+            .map(|p| truncated(p, MAX_PARAM_VALUE_LENGTH, "param"))
+            .collect();
+        let mut tags: Vec<KeyValue> = run
+            .tags
+            .iter()
+            .map(|t| truncated(t, MAX_TAG_VALUE_LENGTH, "tag"))
+            .collect();
+        if run.tag(RUN_NAME_TAG).is_none() {
+            let mut name = KeyValue::new(RUN_NAME_TAG, run.run_name.clone());
+            if truncate_value(&mut name.value, MAX_TAG_VALUE_LENGTH) {
+                warn_truncated("tag", RUN_NAME_TAG, MAX_TAG_VALUE_LENGTH);
+            }
+            tags.push(name);
+        }
+
+        let run_id = random_hex32();
+        let tmp = exp_dir.join(format!(".tmp-{run_id}"));
+        let result = self.write_run_dir(&tmp, experiment_id, &run_id, run, &params, &tags);
+        if result.is_err() {
+            let _ = fs::remove_dir_all(&tmp);
+        }
+        result?;
+        let dir = exp_dir.join(&run_id);
+        if let Err(e) = fs::rename(&tmp, &dir) {
+            let _ = fs::remove_dir_all(&tmp);
+            return Err(io(&dir, e));
+        }
+        let meta = dir.join(META);
+        fs::rename(dir.join(META_TMP), &meta).map_err(|e| io(&meta, e))?;
+        Ok(run_id)
+    }
+
+    /// Appends one value to metric `metric.key` of the existing run `run_id`
+    /// (one `O_APPEND` write of one line).
+    pub fn log_metric(&self, run_id: &str, metric: &Metric) -> Result<(), MlflowError> {
+        validate_key(&metric.key)?;
+        let dir = self.active_run_dir(run_id)?;
+        let path = dir.join(METRICS).join(&metric.key);
+        create_parent(&path)?;
+        let mut file = OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(&path)
+            .map_err(|e| io(&path, e))?;
+        // One small write to an O_APPEND file: lines of concurrent writers
+        // do not interleave.
+        file.write_all(metric_line(metric).as_bytes())
+            .map_err(|e| io(&path, e))
+    }
+
+    /// Sets tag `tag.key` of the existing run `run_id` (the value cut to
+    /// [`MAX_TAG_VALUE_LENGTH`]), replacing the file atomically.
+    pub fn set_tag(&self, run_id: &str, tag: &KeyValue) -> Result<(), MlflowError> {
+        validate_key(&tag.key)?;
+        let tag = truncated(tag, MAX_TAG_VALUE_LENGTH, "tag");
+        let dir = self.active_run_dir(run_id)?;
+        let path = dir.join(TAGS).join(&tag.key);
+        create_parent(&path)?;
+        // Written beside `tags/`, not in it: MLflow reads every file under
+        // `tags/` as a tag.
+        let tmp = dir.join(format!(".tag-{}.tmp", random_hex32()));
+        let result = fs::write(&tmp, tag.value.as_bytes())
+            .map_err(|e| io(&tmp, e))
+            .and_then(|()| fs::rename(&tmp, &path).map_err(|e| io(&path, e)));
+        if result.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        result
+    }
+
+    /// Every active run of experiment `experiment_id` with its params, tags
+    /// and the latest value of each metric, newest first (start time
+    /// descending, then id). Params, tags and metrics are sorted by key.
+    pub fn runs(&self, experiment_id: &str) -> Result<Vec<Run>, MlflowError> {
+        check_id(&self.root, "experiment", experiment_id, 64)?;
+        let exp_dir = self.root.join(experiment_id);
+        if self.read_experiment(&exp_dir)?.is_none() {
+            return Err(MlflowError::Store {
+                path: exp_dir,
+                message: "no such experiment".to_owned(),
+            });
+        }
+        let mut runs = Vec::new();
+        for entry in read_dir(&exp_dir)? {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let path = entry.path();
+            if RESERVED.contains(&name.as_str()) || !path.is_dir() {
+                continue;
+            }
+            let Some(info) = read_run_info(&path)? else {
+                continue; // being written, or not a run
+            };
+            if info.experiment_id != experiment_id || info.lifecycle_stage != "active" {
+                continue; // MLflow ignores both
+            }
+            runs.push(read_run(&path, info)?);
+        }
+        runs.sort_by(|a, b| {
+            b.info
+                .start_time
+                .cmp(&a.info.start_time)
+                .then_with(|| a.info.run_id.cmp(&b.info.run_id))
+        });
+        Ok(runs)
+    }
+
+    /// The run `run_id`, active or deleted, if it exists.
+    pub fn run(&self, run_id: &str) -> Result<Option<Run>, MlflowError> {
+        let Some(dir) = self.find_run_dir(run_id)? else {
+            return Ok(None);
+        };
+        let Some(info) = read_run_info(&dir)? else {
+            return Ok(None);
+        };
+        Ok(Some(read_run(&dir, info)?))
+    }
+
+    /// Every value of metric `key` of run `run_id`, in the order logged;
+    /// empty when the run has no such metric.
+    pub fn metric_history(&self, run_id: &str, key: &str) -> Result<Vec<Metric>, MlflowError> {
+        validate_key(key)?;
+        let Some(dir) = self.find_run_dir(run_id)? else {
+            return Err(no_run(&self.root, run_id));
+        };
+        let path = dir.join(METRICS).join(key);
+        if !path.is_file() {
+            return Ok(Vec::new());
+        }
+        read_metric_file(&path, key)
+    }
+
+    // ---- internals ----
+
+    fn lock(&self) -> Result<File, MlflowError> {
+        let path = self.root.join(LOCK);
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| io(&path, e))?;
+        // Released when the file is closed (dropped).
+        file.lock().map_err(|e| io(&path, e))?;
+        Ok(file)
+    }
+
+    fn active_experiment_id(&self, name: &str) -> Result<Option<String>, MlflowError> {
+        match self.experiment_by_name(name)? {
+            Some(e) if e.lifecycle_stage == "active" => Ok(Some(e.experiment_id)),
+            Some(e) => Err(MlflowError::Store {
+                path: self.root.join(TRASH).join(&e.experiment_id),
+                message: format!(
+                    "experiment {name:?} is deleted; restore it or remove it from .trash to use the name again"
+                ),
+            }),
+            None => Ok(None),
+        }
+    }
+
+    /// Creates `<root>/<id>/meta.yaml` (the file renamed into place, so that a
+    /// reader never sees it half written).
+    fn create_experiment_dir(&self, id: &str, name: &str) -> Result<(), MlflowError> {
+        let dir = self.root.join(id);
+        fs::create_dir(&dir).map_err(|e| io(&dir, e))?;
+        let now = now_ms();
+        let meta = format!(
+            "artifact_location: {}\ncreation_time: {now}\nexperiment_id: {}\nlast_update_time: {now}\nlifecycle_stage: active\nname: {}\n",
+            yaml_str(&file_uri(&dir)),
+            yaml_str(id),
+            yaml_str(name),
+        );
+        let tmp = dir.join(META_TMP);
+        fs::write(&tmp, meta).map_err(|e| io(&tmp, e))?;
+        let path = dir.join(META);
+        fs::rename(&tmp, &path).map_err(|e| io(&path, e))
+    }
+
+    /// The experiments directly under `parent` (the root or `.trash`) with
+    /// their creation times.
+    fn read_experiments(&self, parent: &Path) -> Result<Vec<(i64, Experiment)>, MlflowError> {
+        let mut found = Vec::new();
+        if !parent.is_dir() {
+            return Ok(found);
+        }
+        for entry in read_dir(parent)? {
+            let name = entry.file_name();
+            let path = entry.path();
+            if name == TRASH || name == "models" || !path.is_dir() {
+                continue;
+            }
+            if let Some(e) = self.read_experiment(&path)? {
+                found.push(e);
+            }
+        }
+        Ok(found)
+    }
+
+    /// The experiment in `dir`; `None` when it has no `meta.yaml` (being
+    /// created) or names another id (MLflow ignores both).
+    fn read_experiment(&self, dir: &Path) -> Result<Option<(i64, Experiment)>, MlflowError> {
+        let path = dir.join(META);
+        let Some(meta) = Yaml::read(&path)? else {
+            return Ok(None);
+        };
+        let experiment_id = meta.id(&path, "experiment_id")?;
+        if dir.file_name().and_then(|n| n.to_str()) != Some(experiment_id.as_str()) {
+            return Ok(None);
+        }
+        let experiment = Experiment {
+            experiment_id,
+            name: meta.string(&path, "name")?,
+            lifecycle_stage: meta
+                .opt_string(&path, "lifecycle_stage")?
+                .unwrap_or_else(|| "active".to_owned()),
+        };
+        Ok(Some((
+            meta.opt_int(&path, "creation_time")?.unwrap_or(0),
+            experiment,
+        )))
+    }
+
+    /// The directory of run `run_id` in an active or deleted experiment.
+    fn find_run_dir(&self, run_id: &str) -> Result<Option<PathBuf>, MlflowError> {
+        check_id(&self.root, "run", run_id, 256)?;
+        for parent in [self.root.clone(), self.root.join(TRASH)] {
+            if !parent.is_dir() {
+                continue;
+            }
+            for entry in read_dir(&parent)? {
+                if entry.file_name() == TRASH {
+                    continue;
+                }
+                let dir = entry.path().join(run_id);
+                // MLflow's `_is_valid_run_directory`.
+                if [METRICS, PARAMS, ARTIFACTS]
+                    .iter()
+                    .all(|sub| dir.join(sub).is_dir())
+                {
+                    return Ok(Some(dir));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// The directory of the active run `run_id`, or an error.
+    fn active_run_dir(&self, run_id: &str) -> Result<PathBuf, MlflowError> {
+        let Some(dir) = self.find_run_dir(run_id)? else {
+            return Err(no_run(&self.root, run_id));
+        };
+        match read_run_info(&dir)? {
+            Some(info) if info.lifecycle_stage == "active" => Ok(dir),
+            Some(_) => Err(MlflowError::Store {
+                path: dir,
+                message: format!("run {run_id} is deleted"),
+            }),
+            None => Err(no_run(&self.root, run_id)),
+        }
+    }
+
+    fn write_run_dir(
+        &self,
+        dir: &Path,
+        experiment_id: &str,
+        run_id: &str,
+        run: &RunRecord,
+        params: &[KeyValue],
+        tags: &[KeyValue],
+    ) -> Result<(), MlflowError> {
+        fs::create_dir(dir).map_err(|e| io(dir, e))?;
+        for sub in [METRICS, PARAMS, TAGS, ARTIFACTS] {
+            let path = dir.join(sub);
+            fs::create_dir(&path).map_err(|e| io(&path, e))?;
+        }
+        for (sub, values) in [(PARAMS, params), (TAGS, tags)] {
+            for kv in values {
+                let path = dir.join(sub).join(&kv.key);
+                create_parent(&path)?;
+                fs::write(&path, kv.value.as_bytes()).map_err(|e| io(&path, e))?;
+            }
+        }
+        let mut keys: Vec<&str> = run.metrics.iter().map(|m| m.key.as_str()).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        for key in keys {
+            let lines: String = run
+                .metrics
+                .iter()
+                .filter(|m| m.key == key)
+                .map(metric_line)
+                .collect();
+            let path = dir.join(METRICS).join(key);
+            create_parent(&path)?;
+            fs::write(&path, lines).map_err(|e| io(&path, e))?;
+        }
+
+        let status = match run.end_time {
+            Some(_) => run.status,
+            None => RunStatus::Running,
+        };
+        let end_time = run
+            .end_time
+            .map_or_else(|| "null".to_owned(), |t| t.to_string());
+        let user = std::env::var("USER")
+            .ok()
+            .filter(|u| !u.is_empty())
+            .unwrap_or_else(|| "unknown".to_owned());
+        let final_dir = self.root.join(experiment_id).join(run_id);
+        let meta = format!(
+            "artifact_uri: {artifact_uri}\n\
+             end_time: {end_time}\n\
+             entry_point_name: ''\n\
+             experiment_id: {experiment_id}\n\
+             lifecycle_stage: active\n\
+             run_id: {run_id}\n\
+             run_name: {run_name}\n\
+             run_uuid: {run_id}\n\
+             source_name: ''\n\
+             source_type: {SOURCE_TYPE_LOCAL}\n\
+             source_version: ''\n\
+             start_time: {start_time}\n\
+             status: {status}\n\
+             tags: []\n\
+             user_id: {user}\n",
+            artifact_uri = yaml_str(&file_uri(&final_dir.join(ARTIFACTS))),
+            experiment_id = yaml_str(experiment_id),
+            run_id = yaml_str(run_id),
+            run_name = yaml_str(&run.run_name),
+            start_time = run.start_time,
+            status = status.code(),
+            user = yaml_str(&user),
+        );
+        // Not named meta.yaml yet: MLflow skips a run directory without one.
+        let path = dir.join(META_TMP);
+        fs::write(&path, meta).map_err(|e| io(&path, e))
+    }
+}
+
+/// The name a `meta.yaml` has while it is written.
+const META_TMP: &str = ".meta.yaml.tmp";
+
+fn io(path: &Path, source: std::io::Error) -> MlflowError {
+    MlflowError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+fn no_run(root: &Path, run_id: &str) -> MlflowError {
+    MlflowError::Store {
+        path: root.to_owned(),
+        message: format!("no run {run_id} in this store"),
+    }
+}
+
+fn read_dir(dir: &Path) -> Result<Vec<fs::DirEntry>, MlflowError> {
+    fs::read_dir(dir)
+        .and_then(|entries| entries.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| io(dir, e))
+}
+
+fn create_parent(path: &Path) -> Result<(), MlflowError> {
+    match path.parent() {
+        Some(parent) => fs::create_dir_all(parent).map_err(|e| io(parent, e)),
+        None => Ok(()),
+    }
+}
+
+/// Checks an experiment or run id the way MLflow does
+/// (`^[a-zA-Z0-9][\w\-]{0,max-1}$`), so that it cannot name another path.
+fn check_id(root: &Path, what: &str, id: &str, max: usize) -> Result<(), MlflowError> {
+    let ok = id.chars().count() <= max
+        && id.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && id
+            .chars()
+            .all(|c| c.is_alphanumeric() || c == '_' || c == '-');
+    if ok {
+        Ok(())
+    } else {
+        Err(MlflowError::Store {
+            path: root.to_owned(),
+            message: format!("invalid {what} id {id:?}"),
+        })
+    }
+}
+
+fn truncated(kv: &KeyValue, max: usize, what: &str) -> KeyValue {
+    let mut kv = kv.clone();
+    if truncate_value(&mut kv.value, max) {
+        warn_truncated(what, &kv.key, max);
+    }
+    kv
+}
+
+fn warn_truncated(what: &str, key: &str, max: usize) {
+    tracing::warn!(
+        key,
+        max,
+        "MLflow {what} value cut to {max} characters, as MLflow accepts no longer"
+    );
+}
+
+/// `timestamp value step\n`, the value as Python's `float()` reads it.
+fn metric_line(m: &Metric) -> String {
+    format!("{} {} {}\n", m.timestamp, python_float(m.value), m.step)
+}
+
+/// `f64` as text Python's `float()` (and Rust's `parse`) read back exactly.
+fn python_float(v: f64) -> String {
+    if v.is_nan() {
+        "nan".to_owned()
+    } else if v.is_infinite() {
+        if v > 0.0 { "inf" } else { "-inf" }.to_owned()
+    } else {
+        // Debug is the shortest text that parses back to the same f64
+        // (`3.0`, `1e20`, `1e-7`).
+        format!("{v:?}")
+    }
+}
+
+/// `file://` and the path, percent-encoded like Python's
+/// `pathlib.Path.as_uri()`.
+fn file_uri(path: &Path) -> String {
+    let mut uri = String::from("file://");
+    for &b in path.as_os_str().as_encoded_bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'/' | b'-' | b'_' | b'.' | b'~') {
+            uri.push(char::from(b));
+        } else {
+            uri.push_str(&format!("%{b:02X}"));
+        }
+    }
+    uri
+}
+
+fn random_u64() -> u64 {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    // RandomState is seeded from the OS's randomness once per thread and
+    // varies per instance; time, process and counter make each call differ.
+    let mut hasher = RandomState::new().build_hasher();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    hasher.write_u128(nanos);
+    hasher.write_u32(std::process::id());
+    hasher.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    hasher.finish()
+}
+
+/// 32 lowercase hex digits, like `uuid.uuid4().hex`.
+fn random_hex32() -> String {
+    format!("{:016x}{:016x}", random_u64(), random_u64())
+}
+
+fn read_run_info(dir: &Path) -> Result<Option<RunInfo>, MlflowError> {
+    let path = dir.join(META);
+    let Some(meta) = Yaml::read(&path)? else {
+        return Ok(None);
+    };
+    let run_id = match meta.opt_string(&path, "run_id")? {
+        Some(id) => id,
+        None => meta.string(&path, "run_uuid")?,
+    };
+    let status = match meta.opt_int(&path, "status")? {
+        None => RunStatus::Running,
+        Some(code) => u8::try_from(code)
+            .ok()
+            .and_then(RunStatus::from_code)
+            .ok_or_else(|| MlflowError::Store {
+                path: path.clone(),
+                message: format!("status: {code} is not a run status"),
+            })?,
+    };
+    Ok(Some(RunInfo {
+        run_id,
+        experiment_id: meta.id(&path, "experiment_id")?,
+        run_name: meta.opt_string(&path, "run_name")?.unwrap_or_default(),
+        status,
+        start_time: meta.opt_int(&path, "start_time")?.unwrap_or(0),
+        end_time: meta.opt_int(&path, "end_time")?,
+        lifecycle_stage: meta
+            .opt_string(&path, "lifecycle_stage")?
+            .unwrap_or_else(|| "active".to_owned()),
+    }))
+}
+
+fn read_run(dir: &Path, mut info: RunInfo) -> Result<Run, MlflowError> {
+    let params = read_values(&dir.join(PARAMS))?;
+    let tags = read_values(&dir.join(TAGS))?;
+    let mut metrics = Vec::new();
+    for (key, path) in files(&dir.join(METRICS))? {
+        let history = read_metric_file(&path, &key)?;
+        if let Some(latest) = latest(&history) {
+            metrics.push(latest.clone());
+        } else {
+            return Err(MlflowError::Store {
+                path,
+                message: "a metric file without a value".to_owned(),
+            });
+        }
+    }
+    if info.run_name.is_empty()
+        && let Some(name) = tags.iter().find(|t| t.key == RUN_NAME_TAG)
+    {
+        info.run_name = name.value.clone();
+    }
+    Ok(Run {
+        info,
+        data: RunData {
+            metrics,
+            params,
+            tags,
+        },
+    })
+}
+
+/// MLflow's latest value: the greatest `(step, timestamp, value)`, the first
+/// of equals (Python's `max`).
+fn latest(history: &[Metric]) -> Option<&Metric> {
+    let mut best: Option<&Metric> = None;
+    for m in history {
+        best = match best {
+            None => Some(m),
+            Some(b) => {
+                let greater = (m.step, m.timestamp) > (b.step, b.timestamp)
+                    || ((m.step, m.timestamp) == (b.step, b.timestamp) && m.value > b.value);
+                Some(if greater { m } else { b })
+            }
+        };
+    }
+    best
+}
+
+/// Every file under `dir` (recursively) as `(key, path)`, the key its
+/// relative path with `/`, sorted by key; none when `dir` is missing.
+fn files(dir: &Path) -> Result<Vec<(String, PathBuf)>, MlflowError> {
+    let mut out = Vec::new();
+    if dir.is_dir() {
+        walk(dir, "", &mut out)?;
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn walk(dir: &Path, prefix: &str, out: &mut Vec<(String, PathBuf)>) -> Result<(), MlflowError> {
+    for entry in read_dir(dir)? {
+        let path = entry.path();
+        let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+            return Err(MlflowError::Store {
+                path,
+                message: "a file name that is not UTF-8".to_owned(),
+            });
+        };
+        let key = format!("{prefix}{name}");
+        let kind = entry.file_type().map_err(|e| io(&path, e))?;
+        if kind.is_dir() {
+            walk(&path, &format!("{key}/"), out)?;
+        } else {
+            out.push((key, path));
+        }
+    }
+    Ok(())
+}
+
+fn read_values(dir: &Path) -> Result<Vec<KeyValue>, MlflowError> {
+    files(dir)?
+        .into_iter()
+        .map(|(key, path)| {
+            let bytes = fs::read(&path).map_err(|e| io(&path, e))?;
+            let value = String::from_utf8(bytes).map_err(|_| MlflowError::Store {
+                path: path.clone(),
+                message: "not UTF-8".to_owned(),
+            })?;
+            Ok(KeyValue { key, value })
+        })
+        .collect()
+}
+
+fn read_metric_file(path: &Path, key: &str) -> Result<Vec<Metric>, MlflowError> {
+    let bytes = fs::read(path).map_err(|e| io(path, e))?;
+    let text = String::from_utf8(bytes).map_err(|_| MlflowError::Store {
+        path: path.to_owned(),
+        message: "not UTF-8".to_owned(),
+    })?;
+    text.lines()
+        .enumerate()
+        .map(|(i, line)| {
+            parse_metric_line(line, key).ok_or_else(|| MlflowError::Store {
+                path: path.to_owned(),
+                message: format!("line {}: {line:?} is not `timestamp value [step]`", i + 1),
+            })
+        })
+        .collect()
+}
+
+/// One line as MLflow reads it: `timestamp value`, `timestamp value step`
+/// or `timestamp value step dataset_name dataset_digest`.
+fn parse_metric_line(line: &str, key: &str) -> Option<Metric> {
+    let parts: Vec<&str> = line.trim().split(' ').collect();
+    if !matches!(parts.len(), 2 | 3 | 5) {
+        return None;
+    }
+    let timestamp = parts[0].parse().ok()?;
+    let value = parts[1].parse::<f64>().ok()?;
+    let step = match parts.get(2) {
+        Some(s) if parts.len() == 3 => s.parse().ok()?,
+        _ => 0,
+    };
+    Some(Metric {
+        key: key.to_owned(),
+        value,
+        timestamp,
+        step,
+    })
+}
+
+// ---- YAML: the flat `key: scalar` mappings of meta.yaml ----
+
+/// `s` as a YAML scalar PyYAML reads back as the same string: plain when
+/// that is unambiguous, else single-quoted (`'` doubled), else (line breaks,
+/// tabs, characters PyYAML does not print) double-quoted with escapes.
+pub(crate) fn yaml_str(s: &str) -> String {
+    if is_plain_safe(s) {
+        return s.to_owned();
+    }
+    if s.chars()
+        .all(|c| c != '\t' && is_yaml_printable(c) && !is_break(c))
+    {
+        return format!("'{}'", s.replace('\'', "''"));
+    }
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            '\0' => out.push_str("\\0"),
+            c if is_yaml_printable(c) && !is_break(c) => out.push(c),
+            c if u32::from(c) <= 0xFF => out.push_str(&format!("\\x{:02X}", u32::from(c))),
+            c if u32::from(c) <= 0xFFFF => out.push_str(&format!("\\u{:04X}", u32::from(c))),
+            c => out.push_str(&format!("\\U{:08X}", u32::from(c))),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// PyYAML's printable set (`Reader.NON_PRINTABLE`'s complement), less the BOM.
+fn is_yaml_printable(c: char) -> bool {
+    matches!(c, '\t' | '\n' | '\r' | ' '..='~' | '\u{85}' | '\u{A0}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..='\u{10FFFF}')
+        && c != '\u{FEFF}'
+}
+
+fn is_break(c: char) -> bool {
+    matches!(c, '\n' | '\r' | '\u{85}' | '\u{2028}' | '\u{2029}')
+}
+
+/// Whether `s` may be written unquoted: no indicator, comment or mapping
+/// syntax, no surrounding space, and nothing YAML 1.1 would resolve to
+/// another type (numbers, booleans, null, timestamps: anything starting
+/// with a digit, sign or dot is quoted).
+fn is_plain_safe(s: &str) -> bool {
+    let Some(first) = s.chars().next() else {
+        return false;
+    };
+    if " -?:,[]{}#&*!|>'\"%@`+.~=<0123456789".contains(first) {
+        return false;
+    }
+    if s.ends_with(' ') || s.ends_with(':') || s.contains(": ") || s.contains(" #") {
+        return false;
+    }
+    if !s
+        .chars()
+        .all(|c| c != '\t' && is_yaml_printable(c) && !is_break(c) && c != '\u{A0}')
+    {
+        return false;
+    }
+    const RESERVED_WORDS: [&str; 8] = ["y", "n", "yes", "no", "true", "false", "on", "off"];
+    let lower = s.to_ascii_lowercase();
+    !(RESERVED_WORDS.contains(&lower.as_str()) || lower == "null")
+}
+
+/// A scalar of a `meta.yaml`.
+#[derive(Debug, PartialEq)]
+enum Scalar {
+    /// Unquoted text, to be resolved (`null`, an integer, a word).
+    Plain(String),
+    /// A quoted string.
+    Quoted(String),
+}
+
+/// A parsed `meta.yaml`: its top-level keys and scalar values, in order.
+#[derive(Debug)]
+struct Yaml(Vec<(String, Scalar)>);
+
+impl Yaml {
+    /// Reads `path`; `None` when it does not exist.
+    fn read(path: &Path) -> Result<Option<Yaml>, MlflowError> {
+        let text = match fs::read(path) {
+            Ok(bytes) => String::from_utf8(bytes).map_err(|_| MlflowError::Store {
+                path: path.to_owned(),
+                message: "not UTF-8".to_owned(),
+            })?,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io(path, e)),
+        };
+        Yaml::parse(&text)
+            .map(Some)
+            .map_err(|message| MlflowError::Store {
+                path: path.to_owned(),
+                message: format!("not the YAML MLflow writes: {message}"),
+            })
+    }
+
+    /// Parses a flat block mapping of scalars (continuation lines indented,
+    /// as PyYAML folds long scalars). Values that are not scalars (a block
+    /// list under a key) are kept as plain text, unparsed.
+    fn parse(text: &str) -> Result<Yaml, String> {
+        let mut entries: Vec<(String, String)> = Vec::new();
+        for (i, line) in text.lines().enumerate() {
+            let continued = line.starts_with([' ', '\t', '-']) || line.trim().is_empty();
+            if !continued && (line.starts_with('#') || line == "---" || line == "...") {
+                continue;
+            }
+            if continued {
+                match entries.last_mut() {
+                    Some((_, value)) => {
+                        value.push('\n');
+                        value.push_str(line);
+                    }
+                    None if line.trim().is_empty() => {}
+                    None => return Err(format!("line {}: {line:?} is not `key: value`", i + 1)),
+                }
+                continue;
+            }
+            let Some((key, value)) = line
+                .split_once(": ")
+                .or_else(|| line.strip_suffix(':').map(|k| (k, "")))
+            else {
+                return Err(format!("line {}: {line:?} is not `key: value`", i + 1));
+            };
+            if key.is_empty() || key.contains(['\'', '"', '{', '[']) {
+                return Err(format!("line {}: {line:?} has an unexpected key", i + 1));
+            }
+            entries.push((key.to_owned(), value.to_owned()));
+        }
+        let mut out = Vec::with_capacity(entries.len());
+        for (key, raw) in entries {
+            let value = parse_scalar(&raw).map_err(|e| format!("{key}: {e}"))?;
+            out.push((key, value));
+        }
+        Ok(Yaml(out))
+    }
+
+    fn get(&self, key: &str) -> Option<&Scalar> {
+        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+    }
+
+    /// A string value; `None` when missing or null.
+    fn opt_string(&self, path: &Path, key: &str) -> Result<Option<String>, MlflowError> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(Scalar::Quoted(s)) => Ok(Some(s.clone())),
+            Some(Scalar::Plain(s)) if is_null(s) => Ok(None),
+            Some(Scalar::Plain(s)) if s.starts_with(['[', '{', '-']) => Err(bad(path, key, s)),
+            Some(Scalar::Plain(s)) => Ok(Some(s.clone())),
+        }
+    }
+
+    fn string(&self, path: &Path, key: &str) -> Result<String, MlflowError> {
+        self.opt_string(path, key)?
+            .ok_or_else(|| missing(path, key))
+    }
+
+    /// An id: a string or (legacy files) an integer.
+    fn id(&self, path: &Path, key: &str) -> Result<String, MlflowError> {
+        let id = self.string(path, key)?;
+        check_id(path, key, &id, 256).map_err(|_| bad(path, key, &id))?;
+        Ok(id)
+    }
+
+    /// An integer; `None` when missing or null.
+    fn opt_int(&self, path: &Path, key: &str) -> Result<Option<i64>, MlflowError> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(Scalar::Plain(s)) if is_null(s) => Ok(None),
+            Some(Scalar::Plain(s)) => s.parse().map(Some).map_err(|_| bad(path, key, s)),
+            Some(Scalar::Quoted(s)) => Err(bad(path, key, s)),
+        }
+    }
+}
+
+fn is_null(s: &str) -> bool {
+    matches!(s, "" | "~" | "null" | "Null" | "NULL")
+}
+
+fn missing(path: &Path, key: &str) -> MlflowError {
+    MlflowError::Store {
+        path: path.to_owned(),
+        message: format!("no `{key}`"),
+    }
+}
+
+fn bad(path: &Path, key: &str, value: &str) -> MlflowError {
+    MlflowError::Store {
+        path: path.to_owned(),
+        message: format!("`{key}: {value}` is not what MLflow writes"),
+    }
+}
+
+/// One scalar, possibly over several lines (a leading line break and the
+/// continuation lines' indentation included).
+fn parse_scalar(raw: &str) -> Result<Scalar, String> {
+    let text = raw.trim();
+    if let Some(body) = text.strip_prefix('\'') {
+        let body = body
+            .strip_suffix('\'')
+            .ok_or("a single-quoted string without its closing quote")?;
+        let mut out = String::new();
+        let mut chars = fold(body, false).into_iter();
+        while let Some(c) = chars.next() {
+            match c {
+                Folded::Char('\'') => {
+                    if chars.next() != Some(Folded::Char('\'')) {
+                        return Err("a lone `'` inside a single-quoted string".to_owned());
+                    }
+                    out.push('\'');
+                }
+                Folded::Char(c) | Folded::Break(c) => out.push(c),
+                Folded::EscapedBreak => out.push('\\'),
+            }
+        }
+        Ok(Scalar::Quoted(out))
+    } else if let Some(body) = text.strip_prefix('"') {
+        let body = body
+            .strip_suffix('"')
+            .ok_or("a double-quoted string without its closing quote")?;
+        Ok(Scalar::Quoted(unescape_double(body)?))
+    } else if text.starts_with(['|', '>', '&', '*', '!']) {
+        Err(format!("{text:?}: YAML this reader does not support"))
+    } else {
+        let mut out = String::new();
+        for c in fold(text, false) {
+            match c {
+                Folded::Char(c) | Folded::Break(c) => out.push(c),
+                Folded::EscapedBreak => out.push('\\'),
+            }
+        }
+        Ok(Scalar::Plain(out))
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Folded {
+    /// A character of the text.
+    Char(char),
+    /// What a folded line break became (a space or `\n`).
+    Break(char),
+    /// A `\` ending a line (double-quoted: the break disappears).
+    EscapedBreak,
+}
+
+/// YAML's flow folding: spaces around a line break are dropped; one break
+/// becomes a space, `n > 1` breaks become `n - 1` newlines.
+fn fold(body: &str, escapes: bool) -> Vec<Folded> {
+    let lines: Vec<&str> = body.split('\n').collect();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < lines.len() {
+        let mut line = lines[i];
+        if i > 0 {
+            line = line.trim_start_matches([' ', '\t']);
+        }
+        let last = i + 1 == lines.len();
+        if !last {
+            line = line.trim_end_matches([' ', '\t']);
+        }
+        out.extend(line.chars().map(Folded::Char));
+        if last {
+            break;
+        }
+        // An unescaped `\` ending the line: an escaped break.
+        let backslashes = line.chars().rev().take_while(|&c| c == '\\').count();
+        if escapes && backslashes % 2 == 1 {
+            out.pop();
+            out.push(Folded::EscapedBreak);
+            i += 1;
+            continue;
+        }
+        let mut empty = 0;
+        while i + 1 + empty < lines.len() - 1 && lines[i + 1 + empty].trim().is_empty() {
+            empty += 1;
+        }
+        if empty == 0 {
+            out.push(Folded::Break(' '));
+        } else {
+            out.extend(std::iter::repeat_n(Folded::Break('\n'), empty));
+        }
+        i += 1 + empty;
+    }
+    out
+}
+
+fn unescape_double(body: &str) -> Result<String, String> {
+    let mut out = String::new();
+    let mut chars = fold(body, true).into_iter();
+    while let Some(c) = chars.next() {
+        match c {
+            Folded::Break(c) => out.push(c),
+            Folded::EscapedBreak => {}
+            Folded::Char('"') => return Err("a lone `\"` inside a double-quoted string".to_owned()),
+            Folded::Char('\\') => {
+                let Some(Folded::Char(e)) = chars.next() else {
+                    return Err("a `\\` at the end of a double-quoted string".to_owned());
+                };
+                let hex = |n: usize, chars: &mut std::vec::IntoIter<Folded>| {
+                    let digits: String = chars
+                        .by_ref()
+                        .take(n)
+                        .map(|f| match f {
+                            Folded::Char(c) => c,
+                            _ => '?',
+                        })
+                        .collect();
+                    u32::from_str_radix(&digits, 16)
+                        .ok()
+                        .and_then(char::from_u32)
+                        .ok_or_else(|| format!("bad escape \\{e}{digits}"))
+                };
+                out.push(match e {
+                    '0' => '\0',
+                    'a' => '\u{7}',
+                    'b' => '\u{8}',
+                    't' | '\t' => '\t',
+                    'n' => '\n',
+                    'v' => '\u{B}',
+                    'f' => '\u{C}',
+                    'r' => '\r',
+                    'e' => '\u{1B}',
+                    ' ' => ' ',
+                    '"' => '"',
+                    '/' => '/',
+                    '\\' => '\\',
+                    'N' => '\u{85}',
+                    '_' => '\u{A0}',
+                    'L' => '\u{2028}',
+                    'P' => '\u{2029}',
+                    'x' => hex(2, &mut chars)?,
+                    'u' => hex(4, &mut chars)?,
+                    'U' => hex(8, &mut chars)?,
+                    other => return Err(format!("unknown escape \\{other}")),
+                });
+            }
+            Folded::Char(c) => out.push(c),
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests;
