@@ -74,7 +74,8 @@ pub struct FileStore {
 
 impl FileStore {
     /// Opens the store at `root` (made absolute), creating the directory, its
-    /// `.trash` and experiment `0` (`Default`) when missing.
+    /// `.trash` and experiment `0` (`Default`) when missing (and not
+    /// deleted).
     pub fn open(root: impl Into<PathBuf>) -> Result<FileStore, MlflowError> {
         let root = root.into();
         let root = std::path::absolute(&root).map_err(|e| io(&root, e))?;
@@ -82,9 +83,12 @@ impl FileStore {
         let trash = root.join(TRASH);
         fs::create_dir_all(&trash).map_err(|e| io(&trash, e))?;
         let store = FileStore { root };
-        if !store.root.join("0").exists() {
+        // Not recreated when deleted (moved to `.trash`), as in MLflow.
+        let default_missing =
+            |s: &FileStore| !s.root.join("0").exists() && !s.root.join(TRASH).join("0").exists();
+        if default_missing(&store) {
             let _lock = store.lock()?;
-            if !store.root.join("0").exists() {
+            if default_missing(&store) {
                 store.create_experiment_dir("0", "Default")?;
             }
         }

@@ -104,6 +104,19 @@ fn open_creates_the_default_experiment_and_trash_as_mlflow_does() {
         fs::read_to_string(again.root().join("0/meta.yaml")).unwrap(),
         meta
     );
+    // A deleted Default experiment (in .trash) is not created again.
+    fs::rename(store.root().join("0"), store.root().join(".trash/0")).unwrap();
+    let again = FileStore::open(store.root()).unwrap();
+    assert!(!again.root().join("0").exists());
+    assert_eq!(again.experiments().unwrap(), vec![]);
+    assert_eq!(
+        again
+            .experiment_by_name("Default")
+            .unwrap()
+            .unwrap()
+            .experiment_id,
+        "0"
+    );
 }
 
 #[test]
