@@ -504,6 +504,7 @@ fn concurrent_get_or_create_makes_one_experiment() {
         })
         .collect();
     let mut ids: Vec<String> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    ids.sort();
     ids.dedup();
     assert_eq!(ids.len(), 1, "{ids:?}");
     let dirs: Vec<String> = entries(&root)
