@@ -375,3 +375,86 @@ fn mlflow_3_reads_the_rust_file_store_as_rust_wrote_it() {
 fn mlflow_2_reads_the_rust_file_store_as_rust_wrote_it() {
     proof(Version::V2);
 }
+
+/// Strings YAML must quote or escape, written as experiment names by Rust
+/// and read back with PyYAML (what MLflow's file store reads `meta.yaml`
+/// with), including those MLflow's own search cannot look up (`'`).
+#[test]
+fn pyyaml_reads_every_awkward_name_as_rust_wrote_it() {
+    let _turn = serial();
+    let dir = TempDir::new("mlflow-yaml");
+    let store = FileStore::open(dir.path().join("mlruns")).unwrap();
+    let names: Vec<String> = [
+        "it's: 'quoted' #1",
+        "- dash",
+        "? question",
+        "yes",
+        "No",
+        "null",
+        "~",
+        "0x1F",
+        "1e3",
+        ".inf",
+        "2024-01-01",
+        " lead",
+        "trail ",
+        "tab\there",
+        "line\nbreak",
+        "a\n\nb",
+        "crlf\r\n",
+        "é ünï ☃ 日本 🦀",
+        "back\\slash\\",
+        "nul\0x",
+        "bell\u{7}",
+        "dq\"x",
+        "\"",
+        "@at",
+        "%pc",
+        "&anchor",
+        "*alias",
+        "!tag",
+        "|block",
+        ">fold",
+        "[list]",
+        "{map}",
+        "a, b",
+        "k: v: w",
+        "colon:",
+        "e\u{2028}x",
+        "n\u{85}l",
+        "bom\u{FEFF}",
+        "nbsp\u{A0}",
+        "<<",
+        "=",
+        "\u{1F}unit",
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .chain([format!("long {}", "word ".repeat(60))])
+    .collect();
+    let mut expected = serde_json::Map::new();
+    for name in &names {
+        let id = store.get_or_create_experiment(name).unwrap();
+        expected.insert(id, json!(name));
+    }
+    let read = python(
+        Version::V3,
+        r#"
+import json, os, yaml
+root = os.environ["ROOT"]
+names = {}
+for d in os.listdir(root):
+    meta = os.path.join(root, d, "meta.yaml")
+    if os.path.isfile(meta):
+        with open(meta, encoding="utf-8") as f:
+            names[d] = yaml.safe_load(f)["name"]
+print(json.dumps(names))
+"#,
+        &[("ROOT", &store.root().display().to_string())],
+    );
+    expected.insert("0".to_owned(), json!("Default"));
+    for (id, name) in &expected {
+        assert_eq!(&read[id], name, "experiment {id}");
+    }
+    assert_eq!(read.as_object().unwrap().len(), expected.len());
+}
