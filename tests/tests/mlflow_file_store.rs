@@ -19,8 +19,11 @@
 //! start and end times, params, latest metrics, tags including
 //! `mlflow.runName`), and `FileStore::runs` must read back the same.
 //!
+//! A third test has PyYAML (what MLflow reads `meta.yaml` with) read back
+//! experiment names YAML must quote or escape, exactly as Rust wrote them.
+//!
 //! Needs the MLflow venvs of `mlflow_support` (the failure names the commands
-//! that create them). The two tests take turns (one server at a time).
+//! that create them). The tests take turns (one server at a time).
 
 mod mlflow_support;
 
