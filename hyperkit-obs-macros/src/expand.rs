@@ -134,15 +134,20 @@ pub(crate) fn expand(kind: Kind, checked: Checked, item: ItemFn) -> TokenStream 
         Shape::Sync | Shape::Async => {
             let annotation = declared.map(|ty| quote_spanned!(ret_span=> : #ty));
             let run = if matches!(shape, Shape::Async) {
+                // A model call's body can read its call id while it runs.
+                let body = match kind {
+                    Kind::Model => quote!(#private::InCall::new(#call.id(), async move #block)),
+                    Kind::Build | Kind::Query => quote!(async move #block),
+                };
                 quote! {
                     #private::tracing::Instrument::instrument(
-                        async move #block,
+                        #body,
                         ::core::clone::Clone::clone(#call.span()),
                     ).await
                 }
             } else {
                 quote! {{
-                    let _entered = #call.span().enter();
+                    let _entered = #call.enter();
                     #private::call(move || #block)
                 }}
             };

@@ -55,6 +55,9 @@ pub struct MonitoringConfig {
     /// Error and panic reporting to Sentry (`SENTRY_*`,
     /// `HYPERKIT_SENTRY_*`). Off unless `SENTRY_DSN` is set.
     pub sentry: SentryConfig,
+    /// MLflow tracking of model calls (`MLFLOW_*`, `HYPERKIT_MLFLOW_*`).
+    /// Default: on, into the local file store `./mlruns`.
+    pub mlflow: crate::mlflow::MlflowConfig,
 }
 
 /// Where and what hyperkit-obs reports to Sentry. Read from the environment
@@ -187,6 +190,7 @@ impl Default for MonitoringConfig {
             health_cache: crate::health::DEFAULT_CACHE,
             config_file: None,
             sentry: SentryConfig::default(),
+            mlflow: crate::mlflow::MlflowConfig::default(),
         }
     }
 }
@@ -313,6 +317,7 @@ impl MonitoringConfig {
         if let Some(v) = var("HYPERKIT_SENTRY_SEND_PROMPTS") {
             config.sentry.send_prompts = parse_bool("HYPERKIT_SENTRY_SEND_PROMPTS", &v)?;
         }
+        config.mlflow = crate::mlflow::MlflowConfig::from_lookup(&var)?;
         let token = var("HYPERKIT_METRICS_TOKEN");
         let user = var("HYPERKIT_METRICS_USERNAME");
         let password = var("HYPERKIT_METRICS_PASSWORD");
@@ -389,7 +394,7 @@ impl MonitoringConfig {
     /// The effective configuration as `(variable, value)` pairs, secrets
     /// redacted, for `hyperkit-obs check`.
     pub fn describe(&self) -> Vec<(&'static str, String)> {
-        vec![
+        let mut described = vec![
             (
                 "HYPERKIT_CONFIG",
                 display_opt(self.config_file.as_deref().map(Path::display)),
@@ -452,7 +457,9 @@ impl MonitoringConfig {
                 "HYPERKIT_SENTRY_SEND_PROMPTS",
                 self.sentry.send_prompts.to_string(),
             ),
-        ]
+        ];
+        described.extend(self.mlflow.describe());
+        described
     }
 
     /// Every secret value the configuration holds, for the scrubbing of
@@ -467,6 +474,7 @@ impl MonitoringConfig {
         if let Some(dsn) = &self.sentry.dsn {
             secrets.push(dsn.expose());
         }
+        secrets.extend(self.mlflow.secrets());
         secrets
     }
 }

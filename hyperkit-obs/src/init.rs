@@ -26,6 +26,15 @@ pub enum InitError {
     /// The Sentry client could not start (its HTTP client failed to build).
     #[error("the Sentry client cannot start: {0}")]
     Sentry(String),
+    /// The MLflow exporter could not start (e.g. the file store directory
+    /// cannot be created).
+    #[error("MLflow tracking cannot start (MLFLOW_TRACKING_URI={target}): {source}")]
+    Mlflow {
+        /// Where runs were to go.
+        target: String,
+        /// Why it failed.
+        source: crate::mlflow::MlflowError,
+    },
 }
 
 /// Reads the configuration from the environment and starts hyperkit-obs.
@@ -132,6 +141,20 @@ impl Builder {
         };
         let log_filter = filter(&self.config)?;
         let sentry = crate::sentry::start(&self.config)?;
+        // A second `init()` in one process leaves the running exporter (and
+        // its guard) in charge.
+        let mlflow = if self.config.mlflow.enabled && crate::mlflow::status().is_none() {
+            let guard = crate::mlflow::start(&self.config.mlflow).map_err(|source| {
+                InitError::Mlflow {
+                    target: self.config.mlflow.target.to_string(),
+                    source,
+                }
+            })?;
+            crate::health::register_optional("mlflow", || async { mlflow_check() });
+            Some(guard)
+        } else {
+            None
+        };
         if !self.keep_subscriber {
             // `try_init` fails only when the program already installed a
             // subscriber, which then stays in charge.
@@ -157,6 +180,7 @@ impl Builder {
         Ok(ObsGuard {
             config: self.config,
             sentry,
+            mlflow,
         })
     }
 }
@@ -189,12 +213,38 @@ pub(crate) fn active_config() -> MonitoringConfig {
 pub struct ObsGuard {
     config: MonitoringConfig,
     sentry: Option<crate::sentry::SentryGuard>,
+    mlflow: Option<crate::mlflow::MlflowGuard>,
+}
+
+/// The readiness check of the MLflow exporter: its state, queue depth and
+/// last error. Optional: a tracking server that is down shows as failing
+/// (on `/health/ready` and the status page) without making the service
+/// unready, since no run is lost while the queue has room.
+fn mlflow_check() -> Result<String, String> {
+    match crate::mlflow::status() {
+        None => Ok("not running".to_owned()),
+        Some(s) if s.failing => Err(format!(
+            "{}: {} runs queued; {}",
+            s.target,
+            s.queued,
+            s.last_error.unwrap_or_default()
+        )),
+        Some(s) => Ok(format!(
+            "{}: {} delivered, {} queued",
+            s.target, s.delivered, s.queued
+        )),
+    }
 }
 
 impl ObsGuard {
     /// The configuration in effect.
     pub fn config(&self) -> &MonitoringConfig {
         &self.config
+    }
+
+    /// Whether model calls are being logged to MLflow.
+    pub fn mlflow_enabled(&self) -> bool {
+        self.mlflow.is_some()
     }
 
     /// Whether errors and panics are being reported to Sentry (a DSN was

@@ -84,7 +84,7 @@ pub use prometheus;
 pub mod __private {
     pub use crate::label::{LabelRef, Literal};
     pub use crate::track::build::{BUILDS, BuildHandles};
-    pub use crate::track::future::Tracked;
+    pub use crate::track::future::{InCall, Tracked};
     pub use crate::track::model::{MODELS, ModelHandles};
     pub use crate::track::outcome::{
         NoUsage, ResultDisplayOutcome, ResultOutcome, ResultUsage, ValueOutcome, ValueUsage, Wrap,

@@ -82,3 +82,142 @@ impl Usage {
         }
     }
 }
+
+/// The id of one `#[track_model]` call, for recording its acceptance once it
+/// is decided ([`record_acceptance`]). Read it inside the call with
+/// [`current_call_id`] and keep it with the output.
+///
+/// `Display` gives the id the call's MLflow run carries in its
+/// `hyperkit.call_id` tag: unique across processes.
+#[derive(Clone, Copy)]
+pub struct CallId {
+    seq: std::num::NonZeroU64,
+    handles: &'static crate::track::model::ModelHandles,
+}
+
+impl CallId {
+    pub(crate) fn new(seq: std::num::NonZeroU64, handles: &'static crate::track::model::ModelHandles) -> Self {
+        CallId { seq, handles }
+    }
+
+    /// The call's sequence number in this process.
+    pub fn seq(&self) -> u64 {
+        self.seq.get()
+    }
+
+    /// The `model` label of the call.
+    pub fn model(&self) -> &'static str {
+        self.handles.model()
+    }
+
+    /// The `task` label of the call.
+    pub fn task(&self) -> &'static str {
+        self.handles.task()
+    }
+
+    pub(crate) fn handles(&self) -> &'static crate::track::model::ModelHandles {
+        self.handles
+    }
+}
+
+impl PartialEq for CallId {
+    fn eq(&self, other: &Self) -> bool {
+        self.seq == other.seq
+    }
+}
+
+impl Eq for CallId {}
+
+impl std::hash::Hash for CallId {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.seq.hash(state);
+    }
+}
+
+impl std::fmt::Display for CallId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:016x}-{}", process_key(), self.seq)
+    }
+}
+
+impl std::fmt::Debug for CallId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CallId({self}, model={}, task={})", self.model(), self.task())
+    }
+}
+
+/// A random key of this process, making call ids unique across processes.
+pub(crate) fn process_key() -> u64 {
+    static KEY: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *KEY.get_or_init(|| {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u32(std::process::id());
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos()),
+        );
+        h.finish()
+    })
+}
+
+thread_local! {
+    static CURRENT: std::cell::Cell<Option<CallId>> = const { std::cell::Cell::new(None) };
+}
+
+/// The id of the `#[track_model]` call whose body is running on this thread
+/// (the innermost one), or `None` outside of one.
+///
+/// ```
+/// use hyperkit_obs::{track_model, model::{current_call_id, record_acceptance, CallId}};
+///
+/// struct Draft { text: String, call: Option<CallId> }
+///
+/// #[track_model(model, task = "review")]
+/// fn draft(model: &str) -> Draft {
+///     Draft { text: "fn main() {}".into(), call: current_call_id() }
+/// }
+///
+/// let d = draft("small-1");
+/// let id = d.call.expect("inside a tracked call");
+/// assert_eq!(id.model(), "small-1");
+/// // Later, when a reviewer has decided:
+/// record_acceptance(id, true);
+/// assert!(current_call_id().is_none());
+/// ```
+pub fn current_call_id() -> Option<CallId> {
+    CURRENT.with(std::cell::Cell::get)
+}
+
+/// Makes a call current on this thread until dropped.
+pub struct CurrentCall {
+    previous: Option<CallId>,
+}
+
+impl CurrentCall {
+    /// Makes `id` the current call.
+    #[inline]
+    pub fn enter(id: CallId) -> Self {
+        CurrentCall {
+            previous: CURRENT.with(|c| c.replace(Some(id))),
+        }
+    }
+}
+
+impl Drop for CurrentCall {
+    #[inline]
+    fn drop(&mut self) {
+        CURRENT.with(|c| c.set(self.previous));
+    }
+}
+
+/// Records that the output of call `id` was accepted or rejected, once that
+/// is decided: counts it in `hyperkit_model_acceptance_total{model,task,accepted}`
+/// and logs metric `accepted` (1 or 0) to the call's MLflow run. Never
+/// blocks. Record each call once, and only when its output's
+/// [`ModelOutput::accepted`] did not already say.
+pub fn record_acceptance(id: CallId, accepted: bool) {
+    id.handles().record_acceptance(accepted);
+    crate::mlflow::exporter::acceptance(id, accepted);
+}

@@ -59,7 +59,7 @@ where
             return this.inner.poll(cx);
         };
         let poll = {
-            let _entered = call.span().enter();
+            let _entered = call.enter();
             this.inner.poll(cx)
         };
         if let Poll::Ready(out) = &poll {
@@ -69,5 +69,35 @@ where
             *this.call = None;
         }
         poll
+    }
+}
+
+pin_project! {
+    /// The body of an `async fn` model call: the call is the current call of
+    /// the thread (see [`current_call_id`](crate::model::current_call_id))
+    /// while the body is polled. `Send` and `Sync` exactly when the body is.
+    pub struct InCall<F> {
+        id: Option<crate::model::CallId>,
+        #[pin]
+        inner: F,
+    }
+}
+
+impl<F: Future> InCall<F> {
+    /// Wraps `inner`.
+    #[inline]
+    pub fn new(id: Option<crate::model::CallId>, inner: F) -> Self {
+        InCall { id, inner }
+    }
+}
+
+impl<F: Future> Future for InCall<F> {
+    type Output = F::Output;
+
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        let _current = this.id.map(crate::model::CurrentCall::enter);
+        this.inner.poll(cx)
     }
 }

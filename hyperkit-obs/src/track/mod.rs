@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use prometheus::IntGauge;
 use tracing::Span;
 
-use crate::model::Usage;
+use crate::model::{CallId, Usage};
 
 /// How a tracked call ended: the `status` label.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -73,8 +73,9 @@ impl fmt::Display for Status {
 pub enum Outcome<'a> {
     /// Not a `Result`, or `Ok`.
     Success,
-    /// `Err`, with the error's `Display` when it has one.
-    Failure(Option<&'a dyn fmt::Display>),
+    /// `Err`, with the error's `Display` when it has one, and the error's
+    /// type name.
+    Failure(Option<&'a dyn fmt::Display>, &'static str),
 }
 
 /// A finished call, handed to the call site's log function so the closing
@@ -108,6 +109,26 @@ pub trait Handles: Sync + 'static {
     }
     /// Records token usage and acceptance, for macros that track them.
     fn record_usage(&self, _usage: &Usage) {}
+    /// A new call id, for macros whose calls have one (`#[track_model]`).
+    fn call_id(&'static self) -> Option<CallId> {
+        None
+    }
+    /// Hands a finished call with an id to the exporters (MLflow).
+    fn export(&'static self, _call: &Exported) {}
+}
+
+/// A finished call with an id, as the exporters receive it.
+pub struct Exported {
+    /// The call's id.
+    pub id: CallId,
+    /// How it ended.
+    pub status: Status,
+    /// How long it took.
+    pub elapsed: Duration,
+    /// Token usage and acceptance read from its output.
+    pub usage: Option<Usage>,
+    /// The error's type name, for a failure.
+    pub error_type: Option<&'static str>,
 }
 
 /// A call whose labels are resolved but which has not started yet: the state
@@ -135,6 +156,7 @@ impl<H: Handles> Prepared<H> {
             handles: self.handles,
             span: self.span,
             log: self.log,
+            id: self.handles.call_id(),
             start: Instant::now(),
             done: false,
         }
@@ -148,6 +170,7 @@ pub struct Call<H: Handles> {
     handles: &'static H,
     span: Span,
     log: LogFn,
+    id: Option<CallId>,
     start: Instant,
     done: bool,
 }
@@ -159,31 +182,63 @@ impl<H: Handles> Call<H> {
         &self.span
     }
 
+    /// The call's id (model calls only).
+    #[inline]
+    pub fn id(&self) -> Option<CallId> {
+        self.id
+    }
+
+    /// Enters the call's span and makes it the current call of this thread
+    /// (see [`current_call_id`](crate::model::current_call_id)) until the
+    /// guard drops.
+    #[inline]
+    pub fn enter(&self) -> Entered<'_> {
+        Entered {
+            _span: self.span.enter(),
+            _call: self.id.map(crate::model::CurrentCall::enter),
+        }
+    }
+
     /// Records the call as finished with `outcome`.
     #[inline]
     pub fn finish(&mut self, outcome: Outcome<'_>) {
-        let (status, error) = match outcome {
-            Outcome::Success => (Status::Success, None),
-            Outcome::Failure(e) => (Status::Failure, e),
-        };
-        self.record(status, error);
+        self.finish_with_usage(outcome, None);
     }
 
     /// Records a model call as finished with `outcome` and the token usage
     /// and acceptance read from its output.
     #[inline]
     pub fn finish_with_usage(&mut self, outcome: Outcome<'_>, usage: Option<Usage>) {
-        if let Some(usage) = usage {
-            self.handles.record_usage(&usage);
+        if let Some(usage) = &usage {
+            self.handles.record_usage(usage);
         }
-        self.finish(outcome);
+        let (status, error, error_type) = match outcome {
+            Outcome::Success => (Status::Success, None, None),
+            Outcome::Failure(e, ty) => (Status::Failure, e, Some(ty)),
+        };
+        self.record(status, error, usage, error_type);
     }
 
     #[inline]
-    fn record(&mut self, status: Status, error: Option<&dyn fmt::Display>) {
+    fn record(
+        &mut self,
+        status: Status,
+        error: Option<&dyn fmt::Display>,
+        usage: Option<Usage>,
+        error_type: Option<&'static str>,
+    ) {
         self.done = true;
         let elapsed = self.start.elapsed();
         self.handles.record(status, elapsed);
+        if let Some(id) = self.id {
+            self.handles.export(&Exported {
+                id,
+                status,
+                elapsed,
+                usage,
+                error_type,
+            });
+        }
         let _entered = self.span.enter();
         (self.log)(&Finished {
             status,
@@ -202,12 +257,18 @@ impl<H: Handles> Drop for Call<H> {
             } else {
                 Status::Cancelled
             };
-            self.record(status, None);
+            self.record(status, None, None, None);
         }
         if let Some(g) = self.handles.in_flight() {
             g.dec();
         }
     }
+}
+
+/// The guard of [`Call::enter`].
+pub struct Entered<'a> {
+    _span: tracing::span::Entered<'a>,
+    _call: Option<crate::model::CurrentCall>,
 }
 
 /// Runs a synchronous body as a `FnOnce`, so that `return` and `?` in it end

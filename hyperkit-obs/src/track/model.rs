@@ -7,12 +7,17 @@ use std::time::Duration;
 
 use prometheus::IntCounter;
 
-use super::{Handles, Status};
+use std::num::NonZeroU64;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::{Exported, Handles, Status};
 use crate::metrics::{DurationHistogram, FAMILIES, LabelSets};
-use crate::model::Usage;
+use crate::model::{CallId, Usage};
 
 /// The pre-resolved metrics of one (model, task) pair.
 pub struct ModelHandles {
+    model: Box<str>,
+    task: Box<str>,
     calls: [IntCounter; 4],
     latency: DurationHistogram,
     input_tokens: IntCounter,
@@ -26,6 +31,8 @@ impl ModelHandles {
         let (model, task) = (labels[0], labels[1]);
         let f = &*FAMILIES;
         ModelHandles {
+            model: model.into(),
+            task: task.into(),
             calls: Status::ALL.map(|s| f.model_calls_total.child(&[model, task, s.as_str()])),
             latency: f.model_latency.child(&[model, task]),
             input_tokens: f.model_tokens_total.child(&[model, task, "input"]),
@@ -35,13 +42,37 @@ impl ModelHandles {
         }
     }
 
+    /// The `model` label.
+    pub fn model(&self) -> &str {
+        &self.model
+    }
+
+    /// The `task` label.
+    pub fn task(&self) -> &str {
+        &self.task
+    }
+
     /// Counts one output whose acceptance became known.
     pub fn record_acceptance(&self, accepted: bool) {
         self.acceptance[usize::from(accepted)].inc();
     }
 }
 
+/// The sequence of model call ids in this process.
+static NEXT_CALL: AtomicU64 = AtomicU64::new(1);
+
 impl Handles for ModelHandles {
+    #[inline]
+    fn call_id(&'static self) -> Option<CallId> {
+        let seq = NEXT_CALL.fetch_add(1, Ordering::Relaxed);
+        NonZeroU64::new(seq).map(|seq| CallId::new(seq, self))
+    }
+
+    #[inline]
+    fn export(&'static self, call: &Exported) {
+        crate::mlflow::exporter::model_call(call);
+    }
+
     #[inline]
     fn record(&self, status: Status, elapsed: Duration) {
         self.calls[status.index()].inc();

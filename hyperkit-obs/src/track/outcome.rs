@@ -27,7 +27,7 @@ impl<'a, T, E: Display> ResultDisplayOutcome<'a> for &&Wrap<'a, Result<T, E>> {
     fn __hk_outcome(&self) -> Outcome<'a> {
         match self.0 {
             Ok(_) => Outcome::Success,
-            Err(e) => Outcome::Failure(Some(e)),
+            Err(e) => Outcome::Failure(Some(e), std::any::type_name::<E>()),
         }
     }
 }
@@ -43,7 +43,7 @@ impl<'a, T, E> ResultOutcome<'a> for &Wrap<'a, Result<T, E>> {
     fn __hk_outcome(&self) -> Outcome<'a> {
         match self.0 {
             Ok(_) => Outcome::Success,
-            Err(_) => Outcome::Failure(None),
+            Err(_) => Outcome::Failure(None, std::any::type_name::<E>()),
         }
     }
 }
@@ -118,7 +118,7 @@ mod tests {
     fn is_failure(o: Outcome<'_>) -> Option<Option<String>> {
         match o {
             Outcome::Success => None,
-            Outcome::Failure(m) => Some(m.map(|d| d.to_string())),
+            Outcome::Failure(m, _) => Some(m.map(|d| d.to_string())),
         }
     }
 

@@ -1,0 +1,141 @@
+//! The MLflow run of one model call: one function builds it for
+//! `#[track_model]` and for [`ExperimentTracker`](super::ExperimentTracker).
+
+use std::time::Duration;
+
+use super::types::{KeyValue, Metric, RunRecord, RunStatus};
+use crate::track::Status;
+
+/// Tag holding the call id (unique across processes), so a run whose
+/// creation may or may not have reached the server is found, not duplicated.
+pub const CALL_ID_TAG: &str = "hyperkit.call_id";
+/// Tag holding the run id in the file store a pushed run came from.
+pub const SOURCE_RUN_TAG: &str = "hyperkit.source_run_id";
+
+/// What is known about one model call.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModelRun<'a> {
+    /// The `model` label.
+    pub model: &'a str,
+    /// The `task` label.
+    pub task: &'a str,
+    /// How it ended.
+    pub status: Status,
+    /// When it ended, in milliseconds since the Unix epoch.
+    pub end_ms: i64,
+    /// How long it took.
+    pub latency: Duration,
+    /// Tokens sent.
+    pub input_tokens: Option<u64>,
+    /// Tokens produced.
+    pub output_tokens: Option<u64>,
+    /// Whether the output was accepted, when known.
+    pub accepted: Option<bool>,
+    /// The error type's name, for a failure (`my_crate::ModelError`).
+    pub error_type: Option<&'a str>,
+    /// The call id, when the run comes from a tracked call.
+    pub call_id: Option<String>,
+}
+
+impl ModelRun<'_> {
+    /// The run: params `model`, `task`; metrics `input_tokens`,
+    /// `output_tokens`, `latency_seconds`, `accepted` (0/1) when known; tags
+    /// `status`, `error.type`, the call id and the OpenTelemetry GenAI names
+    /// (`gen_ai.request.model`, `gen_ai.operation.name`,
+    /// `gen_ai.usage.input_tokens`, `gen_ai.usage.output_tokens`).
+    pub fn record(&self) -> RunRecord {
+        let latency_ms = i64::try_from(self.latency.as_millis()).unwrap_or(i64::MAX);
+        let start = self.end_ms.saturating_sub(latency_ms);
+        let t = self.end_ms;
+        let mut metrics = vec![Metric::new(
+            "latency_seconds",
+            self.latency.as_secs_f64(),
+            t,
+        )];
+        let mut tags = vec![
+            KeyValue::new("status", self.status.as_str()),
+            KeyValue::new("gen_ai.request.model", self.model),
+            KeyValue::new("gen_ai.operation.name", self.task),
+        ];
+        #[allow(clippy::cast_precision_loss)] // token counts are far below 2^53
+        {
+            if let Some(n) = self.input_tokens {
+                metrics.push(Metric::new("input_tokens", n as f64, t));
+                tags.push(KeyValue::new("gen_ai.usage.input_tokens", n.to_string()));
+            }
+            if let Some(n) = self.output_tokens {
+                metrics.push(Metric::new("output_tokens", n as f64, t));
+                tags.push(KeyValue::new("gen_ai.usage.output_tokens", n.to_string()));
+            }
+        }
+        if let Some(a) = self.accepted {
+            metrics.push(acceptance_metric(a, t));
+        }
+        if let Some(ty) = self.error_type {
+            tags.push(KeyValue::new("error.type", short_type_name(ty)));
+        }
+        if let Some(id) = &self.call_id {
+            tags.push(KeyValue::new(CALL_ID_TAG, id.clone()));
+        }
+        RunRecord {
+            run_name: format!("{}-{}", self.task, self.model),
+            start_time: start,
+            end_time: Some(self.end_ms),
+            status: match self.status {
+                Status::Success => RunStatus::Finished,
+                Status::Failure | Status::Panic => RunStatus::Failed,
+                Status::Cancelled => RunStatus::Killed,
+            },
+            params: vec![
+                KeyValue::new("model", self.model),
+                KeyValue::new("task", self.task),
+            ],
+            metrics,
+            tags,
+        }
+    }
+}
+
+/// Metric `accepted`: 1 for accepted, 0 for rejected.
+pub(crate) fn acceptance_metric(accepted: bool, timestamp: i64) -> Metric {
+    Metric::new("accepted", if accepted { 1.0 } else { 0.0 }, timestamp)
+}
+
+/// `my_crate::errors::ModelError<T>` → `ModelError`.
+pub(crate) fn short_type_name(name: &str) -> &str {
+    let base = name.split('<').next().unwrap_or(name);
+    base.rsplit("::").next().unwrap_or(base)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_model_call_becomes_the_documented_run() {
+        let run = ModelRun {
+            model: "m1",
+            task: "codegen",
+            status: Status::Failure,
+            end_ms: 10_000,
+            latency: Duration::from_millis(1500),
+            input_tokens: Some(12),
+            output_tokens: None,
+            accepted: Some(false),
+            error_type: Some("my::errors::ModelError<u8>"),
+            call_id: Some("abc-1".into()),
+        }
+        .record();
+        assert_eq!(run.start_time, 8_500);
+        assert_eq!(run.status, RunStatus::Failed);
+        assert_eq!(run.tag("error.type"), Some("ModelError"));
+        assert_eq!(run.tag("gen_ai.usage.input_tokens"), Some("12"));
+        assert_eq!(run.tag("gen_ai.usage.output_tokens"), None);
+        assert_eq!(run.tag(CALL_ID_TAG), Some("abc-1"));
+        let m: Vec<_> = run.metrics.iter().map(|m| (m.key.as_str(), m.value)).collect();
+        assert_eq!(
+            m,
+            [("latency_seconds", 1.5), ("input_tokens", 12.0), ("accepted", 0.0)]
+        );
+    }
+}
