@@ -292,6 +292,14 @@ async fn main() -> anyhow::Result<()> {
     println!("  metrics:  {base}/metrics  (point a Prometheus scrape job here)");
     println!("  health:   {base}/health/ready");
     println!("  api:      {base}/api/status, {base}/api/builds/1");
+    match hyperkit_obs::mlflow::status() {
+        Some(s) => println!(
+            "  mlflow:   model call runs go to {} (experiment {:?})",
+            s.target,
+            obs.config().mlflow.experiment_name
+        ),
+        None => println!("  mlflow:   off (HYPERKIT_MLFLOW_ENABLED=false)"),
+    }
     println!(
         "  service {}; speed {}x; build failure rate {:.0}%; stop with Ctrl-C",
         obs.config().service_name,

@@ -144,12 +144,11 @@ impl Builder {
         // A second `init()` in one process leaves the running exporter (and
         // its guard) in charge.
         let mlflow = if self.config.mlflow.enabled && crate::mlflow::status().is_none() {
-            let guard = crate::mlflow::start(&self.config.mlflow).map_err(|source| {
-                InitError::Mlflow {
+            let guard =
+                crate::mlflow::start(&self.config.mlflow).map_err(|source| InitError::Mlflow {
                     target: self.config.mlflow.target.to_string(),
                     source,
-                }
-            })?;
+                })?;
             crate::health::register_optional("mlflow", || async { mlflow_check() });
             Some(guard)
         } else {

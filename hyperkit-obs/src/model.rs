@@ -96,7 +96,10 @@ pub struct CallId {
 }
 
 impl CallId {
-    pub(crate) fn new(seq: std::num::NonZeroU64, handles: &'static crate::track::model::ModelHandles) -> Self {
+    pub(crate) fn new(
+        seq: std::num::NonZeroU64,
+        handles: &'static crate::track::model::ModelHandles,
+    ) -> Self {
         CallId { seq, handles }
     }
 
@@ -142,7 +145,12 @@ impl std::fmt::Display for CallId {
 
 impl std::fmt::Debug for CallId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "CallId({self}, model={}, task={})", self.model(), self.task())
+        write!(
+            f,
+            "CallId({self}, model={}, task={})",
+            self.model(),
+            self.task()
+        )
     }
 }
 

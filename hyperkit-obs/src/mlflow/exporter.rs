@@ -221,7 +221,8 @@ pub fn flush(deadline: Duration) -> bool {
 #[must_use = "dropping the guard stops the exporter"]
 pub struct MlflowGuard {
     control: tokio::sync::mpsc::UnboundedSender<Control>,
-    done: Option<std::sync::mpsc::Receiver<()>>,
+    /// In a mutex only so that the guard (and `ObsGuard`) stay `Sync`.
+    done: Mutex<Option<std::sync::mpsc::Receiver<()>>>,
 }
 
 impl std::fmt::Debug for MlflowGuard {
@@ -238,7 +239,12 @@ impl MlflowGuard {
     }
 
     fn stop(&mut self, deadline: Duration) {
-        let Some(done) = self.done.take() else {
+        let Some(done) = self
+            .done
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        else {
             return;
         };
         ENABLED.store(false, Ordering::SeqCst);
@@ -268,6 +274,17 @@ pub fn start(config: &MlflowConfig) -> Result<MlflowGuard, MlflowError> {
         TrackingTarget::Server(_) => Target::Rest(MlflowClient::new(config)?),
         TrackingTarget::FileStore(path) => Target::File(FileStore::open(path)?),
     };
+    start_with(config, target)
+}
+
+/// Starts an exporter that builds every run, as for a real store, and then
+/// discards it: for benchmarks of the caller's cost.
+#[doc(hidden)]
+pub fn start_discarding(config: &MlflowConfig) -> Result<MlflowGuard, MlflowError> {
+    start_with(config, Target::Discard)
+}
+
+fn start_with(config: &MlflowConfig, target: Target) -> Result<MlflowGuard, MlflowError> {
     let rx = queue()
         .rx
         .lock()
@@ -282,6 +299,7 @@ pub fn start(config: &MlflowConfig) -> Result<MlflowGuard, MlflowError> {
         target: match &target {
             Target::Rest(c) => c.base_url().to_owned(),
             Target::File(s) => format!("file store {}", s.root().display()),
+            Target::Discard => "nowhere (discarding)".to_owned(),
         },
         ..State::default()
     });
@@ -331,7 +349,7 @@ pub fn start(config: &MlflowConfig) -> Result<MlflowGuard, MlflowError> {
     ENABLED.store(true, Ordering::SeqCst);
     Ok(MlflowGuard {
         control,
-        done: Some(done),
+        done: Mutex::new(Some(done)),
     })
 }
 
@@ -339,6 +357,7 @@ pub fn start(config: &MlflowConfig) -> Result<MlflowGuard, MlflowError> {
 enum Target {
     Rest(MlflowClient),
     File(FileStore),
+    Discard,
 }
 
 enum Job {
@@ -514,6 +533,7 @@ impl Worker {
         let result = match &self.target {
             Target::Rest(client) => client.get_or_create_experiment(&self.experiment).await,
             Target::File(store) => store.get_or_create_experiment(&self.experiment),
+            Target::Discard => Ok(String::new()),
         };
         match result {
             Ok(id) => self.experiment_id = Some(id),
@@ -532,6 +552,11 @@ impl Worker {
             return;
         };
         match self.target.clone() {
+            Target::Discard => {
+                while let Some(job) = self.pending.pop_front() {
+                    self.finished(Ok((job, Ok(String::new()))));
+                }
+            }
             Target::File(store) => {
                 while let Some(job) = self.pending.pop_front() {
                     let result = deliver_file(&store, &experiment_id, &job);
@@ -629,10 +654,10 @@ impl Worker {
     }
 
     fn remember(&mut self, seq: u64, run_id: String) {
-        if self.remembered_order.len() >= REMEMBERED {
-            if let Some(old) = self.remembered_order.pop_front() {
-                self.remembered.remove(&old);
-            }
+        if self.remembered_order.len() >= REMEMBERED
+            && let Some(old) = self.remembered_order.pop_front()
+        {
+            self.remembered.remove(&old);
         }
         self.remembered_order.push_back(seq);
         self.remembered.insert(seq, run_id);
@@ -727,7 +752,12 @@ async fn deliver_rest(
                 Some(id) => id.clone(),
                 None => {
                     match client
-                        .create_run(experiment_id, &record.run_name, record.start_time, &record.tags)
+                        .create_run(
+                            experiment_id,
+                            &record.run_name,
+                            record.start_time,
+                            &record.tags,
+                        )
                         .await
                     {
                         Ok(info) => {

@@ -1,0 +1,149 @@
+//! Sustained runs per second delivered to one real MLflow 3 server: this
+//! crate's exporter against MLflow's Python client logging the same runs
+//! the way the original design does (`with mlflow.start_run():
+//! log_params(...); log_metrics(...)`), one after the other in one process.
+//!
+//! Needs the MLflow 3 venv that `.ci/run` creates
+//! (`~/.cache/hyperkit-obs/mlflow/v3`). Run with
+//! `cargo bench -p tests --bench mlflow_throughput`.
+
+#[path = "../tests/mlflow_support/mod.rs"]
+mod mlflow_support;
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use hyperkit_obs::mlflow::{self, MlflowConfig, TrackingTarget};
+use hyperkit_obs::{ModelOutput, track_model};
+use mlflow_support::{Backend, MlflowServer, Version, python};
+
+/// Runs each client logs.
+const RUNS: u64 = 400;
+
+struct Completion(u64);
+
+impl ModelOutput for Completion {
+    fn input_tokens(&self) -> Option<u64> {
+        Some(self.0)
+    }
+    fn output_tokens(&self) -> Option<u64> {
+        Some(2 * self.0)
+    }
+    fn accepted(&self) -> Option<bool> {
+        Some(self.0.is_multiple_of(2))
+    }
+}
+
+#[derive(Debug)]
+struct ModelError;
+
+impl std::fmt::Display for ModelError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("model error")
+    }
+}
+
+#[track_model(model, task = "codegen")]
+fn complete(model: &str, i: u64) -> Result<Completion, ModelError> {
+    Ok(Completion(black_box(i)))
+}
+
+/// The Python client, the original design's way: one `start_run` block per
+/// call with `log_params` and `log_metrics`. Times itself after
+/// `set_experiment`.
+const PYTHON_CLIENT: &str = r#"
+import json, os, time
+import mlflow
+
+mlflow.set_tracking_uri(os.environ["TRACKING_URI"])
+mlflow.set_experiment(os.environ["EXPERIMENT_NAME"])
+n = int(os.environ["RUNS"])
+start = time.perf_counter()
+for i in range(n):
+    model = f"model-{i % 2}"
+    with mlflow.start_run(run_name=f"codegen-{model}"):
+        mlflow.log_params({"model": model, "task": "codegen"})
+        mlflow.log_metrics({
+            "input_tokens": i,
+            "output_tokens": 2 * i,
+            "latency_seconds": 1.5,
+            "accepted": i % 2,
+        })
+print(json.dumps({"runs": n, "seconds": time.perf_counter() - start}))
+"#;
+
+fn main() {
+    // `cargo test --benches` runs benches once without `--bench`: this one
+    // needs a server, so it only runs under `cargo bench`.
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    let server = MlflowServer::start(Version::V3, Backend::Sqlite);
+    let url = server.url();
+
+    let py = if std::env::var_os("BENCH_SKIP_PYTHON").is_some() {
+        serde_json::json!({"seconds": 1e9})
+    } else {
+        python(
+            Version::V3,
+            PYTHON_CLIENT,
+            &[
+                ("TRACKING_URI", url.as_str()),
+                ("EXPERIMENT_NAME", "throughput-python"),
+                ("RUNS", &RUNS.to_string()),
+            ],
+        )
+    };
+    let py_seconds = py["seconds"].as_f64().expect("python reports its time");
+
+    let mut config = MlflowConfig::default();
+    config.target = TrackingTarget::Server(url.clone());
+    config.experiment_name = "throughput-hyperkit".to_owned();
+    if let Some(n) = std::env::var("BENCH_CONCURRENCY")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        config.concurrency = n;
+    }
+    let guard = mlflow::start(&config).expect("exporter starts");
+    // The experiment is resolved before timing, as `set_experiment` is.
+    let _ = complete("model-0", 0);
+    assert!(mlflow::flush(Duration::from_secs(60)));
+    let start = Instant::now();
+    for i in 0..RUNS {
+        let _ = complete(
+            if i.is_multiple_of(2) {
+                "model-0"
+            } else {
+                "model-1"
+            },
+            i,
+        );
+    }
+    assert!(
+        mlflow::flush(Duration::from_secs(600)),
+        "delivered: {:?}",
+        mlflow::status()
+    );
+    let rust_seconds = start.elapsed().as_secs_f64();
+    guard.shutdown(Duration::from_secs(5));
+
+    let py_rate = RUNS as f64 / py_seconds;
+    let rust_rate = RUNS as f64 / rust_seconds;
+    println!(
+        "Runs delivered to one MLflow {} server ({RUNS} runs each, one after the other):",
+        Version::V3.mlflow_version()
+    );
+    println!(
+        "  Python client (start_run; log_params; log_metrics)  {py_rate:8.1} runs/s  ({py_seconds:.2} s)  1.00x"
+    );
+    println!(
+        "  hyperkit-obs exporter (#[track_model], flushed)    {rust_rate:8.1} runs/s  ({rust_seconds:.2} s)  {:.2}x  target >= 5x: {}",
+        rust_rate / py_rate,
+        if rust_rate >= 5.0 * py_rate {
+            "PASS"
+        } else {
+            "MISS"
+        }
+    );
+}
