@@ -1766,3 +1766,48 @@ fn exporter_logs_a_late_acceptance_to_the_delivered_run() {
     assert_eq!(history, 1);
     assert_eq!(fixture.runs_tagged(CALL_ID_TAG, &call.to_string()).len(), 1);
 }
+
+#[test]
+fn exporter_shutdown_keeps_its_deadline_while_the_experiment_lookup_hangs() {
+    let _one = exporter_lock();
+    let fixture = Fixture::start();
+    fixture.fail("*", usize::MAX / 2, Fault::Hang);
+    let mut config = exporter_config(&fixture, "unreachable");
+    config.retry.timeout = Duration::from_secs(10);
+    let guard = mlflow::start(&config).unwrap();
+    let before = dropped();
+    for _ in 0..5 {
+        let _ = ask("model-a", None);
+    }
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            fixture.count("experiments/get-by-name") > 0
+        }),
+        "the exporter looked the experiment up"
+    );
+    assert!(!mlflow::flush(Duration::from_millis(200)));
+    let started = Instant::now();
+    guard.shutdown(Duration::from_millis(300));
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(1),
+        "shutdown(300 ms) took {took:?}"
+    );
+    assert_eq!(
+        dropped() - before,
+        5,
+        "the undelivered runs are counted at shutdown"
+    );
+
+    // The exporter really stopped: a new one can start at once.
+    let other = Fixture::start();
+    let guard = mlflow::start(&exporter_config(&other, "after")).expect("a new exporter starts");
+    let _ = ask("model-a", None);
+    assert!(
+        mlflow::flush(Duration::from_secs(10)),
+        "{:?}",
+        mlflow::status()
+    );
+    guard.shutdown(Duration::from_secs(5));
+    assert_eq!(other.count("runs/create"), 1);
+}

@@ -394,7 +394,30 @@ impl Worker {
             if self.retry_at.is_none_or(|t| now >= t) {
                 self.retry_at = None;
                 if self.experiment_id.is_none() && !self.pending.is_empty() {
-                    self.resolve_experiment().await;
+                    // The lookup can take minutes against a server that is
+                    // down or hangs: keep answering control messages, and
+                    // give it up at the stop deadline.
+                    let mut waiters = Vec::new();
+                    {
+                        let resolve = self.resolve_experiment();
+                        tokio::pin!(resolve);
+                        loop {
+                            let until =
+                                stop_at.unwrap_or_else(|| now + Duration::from_secs(86_400));
+                            tokio::select! {
+                                () = &mut resolve => break,
+                                () = tokio::time::sleep_until(until.into()) => break,
+                                msg = control.recv() => match msg {
+                                    Some(Control::Flush(reply)) => waiters.push(reply),
+                                    Some(Control::Stop(deadline)) => {
+                                        stop_at = Some(Instant::now() + deadline);
+                                    }
+                                    None => stop_at = Some(Instant::now()),
+                                },
+                            }
+                        }
+                    }
+                    self.waiters.append(&mut waiters);
                 }
                 if self.experiment_id.is_some() {
                     self.dispatch();
