@@ -55,6 +55,9 @@ enum Fault {
     AfterEffect { status: u16, body: String },
     /// Perform the request, then answer 200 with a body that is not JSON.
     Malformed,
+    /// Answer this status with a page that echoes the request's
+    /// `Authorization` header, as some gateways do.
+    EchoAuthorization(u16),
     /// Never answer; the connection stays open.
     Hang,
     /// Close the connection after reading the request, without answering.
@@ -445,6 +448,14 @@ async fn serve(state: Arc<Mutex<State>>, stream: tokio::net::TcpStream) {
                         r#"{"run": {"info": {"run_id": "#.to_owned(),
                     ))
                 }
+                Some(Fault::EchoAuthorization(status)) => Some((
+                    status,
+                    Vec::new(),
+                    format!(
+                        "<html><body>Rejected Authorization: {}</body></html>",
+                        request.authorization.as_deref().unwrap_or("")
+                    ),
+                )),
                 Some(Fault::Hang) => None,
                 Some(Fault::Drop) => return,
             }
@@ -1497,6 +1508,13 @@ async fn the_tracking_token_is_sent_as_bearer_and_never_shown() {
         Fault::html(502),
         Fault::Malformed,
         Fault::Drop,
+        // Gateways that echo the request's credentials in their error.
+        Fault::mlflow(
+            401,
+            "UNAUTHENTICATED",
+            &format!("Token {TOKEN} is expired (Authorization: Bearer {TOKEN})"),
+        ),
+        Fault::EchoAuthorization(403),
     ] {
         fixture.fail("runs/log-batch", 1, fault);
         errors.push(
@@ -1526,6 +1544,38 @@ async fn the_tracking_token_is_sent_as_bearer_and_never_shown() {
         let shown = format!("{e} {e:?}");
         assert!(!shown.contains(TOKEN), "{shown}");
     }
+    assert!(
+        errors[6].to_string().contains("Bearer ***"),
+        "{}",
+        errors[6]
+    );
+
+    // Basic auth: neither the password nor the encoded header shows.
+    let password = "pw-0c4e77ab19";
+    let basic = MlflowClient::new(&config(
+        &fixture,
+        &[
+            ("MLFLOW_TRACKING_USERNAME", "ann"),
+            ("MLFLOW_TRACKING_PASSWORD", password),
+            ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0"),
+        ],
+    ))
+    .unwrap();
+    fixture.fail("runs/log-batch", 1, Fault::EchoAuthorization(401));
+    let e = basic.log_batch(&run, &metric, &[], &[]).await.unwrap_err();
+    let header = fixture
+        .requests()
+        .last()
+        .unwrap()
+        .authorization
+        .clone()
+        .unwrap();
+    let encoded = header.strip_prefix("Basic ").expect("basic auth");
+    let shown = format!("{e} {e:?} {basic:?}");
+    assert!(
+        !shown.contains(password) && !shown.contains(encoded),
+        "{shown}"
+    );
 }
 
 // ---------------------------------------------------------------------------
