@@ -1861,3 +1861,10 @@ fn exporter_shutdown_keeps_its_deadline_while_the_experiment_lookup_hangs() {
     guard.shutdown(Duration::from_secs(5));
     assert_eq!(other.count("runs/create"), 1);
 }
+
+#[test]
+fn the_exporter_guard_can_be_kept_in_a_static() {
+    fn send_and_sync<T: Send + Sync>() {}
+    send_and_sync::<mlflow::MlflowGuard>();
+    send_and_sync::<hyperkit_obs::ObsGuard>();
+}

@@ -221,7 +221,9 @@ pub fn flush(deadline: Duration) -> bool {
 #[must_use = "dropping the guard stops the exporter"]
 pub struct MlflowGuard {
     control: tokio::sync::mpsc::UnboundedSender<Control>,
-    done: Option<std::sync::mpsc::Receiver<()>>,
+    // In a Mutex only so that the guard (and `ObsGuard`, which holds it) is
+    // `Sync`, as a `static` needs.
+    done: Option<Mutex<std::sync::mpsc::Receiver<()>>>,
 }
 
 impl std::fmt::Debug for MlflowGuard {
@@ -244,6 +246,7 @@ impl MlflowGuard {
         ENABLED.store(false, Ordering::SeqCst);
         let _ = self.control.send(Control::Stop(deadline));
         // The worker gives up at the deadline; allow it a moment to count.
+        let done = done.into_inner().unwrap_or_else(PoisonError::into_inner);
         let _ = done.recv_timeout(deadline + Duration::from_secs(1));
         let mut running = RUNNING.lock().unwrap_or_else(PoisonError::into_inner);
         if running
@@ -331,7 +334,7 @@ pub fn start(config: &MlflowConfig) -> Result<MlflowGuard, MlflowError> {
     ENABLED.store(true, Ordering::SeqCst);
     Ok(MlflowGuard {
         control,
-        done: Some(done),
+        done: Some(Mutex::new(done)),
     })
 }
 
