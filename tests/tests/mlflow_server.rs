@@ -52,7 +52,7 @@ impl std::fmt::Display for ModelError {
 #[track_model(model, task = "codegen")]
 fn complete(model: &str, i: u64) -> Result<Completion, ModelError> {
     let call = current_call_id().expect("a tracked model call has an id");
-    if i % 10 == 0 {
+    if i.is_multiple_of(10) {
         return Err(ModelError { call });
     }
     Ok(Completion {
