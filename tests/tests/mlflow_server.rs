@@ -139,7 +139,10 @@ fn by_call_id(runs: &[Value]) -> HashMap<String, &Value> {
             .as_str()
             .unwrap_or_else(|| panic!("run without {CALL_ID_TAG}: {run}"))
             .to_owned();
-        assert!(map.insert(id.clone(), run).is_none(), "call {id} has two runs");
+        assert!(
+            map.insert(id.clone(), run).is_none(),
+            "call {id} has two runs"
+        );
     }
     map
 }
@@ -150,8 +153,16 @@ fn check_run(call: &str, e: &Expected, run: &Value) {
     assert_eq!(run["params"]["task"], "codegen", "{}", ctx());
     assert_eq!(run["tags"]["gen_ai.request.model"], e.model, "{}", ctx());
     assert_eq!(run["tags"]["gen_ai.operation.name"], "codegen", "{}", ctx());
-    assert!(run["metrics"]["latency_seconds"].as_f64().is_some(), "{}", ctx());
-    assert!(run["end_time"].as_i64() >= run["start_time"].as_i64(), "{}", ctx());
+    assert!(
+        run["metrics"]["latency_seconds"].as_f64().is_some(),
+        "{}",
+        ctx()
+    );
+    assert!(
+        run["end_time"].as_i64() >= run["start_time"].as_i64(),
+        "{}",
+        ctx()
+    );
     if e.failed {
         assert_eq!(run["status"], "FAILED", "{}", ctx());
         assert_eq!(run["tags"]["status"], "failure", "{}", ctx());
@@ -161,7 +172,12 @@ fn check_run(call: &str, e: &Expected, run: &Value) {
         assert_eq!(run["status"], "FINISHED", "{}", ctx());
         assert_eq!(run["tags"]["status"], "success", "{}", ctx());
         assert_eq!(run["metrics"]["input_tokens"], e.input as f64, "{}", ctx());
-        assert_eq!(run["metrics"]["output_tokens"], (2 * e.input) as f64, "{}", ctx());
+        assert_eq!(
+            run["metrics"]["output_tokens"],
+            (2 * e.input) as f64,
+            "{}",
+            ctx()
+        );
         assert_eq!(
             run["tags"]["gen_ai.usage.input_tokens"],
             e.input.to_string(),
@@ -254,7 +270,10 @@ fn roundtrip(version: Version) {
 
     let runs = read_runs(version, &server.url(), &experiment);
     assert_eq!(runs.len(), 1_051, "1,050 tracked calls and one direct run");
-    let direct_run = runs.iter().find(|r| r["run_id"] == direct.as_str()).unwrap();
+    let direct_run = runs
+        .iter()
+        .find(|r| r["run_id"] == direct.as_str())
+        .unwrap();
     assert_eq!(direct_run["params"]["model"], "model-c");
     assert_eq!(direct_run["params"]["task"], "review");
     assert_eq!(direct_run["metrics"]["latency_seconds"], 1.25);
@@ -282,7 +301,11 @@ fn roundtrip(version: Version) {
         let accepted = mine.clone().filter(|e| e.accepted == Some(true)).count() as u64;
         let rejected = mine.clone().filter(|e| e.accepted == Some(false)).count() as u64;
         assert_eq!((rate.accepted, rate.rejected), python, "{model}");
-        assert_eq!((rate.accepted, rate.rejected), (accepted, rejected), "{model}");
+        assert_eq!(
+            (rate.accepted, rate.rejected),
+            (accepted, rejected),
+            "{model}"
+        );
         assert_eq!(
             rate.accepted + rate.rejected + rate.undecided,
             mine.count() as u64
@@ -314,7 +337,11 @@ fn a_stopped_server_loses_nothing_within_the_bound_and_a_full_queue_counts_its_d
     let dropped = || common::counter("hyperkit_obs_dropped_total", &[("sink", "mlflow")]);
 
     let mut expected = run_calls(10_000, 20);
-    assert!(mlflow::flush(Duration::from_secs(60)), "{:?}", mlflow::status());
+    assert!(
+        mlflow::flush(Duration::from_secs(60)),
+        "{:?}",
+        mlflow::status()
+    );
 
     server.stop();
     let before = dropped();
@@ -329,7 +356,11 @@ fn a_stopped_server_loses_nothing_within_the_bound_and_a_full_queue_counts_its_d
         "the exporter noticed the server is down"
     );
     let lost = run_calls(30_000, 25);
-    assert_eq!(dropped() - before, 25, "every call over the bound is counted");
+    assert_eq!(
+        dropped() - before,
+        25,
+        "every call over the bound is counted"
+    );
     assert_eq!(mlflow::status().unwrap().queued, 60);
 
     server.restart();

@@ -165,7 +165,11 @@ impl MlflowClient {
             experiment_id: String,
         }
         let a: Answer = self
-            .post("experiments/create", json!({ "name": name }), Replay::Unsafe)
+            .post(
+                "experiments/create",
+                json!({ "name": name }),
+                Replay::Unsafe,
+            )
             .await?;
         Ok(a.experiment_id)
     }
@@ -318,7 +322,11 @@ impl MlflowClient {
     }
 
     /// Every value ever logged for metric `key` of a run, following pages.
-    pub async fn metric_history(&self, run_id: &str, key: &str) -> Result<Vec<Metric>, MlflowError> {
+    pub async fn metric_history(
+        &self,
+        run_id: &str,
+        key: &str,
+    ) -> Result<Vec<Metric>, MlflowError> {
         #[derive(Deserialize)]
         struct Answer {
             #[serde(default)]
@@ -401,11 +409,9 @@ impl MlflowClient {
                         Err(e) => (transport(endpoint, &e, true), None),
                         Ok(text) if (200..300).contains(&status) => {
                             let text = if text.trim().is_empty() { "{}" } else { &text };
-                            return serde_json::from_str(text).map_err(|e| {
-                                MlflowError::Decode {
-                                    endpoint,
-                                    message: e.to_string(),
-                                }
+                            return serde_json::from_str(text).map_err(|e| MlflowError::Decode {
+                                endpoint,
+                                message: e.to_string(),
                             });
                         }
                         Ok(text) => {
@@ -415,7 +421,9 @@ impl MlflowClient {
                     }
                 }
             };
-            error.pipe_retry(self, replay, &mut attempt, retry_after).await?;
+            error
+                .pipe_retry(self, replay, &mut attempt, retry_after)
+                .await?;
         }
     }
 
@@ -529,12 +537,19 @@ fn api_error(endpoint: &'static str, status: u16, text: &str) -> MlflowError {
 
 /// `Retry-After` in seconds or as an HTTP date.
 fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    let v = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim();
+    let v = headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
     if let Ok(secs) = v.parse::<f64>() {
         return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs));
     }
     let at = httpdate::parse_http_date(v).ok()?;
-    Some(at.duration_since(std::time::SystemTime::now()).unwrap_or_default())
+    Some(
+        at.duration_since(std::time::SystemTime::now())
+            .unwrap_or_default(),
+    )
 }
 
 /// A number in `[0, 1)` from the standard library's per-process random

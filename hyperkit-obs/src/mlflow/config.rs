@@ -252,7 +252,10 @@ impl MlflowConfig {
             ("MLFLOW_TRACKING_TOKEN", token),
             ("MLFLOW_TRACKING_USERNAME", user),
             ("MLFLOW_TRACKING_PASSWORD", password),
-            ("MLFLOW_TRACKING_INSECURE_TLS", self.insecure_tls.to_string()),
+            (
+                "MLFLOW_TRACKING_INSECURE_TLS",
+                self.insecure_tls.to_string(),
+            ),
             (
                 "MLFLOW_HTTP_REQUEST_MAX_RETRIES",
                 self.retry.max_retries.to_string(),
@@ -359,8 +362,9 @@ fn parse_uri(v: &str) -> Result<(TrackingTarget, Option<MlflowAuth>), ConfigErro
         return Ok((TrackingTarget::FileStore(PathBuf::from(path)), None));
     }
     if let Some((scheme, _)) = v.split_once("://").or_else(|| {
-        v.split_once(':')
-            .filter(|(s, _)| s.len() > 1 && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '+'))
+        v.split_once(':').filter(|(s, _)| {
+            s.len() > 1 && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '+')
+        })
     }) {
         return Err(invalid(
             VAR,
@@ -471,7 +475,10 @@ mod tests {
     #[test]
     fn uris_are_read_as_mlflow_reads_them() {
         let c = from(&[("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000/")]).unwrap();
-        assert_eq!(c.target, TrackingTarget::Server("http://127.0.0.1:5000".into()));
+        assert_eq!(
+            c.target,
+            TrackingTarget::Server("http://127.0.0.1:5000".into())
+        );
         let c = from(&[("MLFLOW_TRACKING_URI", "file:///tmp/ml%20runs")]).unwrap();
         assert_eq!(c.target, TrackingTarget::FileStore("/tmp/ml runs".into()));
         let c = from(&[("MLFLOW_TRACKING_URI", "file:./here")]).unwrap();
@@ -482,8 +489,15 @@ mod tests {
 
     #[test]
     fn credentials_in_the_uri_become_basic_auth_and_never_show() {
-        let c = from(&[("MLFLOW_TRACKING_URI", "https://ann:s%40cret@ml.example.com/p")]).unwrap();
-        assert_eq!(c.target, TrackingTarget::Server("https://ml.example.com/p".into()));
+        let c = from(&[(
+            "MLFLOW_TRACKING_URI",
+            "https://ann:s%40cret@ml.example.com/p",
+        )])
+        .unwrap();
+        assert_eq!(
+            c.target,
+            TrackingTarget::Server("https://ml.example.com/p".into())
+        );
         assert_eq!(
             c.auth,
             Some(MlflowAuth::Basic {
@@ -492,7 +506,10 @@ mod tests {
             })
         );
         let shown = format!("{c:?} {:?}", c.describe());
-        assert!(!shown.contains("s@cret") && !shown.contains("s%40cret"), "{shown}");
+        assert!(
+            !shown.contains("s@cret") && !shown.contains("s%40cret"),
+            "{shown}"
+        );
         let c = from(&[("MLFLOW_TRACKING_TOKEN", "tok-123456")]).unwrap();
         assert!(!format!("{c:?} {:?}", c.describe()).contains("tok-123456"));
     }
@@ -515,7 +532,9 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(!e.contains("pw"), "{e}");
-        let e = from(&[("MLFLOW_TRACKING_USERNAME", "u")]).unwrap_err().to_string();
+        let e = from(&[("MLFLOW_TRACKING_USERNAME", "u")])
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("MLFLOW_TRACKING_PASSWORD="), "{e}");
     }
 }

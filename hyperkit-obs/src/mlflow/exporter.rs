@@ -753,7 +753,12 @@ async fn deliver_rest(
                 Some(id) => id.clone(),
                 None => {
                     match client
-                        .create_run(experiment_id, &record.run_name, record.start_time, &record.tags)
+                        .create_run(
+                            experiment_id,
+                            &record.run_name,
+                            record.start_time,
+                            &record.tags,
+                        )
                         .await
                     {
                         Ok(info) => {

@@ -17,8 +17,8 @@ pub use config::{DEFAULT_EXPERIMENT, MlflowAuth, MlflowConfig, RetryPolicy, Trac
 pub use error::{ErrorCode, MlflowError};
 pub use exporter::{ExporterStatus, MlflowGuard, SHUTDOWN_DEADLINE, flush, start, status};
 pub use file_store::FileStore;
-pub use tracker::{AcceptanceRate, ExperimentTracker};
 pub use run::{CALL_ID_TAG, ModelRun, SOURCE_RUN_TAG};
+pub use tracker::{AcceptanceRate, ExperimentTracker};
 pub use types::{
     Experiment, KeyValue, MAX_KEY_LENGTH, MAX_PARAM_VALUE_LENGTH, MAX_TAG_VALUE_LENGTH, Metric,
     Run, RunData, RunInfo, RunRecord, RunStatus, truncate_value, validate_key,

@@ -132,10 +132,18 @@ mod tests {
         assert_eq!(run.tag("gen_ai.usage.input_tokens"), Some("12"));
         assert_eq!(run.tag("gen_ai.usage.output_tokens"), None);
         assert_eq!(run.tag(CALL_ID_TAG), Some("abc-1"));
-        let m: Vec<_> = run.metrics.iter().map(|m| (m.key.as_str(), m.value)).collect();
+        let m: Vec<_> = run
+            .metrics
+            .iter()
+            .map(|m| (m.key.as_str(), m.value))
+            .collect();
         assert_eq!(
             m,
-            [("latency_seconds", 1.5), ("input_tokens", 12.0), ("accepted", 0.0)]
+            [
+                ("latency_seconds", 1.5),
+                ("input_tokens", 12.0),
+                ("accepted", 0.0)
+            ]
         );
     }
 }
