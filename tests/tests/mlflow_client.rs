@@ -763,7 +763,9 @@ fn log_batch(state: &mut State, body: &Value, size: usize) -> Result<Value, (u16
     }
     for m in &new_metrics {
         check_key(m["key"].as_str().unwrap_or_default())?;
-        if !m["value"].is_number() || !m["timestamp"].is_i64() {
+        // Protobuf's JSON spells the non-finite doubles as strings.
+        let special = matches!(m["value"].as_str(), Some("NaN" | "Infinity" | "-Infinity"));
+        if !(m["value"].is_number() || special) || !m["timestamp"].is_i64() {
             return Err(invalid(&format!("Invalid metric {m}")));
         }
     }
@@ -1465,6 +1467,50 @@ async fn metric_history_follows_next_page_token() {
             .unwrap()
             .is_empty()
     );
+}
+
+#[tokio::test]
+async fn non_finite_metric_values_travel_as_mlflow_spells_them() {
+    let fixture = Fixture::start();
+    let experiment = fixture.seed_experiment("diverging");
+    let run = fixture.seed_run(&experiment, &[], &[]);
+    let client = client(&fixture, &[]);
+    let metrics = [
+        Metric::new("loss", f64::NAN, 1),
+        Metric::new("grad", f64::INFINITY, 1),
+        Metric::new("lr", f64::NEG_INFINITY, 1),
+        Metric::new("ok", 0.25, 1),
+    ];
+    client.log_batch(&run, &metrics, &[], &[]).await.unwrap();
+    // MLflow's REST API is protobuf JSON: a double that is not finite is
+    // the string "NaN", "Infinity" or "-Infinity" (not null).
+    let sent = fixture.requests_to("runs/log-batch")[0].json();
+    let values: Vec<Value> = sent["metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["value"].clone())
+        .collect();
+    assert_eq!(
+        values,
+        [
+            json!("NaN"),
+            json!("Infinity"),
+            json!("-Infinity"),
+            json!(0.25)
+        ]
+    );
+
+    // And a server's answers holding them are read, not refused.
+    let history = client.metric_history(&run, "loss").await.unwrap();
+    assert_eq!(history.len(), 1);
+    assert!(history[0].value.is_nan());
+    let runs = client.search_all_runs(&[&experiment], "").await.unwrap();
+    let data = &runs[0].data;
+    assert!(data.metric("loss").unwrap().is_nan());
+    assert_eq!(data.metric("grad"), Some(f64::INFINITY));
+    assert_eq!(data.metric("lr"), Some(f64::NEG_INFINITY));
+    assert_eq!(data.metric("ok"), Some(0.25));
 }
 
 // ---------------------------------------------------------------------------
