@@ -414,7 +414,10 @@ impl MlflowClient {
                                 message: e.to_string(),
                             });
                         }
-                        Ok(text) => (api_error(endpoint, status, &text), retry_after),
+                        Ok(text) => {
+                            let text = self.scrub(text);
+                            (api_error(endpoint, status, &text), retry_after)
+                        }
                     }
                 }
             };
@@ -422,6 +425,27 @@ impl MlflowClient {
                 .pipe_retry(self, replay, &mut attempt, retry_after)
                 .await?;
         }
+    }
+
+    /// An error body with the credentials replaced by `***`: gateways and
+    /// proxies echo the `Authorization` header, and the error is logged.
+    fn scrub(&self, mut text: String) -> String {
+        use base64::Engine as _;
+        let secrets = match &self.inner.auth {
+            None => return text,
+            Some(MlflowAuth::Bearer(t)) => vec![t.expose().to_owned()],
+            Some(MlflowAuth::Basic { username, password }) => vec![
+                password.expose().to_owned(),
+                base64::engine::general_purpose::STANDARD
+                    .encode(format!("{username}:{}", password.expose())),
+            ],
+        };
+        for secret in secrets.iter().filter(|s| !s.is_empty()) {
+            if text.contains(secret.as_str()) {
+                text = text.replace(secret.as_str(), "***");
+            }
+        }
+        text
     }
 
     /// The wait before retry number `attempt` (1-based), as urllib3 computes

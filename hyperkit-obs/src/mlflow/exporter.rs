@@ -221,8 +221,9 @@ pub fn flush(deadline: Duration) -> bool {
 #[must_use = "dropping the guard stops the exporter"]
 pub struct MlflowGuard {
     control: tokio::sync::mpsc::UnboundedSender<Control>,
-    /// In a mutex only so that the guard (and `ObsGuard`) stay `Sync`.
-    done: Mutex<Option<std::sync::mpsc::Receiver<()>>>,
+    // In a Mutex only so that the guard (and `ObsGuard`, which holds it) is
+    // `Sync`, as a `static` needs.
+    done: Option<Mutex<std::sync::mpsc::Receiver<()>>>,
 }
 
 impl std::fmt::Debug for MlflowGuard {
@@ -239,17 +240,13 @@ impl MlflowGuard {
     }
 
     fn stop(&mut self, deadline: Duration) {
-        let Some(done) = self
-            .done
-            .get_mut()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take()
-        else {
+        let Some(done) = self.done.take() else {
             return;
         };
         ENABLED.store(false, Ordering::SeqCst);
         let _ = self.control.send(Control::Stop(deadline));
         // The worker gives up at the deadline; allow it a moment to count.
+        let done = done.into_inner().unwrap_or_else(PoisonError::into_inner);
         let _ = done.recv_timeout(deadline + Duration::from_secs(1));
         let mut running = RUNNING.lock().unwrap_or_else(PoisonError::into_inner);
         if running
@@ -349,7 +346,7 @@ fn start_with(config: &MlflowConfig, target: Target) -> Result<MlflowGuard, Mlfl
     ENABLED.store(true, Ordering::SeqCst);
     Ok(MlflowGuard {
         control,
-        done: Mutex::new(Some(done)),
+        done: Some(Mutex::new(done)),
     })
 }
 
@@ -413,7 +410,30 @@ impl Worker {
             if self.retry_at.is_none_or(|t| now >= t) {
                 self.retry_at = None;
                 if self.experiment_id.is_none() && !self.pending.is_empty() {
-                    self.resolve_experiment().await;
+                    // The lookup can take minutes against a server that is
+                    // down or hangs: keep answering control messages, and
+                    // give it up at the stop deadline.
+                    let mut waiters = Vec::new();
+                    {
+                        let resolve = self.resolve_experiment();
+                        tokio::pin!(resolve);
+                        loop {
+                            let until =
+                                stop_at.unwrap_or_else(|| now + Duration::from_secs(86_400));
+                            tokio::select! {
+                                () = &mut resolve => break,
+                                () = tokio::time::sleep_until(until.into()) => break,
+                                msg = control.recv() => match msg {
+                                    Some(Control::Flush(reply)) => waiters.push(reply),
+                                    Some(Control::Stop(deadline)) => {
+                                        stop_at = Some(Instant::now() + deadline);
+                                    }
+                                    None => stop_at = Some(Instant::now()),
+                                },
+                            }
+                        }
+                    }
+                    self.waiters.append(&mut waiters);
                 }
                 if self.experiment_id.is_some() {
                     self.dispatch();

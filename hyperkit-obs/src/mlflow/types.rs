@@ -8,6 +8,7 @@ pub struct Metric {
     /// The metric's name.
     pub key: String,
     /// The value.
+    #[serde(with = "proto_double")]
     pub value: f64,
     /// Milliseconds since the Unix epoch.
     pub timestamp: i64,
@@ -24,6 +25,40 @@ impl Metric {
             value,
             timestamp,
             step: 0,
+        }
+    }
+}
+
+/// A double as protobuf's JSON mapping (MLflow's REST API) spells it: a
+/// number, or `"NaN"`, `"Infinity"`, `"-Infinity"` (JSON has no such
+/// numbers; serde_json would write `null`).
+mod proto_double {
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    pub(super) fn serialize<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+        match *v {
+            v if v.is_finite() => s.serialize_f64(v),
+            v if v.is_nan() => s.serialize_str("NaN"),
+            v if v > 0.0 => s.serialize_str("Infinity"),
+            _ => s.serialize_str("-Infinity"),
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Double {
+            Number(f64),
+            Text(String),
+        }
+        match Double::deserialize(d)? {
+            Double::Number(v) => Ok(v),
+            Double::Text(t) => match t.as_str() {
+                "NaN" => Ok(f64::NAN),
+                "Infinity" => Ok(f64::INFINITY),
+                "-Infinity" => Ok(f64::NEG_INFINITY),
+                other => other.parse().map_err(D::Error::custom),
+            },
         }
     }
 }
