@@ -105,6 +105,13 @@ fn record(i: usize) -> RunRecord {
         metrics.push(Metric::new("loss", 0.5, start + 10));
     }
     metrics.push(Metric::new("eval/score", i as f64 * 0.25, start + 20));
+    // Values JSON has no number for (MLflow's JSON spells them "NaN", …).
+    match i {
+        4 => metrics.push(Metric::new("perplexity", f64::NAN, start + 30)),
+        8 => metrics.push(Metric::new("perplexity", f64::INFINITY, start + 30)),
+        9 => metrics.push(Metric::new("perplexity", f64::NEG_INFINITY, start + 30)),
+        _ => {}
+    }
     let status = match i {
         5 => RunStatus::Killed,
         _ if i % 10 == 3 => RunStatus::Failed,
@@ -154,26 +161,45 @@ fn write_local_store(store: &FileStore) -> BTreeMap<&'static str, Vec<String>> {
 /// `mlflow.MlflowClient().get_metric_history` of every `[run_id, key]` in
 /// `PAIRS`: `[[step, timestamp, value], …]` sorted, per pair.
 const HISTORIES_PY: &str = r#"
-import json, os
+import json, math, os
 from mlflow import MlflowClient
+
+def number(v):
+    if math.isnan(v):
+        return "nan"
+    if math.isinf(v):
+        return "inf" if v > 0 else "-inf"
+    return v
 
 client = MlflowClient(tracking_uri=os.environ["TRACKING_URI"])
 out = []
 for run_id, key in json.loads(os.environ["PAIRS"]):
     history = client.get_metric_history(run_id, key)
-    out.append(sorted([m.step, m.timestamp, m.value] for m in history))
+    history = sorted(history, key=lambda m: (m.step, m.timestamp))
+    out.append([[m.step, m.timestamp, number(m.value)] for m in history])
 print(json.dumps(out))
 "#;
 
+/// A metric value as a server with a SQL backend keeps it (±infinity
+/// becomes ±`f64::MAX`, as MLflow's `SqlAlchemyStore` stores it), printed
+/// as `READ_RUNS_PY` and `HISTORIES_PY` print it.
+fn on_server(v: f64) -> Value {
+    if v.is_nan() {
+        json!("nan")
+    } else if v.is_infinite() {
+        json!(f64::MAX.copysign(v))
+    } else {
+        json!(v)
+    }
+}
+
+/// `[[step, timestamp, value], …]` by step, then timestamp, as on a server.
 fn history_json(history: &[Metric]) -> Value {
-    let mut rows: Vec<(i64, i64, f64)> = history
-        .iter()
-        .map(|m| (m.step, m.timestamp, m.value))
-        .collect();
-    rows.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let mut rows: Vec<&Metric> = history.iter().collect();
+    rows.sort_by_key(|m| (m.step, m.timestamp));
     json!(
         rows.iter()
-            .map(|(s, t, v)| json!([s, t, v]))
+            .map(|m| json!([m.step, m.timestamp, on_server(m.value)]))
             .collect::<Vec<_>>()
     )
 }
@@ -281,7 +307,7 @@ fn push_replays_a_file_store_into_mlflow_3_once() {
                 .data
                 .metrics
                 .iter()
-                .map(|m| (m.key.clone(), json!(m.value)))
+                .map(|m| (m.key.clone(), on_server(m.value)))
                 .collect();
             assert_eq!(remote["metrics"], json!(metrics), "{what}");
             let mut tags: BTreeMap<_, _> = local
