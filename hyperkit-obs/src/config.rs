@@ -317,7 +317,7 @@ impl MonitoringConfig {
         if let Some(v) = var("HYPERKIT_SENTRY_SEND_PROMPTS") {
             config.sentry.send_prompts = parse_bool("HYPERKIT_SENTRY_SEND_PROMPTS", &v)?;
         }
-        config.mlflow = crate::mlflow::MlflowConfig::from_lookup(&var)?;
+        config.mlflow = crate::mlflow::MlflowConfig::from_lookup(var)?;
         let token = var("HYPERKIT_METRICS_TOKEN");
         let user = var("HYPERKIT_METRICS_USERNAME");
         let password = var("HYPERKIT_METRICS_PASSWORD");

@@ -629,10 +629,10 @@ impl Worker {
     }
 
     fn remember(&mut self, seq: u64, run_id: String) {
-        if self.remembered_order.len() >= REMEMBERED {
-            if let Some(old) = self.remembered_order.pop_front() {
-                self.remembered.remove(&old);
-            }
+        if self.remembered_order.len() >= REMEMBERED
+            && let Some(old) = self.remembered_order.pop_front()
+        {
+            self.remembered.remove(&old);
         }
         self.remembered_order.push_back(seq);
         self.remembered.insert(seq, run_id);
