@@ -231,6 +231,10 @@ fn mlflow(args: &[String]) -> Result<(), Failure> {
             }
             run_async(push(&parsed))
         }
+        Some("help" | "--help" | "-h") => {
+            println!("{USAGE}");
+            Ok(())
+        }
         Some(other) => Err(Failure::Usage(format!(
             "unknown mlflow command `{other}` (acceptance, push)"
         ))),
