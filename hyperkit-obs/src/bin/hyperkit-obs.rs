@@ -2,27 +2,57 @@
 //!
 //! `hyperkit-obs check` prints the effective configuration (secrets
 //! redacted) and, for each sink, whether it is configured and reachable.
+//! `hyperkit-obs mlflow acceptance` reads a model's acceptance rate from
+//! MLflow; `hyperkit-obs mlflow push` replays a local file store into a
+//! tracking server.
 
+use std::collections::HashMap;
+use std::future::Future;
 use std::net::{TcpStream, ToSocketAddrs};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use hyperkit_obs::MonitoringConfig;
+use hyperkit_obs::mlflow::{
+    ExperimentTracker, FileStore, KeyValue, MlflowClient, MlflowError, Run, RunRecord,
+    SOURCE_RUN_TAG, TrackingTarget,
+};
 
 const USAGE: &str = "\
 usage: hyperkit-obs <command>
 
 commands:
   check      print the effective configuration and the state of each sink
+  mlflow acceptance --model M [--task T] [--experiment E] [--json]
+             print the acceptance rate of model M (of task T only, if given) in
+             experiment E (default: MLFLOW_EXPERIMENT_NAME) on the server or file
+             store MLFLOW_TRACKING_URI names
+  mlflow push [DIR] --to URL [--experiment E]
+             copy the runs of the local file store DIR (default: ./mlruns), of every
+             experiment or of E only, to the tracking server at URL; runs pushed before
+             are skipped, so it is safe to run again (tag hyperkit.source_run_id)
   help       print this help
 
-The configuration comes from the environment (HYPERKIT_*, SENTRY_*, RUST_LOG) and the
-TOML file named by HYPERKIT_CONFIG.";
+The configuration comes from the environment (HYPERKIT_*, SENTRY_*, MLFLOW_*, RUST_LOG)
+and the TOML file named by HYPERKIT_CONFIG; for `mlflow push`, --to replaces
+MLFLOW_TRACKING_URI and MLFLOW_TRACKING_TOKEN etc. still apply.";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("check") if args.len() == 1 => check(),
+        Some("mlflow") => match mlflow(&args[1..]) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(Failure::Usage(message)) => {
+                eprintln!("hyperkit-obs: {message}\n\n{USAGE}");
+                ExitCode::from(2)
+            }
+            Err(Failure::Error(message)) => {
+                eprintln!("hyperkit-obs: {message}");
+                ExitCode::from(1)
+            }
+        },
         Some("help" | "--help" | "-h") => {
             println!("{USAGE}");
             ExitCode::SUCCESS
@@ -100,4 +130,361 @@ fn sentry_state(config: &MonitoringConfig) -> String {
             "the host does not answer"
         }
     )
+}
+
+/// Why a command did not succeed.
+enum Failure {
+    /// The command line is wrong (exit code 2, with the usage).
+    Usage(String),
+    /// The command failed (exit code 1).
+    Error(String),
+}
+
+/// `--name value` and `--name=value` options, switches and positional
+/// arguments, as a subcommand declares them.
+struct Parsed {
+    options: HashMap<&'static str, String>,
+    switches: Vec<&'static str>,
+    positional: Vec<String>,
+}
+
+impl Parsed {
+    fn read(
+        args: &[String],
+        options: &[&'static str],
+        switches: &[&'static str],
+    ) -> Result<Parsed, Failure> {
+        let mut parsed = Parsed {
+            options: HashMap::new(),
+            switches: Vec::new(),
+            positional: Vec::new(),
+        };
+        let mut rest = args.iter();
+        while let Some(arg) = rest.next() {
+            if arg == "--" {
+                parsed.positional.extend(rest.by_ref().cloned());
+                break;
+            }
+            if !arg.starts_with("--") || arg == "-" {
+                if arg.starts_with('-') && arg != "-" {
+                    return Err(Failure::Usage(format!("unknown option `{arg}`")));
+                }
+                parsed.positional.push(arg.clone());
+                continue;
+            }
+            let (name, inline) = match arg.split_once('=') {
+                Some((name, value)) => (name, Some(value.to_owned())),
+                None => (arg.as_str(), None),
+            };
+            if let Some(&switch) = switches.iter().find(|s| **s == name) {
+                if inline.is_some() {
+                    return Err(Failure::Usage(format!("`{switch}` takes no value")));
+                }
+                parsed.switches.push(switch);
+            } else if let Some(&option) = options.iter().find(|o| **o == name) {
+                let value = match inline {
+                    Some(v) => v,
+                    None => rest
+                        .next()
+                        .cloned()
+                        .ok_or_else(|| Failure::Usage(format!("`{option}` needs a value")))?,
+                };
+                if parsed.options.insert(option, value).is_some() {
+                    return Err(Failure::Usage(format!("`{option}` is given twice")));
+                }
+            } else {
+                return Err(Failure::Usage(format!("unknown option `{name}`")));
+            }
+        }
+        Ok(parsed)
+    }
+
+    fn option(&self, name: &str) -> Option<&str> {
+        self.options.get(name).map(String::as_str)
+    }
+
+    fn required(&self, name: &'static str) -> Result<&str, Failure> {
+        match self.option(name) {
+            Some(v) if !v.trim().is_empty() => Ok(v),
+            _ => Err(Failure::Usage(format!("`{name}` is required"))),
+        }
+    }
+}
+
+fn mlflow(args: &[String]) -> Result<(), Failure> {
+    match args.first().map(String::as_str) {
+        Some("acceptance") => {
+            let parsed = Parsed::read(
+                &args[1..],
+                &["--model", "--task", "--experiment"],
+                &["--json"],
+            )?;
+            if let Some(extra) = parsed.positional.first() {
+                return Err(Failure::Usage(format!("unexpected argument `{extra}`")));
+            }
+            run_async(acceptance(&parsed))
+        }
+        Some("push") => {
+            let parsed = Parsed::read(&args[1..], &["--to", "--experiment"], &[])?;
+            if let Some(extra) = parsed.positional.get(1) {
+                return Err(Failure::Usage(format!("unexpected argument `{extra}`")));
+            }
+            run_async(push(&parsed))
+        }
+        Some("help" | "--help" | "-h") => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        Some(other) => Err(Failure::Usage(format!(
+            "unknown mlflow command `{other}` (acceptance, push)"
+        ))),
+        None => Err(Failure::Usage(
+            "`mlflow` needs a command (acceptance, push)".to_owned(),
+        )),
+    }
+}
+
+/// Runs `future` to completion on a current-thread runtime.
+fn run_async(future: impl Future<Output = Result<(), Failure>>) -> Result<(), Failure> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::Error(format!("cannot start the async runtime: {e}")))?
+        .block_on(future)
+}
+
+fn config_error(e: impl std::fmt::Display) -> Failure {
+    Failure::Error(format!("configuration error: {e}"))
+}
+
+/// `hyperkit-obs mlflow acceptance`.
+async fn acceptance(parsed: &Parsed) -> Result<(), Failure> {
+    let model = parsed.required("--model")?;
+    let task = parsed.option("--task");
+    let config = MonitoringConfig::from_env().map_err(config_error)?.mlflow;
+    let experiment = parsed
+        .option("--experiment")
+        .unwrap_or(&config.experiment_name)
+        .to_owned();
+    let target = &config.target;
+    let tracker = ExperimentTracker::open(&experiment, &config)
+        .await
+        .map_err(|e| {
+            Failure::Error(format!(
+                "cannot look up experiment {experiment:?} at {target}: {e}"
+            ))
+        })?
+        .ok_or_else(|| Failure::Error(format!("no experiment named {experiment:?} at {target}")))?;
+    let rate = tracker
+        .acceptance_rate_for(model, task)
+        .await
+        .map_err(|e| {
+            Failure::Error(format!(
+                "cannot read the runs of experiment {experiment:?} at {target}: {e}"
+            ))
+        })?;
+    if parsed.switches.contains(&"--json") {
+        let json = serde_json::json!({
+            "model": model,
+            "task": task,
+            "experiment": experiment,
+            "accepted": rate.accepted,
+            "rejected": rate.rejected,
+            "undecided": rate.undecided,
+            "rate": rate.rate(),
+        });
+        println!("{json}");
+        return Ok(());
+    }
+    let task = task.map(|t| format!(" (task {t:?})")).unwrap_or_default();
+    let head =
+        format!("acceptance of model {model:?}{task} in experiment {experiment:?} at {target}");
+    match rate.rate() {
+        Some(r) => println!(
+            "{head}: {:.1}% ({} accepted, {} rejected, {} undecided; {} runs)",
+            r * 100.0,
+            rate.accepted,
+            rate.rejected,
+            rate.undecided,
+            rate.accepted + rate.rejected + rate.undecided
+        ),
+        None => println!(
+            "{head}: no decisions yet ({} runs undecided)",
+            rate.undecided
+        ),
+    }
+    Ok(())
+}
+
+/// `hyperkit-obs mlflow push`.
+async fn push(parsed: &Parsed) -> Result<(), Failure> {
+    let to = parsed.required("--to")?.to_owned();
+    let dir = PathBuf::from(parsed.positional.first().map_or("mlruns", String::as_str));
+    let only = parsed.option("--experiment");
+    // The environment as it is, with --to as the tracking URI.
+    let config = MonitoringConfig::from_lookup(|name| {
+        if name == "MLFLOW_TRACKING_URI" {
+            Some(to.clone())
+        } else {
+            std::env::var(name).ok()
+        }
+    })
+    .map_err(|e| Failure::Error(format!("--to: {e}")))?
+    .mlflow;
+    let TrackingTarget::Server(url) = &config.target else {
+        return Err(Failure::Usage(format!(
+            "--to must be a tracking server's http(s):// URL, not `{to}`"
+        )));
+    };
+    if !dir.is_dir() {
+        return Err(Failure::Error(format!(
+            "no MLflow file store at {}: it is not a directory",
+            dir.display()
+        )));
+    }
+    let local_error = |e: MlflowError| Failure::Error(format!("reading {}: {e}", dir.display()));
+    let store = FileStore::open(&dir).map_err(local_error)?;
+    let client = MlflowClient::new(&config).map_err(config_error)?;
+    let experiments: Vec<_> = store
+        .experiments()
+        .map_err(local_error)?
+        .into_iter()
+        .filter(|e| only.is_none_or(|name| e.name == name))
+        .collect();
+    if let (Some(name), true) = (only, experiments.is_empty()) {
+        return Err(Failure::Error(format!(
+            "no experiment named {name:?} in the file store {}",
+            store.root().display()
+        )));
+    }
+    let mut any = false;
+    for experiment in experiments {
+        let runs = store.runs(&experiment.experiment_id).map_err(local_error)?;
+        if runs.is_empty() {
+            continue;
+        }
+        any = true;
+        let mut progress = Progress::default();
+        push_experiment(&store, &client, &experiment.name, &runs, &mut progress)
+            .await
+            .map_err(|e| {
+                Failure::Error(format!(
+                    "experiment {:?}: pushing to {url} failed after {} runs pushed ({} already there): {e}\n\
+                     What was pushed stays; run the same command again to push the rest.",
+                    experiment.name, progress.pushed, progress.already
+                ))
+            })?;
+        println!(
+            "experiment {:?}: pushed {} runs, {} already there",
+            experiment.name, progress.pushed, progress.already
+        );
+    }
+    if !any {
+        println!(
+            "nothing to push: no experiment in {} has runs",
+            store.root().display()
+        );
+    }
+    Ok(())
+}
+
+/// What a push has done so far in one experiment.
+#[derive(Default)]
+struct Progress {
+    pushed: usize,
+    already: usize,
+}
+
+/// Pushes the local `runs` of experiment `name` that the server does not
+/// hold yet, finishing any that an interrupted push left incomplete.
+async fn push_experiment(
+    store: &FileStore,
+    client: &MlflowClient,
+    name: &str,
+    runs: &[Run],
+    progress: &mut Progress,
+) -> Result<(), MlflowError> {
+    let experiment_id = client.get_or_create_experiment(name).await?;
+    // Listed once: the server's runs by the local run they came from.
+    let mut on_server: HashMap<String, Vec<Run>> = HashMap::new();
+    for run in client.search_all_runs(&[&experiment_id], "").await? {
+        if let Some(source) = run.data.tag(SOURCE_RUN_TAG) {
+            on_server.entry(source.to_owned()).or_default().push(run);
+        }
+    }
+    for local in runs {
+        let copies = on_server
+            .get(&local.info.run_id)
+            .map_or(&[][..], Vec::as_slice);
+        if copies.iter().any(|copy| is_complete(copy, local)) {
+            progress.already += 1;
+            continue;
+        }
+        let record = record_of(store, local)?;
+        let run_id = match copies.first() {
+            // Created by a push that stopped before its last step: finished
+            // now (every step of `complete_run` is safe to repeat).
+            Some(copy) => copy.info.run_id.clone(),
+            None => {
+                let mut tags = record.tags.clone();
+                tags.push(KeyValue::new(SOURCE_RUN_TAG, local.info.run_id.clone()));
+                client
+                    .create_run(&experiment_id, &record.run_name, record.start_time, &tags)
+                    .await?
+                    .run_id
+            }
+        };
+        client.complete_run(&run_id, &record).await?;
+        progress.pushed += 1;
+    }
+    Ok(())
+}
+
+/// Whether `copy`, a server run pushed from `local`, went through every
+/// step: the last one sets status and end time; params and metrics come
+/// before it.
+fn is_complete(copy: &Run, local: &Run) -> bool {
+    copy.info.status == local.info.status
+        && copy.info.end_time == local.info.end_time
+        && local
+            .data
+            .params
+            .iter()
+            .all(|p| copy.data.param(&p.key).is_some())
+        && local
+            .data
+            .metrics
+            .iter()
+            .all(|m| copy.data.metric(&m.key).is_some())
+}
+
+/// A local run as it is pushed: its name, times, status, params, tags
+/// (without `mlflow.runName`, which the name sets, and any source tag of its
+/// own) and every value of every metric.
+fn record_of(store: &FileStore, run: &Run) -> Result<RunRecord, MlflowError> {
+    const RUN_NAME_TAG: &str = "mlflow.runName";
+    let run_name = run
+        .data
+        .tag(RUN_NAME_TAG)
+        .unwrap_or(&run.info.run_name)
+        .to_owned();
+    let mut metrics = Vec::new();
+    for latest in &run.data.metrics {
+        metrics.extend(store.metric_history(&run.info.run_id, &latest.key)?);
+    }
+    Ok(RunRecord {
+        run_name,
+        start_time: run.info.start_time,
+        end_time: run.info.end_time,
+        status: run.info.status,
+        params: run.data.params.clone(),
+        metrics,
+        tags: run
+            .data
+            .tags
+            .iter()
+            .filter(|t| t.key != RUN_NAME_TAG && t.key != SOURCE_RUN_TAG)
+            .cloned()
+            .collect(),
+    })
 }

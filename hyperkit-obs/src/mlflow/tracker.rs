@@ -98,6 +98,40 @@ impl ExperimentTracker {
         })
     }
 
+    /// The existing experiment `experiment` on the store `config` names, or
+    /// `None` when there is no active experiment of that name (a deleted one
+    /// counts as none). Unlike [`with_config`](Self::with_config) it never
+    /// creates the experiment, nor a file store directory that does not
+    /// exist (an existing one gets what [`FileStore::open`] adds when
+    /// missing: `.trash` and `Default`).
+    pub async fn open(
+        experiment: &str,
+        config: &MlflowConfig,
+    ) -> Result<Option<Self>, MlflowError> {
+        let (store, found) = match &config.target {
+            TrackingTarget::Server(_) => {
+                let client = MlflowClient::new(config)?;
+                let found = client.get_experiment_by_name(experiment).await?;
+                (Store::Rest(client), found)
+            }
+            TrackingTarget::FileStore(path) => {
+                if !path.is_dir() {
+                    return Ok(None);
+                }
+                let store = FileStore::open(path)?;
+                let found = store.experiment_by_name(experiment)?;
+                (Store::File(store), found)
+            }
+        };
+        Ok(found
+            .filter(|e| e.lifecycle_stage == "active")
+            .map(|e| ExperimentTracker {
+                store,
+                experiment_id: e.experiment_id,
+                experiment: experiment.to_owned(),
+            }))
+    }
+
     /// The experiment's id.
     pub fn experiment_id(&self) -> &str {
         &self.experiment_id

@@ -7,8 +7,9 @@ use serde::{Deserialize, Serialize};
 pub struct Metric {
     /// The metric's name.
     pub key: String,
-    /// The value.
-    #[serde(with = "proto_double")]
+    /// The value. NaN and ±infinity travel as MLflow's JSON spells them
+    /// (`"NaN"`, `"Infinity"`, `"-Infinity"`), not as `null`.
+    #[serde(with = "json_double")]
     pub value: f64,
     /// Milliseconds since the Unix epoch.
     pub timestamp: i64,
@@ -29,37 +30,55 @@ impl Metric {
     }
 }
 
-/// A double as protobuf's JSON mapping (MLflow's REST API) spells it: a
-/// number, or `"NaN"`, `"Infinity"`, `"-Infinity"` (JSON has no such
-/// numbers; serde_json would write `null`).
-mod proto_double {
-    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+/// A `double` in the JSON of MLflow's REST API (protobuf's JSON mapping): a
+/// number, or the string `"NaN"`, `"Infinity"` or `"-Infinity"` for what
+/// JSON has no number for (serde_json would write `null`, which MLflow
+/// refuses as a missing value).
+mod json_double {
+    use serde::de::{self, Deserializer, Visitor};
+    use serde::ser::Serializer;
 
     pub(super) fn serialize<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
-        match *v {
-            v if v.is_finite() => s.serialize_f64(v),
-            v if v.is_nan() => s.serialize_str("NaN"),
-            v if v > 0.0 => s.serialize_str("Infinity"),
-            _ => s.serialize_str("-Infinity"),
+        if v.is_nan() {
+            s.serialize_str("NaN")
+        } else if v.is_infinite() {
+            s.serialize_str(if *v > 0.0 { "Infinity" } else { "-Infinity" })
+        } else {
+            s.serialize_f64(*v)
         }
     }
 
     pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Double {
-            Number(f64),
-            Text(String),
+        struct Double;
+        impl Visitor<'_> for Double {
+            type Value = f64;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a number, \"NaN\", \"Infinity\" or \"-Infinity\"")
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<f64, E> {
+                Ok(v)
+            }
+            #[allow(clippy::cast_precision_loss)] // as MLflow's double holds it
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<f64, E> {
+                Ok(v as f64)
+            }
+            #[allow(clippy::cast_precision_loss)]
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<f64, E> {
+                Ok(v as f64)
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<f64, E> {
+                match v {
+                    "NaN" => Ok(f64::NAN),
+                    "Infinity" => Ok(f64::INFINITY),
+                    "-Infinity" => Ok(f64::NEG_INFINITY),
+                    // protobuf's JSON mapping also accepts a number in a string.
+                    other => other
+                        .parse()
+                        .map_err(|_| E::invalid_value(de::Unexpected::Str(other), &self)),
+                }
+            }
         }
-        match Double::deserialize(d)? {
-            Double::Number(v) => Ok(v),
-            Double::Text(t) => match t.as_str() {
-                "NaN" => Ok(f64::NAN),
-                "Infinity" => Ok(f64::INFINITY),
-                "-Infinity" => Ok(f64::NEG_INFINITY),
-                other => other.parse().map_err(D::Error::custom),
-            },
-        }
+        d.deserialize_any(Double)
     }
 }
 
@@ -311,4 +330,29 @@ pub fn truncate_value(value: &mut String, max: usize) -> bool {
     value.truncate(keep);
     value.push_str("...");
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Metric;
+
+    #[test]
+    fn non_finite_metric_values_use_mlflow_json_spelling() {
+        for (v, text) in [
+            (f64::NAN, r#""NaN""#),
+            (f64::INFINITY, r#""Infinity""#),
+            (f64::NEG_INFINITY, r#""-Infinity""#),
+            (1.5, "1.5"),
+        ] {
+            let json = serde_json::to_string(&Metric::new("m", v, 1)).unwrap();
+            assert!(json.contains(&format!(r#""value":{text}"#)), "{json}");
+            let back: Metric = serde_json::from_str(&json).unwrap();
+            assert!(
+                back.value == v || (v.is_nan() && back.value.is_nan()),
+                "{json}"
+            );
+        }
+        let m: Metric = serde_json::from_str(r#"{"key":"m","value":3,"timestamp":1}"#).unwrap();
+        assert_eq!(m.value, 3.0);
+    }
 }

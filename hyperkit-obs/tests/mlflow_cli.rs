@@ -1,0 +1,791 @@
+//! `hyperkit-obs mlflow push` and `hyperkit-obs mlflow acceptance`, run as
+//! the built binary against local file stores and real MLflow servers, read
+//! back with MLflow's own Python client.
+//!
+//! These tests live in the `hyperkit-obs` package, not in the `tests`
+//! crate, because only a package's own integration tests get
+//! `CARGO_BIN_EXE_hyperkit-obs` and have Cargo build the binary (fresh)
+//! before them; the MLflow harness is shared with the `tests` crate through
+//! `#[path]`. They need the MLflow venvs of `mlflow_support` (the failure
+//! names the commands that create them); the tests with a server take turns
+//! (`serial()`).
+
+#[path = "../../tests/tests/mlflow_support/mod.rs"]
+mod mlflow_support;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use hyperkit_obs::mlflow::{
+    ExperimentTracker, FileStore, KeyValue, Metric, MlflowClient, MlflowConfig, RunRecord,
+    RunStatus, SOURCE_RUN_TAG, TrackingTarget,
+};
+use mlflow_support::{Backend, MlflowServer, TempDir, Version, python, read_runs, serial};
+use serde_json::{Value, json};
+
+const BIN: &str = env!("CARGO_BIN_EXE_hyperkit-obs");
+const T0: i64 = 1_760_000_000_000;
+
+/// What the binary did.
+#[derive(Debug)]
+struct Output {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs the binary in `cwd` with `args`, with none of the developer's
+/// `MLFLOW_*`, `HYPERKIT_*` or `SENTRY_*` variables, plus `env`. Requests to
+/// a server are bounded by `MLFLOW_HTTP_REQUEST_TIMEOUT` (set by the
+/// callers), so the command always ends.
+fn cli(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args).current_dir(cwd);
+    for (key, _) in std::env::vars_os() {
+        let key_text = key.to_string_lossy();
+        if ["MLFLOW_", "HYPERKIT_", "SENTRY_"]
+            .iter()
+            .any(|p| key_text.starts_with(p))
+        {
+            cmd.env_remove(&key);
+        }
+    }
+    cmd.envs(env.iter().copied());
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {BIN}: {e}"));
+    Output {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Environment bounding every request to a server: 2 retries, 20 s each.
+const FAST_FAIL: [(&str, &str); 4] = [
+    ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2"),
+    ("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "0.2"),
+    ("MLFLOW_HTTP_REQUEST_BACKOFF_JITTER", "0.1"),
+    ("MLFLOW_HTTP_REQUEST_TIMEOUT", "20"),
+];
+
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+        .block_on(future)
+}
+
+// ---------------------------------------------------------------- push
+
+/// Local experiments: two with runs (awkward names), one without.
+const PUSHED: [&str; 2] = ["offline: codegen", "offline — évals #2"];
+const EMPTY: &str = "offline: nothing yet";
+const RUNS: usize = 40;
+
+/// Run `i` of the local store: every third has a 5-value `loss` history,
+/// run 3, 13, … failed, run 5 was killed, run 7 is still running.
+fn record(i: usize) -> RunRecord {
+    let i64_i = i64::try_from(i).unwrap();
+    let start = T0 + i64_i * 1_000;
+    let mut metrics = vec![Metric::new("accepted", (i % 2) as f64, start + 400)];
+    if i.is_multiple_of(3) {
+        for step in 0..5 {
+            metrics.push(Metric {
+                key: "loss".to_owned(),
+                value: 1.0 / (step as f64 + 1.0) + i as f64,
+                timestamp: start + 10 * step,
+                step,
+            });
+        }
+    } else {
+        metrics.push(Metric::new("loss", 0.5, start + 10));
+    }
+    metrics.push(Metric::new("eval/score", i as f64 * 0.25, start + 20));
+    // Values JSON has no number for (MLflow's JSON spells them "NaN", …).
+    match i {
+        4 => metrics.push(Metric::new("perplexity", f64::NAN, start + 30)),
+        8 => metrics.push(Metric::new("perplexity", f64::INFINITY, start + 30)),
+        9 => metrics.push(Metric::new("perplexity", f64::NEG_INFINITY, start + 30)),
+        _ => {}
+    }
+    let status = match i {
+        5 => RunStatus::Killed,
+        _ if i % 10 == 3 => RunStatus::Failed,
+        _ => RunStatus::Finished,
+    };
+    RunRecord {
+        run_name: match i % 4 {
+            0 => format!("it's run {i}"),
+            1 => format!("ünï: run #{i}"),
+            _ => format!("run-{i}"),
+        },
+        start_time: start,
+        end_time: (i != 7).then_some(start + 500 + i64_i),
+        status,
+        params: vec![
+            KeyValue::new("model", if i.is_multiple_of(2) { "m-a" } else { "m-b" }),
+            KeyValue::new("task", "codegen"),
+            KeyValue::new("opt/lr", format!("0.00{}", i % 10)),
+        ],
+        metrics,
+        tags: vec![
+            KeyValue::new("team", "ml platform"),
+            KeyValue::new(
+                "gen_ai.request.model",
+                if i.is_multiple_of(2) { "m-a" } else { "m-b" },
+            ),
+        ],
+    }
+}
+
+/// Writes the local store; returns each experiment's local run ids.
+fn write_local_store(store: &FileStore) -> BTreeMap<&'static str, Vec<String>> {
+    let ids: Vec<String> = PUSHED
+        .iter()
+        .map(|name| store.get_or_create_experiment(name).unwrap())
+        .collect();
+    store.get_or_create_experiment(EMPTY).unwrap();
+    let mut runs: BTreeMap<&'static str, Vec<String>> = BTreeMap::new();
+    for i in 0..RUNS {
+        let e = i % 2;
+        let run_id = store.log_run(&ids[e], &record(i)).unwrap();
+        runs.entry(PUSHED[e]).or_default().push(run_id);
+    }
+    runs
+}
+
+/// `mlflow.MlflowClient().get_metric_history` of every `[run_id, key]` in
+/// `PAIRS`: `[[step, timestamp, value], …]` sorted, per pair.
+const HISTORIES_PY: &str = r#"
+import json, math, os
+from mlflow import MlflowClient
+
+def number(v):
+    if math.isnan(v):
+        return "nan"
+    if math.isinf(v):
+        return "inf" if v > 0 else "-inf"
+    return v
+
+client = MlflowClient(tracking_uri=os.environ["TRACKING_URI"])
+out = []
+for run_id, key in json.loads(os.environ["PAIRS"]):
+    history = client.get_metric_history(run_id, key)
+    history = sorted(history, key=lambda m: (m.step, m.timestamp))
+    out.append([[m.step, m.timestamp, number(m.value)] for m in history])
+print(json.dumps(out))
+"#;
+
+/// A metric value as a server with a SQL backend keeps it (±infinity
+/// becomes ±`f64::MAX`, as MLflow's `SqlAlchemyStore` stores it), printed
+/// as `READ_RUNS_PY` and `HISTORIES_PY` print it.
+fn on_server(v: f64) -> Value {
+    if v.is_nan() {
+        json!("nan")
+    } else if v.is_infinite() {
+        json!(f64::MAX.copysign(v))
+    } else {
+        json!(v)
+    }
+}
+
+/// `[[step, timestamp, value], …]` by step, then timestamp, as on a server.
+fn history_json(history: &[Metric]) -> Value {
+    let mut rows: Vec<&Metric> = history.iter().collect();
+    rows.sort_by_key(|m| (m.step, m.timestamp));
+    json!(
+        rows.iter()
+            .map(|m| json!([m.step, m.timestamp, on_server(m.value)]))
+            .collect::<Vec<_>>()
+    )
+}
+
+/// `mlflow push` copies every run of every experiment with runs (name,
+/// times, status, params, tags plus the source tag, latest metrics and the
+/// whole history of every metric), finishes a run an interrupted push left
+/// half done instead of duplicating it, and pushes nothing the second time.
+#[test]
+fn push_replays_a_file_store_into_mlflow_3_once() {
+    let _turn = serial();
+    let dir = TempDir::new("cli-push");
+    let root = dir.path().join("mlruns");
+    let store = FileStore::open(&root).unwrap();
+    let local_ids = write_local_store(&store);
+    let server = MlflowServer::start(Version::V3, Backend::Sqlite);
+    let url = server.url();
+    let root_arg = root.display().to_string();
+
+    // An earlier push that stopped right after `runs/create` of one run:
+    // the run has its name, start time and tags (the source tag among them),
+    // but no params, metrics, status or end time.
+    let half_done_source = &local_ids[PUSHED[0]][3];
+    let local = store.run(half_done_source).unwrap().unwrap();
+    let mut tags: Vec<KeyValue> = local
+        .data
+        .tags
+        .iter()
+        .filter(|t| t.key != "mlflow.runName")
+        .cloned()
+        .collect();
+    tags.push(KeyValue::new(SOURCE_RUN_TAG, half_done_source.clone()));
+    let half_done = block_on(async {
+        let client = MlflowClient::from_url(&url).unwrap();
+        let exp = client.get_or_create_experiment(PUSHED[0]).await.unwrap();
+        client
+            .create_run(
+                &exp,
+                local.data.tag("mlflow.runName").unwrap(),
+                local.info.start_time,
+                &tags,
+            )
+            .await
+            .unwrap()
+            .run_id
+    });
+
+    let out = cli(
+        dir.path(),
+        &["mlflow", "push", &root_arg, "--to", &url],
+        &FAST_FAIL,
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    for name in PUSHED {
+        let line = format!(
+            "experiment {name:?}: pushed {} runs, 0 already there",
+            RUNS / 2
+        );
+        assert!(out.stdout.contains(&line), "no `{line}` in {out:?}");
+    }
+    assert!(!out.stdout.contains(EMPTY), "{out:?}");
+
+    let mut pairs = Vec::new();
+    let mut want_histories = Vec::new();
+    for name in PUSHED {
+        let got = read_runs(Version::V3, &url, name);
+        assert_eq!(got.len(), RUNS / 2, "{name}: {got:#?}");
+        let by_source: HashMap<&str, &Value> = got
+            .iter()
+            .map(|r| (r["tags"][SOURCE_RUN_TAG].as_str().expect("source tag"), r))
+            .collect();
+        assert_eq!(by_source.len(), RUNS / 2, "one server run per local run");
+        for local in store
+            .runs(
+                &store
+                    .experiment_by_name(name)
+                    .unwrap()
+                    .unwrap()
+                    .experiment_id,
+            )
+            .unwrap()
+        {
+            let id = local.info.run_id.as_str();
+            let remote = by_source
+                .get(id)
+                .unwrap_or_else(|| panic!("local run {id} is not on the server"));
+            let what = format!("{name}/{id}");
+            let name_tag = local.data.tag("mlflow.runName").unwrap();
+            assert_eq!(remote["run_name"], json!(name_tag), "{what}");
+            assert_eq!(
+                remote["status"],
+                json!(local.info.status.as_str()),
+                "{what}"
+            );
+            assert_eq!(remote["start_time"], json!(local.info.start_time), "{what}");
+            assert_eq!(remote["end_time"], json!(local.info.end_time), "{what}");
+            let params: BTreeMap<_, _> = local
+                .data
+                .params
+                .iter()
+                .map(|p| (p.key.clone(), json!(p.value)))
+                .collect();
+            assert_eq!(remote["params"], json!(params), "{what}");
+            let metrics: BTreeMap<_, _> = local
+                .data
+                .metrics
+                .iter()
+                .map(|m| (m.key.clone(), on_server(m.value)))
+                .collect();
+            assert_eq!(remote["metrics"], json!(metrics), "{what}");
+            let mut tags: BTreeMap<_, _> = local
+                .data
+                .tags
+                .iter()
+                .map(|t| (t.key.clone(), json!(t.value)))
+                .collect();
+            tags.insert(SOURCE_RUN_TAG.to_owned(), json!(id));
+            // Exactly: MLflow 3 adds no tag of its own to a created run.
+            assert_eq!(remote["tags"], json!(tags), "{what}");
+            if id == half_done_source {
+                assert_eq!(
+                    remote["run_id"],
+                    json!(half_done),
+                    "resumed, not duplicated"
+                );
+            }
+            for m in &local.data.metrics {
+                let history = store.metric_history(id, &m.key).unwrap();
+                pairs.push(json!([remote["run_id"], m.key]));
+                want_histories.push(history_json(&history));
+            }
+        }
+    }
+    // The whole history of every metric, as MLflow's client reads it.
+    let got_histories = python(
+        Version::V3,
+        HISTORIES_PY,
+        &[("TRACKING_URI", &url), ("PAIRS", &json!(pairs).to_string())],
+    );
+    assert_eq!(got_histories, json!(want_histories));
+    assert!(
+        want_histories
+            .iter()
+            .any(|h| h.as_array().unwrap().len() == 5),
+        "some metric has several values"
+    );
+
+    // Again: nothing to push, nothing added.
+    let again = cli(
+        dir.path(),
+        &[
+            "mlflow",
+            "push",
+            &root_arg,
+            "--to",
+            &url,
+            "--experiment",
+            PUSHED[1],
+        ],
+        &FAST_FAIL,
+    );
+    assert_eq!(again.code, 0, "{again:?}");
+    let line = format!(
+        "experiment {:?}: pushed 0 runs, {} already there",
+        PUSHED[1],
+        RUNS / 2
+    );
+    assert_eq!(again.stdout.trim(), line, "{again:?}");
+    let again = cli(
+        dir.path(),
+        &["mlflow", "push", &root_arg, "--to", &url],
+        &FAST_FAIL,
+    );
+    assert_eq!(again.code, 0, "{again:?}");
+    for name in PUSHED {
+        let line = format!(
+            "experiment {name:?}: pushed 0 runs, {} already there",
+            RUNS / 2
+        );
+        assert!(again.stdout.contains(&line), "no `{line}` in {again:?}");
+        assert_eq!(read_runs(Version::V3, &url, name).len(), RUNS / 2, "{name}");
+    }
+    let empty_on_server = block_on(async {
+        MlflowClient::from_url(&url)
+            .unwrap()
+            .get_experiment_by_name(EMPTY)
+            .await
+            .unwrap()
+    });
+    assert_eq!(
+        empty_on_server, None,
+        "an experiment without runs is not created"
+    );
+
+    // An experiment the store does not have.
+    let out = cli(
+        dir.path(),
+        &[
+            "mlflow",
+            "push",
+            &root_arg,
+            "--to",
+            &url,
+            "--experiment",
+            "nope",
+        ],
+        &FAST_FAIL,
+    );
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stderr.contains("no experiment named \"nope\""),
+        "{out:?}"
+    );
+}
+
+/// Failures exit 1 (no store, no server) or 2 (bad command line) with a
+/// message, and create nothing.
+#[test]
+fn push_failures_say_what_is_wrong() {
+    let dir = TempDir::new("cli-push-fail");
+    let nowhere = dir.path().join("no-such-store");
+    let nowhere_arg = nowhere.display().to_string();
+    let out = cli(
+        dir.path(),
+        &["mlflow", "push", &nowhere_arg, "--to", "http://127.0.0.1:9"],
+        &FAST_FAIL,
+    );
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stderr
+            .contains(&format!("no MLflow file store at {nowhere_arg}")),
+        "{out:?}"
+    );
+    assert!(!nowhere.exists(), "the missing store was created");
+    // The default DIR is ./mlruns, which is missing here too.
+    let out = cli(
+        dir.path(),
+        &["mlflow", "push", "--to", "http://127.0.0.1:9"],
+        &FAST_FAIL,
+    );
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stderr.contains("no MLflow file store at mlruns"),
+        "{out:?}"
+    );
+
+    // A store with a run, and nothing listening at --to.
+    let root = dir.path().join("mlruns");
+    let store = FileStore::open(&root).unwrap();
+    let exp = store.get_or_create_experiment("e").unwrap();
+    store.log_run(&exp, &record(1)).unwrap();
+    let unused = mlflow_support::free_port();
+    let to = format!("http://127.0.0.1:{unused}");
+    let out = cli(
+        dir.path(),
+        &["mlflow", "push", "--to", &to],
+        &[("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")],
+    );
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stderr.contains("experiment \"e\": pushing to")
+            && out.stderr.contains("could not be reached")
+            && out.stderr.contains("run the same command again"),
+        "{out:?}"
+    );
+
+    for (args, message) in [
+        (&["mlflow", "push", "mlruns"][..], "`--to` is required"),
+        (
+            &["mlflow", "push", "--to", "./elsewhere"],
+            "--to must be a tracking server's http(s):// URL",
+        ),
+        (
+            &["mlflow", "push", "a", "b", "--to", "http://x"],
+            "unexpected argument `b`",
+        ),
+        (&["mlflow", "push", "--to"], "`--to` needs a value"),
+        (
+            &["mlflow", "push", "--from", "x"],
+            "unknown option `--from`",
+        ),
+        (&["mlflow", "pull"], "unknown mlflow command `pull`"),
+        (&["mlflow"], "`mlflow` needs a command"),
+    ] {
+        let out = cli(dir.path(), args, &[]);
+        assert_eq!(out.code, 2, "{args:?}: {out:?}");
+        assert!(out.stderr.contains(message), "{args:?}: {out:?}");
+        assert!(
+            out.stderr.contains("usage: hyperkit-obs"),
+            "{args:?}: {out:?}"
+        );
+    }
+    let out = cli(
+        dir.path(),
+        &["mlflow", "push", "--to", "sqlite:///x.db"],
+        &[],
+    );
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains("MLFLOW_TRACKING_URI"), "{out:?}");
+}
+
+// ---------------------------------------------------------- acceptance
+
+/// Run `i` of an acceptance fixture: accepted for i % 3 == 0, rejected for
+/// i % 3 == 1, undecided otherwise.
+fn decision(i: usize) -> Option<bool> {
+    match i % 3 {
+        0 => Some(true),
+        1 => Some(false),
+        _ => None,
+    }
+}
+
+/// Logs `n` runs per `(model, task)` of `plan` with [`decision`]; returns the
+/// expected `(accepted, rejected, undecided)` per `(model, task)`.
+fn log_fixture(
+    tracker: &ExperimentTracker,
+    plan: &[(&str, &str, usize)],
+) -> HashMap<(String, String), [u64; 3]> {
+    let mut counts: HashMap<(String, String), [u64; 3]> = HashMap::new();
+    block_on(async {
+        for (model, task, n) in plan {
+            for i in 0..*n {
+                let d = decision(i);
+                tracker
+                    .log_model_run(model, task, 10, 20, Duration::from_millis(5), d)
+                    .await
+                    .unwrap();
+                let c = counts.entry(((*model).into(), (*task).into())).or_default();
+                c[match d {
+                    Some(true) => 0,
+                    Some(false) => 1,
+                    None => 2,
+                }] += 1;
+            }
+        }
+    });
+    counts
+}
+
+fn sum(counts: &HashMap<(String, String), [u64; 3]>, model: &str, task: Option<&str>) -> [u64; 3] {
+    let mut total = [0; 3];
+    for ((m, t), c) in counts {
+        if m == model && task.is_none_or(|task| task == t) {
+            for k in 0..3 {
+                total[k] += c[k];
+            }
+        }
+    }
+    total
+}
+
+/// The line `mlflow acceptance` must print.
+fn expected_line(
+    model: &str,
+    task: Option<&str>,
+    experiment: &str,
+    at: &str,
+    c: [u64; 3],
+) -> String {
+    let task = task.map(|t| format!(" (task {t:?})")).unwrap_or_default();
+    let head = format!("acceptance of model {model:?}{task} in experiment {experiment:?} at {at}");
+    if c[0] + c[1] == 0 {
+        return format!("{head}: no decisions yet ({} runs undecided)", c[2]);
+    }
+    let rate = c[0] as f64 / (c[0] + c[1]) as f64;
+    format!(
+        "{head}: {:.1}% ({} accepted, {} rejected, {} undecided; {} runs)",
+        rate * 100.0,
+        c[0],
+        c[1],
+        c[2],
+        c[0] + c[1] + c[2]
+    )
+}
+
+/// Checks the text and `--json` answers for each `(model, task)` asked.
+fn check_answers(
+    cwd: &Path,
+    env: &[(&str, &str)],
+    experiment: &str,
+    at: &str,
+    counts: &HashMap<(String, String), [u64; 3]>,
+    asks: &[(&str, Option<&str>)],
+) {
+    for &(model, task) in asks {
+        let c = sum(counts, model, task);
+        let mut args = vec!["mlflow", "acceptance", "--model", model];
+        if let Some(t) = task {
+            args.extend(["--task", t]);
+        }
+        let out = cli(cwd, &args, env);
+        assert_eq!(out.code, 0, "{args:?}: {out:?}");
+        assert_eq!(
+            out.stdout.trim_end(),
+            expected_line(model, task, experiment, at, c),
+            "{args:?}"
+        );
+        args.push("--json");
+        let out = cli(cwd, &args, env);
+        assert_eq!(out.code, 0, "{args:?}: {out:?}");
+        let got: Value = serde_json::from_str(out.stdout.trim()).expect("one JSON object");
+        let decided = c[0] + c[1];
+        let rate = (decided > 0).then(|| c[0] as f64 / decided as f64);
+        assert_eq!(
+            got,
+            json!({
+                "model": model, "task": task, "experiment": experiment,
+                "accepted": c[0], "rejected": c[1], "undecided": c[2], "rate": rate,
+            }),
+            "{args:?}"
+        );
+    }
+}
+
+/// Against a file store written with `ExperimentTracker::log_model_run`: the
+/// counts are exact, `--task` filters, a model with no decision says so, an
+/// unknown experiment and a bad variable exit 1 naming them.
+#[test]
+fn acceptance_reads_a_file_store() {
+    let dir = TempDir::new("cli-acceptance");
+    let root = dir.path().join("mlruns");
+    let mut config = MlflowConfig::default();
+    config.target = TrackingTarget::FileStore(root.clone());
+    let tracker = block_on(ExperimentTracker::with_config("evals", &config)).unwrap();
+    let counts = log_fixture(
+        &tracker,
+        &[
+            ("m-a", "codegen", 10),
+            ("m-a", "review", 8),
+            ("m-b", "codegen", 10),
+            ("m-new", "codegen", 2),
+        ],
+    );
+    // A model whose runs are all undecided.
+    block_on(tracker.log_model_run("m-quiet", "codegen", 1, 1, Duration::ZERO, None)).unwrap();
+    let mut counts = counts;
+    counts.insert(("m-quiet".into(), "codegen".into()), [0, 0, 1]);
+
+    let uri = format!("file://{}", root.display());
+    let env = [
+        ("MLFLOW_TRACKING_URI", uri.as_str()),
+        ("MLFLOW_EXPERIMENT_NAME", "evals"),
+    ];
+    let at = format!("file store {}", root.display());
+    check_answers(
+        dir.path(),
+        &env,
+        "evals",
+        &at,
+        &counts,
+        &[
+            ("m-a", None),
+            ("m-a", Some("review")),
+            ("m-a", Some("codegen")),
+            ("m-b", None),
+            ("m-new", None),
+            ("m-quiet", None),
+            ("m-unknown", None),
+        ],
+    );
+    let out = cli(
+        dir.path(),
+        &["mlflow", "acceptance", "--model", "m-quiet"],
+        &env,
+    );
+    assert!(
+        out.stdout.contains("no decisions yet (1 runs undecided)"),
+        "{out:?}"
+    );
+
+    // --experiment overrides MLFLOW_EXPERIMENT_NAME; a missing one is an
+    // error and is not created.
+    let out = cli(
+        dir.path(),
+        &[
+            "mlflow",
+            "acceptance",
+            "--model",
+            "m-a",
+            "--experiment",
+            "other evals",
+        ],
+        &env,
+    );
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stderr
+            .contains(&format!("no experiment named \"other evals\" at {at}")),
+        "{out:?}"
+    );
+    let store = FileStore::open(&root).unwrap();
+    assert_eq!(store.experiment_by_name("other evals").unwrap(), None);
+    // The default experiment, in the default store (./mlruns, missing here).
+    let elsewhere = TempDir::new("cli-acceptance-empty");
+    let out = cli(
+        elsewhere.path(),
+        &["mlflow", "acceptance", "--model", "m-a"],
+        &[],
+    );
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stderr
+            .contains("no experiment named \"hyperkit-model-calls\" at file store mlruns"),
+        "{out:?}"
+    );
+    assert!(
+        !elsewhere.path().join("mlruns").exists(),
+        "./mlruns was created"
+    );
+
+    // A configuration error names the variable.
+    let out = cli(
+        dir.path(),
+        &["mlflow", "acceptance", "--model", "m-a"],
+        &[("MLFLOW_TRACKING_URI", "databricks://profile")],
+    );
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stderr
+            .contains("configuration error: MLFLOW_TRACKING_URI="),
+        "{out:?}"
+    );
+    // Bad usage exits 2.
+    for args in [
+        &["mlflow", "acceptance"][..],
+        &["mlflow", "acceptance", "--model", "m", "--model", "n"],
+        &["mlflow", "acceptance", "--model", "m", "extra"],
+        &["mlflow", "acceptance", "--model", "m", "--json=yes"],
+    ] {
+        let out = cli(dir.path(), args, &env);
+        assert_eq!(out.code, 2, "{args:?}: {out:?}");
+    }
+}
+
+/// Against a real MLflow 2 server (over a file store written with
+/// `ExperimentTracker`) with more runs of one model than one page of
+/// `runs/search` holds: every page is counted.
+#[test]
+fn acceptance_reads_every_page_from_an_mlflow_2_server() {
+    let _turn = serial();
+    let dir = TempDir::new("cli-acceptance-server");
+    let root = dir.path().join("mlruns");
+    let mut config = MlflowConfig::default();
+    config.target = TrackingTarget::FileStore(root.clone());
+    let tracker = block_on(ExperimentTracker::with_config("paged evals", &config)).unwrap();
+    let counts = log_fixture(
+        &tracker,
+        &[
+            ("big", "codegen", 700),
+            ("big", "review", 420),
+            ("small", "codegen", 25),
+        ],
+    );
+    let server = MlflowServer::start(Version::V2, Backend::FileStore(root));
+    let url = server.url();
+    let mut env = vec![
+        ("MLFLOW_TRACKING_URI", url.as_str()),
+        ("MLFLOW_EXPERIMENT_NAME", "paged evals"),
+    ];
+    env.extend(FAST_FAIL);
+    assert!(sum(&counts, "big", None).iter().sum::<u64>() > 1000);
+    check_answers(
+        dir.path(),
+        &env,
+        "paged evals",
+        &url,
+        &counts,
+        &[("big", None), ("big", Some("review")), ("small", None)],
+    );
+    let out = cli(
+        dir.path(),
+        &[
+            "mlflow",
+            "acceptance",
+            "--model",
+            "big",
+            "--experiment",
+            "missing",
+        ],
+        &env,
+    );
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stderr
+            .contains(&format!("no experiment named \"missing\" at {url}")),
+        "{out:?}"
+    );
+}
