@@ -13,12 +13,21 @@ mod mlflow_support;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use hyperkit_obs::mlflow::{self, MlflowConfig, TrackingTarget};
+use hyperkit_obs::mlflow::{
+    self, KeyValue, Metric, MlflowClient, MlflowConfig, RunStatus, TrackingTarget,
+};
 use hyperkit_obs::{ModelOutput, track_model};
 use mlflow_support::{Backend, MlflowServer, Version, python};
 
 /// Runs each client logs.
 const RUNS: u64 = 400;
+/// Runs timed request by request for the server's floor.
+const FLOOR_RUNS: u64 = 100;
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
 
 struct Completion(u64);
 
@@ -81,30 +90,20 @@ fn main() {
     let server = MlflowServer::start(Version::V3, Backend::Sqlite);
     let url = server.url();
 
-    let py = if std::env::var_os("BENCH_SKIP_PYTHON").is_some() {
-        serde_json::json!({"seconds": 1e9})
-    } else {
-        python(
-            Version::V3,
-            PYTHON_CLIENT,
-            &[
-                ("TRACKING_URI", url.as_str()),
-                ("EXPERIMENT_NAME", "throughput-python"),
-                ("RUNS", &RUNS.to_string()),
-            ],
-        )
-    };
+    let py = python(
+        Version::V3,
+        PYTHON_CLIENT,
+        &[
+            ("TRACKING_URI", url.as_str()),
+            ("EXPERIMENT_NAME", "throughput-python"),
+            ("RUNS", &RUNS.to_string()),
+        ],
+    );
     let py_seconds = py["seconds"].as_f64().expect("python reports its time");
 
     let mut config = MlflowConfig::default();
     config.target = TrackingTarget::Server(url.clone());
     config.experiment_name = "throughput-hyperkit".to_owned();
-    if let Some(n) = std::env::var("BENCH_CONCURRENCY")
-        .ok()
-        .and_then(|v| v.parse().ok())
-    {
-        config.concurrency = n;
-    }
     let guard = mlflow::start(&config).expect("exporter starts");
     // The experiment is resolved before timing, as `set_experiment` is.
     let _ = complete("model-0", 0);
@@ -128,6 +127,53 @@ fn main() {
     let rust_seconds = start.elapsed().as_secs_f64();
     guard.shutdown(Duration::from_secs(5));
 
+    // The server's own floor: the three requests of one run, sent one at a
+    // time with nothing else in flight, timed one by one.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let client = MlflowClient::new(&config).unwrap();
+    let (mut create, mut batch, mut update) = (Vec::new(), Vec::new(), Vec::new());
+    rt.block_on(async {
+        let experiment = client
+            .get_or_create_experiment("throughput-floor")
+            .await
+            .unwrap();
+        for i in 0..FLOOR_RUNS {
+            let t = Instant::now();
+            let run = client
+                .create_run(
+                    &experiment,
+                    "floor",
+                    0,
+                    &[KeyValue::new("status", "success")],
+                )
+                .await
+                .unwrap();
+            create.push(t.elapsed().as_secs_f64());
+            let t = Instant::now();
+            client
+                .log_batch(
+                    &run.run_id,
+                    &[Metric::new("input_tokens", i as f64, 0)],
+                    &[KeyValue::new("model", "m"), KeyValue::new("task", "t")],
+                    &[],
+                )
+                .await
+                .unwrap();
+            batch.push(t.elapsed().as_secs_f64());
+            let t = Instant::now();
+            client
+                .update_run(&run.run_id, RunStatus::Finished, Some(1))
+                .await
+                .unwrap();
+            update.push(t.elapsed().as_secs_f64());
+        }
+    });
+    let (create, batch, update) = (median(create), median(batch), median(update));
+    let floor_rate = 1.0 / (create + batch + update);
+
     let py_rate = RUNS as f64 / py_seconds;
     let rust_rate = RUNS as f64 / rust_seconds;
     println!(
@@ -145,5 +191,12 @@ fn main() {
         } else {
             "MISS"
         }
+    );
+    println!(
+        "  server floor: create {:.1} ms + log-batch {:.1} ms + update {:.1} ms, one at a time = {floor_rate:.1} runs/s  ({:.2}x Python)",
+        create * 1e3,
+        batch * 1e3,
+        update * 1e3,
+        floor_rate / py_rate
     );
 }
