@@ -329,9 +329,35 @@ async fn in_process() -> hyperkit_obs::http::Server {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_empty_history_says_no_data_yet() {
-    // Nothing is tracked in this process, so every derived series is empty.
+    // Nothing is tracked in this process, so every derived series is empty,
+    // however many samples the history holds: wait for two, the first point
+    // at which a rate could be derived.
     let server = in_process().await;
     let base = format!("http://{}", server.local_addr());
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("HTTP client");
+    eventually(
+        "the history holds two samples",
+        Duration::from_secs(10),
+        async || {
+            let url = format!("{base}/api/status/history");
+            let h = history(async || {
+                let r = http.get(&url).send().await.map_err(|e| e.to_string())?;
+                let status = r.status().as_u16();
+                Ok((status, r.text().await.map_err(|e| e.to_string())?))
+            })
+            .await?;
+            if h["samples"].as_f64().unwrap_or(0.0) >= 2.0 {
+                Ok(())
+            } else {
+                Err(format!("samples: {}", h["samples"]))
+            }
+        },
+    )
+    .await;
     let dom = dump_dom(format!("{base}/")).await;
 
     let banner = elements_with(&dom, "id")

@@ -302,16 +302,20 @@ fn derive(now: &Raw, then: &Raw, seconds: f64) -> Vec<((&'static str, String), f
         let n0 = then.tokens.get(kind).copied().unwrap_or_default();
         put("tokens_per_min", kind, Some((n - n0) * 60.0 / seconds));
     }
-    put(
-        "http_rate",
-        "requests",
-        Some((now.http.0 - then.http.0) / seconds),
-    );
-    put(
-        "http_errors",
-        "5xx",
-        ratio(now.http.1 - then.http.1, now.http.0 - then.http.0),
-    );
+    // A service that has served no request through the RED layer has no
+    // HTTP data, not a rate of zero.
+    if now.http.0 > 0.0 {
+        put(
+            "http_rate",
+            "requests",
+            Some((now.http.0 - then.http.0) / seconds),
+        );
+        put(
+            "http_errors",
+            "5xx",
+            ratio(now.http.1 - then.http.1, now.http.0 - then.http.0),
+        );
+    }
     out
 }
 
