@@ -784,8 +784,9 @@ struct Worker {
     pending_bytes: usize,
     /// When the oldest document now waiting arrived.
     oldest: Option<Instant>,
-    /// Documents in the next request: lowered by 413s, reset on success.
-    limit: usize,
+    /// The sizes of the next requests after 413s: each half of a batch
+    /// too large is sent on its own.
+    splits: VecDeque<usize>,
     backoff: Duration,
     retry_at: Option<Instant>,
     day: Option<(i64, Arc<str>)>,
@@ -795,7 +796,7 @@ struct Worker {
 impl Worker {
     fn new(config: ElasticsearchConfig, client: ElasticsearchClient, io: WorkerIo) -> Self {
         Worker {
-            limit: config.batch_events,
+            splits: VecDeque::new(),
             config,
             client,
             io,
@@ -868,7 +869,8 @@ impl Worker {
             let ready = !self.pending.is_empty()
                 && self.retry_at.is_none_or(|t| now >= t)
                 && (lc.urgent()
-                    || self.pending.len() >= self.limit
+                    || !self.splits.is_empty()
+                    || self.pending.len() >= self.config.batch_events
                     || self.pending_bytes >= self.config.batch_bytes
                     || due.is_some_and(|t| now >= t));
             if ready {
@@ -932,10 +934,11 @@ impl Worker {
     }
 
     async fn send_batch(&mut self, lc: &mut Lifecycle) {
+        let limit = self.splits.pop_front().unwrap_or(self.config.batch_events);
         let mut count = 0;
         let mut bytes = 0;
         for e in &self.pending {
-            if count > 0 && (count >= self.limit || bytes + e.doc.len() > self.config.batch_bytes) {
+            if count > 0 && (count >= limit || bytes + e.doc.len() > self.config.batch_bytes) {
                 break;
             }
             count += 1;
@@ -971,7 +974,6 @@ impl Worker {
         };
         match answer {
             BulkAnswer::Items(results) => {
-                self.limit = self.config.batch_events;
                 let mut retry = Vec::new();
                 let mut delivered = 0;
                 let mut last_retry_reason = None;
@@ -1004,7 +1006,9 @@ impl Worker {
             }
             BulkAnswer::TooLarge => {
                 if batch.len() > 1 {
-                    self.limit = batch.len().div_ceil(2);
+                    let first = batch.len().div_ceil(2);
+                    self.splits.push_front(batch.len() - first);
+                    self.splits.push_front(first);
                     self.requeue(batch);
                 } else {
                     for entry in batch {
