@@ -202,6 +202,23 @@ fn a_logstash_that_is_down_never_blocks_send_and_a_full_queue_counts_drops_exact
     let status = shipper.status();
     assert_eq!(status.queued, 100);
     assert_eq!(status.dropped, 900);
+    // The readiness check of the sink reports the state (whichever
+    // Logstash shipper of this test binary registered it last).
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let readiness = rt.block_on(hyperkit_obs::health::readiness(
+        Duration::from_secs(1),
+        Duration::ZERO,
+    ));
+    let check = &readiness.checks["logstash"];
+    assert!(!check.required);
+    assert!(
+        check.detail.contains("queued") || check.detail.contains("stopped"),
+        "{}",
+        check.detail
+    );
     let started = Instant::now();
     guard.shutdown(Duration::from_millis(200));
     assert!(started.elapsed() < Duration::from_secs(2));

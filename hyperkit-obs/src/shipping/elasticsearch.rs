@@ -327,6 +327,62 @@ impl ElasticsearchConfig {
     }
 }
 
+impl ElasticsearchConfig {
+    /// The values as `(variable, value)` pairs, secrets shown as `***`, for
+    /// `hyperkit-obs check`.
+    pub fn describe(&self) -> Vec<(&'static str, String)> {
+        let unset = || "(unset)".to_owned();
+        let (key, user, password) = match &self.auth {
+            Some(ElasticsearchAuth::ApiKey(k)) => (k.to_string(), unset(), unset()),
+            Some(ElasticsearchAuth::Basic { username, password }) => {
+                (unset(), username.clone(), password.to_string())
+            }
+            None => (unset(), unset(), unset()),
+        };
+        vec![
+            ("ELASTICSEARCH_URL", self.url.clone()),
+            ("ELASTICSEARCH_API_KEY", key),
+            ("ELASTICSEARCH_USERNAME", user),
+            ("ELASTICSEARCH_PASSWORD", password),
+            ("HYPERKIT_ES_INDEX", self.index.clone()),
+            ("HYPERKIT_ES_DATA_STREAM", self.data_stream.to_string()),
+            ("HYPERKIT_ES_BATCH_EVENTS", self.batch_events.to_string()),
+            ("HYPERKIT_ES_BATCH_BYTES", self.batch_bytes.to_string()),
+            (
+                "HYPERKIT_ES_FLUSH_MS",
+                self.flush_interval.as_millis().to_string(),
+            ),
+            (
+                "HYPERKIT_ES_QUEUE_CAPACITY",
+                self.queue_capacity.to_string(),
+            ),
+            ("HYPERKIT_ES_TEMPLATE", self.install_template.to_string()),
+            (
+                "HYPERKIT_ES_TIMEOUT_MS",
+                self.timeout.as_millis().to_string(),
+            ),
+            (
+                "HYPERKIT_ES_RETRY_INITIAL_MS",
+                self.retry_initial.as_millis().to_string(),
+            ),
+            (
+                "HYPERKIT_ES_RETRY_MAX_MS",
+                self.retry_max.as_millis().to_string(),
+            ),
+        ]
+    }
+
+    /// The secret values, for scrubbing them from text that leaves the
+    /// process.
+    pub fn secrets(&self) -> Vec<&str> {
+        match &self.auth {
+            Some(ElasticsearchAuth::ApiKey(k)) => vec![k.expose()],
+            Some(ElasticsearchAuth::Basic { password, .. }) => vec![password.expose()],
+            None => Vec::new(),
+        }
+    }
+}
+
 /// Why an index pattern (or data stream name) is unusable, if it is.
 fn check_index(index: &str, data_stream: bool) -> Result<(), String> {
     if index.is_empty() || index.len() > 200 {
@@ -597,7 +653,9 @@ impl ElasticsearchClient {
         let must = if query.is_empty() {
             json!({"match_all": {}})
         } else {
-            json!({"query_string": {"query": query, "default_field": "*"}})
+            // Lenient: a word in a query over all fields must not fail on
+            // the numeric and date ones.
+            json!({"query_string": {"query": query, "lenient": true}})
         };
         let body = json!({
             "query": {"bool": {"must": [must], "filter": filter}},
@@ -1153,6 +1211,8 @@ mod tests {
             Some(ElasticsearchAuth::ApiKey(Secret::new("a2V5OnNlY3JldA==")))
         );
         assert!(!format!("{c:?}").contains("a2V5"));
+        assert!(!format!("{:?}", c.describe()).contains("a2V5"));
+        assert_eq!(c.secrets(), ["a2V5OnNlY3JldA=="]);
         assert_eq!(c.batch_events, 10);
         assert_eq!(c.flush_interval, Duration::from_millis(5));
         assert!(!c.install_template);

@@ -145,6 +145,35 @@ impl LogstashConfig {
     }
 }
 
+impl LogstashConfig {
+    /// The values as `(variable, value)` pairs, for `hyperkit-obs check`.
+    pub fn describe(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("LOGSTASH_URL", format!("tcp://{}", self.address)),
+            (
+                "HYPERKIT_LOGSTASH_QUEUE_CAPACITY",
+                self.queue_capacity.to_string(),
+            ),
+            (
+                "HYPERKIT_LOGSTASH_RESEND_WINDOW_MS",
+                self.resend_window.as_millis().to_string(),
+            ),
+            (
+                "HYPERKIT_LOGSTASH_TIMEOUT_MS",
+                self.timeout.as_millis().to_string(),
+            ),
+            (
+                "HYPERKIT_LOGSTASH_RETRY_INITIAL_MS",
+                self.retry_initial.as_millis().to_string(),
+            ),
+            (
+                "HYPERKIT_LOGSTASH_RETRY_MAX_MS",
+                self.retry_max.as_millis().to_string(),
+            ),
+        ]
+    }
+}
+
 /// Starts the Logstash shipper on its own thread and registers the
 /// `logstash` readiness check.
 pub fn start(config: &LogstashConfig) -> Result<ShipperGuard, ShippingError> {
@@ -229,7 +258,11 @@ async fn run(config: LogstashConfig, io: WorkerIo) {
             break;
         }
         if conn.is_none() && retry_at.is_none_or(|t| now >= t) {
-            match tokio::time::timeout(config.timeout, TcpStream::connect(&config.address)).await {
+            let connect = tokio::time::timeout(config.timeout, TcpStream::connect(&config.address));
+            let Some(connected) = lc.run(&mut control, connect).await else {
+                continue;
+            };
+            match connected {
                 Ok(Ok(stream)) => {
                     let _ = stream.set_nodelay(true);
                     conn = Some(stream);
@@ -279,7 +312,13 @@ async fn run(config: LogstashConfig, io: WorkerIo) {
                 buf.push(b'\n');
                 n += 1;
             }
-            match tokio::time::timeout(config.timeout, stream.write_all(&buf)).await {
+            let write = tokio::time::timeout(config.timeout, stream.write_all(&buf));
+            let Some(written) = lc.run(&mut control, write).await else {
+                // The shutdown deadline passed mid-write: what was written
+                // is unknown, so the lines count as undelivered.
+                continue;
+            };
+            match written {
                 Ok(Ok(())) => {
                     let written = Instant::now();
                     let mut counted = 0;

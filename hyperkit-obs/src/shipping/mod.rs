@@ -440,6 +440,9 @@ where
                 return Err("stopped".to_owned());
             };
             let st = s.status();
+            if !s.accepting.load(Ordering::Relaxed) {
+                return Err(format!("{}: stopped", st.target));
+            }
             let detail = format!(
                 "{}: {} queued, {} delivered, {} dropped, {} rejected{}{}",
                 st.target,
