@@ -225,3 +225,53 @@ fn a_logstash_that_is_down_never_blocks_send_and_a_full_queue_counts_drops_exact
     assert_eq!(shipper.status().dropped, 1000);
     assert_eq!(shipper.status().queued, 0);
 }
+
+/// A stand-in for the log layer: ships every event, its own included.
+struct ShippingLayer {
+    shipper: hyperkit_obs::shipping::ShipperHandle,
+    warnings: Arc<Mutex<Vec<String>>>,
+}
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for ShippingLayer {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        let meta = event.metadata();
+        if meta
+            .target()
+            .starts_with(hyperkit_obs::shipping::LOG_TARGET)
+        {
+            self.warnings
+                .lock()
+                .unwrap()
+                .push(format!("{} {}", meta.level(), meta.target()));
+        }
+        self.shipper.send(doc(u64::MAX as usize), 0);
+    }
+}
+
+#[test]
+fn the_queue_full_warning_is_logged_once_and_does_not_recurse_through_the_layer() {
+    use tracing_subscriber::layer::SubscriberExt;
+
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut config = LogstashConfig::new(addr.to_string());
+    config.queue_capacity = 10;
+    let guard = logstash::start(&config).unwrap();
+    let shipper = guard.handle();
+    let warnings: Arc<Mutex<Vec<String>>> = Arc::default();
+    let subscriber = tracing_subscriber::registry().with(ShippingLayer {
+        shipper: shipper.clone(),
+        warnings: warnings.clone(),
+    });
+    tracing::subscriber::with_default(subscriber, || {
+        for id in 0..110 {
+            shipper.send(doc(id), 0);
+        }
+    });
+    assert_eq!(*warnings.lock().unwrap(), ["WARN hyperkit_obs::shipping"]);
+    // 100 documents, and the warning itself, which found the queue full.
+    assert_eq!(shipper.status().dropped, 101);
+    guard.shutdown(Duration::from_millis(100));
+}
