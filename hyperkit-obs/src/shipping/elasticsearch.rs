@@ -819,6 +819,10 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 /// Starts the Elasticsearch shipper on its own thread and registers the
 /// `elasticsearch` readiness check. Never waits for the server.
 pub fn start(config: &ElasticsearchConfig) -> Result<ShipperGuard, ShippingError> {
+    check_index(&config.index, config.data_stream).map_err(|problem| ShippingError::Setup {
+        sink: "elasticsearch",
+        message: format!("the index {:?} {problem}", config.index),
+    })?;
     let client = ElasticsearchClient::new(config)?;
     let config = config.clone();
     super::spawn(
