@@ -64,6 +64,7 @@ pub mod mlflow;
 pub mod model;
 pub mod push;
 pub mod sentry;
+pub mod shipping;
 mod track;
 
 pub use config::{ConfigError, MetricsAuth, MonitoringConfig, Secret, SentryConfig};
