@@ -35,6 +35,10 @@ pub enum InitError {
         /// Why it failed.
         source: crate::mlflow::MlflowError,
     },
+    /// The local log store could not be opened (`HYPERKIT_LOG_STORE=false`
+    /// turns it off).
+    #[error("the local log store cannot start: {0}")]
+    LogStore(#[from] crate::logs::store::StoreError),
 }
 
 /// Reads the configuration from the environment and starts hyperkit-obs.
@@ -155,21 +159,49 @@ impl Builder {
         } else {
             None
         };
-        if !self.keep_subscriber {
-            // `try_init` fails only when the program already installed a
-            // subscriber, which then stays in charge.
+        let mut logstore = None;
+        // A subscriber the program already installed stays in charge (and
+        // then no store is opened for a layer that would not be installed).
+        if !self.keep_subscriber && !tracing::dispatcher::has_been_set() {
+            let logs = &self.config.logs;
+            let sink = if logs.store {
+                let options = crate::logs::store::WriterOptions {
+                    retention: crate::logs::store::Retention {
+                        max_age_days: logs.retention_days,
+                        max_bytes: logs.max_bytes,
+                    },
+                    ..Default::default()
+                };
+                let dir = crate::logs::store_dir(&self.config.data_dir);
+                let (sink, guard) = crate::logs::store::start(dir, options)?;
+                logstore = Some(guard);
+                Some(sink)
+            } else {
+                None
+            };
+            let json = logs.format.is_json(std::io::stdout().is_terminal());
+            let ecs = (json || sink.is_some()).then(|| {
+                let layer = crate::logs::layer(self.config.service_name.clone());
+                let layer = if json { layer } else { layer.without_writer() };
+                match sink {
+                    Some(sink) => layer.with_store(sink),
+                    None => layer,
+                }
+            });
             if sentry.is_some() {
                 // Per-layer filters: the Sentry layer also sees tracked spans
                 // and failures that RUST_LOG hides from the log.
                 let sentry_filter = filter(&self.config)?.or(crate::sentry::TrackedCalls);
+                let text = (!json).then(fmt_layer);
                 let _ = tracing_subscriber::registry()
-                    .with(fmt_layer().with_filter(log_filter))
+                    .with(Layer::and_then(text, ecs).with_filter(log_filter))
                     .with(crate::sentry::layer().with_filter(sentry_filter))
                     .try_init();
             } else {
                 let _ = tracing_subscriber::registry()
                     .with(log_filter)
-                    .with(fmt_layer())
+                    .with((!json).then(fmt_layer))
+                    .with(ecs)
                     .try_init();
             }
         }
@@ -181,6 +213,7 @@ impl Builder {
             config: self.config,
             sentry,
             mlflow,
+            logstore,
         })
     }
 }
@@ -207,13 +240,15 @@ pub(crate) fn active_config() -> MonitoringConfig {
 }
 
 /// Owns what [`init()`] started; dropping it flushes the sinks, each within
-/// its deadline (Sentry: [`sentry::FLUSH_DEADLINE`](crate::sentry::FLUSH_DEADLINE)).
+/// its deadline (Sentry: [`sentry::FLUSH_DEADLINE`](crate::sentry::FLUSH_DEADLINE);
+/// the log store: [`logs::store::FLUSH_DEADLINE`](crate::logs::store::FLUSH_DEADLINE)).
 #[derive(Debug)]
 #[must_use = "dropping the guard shuts the sinks down"]
 pub struct ObsGuard {
     config: MonitoringConfig,
     sentry: Option<crate::sentry::SentryGuard>,
     mlflow: Option<crate::mlflow::MlflowGuard>,
+    logstore: Option<crate::logs::LogStoreGuard>,
 }
 
 /// The readiness check of the MLflow exporter: its state, queue depth and
@@ -245,6 +280,11 @@ impl ObsGuard {
     /// Whether model calls are being logged to MLflow.
     pub fn mlflow_enabled(&self) -> bool {
         self.mlflow.is_some()
+    }
+
+    /// Whether events are being kept in the local log store.
+    pub fn log_store_enabled(&self) -> bool {
+        self.logstore.is_some()
     }
 
     /// Whether errors and panics are being reported to Sentry (a DSN was
