@@ -98,7 +98,7 @@ impl Term {
     }
 }
 
-fn field_kind(field: &str) -> FieldKind {
+pub(crate) fn field_kind(field: &str) -> FieldKind {
     match field {
         "level" | "log.level" => FieldKind::Level,
         "logger" | "log.logger" => FieldKind::Text("logger"),

@@ -25,7 +25,7 @@ use rusqlite::types::Value;
 use rusqlite::{Connection, OpenFlags, params};
 
 use super::document::LogRecord;
-use super::query::{FieldKind, Query, TEXT_FIELDS};
+use super::query::{FieldKind, Query, TEXT_FIELDS, words};
 use super::time::{day_of, day_start, now_millis};
 
 /// The database file inside the store directory.
@@ -211,7 +211,7 @@ impl LogStore {
                      level TEXT NOT NULL, doc TEXT NOT NULL);
                  CREATE INDEX IF NOT EXISTS logs_{day}_ts ON logs_{day} (ts);
                  CREATE VIRTUAL TABLE IF NOT EXISTS fts_{day} USING fts5(
-                     {}, content = '', tokenize = 'unicode61 remove_diacritics 0');",
+                     {}, attrs, content = '', tokenize = 'unicode61 remove_diacritics 0');",
                 columns.join(", ")
             ))
             .map_err(self.err())?;
@@ -230,18 +230,31 @@ impl LogStore {
             source,
         };
         let tx = self.conn.transaction().map_err(err)?;
-        let placeholders = vec!["?"; TEXT_FIELDS.len()].join(", ");
+        let columns = TEXT_FIELDS
+            .iter()
+            .map(|(c, _)| *c)
+            .collect::<Vec<_>>()
+            .join(", ");
+        let placeholders = vec!["?"; TEXT_FIELDS.len() + 1].join(", ");
+        let mut sql_day = None;
+        let (mut insert_log, mut insert_fts) = (String::new(), String::new());
+        let mut attrs = String::new();
         for e in entries {
             let day = day_of(e.record.timestamp_ms);
+            if sql_day != Some(day) {
+                sql_day = Some(day);
+                insert_log = format!("INSERT INTO logs_{day} (ts, level, doc) VALUES (?, ?, ?)");
+                insert_fts = format!(
+                    "INSERT INTO fts_{day} (rowid, {columns}, attrs) VALUES (?, {placeholders})"
+                );
+            }
             let r = &e.record;
             let doc = String::from_utf8_lossy(&e.document);
-            tx.prepare_cached(&format!(
-                "INSERT INTO logs_{day} (ts, level, doc) VALUES (?, ?, ?)"
-            ))
-            .and_then(|mut s| s.execute(params![r.timestamp_ms, r.level, doc]))
-            .map_err(err)?;
+            tx.prepare_cached(&insert_log)
+                .and_then(|mut s| s.execute(params![r.timestamp_ms, r.level, doc]))
+                .map_err(err)?;
             let id = tx.last_insert_rowid();
-            let mut values: Vec<Value> = Vec::with_capacity(TEXT_FIELDS.len() + 1);
+            let mut values: Vec<Value> = Vec::with_capacity(TEXT_FIELDS.len() + 2);
             values.push(Value::Integer(id));
             for (column, key) in TEXT_FIELDS {
                 values.push(match *column {
@@ -252,16 +265,12 @@ impl LogStore {
                         .map_or(Value::Null, |v| Value::Text(v.as_text().into_owned())),
                 });
             }
-            tx.prepare_cached(&format!(
-                "INSERT INTO fts_{day} (rowid, {}) VALUES (?, {placeholders})",
-                TEXT_FIELDS
-                    .iter()
-                    .map(|(c, _)| *c)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ))
-            .and_then(|mut s| s.execute(rusqlite::params_from_iter(values)))
-            .map_err(err)?;
+            attrs.clear();
+            write_attrs(r, &mut attrs);
+            values.push(Value::Text(attrs.clone()));
+            tx.prepare_cached(&insert_fts)
+                .and_then(|mut s| s.execute(rusqlite::params_from_iter(values)))
+                .map_err(err)?;
         }
         tx.commit().map_err(err)
     }
@@ -393,6 +402,29 @@ impl LogStore {
     }
 }
 
+/// Document keys that `attrs` does not index (the same in every event, or
+/// not fields at all).
+const NOT_IN_ATTRS: &[&str] = &["service.name", "@timestamp", "ecs.version"];
+
+/// Indexes the fields that are not text columns as `key value` pairs, so an
+/// exact field term is an index lookup and not a scan of every document.
+fn write_attrs(r: &LogRecord, out: &mut String) {
+    use std::fmt::Write as _;
+    for (name, value) in r.fields.iter().chain(&r.span_fields) {
+        if matches!(super::query::field_kind(name), FieldKind::Exact) && *name != "error" {
+            let _ = write!(out, "{name} {value} ; ");
+        }
+    }
+    if let Some(function) = r.span_name {
+        let _ = write!(out, "log.origin.function {function} ; ");
+    }
+    for (key, id) in [("trace.id", r.trace_id), ("span.id", r.span_id)] {
+        if let Some(id) = id {
+            let _ = write!(out, "{key} {id:016x} ; ");
+        }
+    }
+}
+
 /// Compiles `query` to an SQL predicate over `logs_D l`, with `fts` the day's
 /// FTS5 table; parameters are appended to `params`.
 fn compile(query: &Query, fts: &str, params: &mut Vec<Value>) -> String {
@@ -412,11 +444,26 @@ fn compile(query: &Query, fts: &str, params: &mut Vec<Value>) -> String {
                 if key.contains('"') {
                     return "0".to_owned();
                 }
+                // The `attrs` index narrows the rows down to those holding
+                // the key's and the value's words; the document decides.
+                let prefilter = if NOT_IN_ATTRS.contains(&key) {
+                    None
+                } else {
+                    let tokens: Vec<String> = words(key).chain(words(&t.value)).collect();
+                    (!tokens.is_empty()).then(|| format!("attrs : \"{}\"", tokens.join(" ")))
+                };
+                let mut sql = String::new();
+                if let Some(expr) = prefilter {
+                    params.push(Value::Text(expr));
+                    sql = format!("l.id IN (SELECT rowid FROM {fts} WHERE {fts} MATCH ?) AND ");
+                }
                 let path = Value::Text(format!("$.\"{key}\""));
                 params.extend([path.clone(), path, Value::Text(t.value.clone())]);
-                "IFNULL((CASE json_type(l.doc, ?) WHEN 'true' THEN 'true' WHEN 'false' THEN 'false' \
-                 ELSE CAST(json_extract(l.doc, ?) AS TEXT) END) = ?, 0)"
-                    .to_owned()
+                sql.push_str(
+                    "IFNULL((CASE json_type(l.doc, ?) WHEN 'true' THEN 'true' WHEN 'false' THEN 'false' \
+                     ELSE CAST(json_extract(l.doc, ?) AS TEXT) END) = ?, 0)",
+                );
+                format!("({sql})")
             }
             // Text terms always have an FTS expression.
             FieldKind::Text(_) => "0".to_owned(),
@@ -454,7 +501,9 @@ fn fts_expr(query: &Query) -> Option<String> {
             };
             let phrase = super::query::words(&t.value).collect::<Vec<_>>().join(" ");
             Some(if column.is_empty() {
-                format!("\"{phrase}\"")
+                // Every text column, not `attrs`.
+                let columns: Vec<&str> = TEXT_FIELDS.iter().map(|(c, _)| *c).collect();
+                format!("{{{}}} : \"{phrase}\"", columns.join(" "))
             } else {
                 format!("{column} : \"{phrase}\"")
             })
