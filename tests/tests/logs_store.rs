@@ -323,6 +323,8 @@ fn searching_while_the_writer_writes_works() {
             Instant::now() < deadline,
             "only {seen} of {TOTAL} events became searchable"
         );
+        // Counted first: a batch committed between the two reads only adds.
+        let n = reader.count().unwrap() as usize;
         let found = reader
             .search(
                 &query,
@@ -332,9 +334,8 @@ fn searching_while_the_writer_writes_works() {
                 },
             )
             .expect("a search while writing succeeds");
-        let n = reader.count().unwrap() as usize;
         assert!(n >= seen, "the count went back from {seen} to {n}");
-        assert_eq!(found.is_empty(), n == 0);
+        assert!(n == 0 || !found.is_empty(), "{n} stored, none found");
         seen = n;
         searches += 1;
     }

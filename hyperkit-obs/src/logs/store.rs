@@ -12,6 +12,7 @@
 //! full the event is dropped, counted in `hyperkit_obs_dropped_total{sink="logstore"}`
 //! and reported by one warning on stderr at most every ten seconds.
 
+use std::borrow::Cow;
 use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -160,7 +161,9 @@ impl LogStore {
         conn.execute_batch(
             "PRAGMA auto_vacuum = INCREMENTAL;
              PRAGMA journal_mode = WAL;
-             PRAGMA synchronous = NORMAL;",
+             PRAGMA synchronous = NORMAL;
+             PRAGMA cache_size = -32768;
+             PRAGMA wal_autocheckpoint = 4096;",
         )
         .map_err(err)?;
         let mut store = LogStore {
@@ -254,22 +257,28 @@ impl LogStore {
                 .and_then(|mut s| s.execute(params![r.timestamp_ms, r.level, doc]))
                 .map_err(err)?;
             let id = tx.last_insert_rowid();
-            let mut values: Vec<Value> = Vec::with_capacity(TEXT_FIELDS.len() + 2);
-            values.push(Value::Integer(id));
-            for (column, key) in TEXT_FIELDS {
-                values.push(match *column {
-                    "message" => Value::Text(r.message.clone()),
-                    "logger" => Value::Text(r.target.to_string()),
-                    _ => r
-                        .field(key)
-                        .map_or(Value::Null, |v| Value::Text(v.as_text().into_owned())),
-                });
-            }
             attrs.clear();
             write_attrs(r, &mut attrs);
-            values.push(Value::Text(attrs.clone()));
+            let target: &str = &r.target;
+            let mut values: Vec<Option<&str>> = Vec::with_capacity(TEXT_FIELDS.len() + 1);
+            let texts: Vec<Option<Cow<'_, str>>> = TEXT_FIELDS
+                .iter()
+                .map(|(column, key)| match *column {
+                    "message" => Some(Cow::Borrowed(r.message.as_str())),
+                    "logger" => Some(Cow::Borrowed(target)),
+                    _ => r.field(key).map(|v| v.as_text()),
+                })
+                .collect();
+            values.extend(texts.iter().map(|t| t.as_deref()));
+            values.push(Some(attrs.as_str()));
             tx.prepare_cached(&insert_fts)
-                .and_then(|mut s| s.execute(rusqlite::params_from_iter(values)))
+                .and_then(|mut s| {
+                    s.raw_bind_parameter(1, id)?;
+                    for (i, v) in values.iter().enumerate() {
+                        s.raw_bind_parameter(i + 2, v)?;
+                    }
+                    s.raw_execute()
+                })
                 .map_err(err)?;
         }
         tx.commit().map_err(err)
@@ -406,22 +415,22 @@ impl LogStore {
 /// not fields at all).
 const NOT_IN_ATTRS: &[&str] = &["service.name", "@timestamp", "ecs.version"];
 
-/// Indexes the fields that are not text columns as `key value` pairs, so an
-/// exact field term is an index lookup and not a scan of every document.
+/// Indexes the values of the fields that are not text columns, so an exact
+/// field term is an index lookup (then checked against the document) and not
+/// a scan of every document. Keys are left out: they are in almost every
+/// event, and indexing them cost a fifth of the ingest rate.
 fn write_attrs(r: &LogRecord, out: &mut String) {
     use std::fmt::Write as _;
     for (name, value) in r.fields.iter().chain(&r.span_fields) {
-        if matches!(super::query::field_kind(name), FieldKind::Exact) && *name != "error" {
-            let _ = write!(out, "{name} {value} ; ");
+        if matches!(super::query::field_kind(name), FieldKind::Exact) {
+            let _ = write!(out, "{value} ; ");
         }
     }
     if let Some(function) = r.span_name {
-        let _ = write!(out, "log.origin.function {function} ; ");
+        let _ = write!(out, "{function} ; ");
     }
-    for (key, id) in [("trace.id", r.trace_id), ("span.id", r.span_id)] {
-        if let Some(id) = id {
-            let _ = write!(out, "{key} {id:016x} ; ");
-        }
+    for id in [r.trace_id, r.span_id].into_iter().flatten() {
+        let _ = write!(out, "{id:016x} ; ");
     }
 }
 
@@ -449,7 +458,7 @@ fn compile(query: &Query, fts: &str, params: &mut Vec<Value>) -> String {
                 let prefilter = if NOT_IN_ATTRS.contains(&key) {
                     None
                 } else {
-                    let tokens: Vec<String> = words(key).chain(words(&t.value)).collect();
+                    let tokens: Vec<String> = words(&t.value).collect();
                     (!tokens.is_empty()).then(|| format!("attrs : \"{}\"", tokens.join(" ")))
                 };
                 let mut sql = String::new();
