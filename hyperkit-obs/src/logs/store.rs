@@ -466,6 +466,20 @@ fn compile(query: &Query, fts: &str, params: &mut Vec<Value>) -> String {
                     params.push(Value::Text(expr));
                     sql = format!("l.id IN (SELECT rowid FROM {fts} WHERE {fts} MATCH ?) AND ");
                 }
+                // The document is written by one encoder, so `"key":value`
+                // appears in it verbatim when the field has that value: a
+                // substring test skips most documents without parsing them.
+                let key_json = serde_json::to_string(key).unwrap_or_default();
+                let quoted = serde_json::to_string(&t.value).unwrap_or_default();
+                let literal = serde_json::from_str::<serde_json::Value>(&t.value)
+                    .is_ok_and(|v| v.is_number() || v.is_boolean());
+                params.push(Value::Text(format!("{key_json}:{quoted}")));
+                if literal {
+                    params.push(Value::Text(format!("{key_json}:{}", t.value)));
+                    sql.push_str("(instr(l.doc, ?) > 0 OR instr(l.doc, ?) > 0) AND ");
+                } else {
+                    sql.push_str("instr(l.doc, ?) > 0 AND ");
+                }
                 let path = Value::Text(format!("$.\"{key}\""));
                 params.extend([path.clone(), path, Value::Text(t.value.clone())]);
                 sql.push_str(
