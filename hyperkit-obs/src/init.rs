@@ -188,22 +188,22 @@ impl Builder {
                     None => layer,
                 }
             });
-            if sentry.is_some() {
-                // Per-layer filters: the Sentry layer also sees tracked spans
-                // and failures that RUST_LOG hides from the log.
-                let sentry_filter = filter(&self.config)?.or(crate::sentry::TrackedCalls);
-                let text = (!json).then(fmt_layer);
-                let _ = tracing_subscriber::registry()
-                    .with(Layer::and_then(text, ecs).with_filter(log_filter))
-                    .with(crate::sentry::layer().with_filter(sentry_filter))
-                    .try_init();
-            } else {
-                let _ = tracing_subscriber::registry()
-                    .with(log_filter)
-                    .with((!json).then(fmt_layer))
-                    .with(ecs)
-                    .try_init();
-            }
+            // Per-layer filters: the Sentry layer also sees tracked spans and
+            // failures that RUST_LOG hides from the log, and the log layer
+            // tracked spans, so a failure's line keeps its labels.
+            let sentry_layer = match &sentry {
+                Some(_) => Some(
+                    crate::sentry::layer()
+                        .with_filter(filter(&self.config)?.or(crate::sentry::TrackedCalls)),
+                ),
+                None => None,
+            };
+            let ecs_filter = filter(&self.config)?.or(crate::logs::TrackedSpans);
+            let _ = tracing_subscriber::registry()
+                .with((!json).then(fmt_layer).with_filter(log_filter))
+                .with(ecs.with_filter(ecs_filter))
+                .with(sentry_layer)
+                .try_init();
         }
         // Touch the registry so every family is registered before the first
         // scrape.

@@ -12,9 +12,11 @@ use std::sync::Arc;
 
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
-use tracing::{Event, Level, Subscriber};
+use tracing::subscriber::Interest;
+use tracing::{Event, Level, Metadata, Subscriber};
+use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::fmt::MakeWriter;
-use tracing_subscriber::layer::{Context, Layer};
+use tracing_subscriber::layer::{Context, Filter, Layer};
 use tracing_subscriber::registry::LookupSpan;
 
 use super::document::{FieldValue, LogRecord, ecs_document};
@@ -84,6 +86,40 @@ impl<W> EcsLayer<W> {
     pub fn with_store(mut self, sink: StoreSink) -> Self {
         self.store = Some(sink);
         self
+    }
+}
+
+/// The per-layer filter that lets the spans of tracked calls through to the
+/// log layer whatever `RUST_LOG` says, so an ERROR line keeps its call's
+/// labels (`chain`, `model`, …) when INFO logs are off. `init()` combines it
+/// with the `RUST_LOG` filter; it lets no event through.
+///
+/// ```
+/// use tracing_subscriber::{EnvFilter, filter::FilterExt, layer::SubscriberExt, Layer};
+///
+/// let filter = EnvFilter::new("warn").or(hyperkit_obs::logs::TrackedSpans);
+/// let subscriber = tracing_subscriber::registry()
+///     .with(hyperkit_obs::logs::layer("agent").with_filter(filter));
+/// # drop(subscriber);
+/// ```
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TrackedSpans;
+
+impl<S> Filter<S> for TrackedSpans {
+    fn enabled(&self, meta: &Metadata<'_>, _: &Context<'_, S>) -> bool {
+        crate::sentry::is_tracked_span(meta)
+    }
+
+    fn callsite_enabled(&self, meta: &'static Metadata<'static>) -> Interest {
+        if crate::sentry::is_tracked_span(meta) {
+            Interest::always()
+        } else {
+            Interest::never()
+        }
+    }
+
+    fn max_level_hint(&self) -> Option<LevelFilter> {
+        Some(LevelFilter::INFO)
     }
 }
 
@@ -264,6 +300,32 @@ mod tests {
         assert_eq!(v["log.origin.function"], "complete");
         assert_ne!(v["trace.id"], v["span.id"], "trace id is the root span's");
         assert!(v["log.logger"].as_str().unwrap().contains("layer"));
+    }
+
+    #[test]
+    fn with_info_off_an_error_line_still_carries_its_tracked_labels() {
+        use tracing_subscriber::EnvFilter;
+        use tracing_subscriber::filter::FilterExt;
+        let lines = Lines::default();
+        let filter = EnvFilter::new("warn").or(TrackedSpans);
+        let subscriber = tracing_subscriber::registry().with(
+            layer("agent")
+                .with_writer(lines.clone())
+                .with_filter(filter),
+        );
+        tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!("deploy", chain = "ethereum");
+            let _e = span.enter();
+            tracing::info!("hidden by RUST_LOG");
+            tracing::error!(status = "failure", event.duration = 5u64, "deploy failed");
+        });
+        let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(text.lines().count(), 1, "{text}");
+        let v: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+        assert_eq!(
+            (v["chain"].as_str(), v["log.origin.function"].as_str()),
+            (Some("ethereum"), Some("deploy"))
+        );
     }
 
     #[test]

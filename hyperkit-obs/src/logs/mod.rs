@@ -20,7 +20,7 @@ mod time;
 
 pub use config::{LogFormat, LogsConfig};
 pub use document::{ECS_VERSION, FieldValue, LogRecord, ecs_document};
-pub use layer::{EcsLayer, layer};
+pub use layer::{EcsLayer, TrackedSpans, layer};
 pub use query::{FieldKind, ParseError, Query, TEXT_FIELDS, Term, words};
 pub use store::{LogStore, LogStoreGuard, SearchOptions, StoreSink, StoredLog};
 pub use time::{format_timestamp, parse_time};
