@@ -174,6 +174,11 @@ impl Builder {
                 };
                 let dir = crate::logs::store_dir(&self.config.data_dir);
                 let (sink, guard) = crate::logs::store::start(dir, options)?;
+                let status = sink.clone();
+                crate::health::register_optional("logstore", move || {
+                    let check = logstore_check(status.status());
+                    async move { check }
+                });
                 logstore = Some(guard);
                 Some(sink)
             } else {
@@ -271,6 +276,21 @@ fn mlflow_check() -> Result<String, String> {
     }
 }
 
+/// The readiness check of the local log store: what it wrote, holds and
+/// dropped, failing after a write error. Optional: logs still reach stdout.
+fn logstore_check(s: crate::logs::store::WriterStatus) -> Result<String, String> {
+    let summary = format!(
+        "{} written, {} queued, {} dropped",
+        s.processed,
+        s.enqueued.saturating_sub(s.processed),
+        s.dropped
+    );
+    match s.last_error {
+        Some(e) => Err(format!("{summary}; last write error: {e}")),
+        None => Ok(summary),
+    }
+}
+
 impl ObsGuard {
     /// The configuration in effect.
     pub fn config(&self) -> &MonitoringConfig {
@@ -303,6 +323,25 @@ mod tests {
         let guard = Builder::default().install_subscriber(false).init().unwrap();
         assert!(!guard.sentry_enabled());
         assert!(::sentry::Hub::current().client().is_none());
+    }
+
+    #[test]
+    fn the_log_store_check_fails_while_writes_fail() {
+        let mut s = crate::logs::store::WriterStatus {
+            enqueued: 10,
+            processed: 7,
+            dropped: 2,
+            last_error: None,
+        };
+        assert_eq!(
+            logstore_check(s.clone()),
+            Ok("7 written, 3 queued, 2 dropped".to_owned())
+        );
+        s.last_error = Some("disk full".to_owned());
+        assert_eq!(
+            logstore_check(s),
+            Err("7 written, 3 queued, 2 dropped; last write error: disk full".to_owned())
+        );
     }
 
     #[test]

@@ -609,7 +609,27 @@ pub struct StoreSink {
     shared: Arc<Shared>,
 }
 
+impl Shared {
+    fn status(&self) -> WriterStatus {
+        WriterStatus {
+            enqueued: self.enqueued.load(Ordering::Acquire),
+            processed: self.processed.load(Ordering::Acquire),
+            dropped: self.dropped.load(Ordering::Relaxed),
+            last_error: self
+                .last_error
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone(),
+        }
+    }
+}
+
 impl StoreSink {
+    /// Counts and the last error of the writer this sink feeds.
+    pub fn status(&self) -> WriterStatus {
+        self.shared.status()
+    }
+
     /// Queues `entry` for the writer; when the queue is full (or the writer
     /// has stopped) drops it, counts it and returns `false`.
     pub fn send(&self, entry: StoreEntry) -> bool {
@@ -652,7 +672,8 @@ pub struct WriterStatus {
     pub processed: u64,
     /// Events dropped because the queue was full.
     pub dropped: u64,
-    /// The last write error, if any.
+    /// The error of the last write, if it failed (a later successful write
+    /// clears it).
     pub last_error: Option<String>,
 }
 
@@ -693,17 +714,7 @@ impl LogStoreGuard {
 
     /// Counts and the last error of the writer.
     pub fn status(&self) -> WriterStatus {
-        WriterStatus {
-            enqueued: self.shared.enqueued.load(Ordering::Acquire),
-            processed: self.shared.processed.load(Ordering::Acquire),
-            dropped: self.shared.dropped.load(Ordering::Relaxed),
-            last_error: self
-                .shared
-                .last_error
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .clone(),
-        }
+        self.shared.status()
     }
 }
 
@@ -770,13 +781,16 @@ fn write_loop(
                         Err(_) => break,
                     }
                 }
-                if let Err(e) = store.insert(&batch) {
+                // The last error describes the current state: a batch
+                // written after it clears it.
+                let result = store.insert(&batch);
+                if result.is_err() {
                     crate::metrics::record_dropped("logstore", batch.len() as u64);
-                    *shared
-                        .last_error
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner) = Some(e.to_string());
                 }
+                *shared
+                    .last_error
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner) = result.err().map(|e| e.to_string());
                 let n = batch.len() as u64;
                 batch.clear();
                 let _lock = shared.lock.lock().unwrap_or_else(PoisonError::into_inner);
