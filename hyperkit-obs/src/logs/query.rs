@@ -345,6 +345,12 @@ impl Parser {
     }
 
     fn term(&mut self, field: Option<String>, value: String) -> Result<Query, ParseError> {
+        // A quoted `*` or `?` is searched for as written.
+        if matches!(self.peek(), Some(Tok::Word(w)) if w.contains(['*', '?'])) {
+            return self.error(format!(
+                "wildcards are not supported in `{value}`: search for whole words (quote the value to match a literal `*` or `?`)"
+            ));
+        }
         let term = Term { field, value };
         if matches!(term.kind(), FieldKind::Text(_)) && words(&term.value).next().is_none() {
             return self.error(format!(
@@ -486,6 +492,7 @@ mod tests {
             ("OR a", 0, "a term on each side"),
             ("message:\"--\"", 8, "no letters or digits"),
             ("chain:OR", 6, "quote the value"),
+            ("a eth*", 2, "wildcards are not supported"),
         ];
         for (input, position, fragment) in cases {
             let e = Query::parse(input).unwrap_err();
