@@ -793,16 +793,23 @@ fn write_loop(
                     .unwrap_or_else(PoisonError::into_inner) = result.err().map(|e| e.to_string());
                 let n = batch.len() as u64;
                 batch.clear();
-                let _lock = shared.lock.lock().unwrap_or_else(PoisonError::into_inner);
-                shared.processed.fetch_add(n, Ordering::Release);
-                shared.progress.notify_all();
+                {
+                    let _lock = shared.lock.lock().unwrap_or_else(PoisonError::into_inner);
+                    shared.processed.fetch_add(n, Ordering::Release);
+                    shared.progress.notify_all();
+                }
+                // Checked after every batch too: threads that keep logging
+                // must not keep the guard's drop waiting.
+                if shared.shutdown.load(Ordering::Acquire) {
+                    break;
+                }
             }
             Err(RecvTimeoutError::Timeout) => {
                 if shared.shutdown.load(Ordering::Acquire) {
-                    return;
+                    break;
                 }
             }
-            Err(RecvTimeoutError::Disconnected) => return,
+            Err(RecvTimeoutError::Disconnected) => break,
         }
         if last_retention.elapsed() >= RETENTION_EVERY {
             last_retention = Instant::now();
@@ -813,6 +820,13 @@ fn write_loop(
                     .unwrap_or_else(PoisonError::into_inner) = Some(e.to_string());
             }
         }
+    }
+    // What arrived after the final flush is dropped, and counted; later
+    // sends find the queue closed and count themselves.
+    let left = rx.try_iter().count() as u64;
+    if left > 0 {
+        shared.dropped.fetch_add(left, Ordering::Relaxed);
+        crate::metrics::record_dropped("logstore", left);
     }
 }
 
@@ -974,6 +988,28 @@ mod tests {
         );
         assert_eq!(LogStore::open(&dir).unwrap().count().unwrap(), 1000);
         drop(guard);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn dropping_the_guard_returns_while_other_threads_keep_logging() {
+        let dir = temp_dir("shutdown");
+        let (sink, guard) = start(&dir, WriterOptions::default()).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let logger = std::thread::spawn({
+            let stop = Arc::clone(&stop);
+            move || {
+                while !stop.load(Ordering::Relaxed) {
+                    sink.send(entry(now_millis(), "info", "busy", "a"));
+                }
+            }
+        });
+        let started = Instant::now();
+        drop(guard);
+        let took = started.elapsed();
+        stop.store(true, Ordering::Relaxed);
+        logger.join().unwrap();
+        assert!(took < FLUSH_DEADLINE + Duration::from_secs(5), "{took:?}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
