@@ -81,9 +81,13 @@ fn check() -> ExitCode {
         }
     );
     println!(
-        "  {:<10} stdout ({:?}), filter `{}`; local store {}",
+        "  {:<10} stdout ({}), filter `{}`; local store {}",
         "logs",
-        config.logs.format,
+        match config.logs.format {
+            hyperkit_obs::logs::LogFormat::Json => "JSON lines",
+            hyperkit_obs::logs::LogFormat::Text => "text",
+            _ => "JSON lines, text on a terminal",
+        },
         config.log_filter,
         if config.logs.store {
             hyperkit_obs::logs::store_dir(&config.data_dir)
