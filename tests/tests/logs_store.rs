@@ -17,12 +17,27 @@ use hyperkit_obs::logs::{
 use proptest::prelude::*;
 use serde_json::Value;
 
-fn temp_dir(name: &str) -> PathBuf {
+/// A fresh directory, removed when dropped (also when an assertion fails).
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl AsRef<std::path::Path> for TempDir {
+    fn as_ref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+fn temp_dir(name: &str) -> TempDir {
     static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let dir = std::env::temp_dir().join(format!("hyperkit-logs-{name}-{}-{n}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    dir
+    TempDir(dir)
 }
 
 fn entry(record: LogRecord) -> StoreEntry {
@@ -198,7 +213,6 @@ proptest! {
                 .collect();
             prop_assert_eq!(got, want, "query {}", q);
         }
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
 
@@ -248,7 +262,7 @@ fn a_writer_killed_mid_batch_leaves_every_committed_event() {
             "--nocapture",
             "--test-threads=1",
         ])
-        .env(CRASH_DIR, &dir)
+        .env(CRASH_DIR, &dir.0)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -291,7 +305,6 @@ fn a_writer_killed_mid_batch_leaves_every_committed_event() {
         Some(count as u64 - 1),
         "no event is missing"
     );
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 // ---------------------------------------------------------------------------
@@ -343,7 +356,6 @@ fn searching_while_the_writer_writes_works() {
     assert!(guard.flush(Duration::from_secs(10)));
     assert!(searches > 1);
     drop(guard);
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[derive(Debug)]
@@ -391,5 +403,4 @@ fn a_tracked_failure_is_stored_with_its_labels_and_found_by_query() {
     assert!(doc["event.duration"].as_u64().is_some());
     assert_eq!(doc["service.name"], "agent");
     drop(guard);
-    std::fs::remove_dir_all(&dir).unwrap();
 }
