@@ -58,6 +58,8 @@ pub struct MonitoringConfig {
     /// MLflow tracking of model calls (`MLFLOW_*`, `HYPERKIT_MLFLOW_*`).
     /// Default: on, into the local file store `./mlruns`.
     pub mlflow: crate::mlflow::MlflowConfig,
+    /// Log format and the local log store (`HYPERKIT_LOG_*`).
+    pub logs: crate::logs::LogsConfig,
 }
 
 /// Where and what hyperkit-obs reports to Sentry. Read from the environment
@@ -191,6 +193,7 @@ impl Default for MonitoringConfig {
             config_file: None,
             sentry: SentryConfig::default(),
             mlflow: crate::mlflow::MlflowConfig::default(),
+            logs: crate::logs::LogsConfig::default(),
         }
     }
 }
@@ -318,6 +321,7 @@ impl MonitoringConfig {
             config.sentry.send_prompts = parse_bool("HYPERKIT_SENTRY_SEND_PROMPTS", &v)?;
         }
         config.mlflow = crate::mlflow::MlflowConfig::from_lookup(var)?;
+        config.logs = crate::logs::LogsConfig::from_lookup(var)?;
         let token = var("HYPERKIT_METRICS_TOKEN");
         let user = var("HYPERKIT_METRICS_USERNAME");
         let password = var("HYPERKIT_METRICS_PASSWORD");
@@ -458,6 +462,7 @@ impl MonitoringConfig {
                 self.sentry.send_prompts.to_string(),
             ),
         ];
+        described.extend(self.logs.describe());
         described.extend(self.mlflow.describe());
         described
     }

@@ -35,6 +35,10 @@ pub enum InitError {
         /// Why it failed.
         source: crate::mlflow::MlflowError,
     },
+    /// The local log store could not be opened (`HYPERKIT_LOG_STORE=false`
+    /// turns it off).
+    #[error("the local log store cannot start: {0}")]
+    LogStore(#[from] crate::logs::store::StoreError),
 }
 
 /// Reads the configuration from the environment and starts hyperkit-obs.
@@ -154,23 +158,56 @@ impl Builder {
         } else {
             None
         };
-        if !self.keep_subscriber {
-            // `try_init` fails only when the program already installed a
-            // subscriber, which then stays in charge.
-            if sentry.is_some() {
-                // Per-layer filters: the Sentry layer also sees tracked spans
-                // and failures that RUST_LOG hides from the log.
-                let sentry_filter = filter(&self.config)?.or(crate::sentry::TrackedCalls);
-                let _ = tracing_subscriber::registry()
-                    .with(fmt_layer().with_filter(log_filter))
-                    .with(crate::sentry::layer().with_filter(sentry_filter))
-                    .try_init();
+        let mut logstore = None;
+        // A subscriber the program already installed stays in charge (and
+        // then no store is opened for a layer that would not be installed).
+        if !self.keep_subscriber && !tracing::dispatcher::has_been_set() {
+            let logs = &self.config.logs;
+            let sink = if logs.store {
+                let options = crate::logs::store::WriterOptions {
+                    retention: crate::logs::store::Retention {
+                        max_age_days: logs.retention_days,
+                        max_bytes: logs.max_bytes,
+                    },
+                    ..Default::default()
+                };
+                let dir = crate::logs::store_dir(&self.config.data_dir);
+                let (sink, guard) = crate::logs::store::start(dir, options)?;
+                let status = sink.clone();
+                crate::health::register_optional("logstore", move || {
+                    let check = logstore_check(status.status());
+                    async move { check }
+                });
+                logstore = Some(guard);
+                Some(sink)
             } else {
-                let _ = tracing_subscriber::registry()
-                    .with(log_filter)
-                    .with(fmt_layer())
-                    .try_init();
-            }
+                None
+            };
+            let json = logs.format.is_json(std::io::stdout().is_terminal());
+            let ecs = (json || sink.is_some()).then(|| {
+                let layer = crate::logs::layer(self.config.service_name.clone());
+                let layer = if json { layer } else { layer.without_writer() };
+                match sink {
+                    Some(sink) => layer.with_store(sink),
+                    None => layer,
+                }
+            });
+            // Per-layer filters: the Sentry layer also sees tracked spans and
+            // failures that RUST_LOG hides from the log, and the log layer
+            // tracked spans, so a failure's line keeps its labels.
+            let sentry_layer = match &sentry {
+                Some(_) => Some(
+                    crate::sentry::layer()
+                        .with_filter(filter(&self.config)?.or(crate::sentry::TrackedCalls)),
+                ),
+                None => None,
+            };
+            let ecs_filter = filter(&self.config)?.or(crate::logs::TrackedSpans);
+            let _ = tracing_subscriber::registry()
+                .with((!json).then(fmt_layer).with_filter(log_filter))
+                .with(ecs.with_filter(ecs_filter))
+                .with(sentry_layer)
+                .try_init();
         }
         // Touch the registry so every family is registered before the first
         // scrape.
@@ -180,6 +217,7 @@ impl Builder {
             config: self.config,
             sentry,
             mlflow,
+            logstore,
         })
     }
 }
@@ -206,13 +244,15 @@ pub(crate) fn active_config() -> MonitoringConfig {
 }
 
 /// Owns what [`init()`] started; dropping it flushes the sinks, each within
-/// its deadline (Sentry: [`sentry::FLUSH_DEADLINE`](crate::sentry::FLUSH_DEADLINE)).
+/// its deadline (Sentry: [`sentry::FLUSH_DEADLINE`](crate::sentry::FLUSH_DEADLINE);
+/// the log store: [`logs::store::FLUSH_DEADLINE`](crate::logs::store::FLUSH_DEADLINE)).
 #[derive(Debug)]
 #[must_use = "dropping the guard shuts the sinks down"]
 pub struct ObsGuard {
     config: MonitoringConfig,
     sentry: Option<crate::sentry::SentryGuard>,
     mlflow: Option<crate::mlflow::MlflowGuard>,
+    logstore: Option<crate::logs::LogStoreGuard>,
 }
 
 /// The readiness check of the MLflow exporter: its state, queue depth and
@@ -235,6 +275,21 @@ fn mlflow_check() -> Result<String, String> {
     }
 }
 
+/// The readiness check of the local log store: what it wrote, holds and
+/// dropped, failing after a write error. Optional: logs still reach stdout.
+fn logstore_check(s: crate::logs::store::WriterStatus) -> Result<String, String> {
+    let summary = format!(
+        "{} written, {} queued, {} dropped",
+        s.processed,
+        s.enqueued.saturating_sub(s.processed),
+        s.dropped
+    );
+    match s.last_error {
+        Some(e) => Err(format!("{summary}; last write error: {e}")),
+        None => Ok(summary),
+    }
+}
+
 impl ObsGuard {
     /// The configuration in effect.
     pub fn config(&self) -> &MonitoringConfig {
@@ -244,6 +299,11 @@ impl ObsGuard {
     /// Whether model calls are being logged to MLflow.
     pub fn mlflow_enabled(&self) -> bool {
         self.mlflow.is_some()
+    }
+
+    /// Whether events are being kept in the local log store.
+    pub fn log_store_enabled(&self) -> bool {
+        self.logstore.is_some()
     }
 
     /// Whether errors and panics are being reported to Sentry (a DSN was
@@ -262,6 +322,25 @@ mod tests {
         let guard = Builder::default().install_subscriber(false).init().unwrap();
         assert!(!guard.sentry_enabled());
         assert!(::sentry::Hub::current().client().is_none());
+    }
+
+    #[test]
+    fn the_log_store_check_fails_while_writes_fail() {
+        let mut s = crate::logs::store::WriterStatus {
+            enqueued: 10,
+            processed: 7,
+            dropped: 2,
+            last_error: None,
+        };
+        assert_eq!(
+            logstore_check(s.clone()),
+            Ok("7 written, 3 queued, 2 dropped".to_owned())
+        );
+        s.last_error = Some("disk full".to_owned());
+        assert_eq!(
+            logstore_check(s),
+            Err("7 written, 3 queued, 2 dropped; last write error: disk full".to_owned())
+        );
     }
 
     #[test]

@@ -59,6 +59,7 @@ pub mod history;
 pub mod http;
 mod init;
 mod label;
+pub mod logs;
 pub mod metrics;
 pub mod mlflow;
 pub mod model;

@@ -249,7 +249,7 @@ impl TrackedCall {
 
 /// A span the tracking macros made: named after the function, its fields
 /// all label names.
-fn is_tracked_span(meta: &Metadata<'_>) -> bool {
+pub(crate) fn is_tracked_span(meta: &Metadata<'_>) -> bool {
     meta.is_span()
         && !meta.fields().is_empty()
         && meta.fields().iter().all(|f| LABELS.contains(&f.name()))

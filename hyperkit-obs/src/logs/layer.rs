@@ -1,0 +1,345 @@
+//! [`EcsLayer`]: the `tracing_subscriber::Layer` that turns each event into
+//! an ECS document, writes it as a JSON line and queues it for the local
+//! store. It composes with any subscriber built on the registry.
+//!
+//! It never panics and never waits on the store: writing to stdout is the
+//! only I/O on the caller's thread, as with `tracing_subscriber::fmt`.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::io::Write;
+use std::sync::Arc;
+
+use tracing::field::{Field, Visit};
+use tracing::span::{Attributes, Id, Record};
+use tracing::subscriber::Interest;
+use tracing::{Event, Level, Metadata, Subscriber};
+use tracing_subscriber::filter::LevelFilter;
+use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::layer::{Context, Filter, Layer};
+use tracing_subscriber::registry::LookupSpan;
+
+use super::document::{FieldValue, LogRecord, ecs_document};
+use super::store::{StoreEntry, StoreSink};
+use super::time::now_millis;
+
+/// Writes every event as an ECS JSON line to a writer (stdout by default)
+/// and/or queues it for the local log store.
+///
+/// ```
+/// use tracing_subscriber::layer::SubscriberExt;
+///
+/// let subscriber = tracing_subscriber::registry()
+///     .with(hyperkit_obs::logs::layer("build-agent").with_writer(std::io::sink));
+/// tracing::subscriber::with_default(subscriber, || tracing::info!(chain = "ethereum", "built"));
+/// ```
+pub struct EcsLayer<W = fn() -> std::io::Stdout> {
+    service: Arc<str>,
+    writer: Option<W>,
+    store: Option<StoreSink>,
+}
+
+impl<W> fmt::Debug for EcsLayer<W> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EcsLayer")
+            .field("service", &self.service)
+            .field("writer", &self.writer.is_some())
+            .field("store", &self.store.is_some())
+            .finish()
+    }
+}
+
+/// A layer writing ECS JSON lines to stdout for `service_name`; add a store
+/// with [`EcsLayer::with_store`], change the writer with
+/// [`EcsLayer::with_writer`].
+pub fn layer(service_name: impl Into<String>) -> EcsLayer {
+    EcsLayer {
+        service: Arc::from(service_name.into()),
+        writer: Some(std::io::stdout as fn() -> std::io::Stdout),
+        store: None,
+    }
+}
+
+impl<W> EcsLayer<W> {
+    /// Writes the JSON lines to `writer` instead (any
+    /// `tracing_subscriber::fmt::MakeWriter`, e.g. a non-blocking appender).
+    pub fn with_writer<W2>(self, writer: W2) -> EcsLayer<W2>
+    where
+        W2: for<'a> MakeWriter<'a> + 'static,
+    {
+        EcsLayer {
+            service: self.service,
+            writer: Some(writer),
+            store: self.store,
+        }
+    }
+
+    /// Writes no JSON lines (when another layer prints human-readable lines
+    /// and this one only feeds the store).
+    pub fn without_writer(mut self) -> Self {
+        self.writer = None;
+        self
+    }
+
+    /// Also queues every event for the local store (see
+    /// [`store::start`](super::store::start)).
+    pub fn with_store(mut self, sink: StoreSink) -> Self {
+        self.store = Some(sink);
+        self
+    }
+}
+
+/// The per-layer filter that lets the spans of tracked calls through to the
+/// log layer whatever `RUST_LOG` says, so an ERROR line keeps its call's
+/// labels (`chain`, `model`, …) when INFO logs are off. `init()` combines it
+/// with the `RUST_LOG` filter; it lets no event through.
+///
+/// ```
+/// use tracing_subscriber::{EnvFilter, filter::FilterExt, layer::SubscriberExt, Layer};
+///
+/// let filter = EnvFilter::new("warn").or(hyperkit_obs::logs::TrackedSpans);
+/// let subscriber = tracing_subscriber::registry()
+///     .with(hyperkit_obs::logs::layer("agent").with_filter(filter));
+/// # drop(subscriber);
+/// ```
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TrackedSpans;
+
+impl<S> Filter<S> for TrackedSpans {
+    fn enabled(&self, meta: &Metadata<'_>, _: &Context<'_, S>) -> bool {
+        crate::sentry::is_tracked_span(meta)
+    }
+
+    fn callsite_enabled(&self, meta: &'static Metadata<'static>) -> Interest {
+        if crate::sentry::is_tracked_span(meta) {
+            Interest::always()
+        } else {
+            Interest::never()
+        }
+    }
+
+    fn max_level_hint(&self) -> Option<LevelFilter> {
+        Some(LevelFilter::INFO)
+    }
+}
+
+/// Fields recorded on a span, kept in its extensions.
+struct SpanFields(Vec<(&'static str, FieldValue)>);
+
+#[derive(Default)]
+struct Collector {
+    message: Option<String>,
+    fields: Vec<(&'static str, FieldValue)>,
+}
+
+impl Collector {
+    fn set(&mut self, field: &Field, value: FieldValue) {
+        if field.name() == "message" {
+            self.message = Some(match value {
+                FieldValue::Str(s) => s,
+                other => other.to_string(),
+            });
+        } else if let Some(slot) = self.fields.iter_mut().find(|(n, _)| *n == field.name()) {
+            slot.1 = value;
+        } else {
+            self.fields.push((field.name(), value));
+        }
+    }
+}
+
+impl Visit for Collector {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.set(field, FieldValue::Str(value.to_owned()));
+    }
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.set(field, FieldValue::I64(value));
+    }
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.set(field, FieldValue::U64(value));
+    }
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.set(field, FieldValue::F64(value));
+    }
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.set(field, FieldValue::Bool(value));
+    }
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        self.set(field, FieldValue::Str(value.to_string()));
+    }
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.set(field, FieldValue::Str(format!("{value:?}")));
+    }
+}
+
+fn level_name(level: &Level) -> &'static str {
+    match *level {
+        Level::ERROR => "error",
+        Level::WARN => "warn",
+        Level::INFO => "info",
+        Level::DEBUG => "debug",
+        Level::TRACE => "trace",
+    }
+}
+
+impl<S, W> Layer<S> for EcsLayer<W>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    W: for<'a> MakeWriter<'a> + 'static,
+{
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+        let Some(span) = ctx.span(id) else { return };
+        let mut fields = Collector::default();
+        attrs.record(&mut fields);
+        span.extensions_mut().insert(SpanFields(fields.fields));
+    }
+
+    fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
+        let Some(span) = ctx.span(id) else { return };
+        let mut ext = span.extensions_mut();
+        let Some(SpanFields(existing)) = ext.get_mut::<SpanFields>() else {
+            return;
+        };
+        let mut fields = Collector {
+            message: None,
+            fields: std::mem::take(existing),
+        };
+        values.record(&mut fields);
+        *existing = fields.fields;
+    }
+
+    fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
+        let meta = event.metadata();
+        let mut fields = Collector::default();
+        event.record(&mut fields);
+        let mut record = LogRecord::new(
+            now_millis(),
+            level_name(meta.level()),
+            Cow::Borrowed(meta.target()),
+            fields.message.unwrap_or_default(),
+        );
+        record.fields = fields.fields;
+        if let Some(scope) = ctx.event_scope(event) {
+            for span in scope {
+                if record.span_id.is_none() {
+                    record.span_id = Some(span.id().into_u64());
+                    record.span_name = Some(span.name());
+                }
+                record.trace_id = Some(span.id().into_u64());
+                if let Some(SpanFields(f)) = span.extensions().get::<SpanFields>() {
+                    record.span_fields.extend(f.iter().cloned());
+                }
+            }
+        }
+        let mut document = Vec::with_capacity(384);
+        ecs_document(&record, &self.service, &mut document);
+        if let Some(make) = &self.writer {
+            document.push(b'\n');
+            // A failing stdout loses this line only; there is nowhere to
+            // report it that would not come back here.
+            let _ = make.make_writer_for(meta).write_all(&document);
+            document.pop();
+        }
+        if let Some(store) = &self.store {
+            store.send(StoreEntry { record, document });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+    use tracing_subscriber::layer::SubscriberExt;
+
+    #[derive(Clone, Default)]
+    struct Lines(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Lines {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl<'a> MakeWriter<'a> for Lines {
+        type Writer = Lines;
+        fn make_writer(&'a self) -> Lines {
+            self.clone()
+        }
+    }
+
+    #[test]
+    fn events_become_ecs_lines_with_the_fields_of_their_spans() {
+        let lines = Lines::default();
+        let subscriber =
+            tracing_subscriber::registry().with(layer("agent").with_writer(lines.clone()));
+        tracing::subscriber::with_default(subscriber, || {
+            let outer =
+                tracing::info_span!("job", chain = "ethereum", task = tracing::field::Empty);
+            let _o = outer.enter();
+            outer.record("task", "codegen");
+            let inner = tracing::info_span!("complete", model = "gpt");
+            let _i = inner.enter();
+            tracing::error!(status = "failure", event.duration = 42u64, error.message = %"out of gas", "complete failed: {}", "out of gas");
+        });
+        let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+        assert!(text.ends_with('\n') && text.lines().count() == 1, "{text}");
+        let v: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+        assert_eq!(v["log.level"], "error");
+        assert_eq!(v["message"], "complete failed: out of gas");
+        assert_eq!(v["service.name"], "agent");
+        assert_eq!(v["event.duration"], 42);
+        assert_eq!(v["error.message"], "out of gas");
+        assert_eq!(
+            (v["chain"].as_str(), v["task"].as_str(), v["model"].as_str()),
+            (Some("ethereum"), Some("codegen"), Some("gpt"))
+        );
+        assert_eq!(v["log.origin.function"], "complete");
+        assert_ne!(v["trace.id"], v["span.id"], "trace id is the root span's");
+        assert!(v["log.logger"].as_str().unwrap().contains("layer"));
+    }
+
+    #[test]
+    fn with_info_off_an_error_line_still_carries_its_tracked_labels() {
+        use tracing_subscriber::EnvFilter;
+        use tracing_subscriber::filter::FilterExt;
+        let lines = Lines::default();
+        let filter = EnvFilter::new("warn").or(TrackedSpans);
+        let subscriber = tracing_subscriber::registry().with(
+            layer("agent")
+                .with_writer(lines.clone())
+                .with_filter(filter),
+        );
+        tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!("deploy", chain = "ethereum");
+            let _e = span.enter();
+            tracing::info!("hidden by RUST_LOG");
+            tracing::error!(status = "failure", event.duration = 5u64, "deploy failed");
+        });
+        let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(text.lines().count(), 1, "{text}");
+        let v: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+        assert_eq!(
+            (v["chain"].as_str(), v["log.origin.function"].as_str()),
+            (Some("ethereum"), Some("deploy"))
+        );
+    }
+
+    #[test]
+    fn an_event_outside_any_span_has_no_trace_id() {
+        let lines = Lines::default();
+        let subscriber =
+            tracing_subscriber::registry().with(layer("agent").with_writer(lines.clone()));
+        tracing::subscriber::with_default(subscriber, || tracing::warn!(n = 3, "alone"));
+        let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+        let v: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+        assert_eq!(
+            (v["log.level"].as_str(), v["n"].as_i64()),
+            (Some("warn"), Some(3))
+        );
+        assert!(v.get("trace.id").is_none());
+    }
+}

@@ -1,0 +1,31 @@
+//! Structured logs: Elastic Common Schema JSON lines on stdout and a local
+//! store that `hyperkit-obs logs search` queries with Kibana's Lucene syntax.
+//!
+//! - [`ecs_document`] builds the one JSON document of an event; every sink
+//!   uses its bytes.
+//! - [`EcsLayer`] (from [`layer`]) is the `tracing_subscriber::Layer` that
+//!   writes those lines and feeds the store. [`init()`](crate::init) installs
+//!   it; a program with its own subscriber adds it itself.
+//! - [`store`] is the local SQLite FTS5 store with its background writer.
+//! - [`Query`] is the query language.
+//!
+//! Nothing here blocks the logging caller on the store or panics.
+
+mod config;
+mod document;
+mod layer;
+mod query;
+pub mod store;
+mod time;
+
+pub use config::{LogFormat, LogsConfig};
+pub use document::{ECS_VERSION, FieldValue, LogRecord, ecs_document};
+pub use layer::{EcsLayer, TrackedSpans, layer};
+pub use query::{FieldKind, ParseError, Query, TEXT_FIELDS, Term, words};
+pub use store::{LogStore, LogStoreGuard, SearchOptions, StoreSink, StoredLog};
+pub use time::{format_timestamp, parse_time};
+
+/// The store's directory for a data directory: `<data_dir>/logs`.
+pub fn store_dir(data_dir: &std::path::Path) -> std::path::PathBuf {
+    data_dir.join("logs")
+}
