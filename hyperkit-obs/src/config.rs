@@ -58,6 +58,12 @@ pub struct MonitoringConfig {
     /// MLflow tracking of model calls (`MLFLOW_*`, `HYPERKIT_MLFLOW_*`).
     /// Default: on, into the local file store `./mlruns`.
     pub mlflow: crate::mlflow::MlflowConfig,
+    /// `ELASTICSEARCH_URL` and `HYPERKIT_ES_*`: ship logs to Elasticsearch.
+    /// Default: off.
+    pub elasticsearch: Option<crate::shipping::elasticsearch::ElasticsearchConfig>,
+    /// `LOGSTASH_URL` and `HYPERKIT_LOGSTASH_*`: ship logs to a Logstash
+    /// `tcp` input. Default: off.
+    pub logstash: Option<crate::shipping::logstash::LogstashConfig>,
     /// Log format and the local log store (`HYPERKIT_LOG_*`).
     pub logs: crate::logs::LogsConfig,
 }
@@ -193,6 +199,8 @@ impl Default for MonitoringConfig {
             config_file: None,
             sentry: SentryConfig::default(),
             mlflow: crate::mlflow::MlflowConfig::default(),
+            elasticsearch: None,
+            logstash: None,
             logs: crate::logs::LogsConfig::default(),
         }
     }
@@ -321,6 +329,9 @@ impl MonitoringConfig {
             config.sentry.send_prompts = parse_bool("HYPERKIT_SENTRY_SEND_PROMPTS", &v)?;
         }
         config.mlflow = crate::mlflow::MlflowConfig::from_lookup(var)?;
+        config.elasticsearch =
+            crate::shipping::elasticsearch::ElasticsearchConfig::from_lookup(var)?;
+        config.logstash = crate::shipping::logstash::LogstashConfig::from_lookup(var)?;
         config.logs = crate::logs::LogsConfig::from_lookup(var)?;
         let token = var("HYPERKIT_METRICS_TOKEN");
         let user = var("HYPERKIT_METRICS_USERNAME");
@@ -464,6 +475,14 @@ impl MonitoringConfig {
         ];
         described.extend(self.logs.describe());
         described.extend(self.mlflow.describe());
+        match &self.elasticsearch {
+            Some(es) => described.extend(es.describe()),
+            None => described.push(("ELASTICSEARCH_URL", "(unset)".to_owned())),
+        }
+        match &self.logstash {
+            Some(ls) => described.extend(ls.describe()),
+            None => described.push(("LOGSTASH_URL", "(unset)".to_owned())),
+        }
         described
     }
 
@@ -480,6 +499,9 @@ impl MonitoringConfig {
             secrets.push(dsn.expose());
         }
         secrets.extend(self.mlflow.secrets());
+        if let Some(es) = &self.elasticsearch {
+            secrets.extend(es.secrets());
+        }
         secrets
     }
 }

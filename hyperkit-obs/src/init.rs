@@ -39,6 +39,15 @@ pub enum InitError {
     /// turns it off).
     #[error("the local log store cannot start: {0}")]
     LogStore(#[from] crate::logs::store::StoreError),
+    /// A log shipper could not start (its HTTP client failed to build, or
+    /// its index name cannot be used).
+    #[error("the {sink} log shipper cannot start: {source}")]
+    Shipping {
+        /// `elasticsearch` or `logstash`.
+        sink: &'static str,
+        /// Why.
+        source: crate::shipping::ShippingError,
+    },
 }
 
 /// Reads the configuration from the environment and starts hyperkit-obs.
@@ -159,6 +168,7 @@ impl Builder {
             None
         };
         let mut logstore = None;
+        let mut shippers = Vec::new();
         // A subscriber the program already installed stays in charge (and
         // then no store is opened for a layer that would not be installed).
         if !self.keep_subscriber && !tracing::dispatcher::has_been_set() {
@@ -183,10 +193,38 @@ impl Builder {
             } else {
                 None
             };
+            if let Some(es) = &self.config.elasticsearch {
+                let guard = crate::shipping::elasticsearch::start(es).map_err(|source| {
+                    InitError::Shipping {
+                        sink: "elasticsearch",
+                        source,
+                    }
+                })?;
+                // Documents Elasticsearch refuses for good stay findable in
+                // the local store, with the reason.
+                if let Some(store) = &sink {
+                    let (store, service) = (store.clone(), self.config.service_name.clone());
+                    guard.handle().on_rejected(move |document, reason| {
+                        store.send(rejected_entry(&service, document, reason));
+                    });
+                }
+                shippers.push(guard);
+            }
+            if let Some(ls) = &self.config.logstash {
+                shippers.push(crate::shipping::logstash::start(ls).map_err(|source| {
+                    InitError::Shipping {
+                        sink: "logstash",
+                        source,
+                    }
+                })?);
+            }
             let json = logs.format.is_json(std::io::stdout().is_terminal());
-            let ecs = (json || sink.is_some()).then(|| {
+            let ecs = (json || sink.is_some() || !shippers.is_empty()).then(|| {
                 let layer = crate::logs::layer(self.config.service_name.clone());
-                let layer = if json { layer } else { layer.without_writer() };
+                let mut layer = if json { layer } else { layer.without_writer() };
+                for shipper in &shippers {
+                    layer = layer.with_shipper(shipper.handle());
+                }
                 match sink {
                     Some(sink) => layer.with_store(sink),
                     None => layer,
@@ -217,6 +255,7 @@ impl Builder {
             config: self.config,
             sentry,
             mlflow,
+            shippers,
             logstore,
         })
     }
@@ -252,7 +291,35 @@ pub struct ObsGuard {
     config: MonitoringConfig,
     sentry: Option<crate::sentry::SentryGuard>,
     mlflow: Option<crate::mlflow::MlflowGuard>,
+    /// Before the store: fields drop in order, and documents Elasticsearch
+    /// refuses while its shipper flushes must still reach a running store.
+    shippers: Vec<crate::shipping::ShipperGuard>,
     logstore: Option<crate::logs::LogStoreGuard>,
+}
+
+/// The local store's entry for a document Elasticsearch refused for good:
+/// a warning naming the reason, with the refused document in
+/// `event.original`.
+fn rejected_entry(service: &str, document: &[u8], reason: &str) -> crate::logs::store::StoreEntry {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    let mut record = crate::logs::LogRecord::new(
+        now_ms,
+        "warn",
+        std::borrow::Cow::Borrowed(crate::shipping::LOG_TARGET),
+        format!("Elasticsearch refused a log event: {reason}"),
+    );
+    record.fields.push((
+        "event.original",
+        crate::logs::FieldValue::Str(String::from_utf8_lossy(document).into_owned()),
+    ));
+    let mut bytes = Vec::with_capacity(document.len() + 256);
+    crate::logs::ecs_document(&record, service, &mut bytes);
+    crate::logs::store::StoreEntry {
+        record,
+        document: bytes,
+    }
 }
 
 /// The readiness check of the MLflow exporter: its state, queue depth and
@@ -294,6 +361,12 @@ impl ObsGuard {
     /// The configuration in effect.
     pub fn config(&self) -> &MonitoringConfig {
         &self.config
+    }
+
+    /// The state of each log shipper `init()` started (Elasticsearch,
+    /// Logstash).
+    pub fn log_shippers(&self) -> Vec<crate::shipping::ShipperStatus> {
+        self.shippers.iter().map(|g| g.handle().status()).collect()
     }
 
     /// Whether model calls are being logged to MLflow.

@@ -525,6 +525,8 @@ fn usage_error(message: &str) -> ExitCode {
 
 /// The parsed arguments of `logs search` and `logs tail`.
 struct LogsArgs {
+    /// The query as written, for Elasticsearch's `query_string`.
+    text: String,
     query: Query,
     options: SearchOptions,
     json: bool,
@@ -577,6 +579,7 @@ fn parse_logs_args(args: &[String], tail: bool) -> Result<LogsArgs, String> {
         Query::parse(&text).map_err(|e| format!("invalid query `{text}`: {e}"))?
     };
     Ok(LogsArgs {
+        text,
         query,
         options,
         json,
@@ -601,6 +604,9 @@ fn logs(args: &[String]) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    if let (Some(es), false) = (&config.elasticsearch, tail) {
+        return search_elasticsearch(es, &parsed);
+    }
     let dir = hyperkit_obs::logs::store_dir(&config.data_dir);
     if !dir.join(hyperkit_obs::logs::store::DB_FILE).exists() {
         eprintln!(
@@ -627,6 +633,63 @@ fn logs(args: &[String]) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("hyperkit-obs: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// `logs search` when `ELASTICSEARCH_URL` is set: the same query, sent as
+/// a `query_string` query (Lucene syntax, as the local store reads it).
+fn search_elasticsearch(
+    config: &hyperkit_obs::shipping::elasticsearch::ElasticsearchConfig,
+    args: &LogsArgs,
+) -> ExitCode {
+    let client = match hyperkit_obs::shipping::elasticsearch::ElasticsearchClient::new(config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("hyperkit-obs: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("hyperkit-obs: cannot start a runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let query = if args.text.trim() == "*" {
+        ""
+    } else {
+        args.text.as_str()
+    };
+    let found = runtime.block_on(client.search(
+        query,
+        args.options.since_ms,
+        args.options.until_ms,
+        args.options.limit,
+    ));
+    match found {
+        Ok(docs) => {
+            let mut out = std::io::stdout().lock();
+            for doc in docs {
+                let line = if args.json {
+                    doc.to_string()
+                } else {
+                    let map = doc.as_object().cloned().unwrap_or_default();
+                    human_doc_line(&map)
+                };
+                if writeln!(out, "{line}").is_err() {
+                    std::process::exit(0);
+                }
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("hyperkit-obs: Elasticsearch search failed: {e}");
             ExitCode::from(1)
         }
     }
@@ -688,13 +751,18 @@ fn print_logs(logs: &[StoredLog], json: bool) {
 fn human_line(log: &StoredLog) -> String {
     let doc: serde_json::Map<String, serde_json::Value> =
         serde_json::from_str(&log.document).unwrap_or_default();
+    human_doc_line(&doc)
+}
+
+fn human_doc_line(doc: &serde_json::Map<String, serde_json::Value>) -> String {
+    let text = |key: &str| doc.get(key).and_then(|m| m.as_str()).unwrap_or("");
     let mut line = format!(
         "{} {:<5} {}",
-        hyperkit_obs::logs::format_timestamp(log.timestamp_ms),
-        log.level.to_uppercase(),
-        doc.get("message").and_then(|m| m.as_str()).unwrap_or("")
+        text("@timestamp"),
+        text("log.level").to_uppercase(),
+        text("message")
     );
-    for (key, value) in &doc {
+    for (key, value) in doc {
         if COMMON_KEYS.contains(&key.as_str()) {
             continue;
         }

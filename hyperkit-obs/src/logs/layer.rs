@@ -37,6 +37,7 @@ pub struct EcsLayer<W = fn() -> std::io::Stdout> {
     service: Arc<str>,
     writer: Option<W>,
     store: Option<StoreSink>,
+    shippers: Vec<crate::shipping::ShipperHandle>,
 }
 
 impl<W> fmt::Debug for EcsLayer<W> {
@@ -45,6 +46,7 @@ impl<W> fmt::Debug for EcsLayer<W> {
             .field("service", &self.service)
             .field("writer", &self.writer.is_some())
             .field("store", &self.store.is_some())
+            .field("shippers", &self.shippers.len())
             .finish()
     }
 }
@@ -57,6 +59,7 @@ pub fn layer(service_name: impl Into<String>) -> EcsLayer {
         service: Arc::from(service_name.into()),
         writer: Some(std::io::stdout as fn() -> std::io::Stdout),
         store: None,
+        shippers: Vec::new(),
     }
 }
 
@@ -71,6 +74,7 @@ impl<W> EcsLayer<W> {
             service: self.service,
             writer: Some(writer),
             store: self.store,
+            shippers: self.shippers,
         }
     }
 
@@ -85,6 +89,15 @@ impl<W> EcsLayer<W> {
     /// [`store::start`](super::store::start)).
     pub fn with_store(mut self, sink: StoreSink) -> Self {
         self.store = Some(sink);
+        self
+    }
+
+    /// Also hands every event's document to a shipper (Elasticsearch,
+    /// Logstash: see [`crate::shipping`]), without waiting. The shippers' own
+    /// events (target [`LOG_TARGET`](crate::shipping::LOG_TARGET)) are not
+    /// shipped, so a failing backend is not sent news of its own failure.
+    pub fn with_shipper(mut self, shipper: crate::shipping::ShipperHandle) -> Self {
+        self.shippers.push(shipper);
         self
     }
 }
@@ -238,6 +251,12 @@ where
             // report it that would not come back here.
             let _ = make.make_writer_for(meta).write_all(&document);
             document.pop();
+        }
+        if !self.shippers.is_empty() && !meta.target().starts_with(crate::shipping::LOG_TARGET) {
+            let shared: Arc<[u8]> = Arc::from(document.as_slice());
+            for shipper in &self.shippers {
+                shipper.send(Arc::clone(&shared), record.timestamp_ms);
+            }
         }
         if let Some(store) = &self.store {
             store.send(StoreEntry { record, document });

@@ -1,0 +1,258 @@
+//! `init()` with `ELASTICSEARCH_URL` and `LOGSTASH_URL` set: a tracked
+//! call's failure line reaches Elasticsearch's `_bulk` API and a Logstash
+//! `tcp` input as the same ECS document the local store keeps, and a
+//! document Elasticsearch refuses for good stays in the local store with the
+//! reason.
+//!
+//! Both servers are protocol fixtures, not Elasticsearch or Logstash (which
+//! cannot be installed here): the `_bulk` fixture answers as
+//! <https://www.elastic.co/guide/en/elasticsearch/reference/current/docs-bulk.html>
+//! documents (NDJSON, gzip, per-item results), refusing documents whose
+//! message contains `poison` with a 400 `document_parsing_exception`; the
+//! Logstash fixture reads JSON lines as the `tcp` input with the
+//! `json_lines` codec does. The richer protocol cases are in
+//! `elasticsearch.rs` and `logstash.rs`.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hyperkit_obs::logs::{LogStore, Query, SearchOptions};
+use hyperkit_obs::{Builder, MonitoringConfig, track_build};
+
+#[derive(Debug)]
+struct BuildError;
+
+impl std::fmt::Display for BuildError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("linker ran out of gas")
+    }
+}
+
+#[track_build(chain)]
+fn build(chain: &str) -> Result<(), BuildError> {
+    let _ = chain;
+    Err(BuildError)
+}
+
+/// Every document received, as JSON.
+type Received = Arc<Mutex<Vec<serde_json::Value>>>;
+
+/// A request: its first line, its headers (lower-case names) and its body.
+type Request = (String, Vec<(String, String)>, Vec<u8>);
+
+fn read_http(stream: &mut TcpStream) -> Option<Request> {
+    let mut reader = BufReader::new(stream.try_clone().ok()?);
+    let mut line = String::new();
+    reader.read_line(&mut line).ok()?;
+    if line.is_empty() {
+        return None;
+    }
+    let mut headers = Vec::new();
+    loop {
+        let mut h = String::new();
+        reader.read_line(&mut h).ok()?;
+        let h = h.trim_end();
+        if h.is_empty() {
+            break;
+        }
+        let (k, v) = h.split_once(':')?;
+        headers.push((k.trim().to_ascii_lowercase(), v.trim().to_owned()));
+    }
+    let len = headers
+        .iter()
+        .find(|(k, _)| k == "content-length")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0);
+    let mut body = vec![0; len];
+    reader.read_exact(&mut body).ok()?;
+    Some((line, headers, body))
+}
+
+/// A `_bulk` endpoint on 127.0.0.1; also accepts the index template.
+fn elasticsearch(received: Received) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let received = received.clone();
+            std::thread::spawn(move || {
+                while let Some((line, headers, body)) = read_http(&mut stream) {
+                    let answer = if line.contains("/_bulk") {
+                        let gzip = headers
+                            .iter()
+                            .any(|(k, v)| k == "content-encoding" && v == "gzip");
+                        let mut ndjson = Vec::new();
+                        if gzip {
+                            flate2::read::GzDecoder::new(&body[..])
+                                .read_to_end(&mut ndjson)
+                                .unwrap();
+                        } else {
+                            ndjson = body;
+                        }
+                        let text = String::from_utf8(ndjson).unwrap();
+                        let lines: Vec<&str> = text.lines().collect();
+                        let mut items = Vec::new();
+                        for pair in lines.chunks(2) {
+                            let action: serde_json::Value = serde_json::from_str(pair[0]).unwrap();
+                            let (op, meta) = action.as_object().unwrap().iter().next().unwrap();
+                            let doc: serde_json::Value = serde_json::from_str(pair[1]).unwrap();
+                            let index = meta["_index"].clone();
+                            if doc["message"].as_str().unwrap_or("").contains("poison") {
+                                items.push(serde_json::json!({op: {"_index": index, "status": 400,
+                                    "error": {"type": "document_parsing_exception",
+                                              "reason": "failed to parse field [chain]"}}}));
+                            } else {
+                                received.lock().unwrap().push(doc);
+                                items.push(
+                                    serde_json::json!({op: {"_index": index, "status": 201}}),
+                                );
+                            }
+                        }
+                        let errors = items.iter().any(|i| i.to_string().contains("\"error\""));
+                        serde_json::json!({"took": 1, "errors": errors, "items": items}).to_string()
+                    } else {
+                        r#"{"acknowledged":true}"#.to_owned()
+                    };
+                    let reply = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{answer}",
+                        answer.len()
+                    );
+                    if stream.write_all(reply.as_bytes()).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+/// A Logstash `tcp` input with the `json_lines` codec on 127.0.0.1.
+fn logstash(received: Received) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { continue };
+            let received = received.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines() {
+                    let Ok(line) = line else { break };
+                    let doc: serde_json::Value =
+                        serde_json::from_str(&line).expect("every line is one JSON document");
+                    received.lock().unwrap().push(doc);
+                }
+            });
+        }
+    });
+    port
+}
+
+fn wait_for(
+    what: &str,
+    received: &Received,
+    check: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(doc) = received.lock().unwrap().iter().find(|d| check(d)) {
+            return doc.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: not received within 20 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn init_ships_tracked_failures_to_elasticsearch_and_logstash_and_keeps_refused_documents() {
+    let es_docs: Received = Arc::default();
+    let ls_docs: Received = Arc::default();
+    let es = elasticsearch(es_docs.clone());
+    let ls = logstash(ls_docs.clone());
+    let data = std::env::temp_dir().join(format!("hyperkit-logs-shipping-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&data);
+    let vars = [
+        ("ELASTICSEARCH_URL", format!("http://127.0.0.1:{es}")),
+        ("LOGSTASH_URL", format!("tcp://127.0.0.1:{ls}")),
+        ("HYPERKIT_ES_FLUSH_MS", "50".to_owned()),
+        ("HYPERKIT_DATA_DIR", data.display().to_string()),
+        ("HYPERKIT_LOG_FORMAT", "text".to_owned()),
+        ("HYPERKIT_MLFLOW_ENABLED", "false".to_owned()),
+        ("HYPERKIT_SERVICE_NAME", "shipping-test".to_owned()),
+    ];
+    let config = MonitoringConfig::from_lookup(|name| {
+        vars.iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.clone())
+    })
+    .unwrap();
+    let guard = Builder::from_config(config).init().unwrap();
+    assert_eq!(guard.log_shippers().len(), 2);
+
+    let started = Instant::now();
+    assert!(build("ethereum").is_err());
+    tracing::warn!(chain = "solana", "poison pill in the pipeline");
+    assert!(
+        started.elapsed() < Duration::from_millis(50),
+        "shipping never blocks the caller"
+    );
+
+    let is_failure = |d: &serde_json::Value| d["log.level"] == "error" && d["chain"] == "ethereum";
+    for (sink, docs) in [("Elasticsearch", &es_docs), ("Logstash", &ls_docs)] {
+        let doc = wait_for(sink, docs, is_failure);
+        assert_eq!(
+            doc["error.message"], "linker ran out of gas",
+            "{sink}: {doc}"
+        );
+        assert_eq!(doc["status"], "failure", "{sink}: {doc}");
+        assert_eq!(doc["service.name"], "shipping-test", "{sink}: {doc}");
+        assert!(
+            doc["@timestamp"].is_string() && doc["ecs.version"].is_string(),
+            "{sink}: {doc}"
+        );
+        assert!(doc["event.duration"].as_u64().is_some(), "{sink}: {doc}");
+    }
+    // Logstash takes the refused document too; Elasticsearch refused it.
+    wait_for("Logstash, the poison line", &ls_docs, |d| {
+        d["message"] == "poison pill in the pipeline"
+    });
+    drop(guard);
+    assert!(
+        !es_docs
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|d| d["message"].as_str().unwrap_or("").contains("poison")),
+        "the fixture refused it"
+    );
+
+    // The refused document is in the local store, with the reason.
+    let store = LogStore::open(hyperkit_obs::logs::store_dir(&data)).unwrap();
+    let found = store
+        .search(
+            &Query::parse("\"Elasticsearch refused\" AND document_parsing_exception").unwrap(),
+            &SearchOptions::default(),
+        )
+        .unwrap();
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(
+        found[0].document.contains("poison pill in the pipeline"),
+        "{}",
+        found[0].document
+    );
+    // The failure itself is in the store too, found by its labels.
+    let failure = store
+        .search(
+            &Query::parse("level:error AND chain:ethereum AND \"out of gas\"").unwrap(),
+            &SearchOptions::default(),
+        )
+        .unwrap();
+    assert_eq!(failure.len(), 1);
+    let _ = std::fs::remove_dir_all(&data);
+}
