@@ -392,7 +392,12 @@ mod tests {
 
     #[test]
     fn without_a_dsn_no_sentry_client_starts() {
-        let guard = Builder::default().install_subscriber(false).init().unwrap();
+        let mut config = MonitoringConfig::default();
+        config.mlflow.enabled = false;
+        let guard = Builder::from_config(config)
+            .install_subscriber(false)
+            .init()
+            .unwrap();
         assert!(!guard.sentry_enabled());
         assert!(::sentry::Hub::current().client().is_none());
     }

@@ -220,6 +220,10 @@ fn harness() -> &'static Harness {
             ("SENTRY_ENVIRONMENT", "ci"),
             ("HYPERKIT_METRICS_TOKEN", TOKEN),
             ("RUST_LOG", "info"),
+            // Only Sentry is under test: no MLflow runs or log store in the
+            // crate's directory.
+            ("HYPERKIT_MLFLOW_ENABLED", "false"),
+            ("HYPERKIT_LOG_STORE", "false"),
         ];
         let config = MonitoringConfig::from_lookup(|name| {
             vars.iter()
