@@ -510,7 +510,9 @@ fn display_opt<T: fmt::Display>(v: Option<T>) -> String {
     v.map_or_else(|| "(unset)".to_owned(), |v| v.to_string())
 }
 
-fn invalid(
+/// The error for `variable` holding `value`: what is wrong and a value that
+/// would do. Every configuration parser of the crate builds its errors here.
+pub(crate) fn invalid(
     variable: &'static str,
     value: &str,
     problem: impl Into<String>,
@@ -593,7 +595,8 @@ fn parse_rate(variable: &'static str, v: &str) -> Result<f32, ConfigError> {
     }
 }
 
-fn parse_bool(variable: &'static str, v: &str) -> Result<bool, ConfigError> {
+/// `true`/`false` as people write them (`1`, `yes`, `on`, …).
+pub(crate) fn parse_bool(variable: &'static str, v: &str) -> Result<bool, ConfigError> {
     match v.trim().to_ascii_lowercase().as_str() {
         "1" | "true" | "yes" | "on" => Ok(true),
         "0" | "false" | "no" | "off" => Ok(false),
@@ -623,6 +626,90 @@ fn parse_filter(variable: &'static str, v: &str) -> Result<String, ConfigError> 
                 "info,my_crate=debug",
             )
         })
+}
+
+/// A server's URL read from a variable: the base (no credentials, no
+/// trailing slash) and the credentials it held, for basic auth.
+pub(crate) struct ServerUrl {
+    /// `http(s)://host[:port][/prefix]`.
+    pub(crate) base: String,
+    /// The user name and password that were in the URL.
+    pub(crate) credentials: Option<(String, Secret)>,
+}
+
+/// Reads `http(s)://[user:pass@]host[:port][/prefix]`. Credentials leave the
+/// URL (so it can be shown) and are percent-decoded; no error shows them.
+pub(crate) fn parse_server_url(
+    variable: &'static str,
+    v: &str,
+    example: &'static str,
+) -> Result<ServerUrl, ConfigError> {
+    let v = v.trim();
+    let shown = redact_userinfo(v);
+    let mut url = reqwest::Url::parse(v)
+        .map_err(|e| invalid(variable, &shown, format!("is not a URL ({e})"), example))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(invalid(
+            variable,
+            &shown,
+            "must start with http:// or https://",
+            example,
+        ));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(invalid(variable, &shown, "has no host", example));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(invalid(
+            variable,
+            &shown,
+            "must not have a query or fragment",
+            example,
+        ));
+    }
+    let credentials = if url.username().is_empty() {
+        None
+    } else {
+        let decode = |s: &str| {
+            percent_decode(s)
+                .ok_or_else(|| invalid(variable, &shown, "has badly escaped credentials", example))
+        };
+        let username = decode(url.username())?;
+        let password = decode(url.password().unwrap_or(""))?;
+        let _ = url.set_username("");
+        let _ = url.set_password(None);
+        Some((username, Secret::new(password)))
+    };
+    Ok(ServerUrl {
+        base: url.as_str().trim_end_matches('/').to_owned(),
+        credentials,
+    })
+}
+
+/// `scheme://user:pass@host` → `scheme://***@host`, for error messages.
+pub(crate) fn redact_userinfo(v: &str) -> String {
+    match (v.find("://"), v.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}***{}", &v[..s + 3], &v[at..]),
+        _ => v.to_owned(),
+    }
+}
+
+/// Decodes `%XX` escapes; `None` when one is malformed or the result is not
+/// UTF-8.
+pub(crate) fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            out.push(u8::from_str_radix(s.get(i + 1..i + 3)?, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 #[cfg(test)]

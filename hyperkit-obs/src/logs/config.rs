@@ -1,6 +1,6 @@
 //! [`LogsConfig`]: the `HYPERKIT_LOG_*` variables.
 
-use crate::config::ConfigError;
+use crate::config::{ConfigError, invalid};
 
 /// How log lines are written to stdout.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -50,20 +50,6 @@ impl Default for LogsConfig {
             retention_days: 7,
             max_bytes: 1 << 30,
         }
-    }
-}
-
-fn invalid(
-    variable: &'static str,
-    value: &str,
-    problem: &str,
-    example: &'static str,
-) -> ConfigError {
-    ConfigError::Invalid {
-        variable,
-        value: value.to_owned(),
-        problem: problem.to_owned(),
-        example,
     }
 }
 

@@ -5,7 +5,9 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::config::{ConfigError, Secret};
+use crate::config::{
+    ConfigError, Secret, invalid, parse_bool, parse_server_url, percent_decode, redact_userinfo,
+};
 
 /// The experiment `#[track_model]` logs to when `MLFLOW_EXPERIMENT_NAME` is
 /// not set.
@@ -122,20 +124,6 @@ impl Default for MlflowConfig {
             queue_capacity: 10_000,
             concurrency: 2,
         }
-    }
-}
-
-fn invalid(
-    variable: &'static str,
-    value: &str,
-    problem: impl Into<String>,
-    example: &'static str,
-) -> ConfigError {
-    ConfigError::Invalid {
-        variable,
-        value: value.to_owned(),
-        problem: problem.into(),
-        example,
     }
 }
 
@@ -298,54 +286,11 @@ fn parse_uri(v: &str) -> Result<(TrackingTarget, Option<MlflowAuth>), ConfigErro
     let v = v.trim();
     let lower = v.to_ascii_lowercase();
     if lower.starts_with("http://") || lower.starts_with("https://") {
-        let mut url = reqwest::Url::parse(v).map_err(|e| {
-            invalid(
-                VAR,
-                &redact_userinfo(v),
-                format!("is not a URL ({e})"),
-                "http://127.0.0.1:5000",
-            )
-        })?;
-        if url.host_str().is_none_or(str::is_empty) {
-            return Err(invalid(
-                VAR,
-                &redact_userinfo(v),
-                "has no host",
-                "http://127.0.0.1:5000",
-            ));
-        }
-        let auth = if url.username().is_empty() {
-            None
-        } else {
-            let decode = |s: &str| {
-                percent_decode(s).ok_or_else(|| {
-                    invalid(
-                        VAR,
-                        &redact_userinfo(v),
-                        "has badly escaped credentials",
-                        "https://user:pass@mlflow.example.com",
-                    )
-                })
-            };
-            let username = decode(url.username())?;
-            let password = decode(url.password().unwrap_or(""))?;
-            let _ = url.set_username("");
-            let _ = url.set_password(None);
-            Some(MlflowAuth::Basic {
-                username,
-                password: Secret::new(password),
-            })
-        };
-        if url.query().is_some() || url.fragment().is_some() {
-            return Err(invalid(
-                VAR,
-                &redact_userinfo(v),
-                "must not have a query or fragment",
-                "http://127.0.0.1:5000",
-            ));
-        }
-        let base = url.as_str().trim_end_matches('/').to_owned();
-        return Ok((TrackingTarget::Server(base), auth));
+        let url = parse_server_url(VAR, v, "http://127.0.0.1:5000")?;
+        let auth = url
+            .credentials
+            .map(|(username, password)| MlflowAuth::Basic { username, password });
+        return Ok((TrackingTarget::Server(url.base), auth));
     }
     if let Some(rest) = lower.strip_prefix("file:") {
         let path = &v[v.len() - rest.len()..];
@@ -379,39 +324,6 @@ fn parse_uri(v: &str) -> Result<(TrackingTarget, Option<MlflowAuth>), ConfigErro
     }
     // A plain path, as MLflow also accepts.
     Ok((TrackingTarget::FileStore(PathBuf::from(v)), None))
-}
-
-/// `scheme://user:pass@host` → `scheme://***@host`, for error messages.
-fn redact_userinfo(v: &str) -> String {
-    match (v.find("://"), v.rfind('@')) {
-        (Some(s), Some(at)) if at > s => format!("{}***{}", &v[..s + 3], &v[at..]),
-        _ => v.to_owned(),
-    }
-}
-
-fn percent_decode(s: &str) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = s.get(i + 1..i + 3)?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
-}
-
-fn parse_bool(variable: &'static str, v: &str) -> Result<bool, ConfigError> {
-    match v.trim().to_ascii_lowercase().as_str() {
-        "1" | "true" | "yes" | "on" => Ok(true),
-        "0" | "false" | "no" | "off" => Ok(false),
-        _ => Err(invalid(variable, v, "must be true or false", "true")),
-    }
 }
 
 fn parse_seconds(

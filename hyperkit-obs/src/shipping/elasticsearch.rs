@@ -167,7 +167,7 @@ impl ElasticsearchConfig {
                 password: Secret::new(p),
             }),
             (Some(_), _, _) => {
-                return Err(super::invalid(
+                return Err(crate::config::invalid(
                     "ELASTICSEARCH_API_KEY",
                     "***",
                     "cannot be combined with ELASTICSEARCH_USERNAME/PASSWORD; choose one",
@@ -175,7 +175,7 @@ impl ElasticsearchConfig {
                 ));
             }
             (None, Some(_), None) => {
-                return Err(super::invalid(
+                return Err(crate::config::invalid(
                     "ELASTICSEARCH_PASSWORD",
                     "",
                     "is required when ELASTICSEARCH_USERNAME is set",
@@ -183,7 +183,7 @@ impl ElasticsearchConfig {
                 ));
             }
             (None, None, Some(_)) => {
-                return Err(super::invalid(
+                return Err(crate::config::invalid(
                     "ELASTICSEARCH_USERNAME",
                     "",
                     "is required when ELASTICSEARCH_PASSWORD is set",
@@ -192,7 +192,7 @@ impl ElasticsearchConfig {
             }
         };
         if let Some(v) = var("HYPERKIT_ES_DATA_STREAM") {
-            c.data_stream = super::parse_bool("HYPERKIT_ES_DATA_STREAM", &v)?;
+            c.data_stream = crate::config::parse_bool("HYPERKIT_ES_DATA_STREAM", &v)?;
         }
         match var("HYPERKIT_ES_INDEX") {
             Some(v) => c.index = v.trim().to_owned(),
@@ -200,7 +200,7 @@ impl ElasticsearchConfig {
             None => {}
         }
         check_index(&c.index, c.data_stream).map_err(|problem| {
-            super::invalid("HYPERKIT_ES_INDEX", &c.index, problem, DEFAULT_INDEX)
+            crate::config::invalid("HYPERKIT_ES_INDEX", &c.index, problem, DEFAULT_INDEX)
         })?;
         let number = |name: &'static str, min: u64, max: u64, example: &'static str| {
             var(name)
@@ -225,7 +225,7 @@ impl ElasticsearchConfig {
             c.queue_capacity = n as usize;
         }
         if let Some(v) = var("HYPERKIT_ES_TEMPLATE") {
-            c.install_template = super::parse_bool("HYPERKIT_ES_TEMPLATE", &v)?;
+            c.install_template = crate::config::parse_bool("HYPERKIT_ES_TEMPLATE", &v)?;
         }
         if let Some(n) = number("HYPERKIT_ES_TIMEOUT_MS", 1, 600_000, "30000")? {
             c.timeout = Duration::from_millis(n);
@@ -440,71 +440,11 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 /// Reads `ELASTICSEARCH_URL`; credentials in it become basic auth and leave
 /// the URL, so the URL can be shown.
 fn parse_url(v: &str) -> Result<(String, Option<ElasticsearchAuth>), ConfigError> {
-    const VAR: &str = "ELASTICSEARCH_URL";
-    let v = v.trim();
-    let shown = redact_userinfo(v);
-    let mut url = reqwest::Url::parse(v)
-        .map_err(|e| super::invalid(VAR, &shown, format!("is not a URL ({e})"), EXAMPLE_URL))?;
-    if !matches!(url.scheme(), "http" | "https") {
-        return Err(super::invalid(
-            VAR,
-            &shown,
-            "must start with http:// or https://",
-            EXAMPLE_URL,
-        ));
-    }
-    if url.host_str().is_none_or(str::is_empty) {
-        return Err(super::invalid(VAR, &shown, "has no host", EXAMPLE_URL));
-    }
-    if url.query().is_some() || url.fragment().is_some() {
-        return Err(super::invalid(
-            VAR,
-            &shown,
-            "must not have a query or fragment",
-            EXAMPLE_URL,
-        ));
-    }
-    let auth = if url.username().is_empty() {
-        None
-    } else {
-        let decode = |s: &str| {
-            percent_decode(s).ok_or_else(|| {
-                super::invalid(VAR, &shown, "has badly escaped credentials", EXAMPLE_URL)
-            })
-        };
-        let username = decode(url.username())?;
-        let password = decode(url.password().unwrap_or(""))?;
-        let _ = url.set_username("");
-        let _ = url.set_password(None);
-        Some(ElasticsearchAuth::Basic {
-            username,
-            password: Secret::new(password),
-        })
-    };
-    Ok((url.as_str().trim_end_matches('/').to_owned(), auth))
-}
-
-fn redact_userinfo(v: &str) -> String {
-    match (v.find("://"), v.rfind('@')) {
-        (Some(s), Some(at)) if at > s => format!("{}***{}", &v[..s + 3], &v[at..]),
-        _ => v.to_owned(),
-    }
-}
-
-fn percent_decode(s: &str) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            out.push(u8::from_str_radix(s.get(i + 1..i + 3)?, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
+    let url = crate::config::parse_server_url("ELASTICSEARCH_URL", v, EXAMPLE_URL)?;
+    let auth = url
+        .credentials
+        .map(|(username, password)| ElasticsearchAuth::Basic { username, password });
+    Ok((url.base, auth))
 }
 
 /// A client of one Elasticsearch server: bulk requests, the index template

@@ -92,7 +92,7 @@ impl LogstashConfig {
             .filter(|s| s.eq_ignore_ascii_case("tcp://"))
             .map(|_| &url[6..])
         else {
-            return Err(super::invalid(
+            return Err(crate::config::invalid(
                 "LOGSTASH_URL",
                 url,
                 "must be tcp://host:port (the address of a Logstash tcp input with the \
@@ -105,7 +105,7 @@ impl LogstashConfig {
             !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
         });
         if !port_ok || rest.contains('/') || rest.contains('@') {
-            return Err(super::invalid(
+            return Err(crate::config::invalid(
                 "LOGSTASH_URL",
                 url,
                 "must be tcp://host:port with a port from 1 to 65535 and nothing after it",

@@ -616,30 +616,7 @@ impl FailureLog {
     }
 }
 
-pub(crate) fn invalid(
-    variable: &'static str,
-    value: &str,
-    problem: impl Into<String>,
-    example: &'static str,
-) -> crate::config::ConfigError {
-    crate::config::ConfigError::Invalid {
-        variable,
-        value: value.to_owned(),
-        problem: problem.into(),
-        example,
-    }
-}
-
-pub(crate) fn parse_bool(
-    variable: &'static str,
-    v: &str,
-) -> Result<bool, crate::config::ConfigError> {
-    match v.trim().to_ascii_lowercase().as_str() {
-        "1" | "true" | "yes" | "on" => Ok(true),
-        "0" | "false" | "no" | "off" => Ok(false),
-        _ => Err(invalid(variable, v, "must be true or false", "true")),
-    }
-}
+use crate::config::invalid;
 
 /// A whole number from `min` to `max`.
 pub(crate) fn parse_number(
