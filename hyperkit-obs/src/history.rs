@@ -20,7 +20,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{LazyLock, Mutex, PoisonError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use prometheus::Registry;
 use prometheus::proto::MetricFamily;
@@ -582,12 +582,6 @@ pub struct Totals {
 static HISTORY: LazyLock<Mutex<History>> = LazyLock::new(|| Mutex::new(History::new()));
 static SAMPLER: Mutex<Option<tokio::task::JoinHandle<()>>> = Mutex::new(None);
 
-fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
 /// Starts the process-wide sampler if it is not running and a tokio runtime
 /// is current; returns whether it runs. Idempotent and cheap.
 pub fn start() -> bool {
@@ -608,7 +602,10 @@ pub fn start() -> bool {
             HISTORY
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
-                .record(&families, unix_ms());
+                .record(
+                    &families,
+                    u64::try_from(crate::util::unix_ms()).unwrap_or(0),
+                );
         }
     }));
     true

@@ -301,11 +301,8 @@ pub struct ObsGuard {
 /// a warning naming the reason, with the refused document in
 /// `event.original`.
 fn rejected_entry(service: &str, document: &[u8], reason: &str) -> crate::logs::store::StoreEntry {
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
     let mut record = crate::logs::LogRecord::new(
-        now_ms,
+        crate::util::unix_ms(),
         "warn",
         std::borrow::Cow::Borrowed(crate::shipping::LOG_TARGET),
         format!("Elasticsearch refused a log event: {reason}"),

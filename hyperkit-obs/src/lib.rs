@@ -67,6 +67,7 @@ pub mod push;
 pub mod sentry;
 pub mod shipping;
 mod track;
+mod util;
 
 pub use config::{ConfigError, MetricsAuth, MonitoringConfig, Secret, SentryConfig};
 pub use hyperkit_obs_macros::{LabelValue, track_build, track_model, track_query};

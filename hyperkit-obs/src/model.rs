@@ -157,17 +157,7 @@ impl std::fmt::Debug for CallId {
 /// A random key of this process, making call ids unique across processes.
 pub(crate) fn process_key() -> u64 {
     static KEY: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-    *KEY.get_or_init(|| {
-        use std::hash::{BuildHasher, Hasher};
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u32(std::process::id());
-        h.write_u128(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos()),
-        );
-        h.finish()
-    })
+    *KEY.get_or_init(crate::util::random_u64)
 }
 
 thread_local! {

@@ -21,7 +21,7 @@ use tracing_subscriber::registry::LookupSpan;
 
 use super::document::{FieldValue, LogRecord, ecs_document};
 use super::store::{StoreEntry, StoreSink};
-use super::time::now_millis;
+use crate::util::unix_ms as now_millis;
 
 /// Writes every event as an ECS JSON line to a writer (stdout by default)
 /// and/or queues it for the local log store.

@@ -27,7 +27,8 @@ use rusqlite::{Connection, OpenFlags, params};
 
 use super::document::LogRecord;
 use super::query::{FieldKind, Query, TEXT_FIELDS, words};
-use super::time::{day_of, day_start, now_millis};
+use super::time::{day_of, day_start};
+use crate::util::unix_ms as now_millis;
 
 /// The database file inside the store directory.
 pub const DB_FILE: &str = "logs.sqlite3";

@@ -2,31 +2,7 @@
 //! milliseconds for `@timestamp`, parsing for the CLI's `--since`/`--until`,
 //! and the UTC day that names a store partition.
 
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's
-/// `days_from_civil`).
-fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let m = i64::from(m);
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(d) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// The date of a day number (inverse of [`days_from_civil`]).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
-}
+use crate::util::{civil_from_days, days_from_civil};
 
 /// Writes `ms` (milliseconds since the Unix epoch) as
 /// `YYYY-MM-DDTHH:MM:SS.mmmZ`.
@@ -66,13 +42,6 @@ pub(crate) fn day_of(ms: i64) -> u32 {
 /// Milliseconds at the start of the UTC day `YYYYMMDD`.
 pub(crate) fn day_start(day: u32) -> i64 {
     days_from_civil(i64::from(day / 10_000), day / 100 % 100, day % 100) * 86_400_000
-}
-
-/// Milliseconds since the Unix epoch, now.
-pub(crate) fn now_millis() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// Parses a point in time for `--since`/`--until`: a duration before `now`

@@ -404,7 +404,7 @@ impl MlflowClient {
                 Err(e) => (transport(endpoint, &e, !e.is_connect()), None),
                 Ok(resp) => {
                     let status = resp.status().as_u16();
-                    let retry_after = retry_after(resp.headers());
+                    let retry_after = crate::util::retry_after(resp.headers());
                     match resp.text().await {
                         Err(e) => (transport(endpoint, &e, true), None),
                         Ok(text) if (200..300).contains(&status) => {
@@ -458,7 +458,7 @@ impl MlflowClient {
             policy.backoff_factor * 2f64.powi(i32::try_from(attempt - 1).unwrap_or(30))
         };
         let base = base.min(MAX_BACKOFF.as_secs_f64());
-        Duration::from_secs_f64(base + policy.backoff_jitter * random_unit())
+        Duration::from_secs_f64(base + policy.backoff_jitter * crate::util::random_unit())
     }
 }
 
@@ -535,34 +535,6 @@ fn api_error(endpoint: &'static str, status: u16, text: &str) -> MlflowError {
     }
 }
 
-/// `Retry-After` in seconds or as an HTTP date.
-fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    let v = headers
-        .get(reqwest::header::RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim();
-    if let Ok(secs) = v.parse::<f64>() {
-        return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs));
-    }
-    let at = httpdate::parse_http_date(v).ok()?;
-    Some(
-        at.duration_since(std::time::SystemTime::now())
-            .unwrap_or_default(),
-    )
-}
-
-/// A number in `[0, 1)` from the standard library's per-process random
-/// hasher keys and a counter: enough to spread retries apart.
-pub(crate) fn random_unit() -> f64 {
-    use std::hash::{BuildHasher, Hasher};
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
-    (h.finish() >> 11) as f64 / (1u64 << 53) as f64
-}
-
 /// Tags checked and cut to MLflow's limits.
 fn checked_tags(tags: &[KeyValue]) -> Result<Vec<KeyValue>, MlflowError> {
     checked(tags, MAX_TAG_VALUE_LENGTH, "tag")
@@ -602,8 +574,6 @@ pub(crate) fn batches(
     }
     let params = checked(params, MAX_PARAM_VALUE_LENGTH, "param")?;
     let tags = checked_tags(tags)?;
-    // Entity sizes as they will appear in the body, plus a comma.
-    let size = |v: &dyn erased::Json| v.json_len() + 1;
     let envelope = serde_json::to_string(&BatchBody {
         run_id,
         metrics: vec![],
@@ -633,7 +603,7 @@ pub(crate) fn batches(
     };
     let count = |cur: &BatchBody<'_>| cur.metrics.len() + cur.params.len() + cur.tags.len();
     for p in params {
-        let s = size(&p);
+        let s = json_len(&p);
         if cur.params.len() == limits::PARAMS_OR_TAGS
             || count(&cur) == limits::ENTITIES
             || bytes + s > limits::BYTES
@@ -644,7 +614,7 @@ pub(crate) fn batches(
         cur.params.push(p);
     }
     for t in tags {
-        let s = size(&t);
+        let s = json_len(&t);
         if cur.tags.len() == limits::PARAMS_OR_TAGS
             || count(&cur) == limits::ENTITIES
             || bytes + s > limits::BYTES
@@ -655,7 +625,7 @@ pub(crate) fn batches(
         cur.tags.push(t);
     }
     for m in metrics {
-        let s = size(&m);
+        let s = json_len(m);
         if cur.metrics.len() == limits::METRICS
             || count(&cur) == limits::ENTITIES
             || bytes + s > limits::BYTES
@@ -669,14 +639,7 @@ pub(crate) fn batches(
     Ok(out)
 }
 
-mod erased {
-    /// The length of a value's JSON.
-    pub(super) trait Json {
-        fn json_len(&self) -> usize;
-    }
-    impl<T: serde::Serialize> Json for T {
-        fn json_len(&self) -> usize {
-            serde_json::to_string(self).map_or(0, |s| s.len())
-        }
-    }
+/// An entity's size in a request body: its JSON and a comma.
+fn json_len<T: Serialize>(v: &T) -> usize {
+    serde_json::to_string(v).map_or(0, |s| s.len()) + 1
 }

@@ -24,14 +24,15 @@ use std::sync::mpsc::{Receiver, Sender, TryRecvError};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
-use super::client::{MlflowClient, random_unit};
+use super::client::MlflowClient;
 use super::config::{MlflowConfig, TrackingTarget};
 use super::error::MlflowError;
 use super::file_store::FileStore;
 use super::run::{CALL_ID_TAG, ModelRun, acceptance_metric};
-use super::types::{RunRecord, now_ms};
+use super::types::RunRecord;
 use crate::model::{CallId, Usage};
 use crate::track::{Exported, Status};
+use crate::util::unix_ms as now_ms;
 
 /// How often the worker looks for new runs.
 pub(crate) const TICK: Duration = Duration::from_millis(50);
@@ -319,8 +320,7 @@ fn start_with(config: &MlflowConfig, target: Target) -> Result<MlflowGuard, Mlfl
         backoff: Duration::ZERO,
         waiters: Vec::new(),
         state: Arc::clone(&state),
-        last_failure_log: None,
-        suppressed_failures: 0,
+        failure_log: crate::util::LogLimiter::default(),
     };
     std::thread::Builder::new()
         .name("hyperkit-mlflow".to_owned())
@@ -394,8 +394,7 @@ struct Worker {
     backoff: Duration,
     waiters: Vec<std::sync::mpsc::Sender<()>>,
     state: Arc<State>,
-    last_failure_log: Option<Instant>,
-    suppressed_failures: u64,
+    failure_log: crate::util::LogLimiter,
 }
 
 impl Worker {
@@ -690,9 +689,9 @@ impl Worker {
             .last_error
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = Some(e.to_string());
-        self.backoff = (self.backoff * 2).clamp(Duration::from_millis(250), MAX_BACKOFF);
-        let jitter = self.backoff.mul_f64(0.25 * random_unit());
-        self.retry_at = Some(Instant::now() + self.backoff + jitter);
+        self.backoff =
+            crate::util::next_backoff(self.backoff, Duration::from_millis(250), MAX_BACKOFF);
+        self.retry_at = Some(Instant::now() + self.backoff);
     }
 
     /// Logs a failure, at most once every 10 s; the next log says how many
@@ -703,17 +702,9 @@ impl Worker {
             .last_error
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = Some(message.to_owned());
-        let now = Instant::now();
-        if self
-            .last_failure_log
-            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(10))
-        {
-            self.suppressed_failures += 1;
-            return;
+        if let Some(suppressed) = self.failure_log.admit() {
+            tracing::error!(target: "hyperkit_obs::mlflow", suppressed, "{message}");
         }
-        self.last_failure_log = Some(now);
-        let suppressed = std::mem::take(&mut self.suppressed_failures);
-        tracing::error!(target: "hyperkit_obs::mlflow", suppressed, "{message}");
     }
 }
 

@@ -32,18 +32,15 @@
 //! [`FileStore::get_or_create_experiment`] calls from several threads or
 //! processes make one experiment.
 
-use std::collections::hash_map::RandomState;
 use std::fs::{self, File, OpenOptions};
-use std::hash::{BuildHasher, Hasher};
 use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::types::now_ms;
 use super::{
     Experiment, KeyValue, MAX_PARAM_VALUE_LENGTH, MAX_TAG_VALUE_LENGTH, Metric, MlflowError, Run,
     RunData, RunInfo, RunRecord, RunStatus, truncate_value, validate_key,
 };
+use crate::util::{random_u64, unix_ms as now_ms};
 
 const TRASH: &str = ".trash";
 const META: &str = "meta.yaml";
@@ -639,20 +636,6 @@ fn file_uri(path: &Path) -> String {
         }
     }
     uri
-}
-
-fn random_u64() -> u64 {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    // RandomState is seeded from the OS's randomness once per thread and
-    // varies per instance; time, process and counter make each call differ.
-    let mut hasher = RandomState::new().build_hasher();
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    hasher.write_u128(nanos);
-    hasher.write_u32(std::process::id());
-    hasher.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
-    hasher.finish()
 }
 
 /// 32 lowercase hex digits, like `uuid.uuid4().hex`.

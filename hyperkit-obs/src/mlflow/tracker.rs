@@ -8,8 +8,9 @@ use super::config::{MlflowConfig, TrackingTarget};
 use super::error::MlflowError;
 use super::file_store::FileStore;
 use super::run::ModelRun;
-use super::types::{Run, now_ms};
+use super::types::Run;
 use crate::track::Status;
+use crate::util::unix_ms as now_ms;
 
 /// How often a model's outputs were accepted.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -268,14 +268,6 @@ fn find<'a>(list: &'a [KeyValue], key: &str) -> Option<&'a str> {
         .map(|kv| kv.value.as_str())
 }
 
-/// Milliseconds since the Unix epoch, now.
-#[allow(dead_code)] // used by the exporter
-pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
 /// The longest key MLflow accepts (`MAX_ENTITY_KEY_LENGTH`).
 pub const MAX_KEY_LENGTH: usize = 250;
 /// The longest param value MLflow accepts (`MAX_PARAM_VAL_LENGTH`).

@@ -45,8 +45,9 @@ use std::time::{Duration, Instant};
 use reqwest::header::{CONTENT_ENCODING, CONTENT_TYPE, HeaderMap, HeaderValue};
 use serde_json::{Value, json};
 
-use super::{FailureLog, Lifecycle, Shared, ShipperGuard, ShippingError, WorkerIo, next_backoff};
+use super::{FailureLog, Lifecycle, Shared, ShipperGuard, ShippingError, WorkerIo};
 use crate::config::{ConfigError, Secret};
+use crate::util::next_backoff;
 
 /// The default index pattern: one index a day.
 pub const DEFAULT_INDEX: &str = "hyperkit-logs-%Y.%m.%d";
@@ -250,7 +251,7 @@ impl ElasticsearchConfig {
         if self.data_stream {
             return self.index.clone();
         }
-        let (y, m, d) = civil_from_days(timestamp_ms.div_euclid(86_400_000));
+        let (y, m, d) = crate::util::civil_from_days(timestamp_ms.div_euclid(86_400_000));
         let mut out = String::with_capacity(self.index.len() + 4);
         let mut chars = self.index.chars();
         while let Some(c) = chars.next() {
@@ -420,21 +421,6 @@ fn check_index(index: &str, data_stream: bool) -> Result<(), String> {
         }
     }
     Ok(())
-}
-
-/// `(year, month, day)` of a day count since 1970-01-01 (proleptic
-/// Gregorian, Howard Hinnant's `civil_from_days`).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
 }
 
 /// Reads `ELASTICSEARCH_URL`; credentials in it become basic auth and leave
@@ -654,7 +640,7 @@ impl ElasticsearchClient {
             Err(e) => return BulkAnswer::Retry(self.transport(&e), None),
         };
         let status = response.status().as_u16();
-        let retry_after = retry_after(response.headers());
+        let retry_after = crate::util::retry_after(response.headers());
         let text = match response.text().await {
             Ok(t) => t,
             Err(e) => return BulkAnswer::Retry(self.transport(&e), None),
@@ -737,23 +723,6 @@ fn parse_items(text: &str, count: usize, create: bool) -> Result<Vec<ItemResult>
             })
         })
         .collect()
-}
-
-/// `Retry-After` in seconds or as an HTTP date.
-fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let v = headers
-        .get(reqwest::header::RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim();
-    if let Ok(secs) = v.parse::<f64>() {
-        return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs));
-    }
-    let at = httpdate::parse_http_date(v).ok()?;
-    Some(
-        at.duration_since(std::time::SystemTime::now())
-            .unwrap_or_default(),
-    )
 }
 
 /// Starts the Elasticsearch shipper on its own thread and registers the

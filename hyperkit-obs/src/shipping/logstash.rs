@@ -22,8 +22,9 @@ use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use super::{FailureLog, Lifecycle, ShipperGuard, ShippingError, WorkerIo, next_backoff};
+use super::{FailureLog, Lifecycle, ShipperGuard, ShippingError, WorkerIo};
 use crate::config::ConfigError;
+use crate::util::next_backoff;
 
 /// The most bytes of recently written lines kept for a resend.
 pub const RESEND_MAX_BYTES: usize = 1 << 20;

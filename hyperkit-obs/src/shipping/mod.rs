@@ -576,43 +576,19 @@ impl Lifecycle {
     }
 }
 
-/// The next wait of an exponential backoff with up to 25% jitter.
-pub(crate) fn next_backoff(current: Duration, initial: Duration, max: Duration) -> Duration {
-    let next = if current.is_zero() {
-        initial
-    } else {
-        (current * 2).min(max)
-    };
-    next + next.mul_f64(0.25 * crate::mlflow::client::random_unit())
-}
-
 /// Logs a shipper's failures at most once every ten seconds.
-pub(crate) struct FailureLog {
-    last: Option<Instant>,
-    suppressed: u64,
-}
+pub(crate) struct FailureLog(crate::util::LogLimiter);
 
 impl FailureLog {
     pub(crate) fn new() -> Self {
-        FailureLog {
-            last: None,
-            suppressed: 0,
-        }
+        FailureLog(crate::util::LogLimiter::default())
     }
 
     pub(crate) fn log(&mut self, shared: &Shared, message: &str) {
         shared.set_error(Some(message.to_owned()));
-        let now = Instant::now();
-        if self
-            .last
-            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(10))
-        {
-            self.suppressed += 1;
-            return;
+        if let Some(suppressed) = self.0.admit() {
+            tracing::error!(target: "hyperkit_obs::shipping", sink = shared.sink, suppressed, "{message}");
         }
-        self.last = Some(now);
-        let suppressed = std::mem::take(&mut self.suppressed);
-        tracing::error!(target: "hyperkit_obs::shipping", sink = shared.sink, suppressed, "{message}");
     }
 }
 
