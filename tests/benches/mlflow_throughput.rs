@@ -29,6 +29,43 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+/// CPU seconds (user and system) used so far by the processes of one
+/// process group: the MLflow server and its uvicorn worker.
+fn group_cpu_seconds(group: u32, ticks_per_second: f64) -> f64 {
+    let mut ticks = 0u64;
+    for entry in std::fs::read_dir("/proc")
+        .expect("/proc is readable")
+        .flatten()
+    {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // Fields after the parenthesised command name: state, ppid, pgrp,
+        // ..., utime (12th), stime (13th).
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        if fields.get(2).and_then(|f| f.parse::<u32>().ok()) == Some(group) {
+            ticks +=
+                fields[11].parse::<u64>().unwrap_or(0) + fields[12].parse::<u64>().unwrap_or(0);
+        }
+    }
+    ticks as f64 / ticks_per_second
+}
+
+/// `getconf CLK_TCK`: the unit of the CPU times in `/proc/<pid>/stat`.
+fn clock_ticks() -> f64 {
+    let out = std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .expect("getconf runs");
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .expect("CLK_TCK is a number")
+}
+
 struct Completion(u64);
 
 impl ModelOutput for Completion {
@@ -64,9 +101,21 @@ const PYTHON_CLIENT: &str = r#"
 import json, os, time
 import mlflow
 
+def server_cpu(group=int(os.environ["SERVER_PGID"]), tick=os.sysconf("SC_CLK_TCK")):
+    total = 0
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == group:
+            total += int(fields[11]) + int(fields[12])
+    return total / tick
+
 mlflow.set_tracking_uri(os.environ["TRACKING_URI"])
 mlflow.set_experiment(os.environ["EXPERIMENT_NAME"])
 n = int(os.environ["RUNS"])
+cpu = server_cpu()
 start = time.perf_counter()
 for i in range(n):
     model = f"model-{i % 2}"
@@ -78,7 +127,8 @@ for i in range(n):
             "latency_seconds": 1.5,
             "accepted": i % 2,
         })
-print(json.dumps({"runs": n, "seconds": time.perf_counter() - start}))
+seconds = time.perf_counter() - start
+print(json.dumps({"runs": n, "seconds": seconds, "server_cpu": server_cpu() - cpu}))
 "#;
 
 fn main() {
@@ -89,6 +139,8 @@ fn main() {
     }
     let server = MlflowServer::start(Version::V3, Backend::Sqlite);
     let url = server.url();
+    let group = server.pid().expect("the server runs");
+    let ticks = clock_ticks();
 
     let py = python(
         Version::V3,
@@ -97,9 +149,13 @@ fn main() {
             ("TRACKING_URI", url.as_str()),
             ("EXPERIMENT_NAME", "throughput-python"),
             ("RUNS", &RUNS.to_string()),
+            ("SERVER_PGID", &group.to_string()),
         ],
     );
     let py_seconds = py["seconds"].as_f64().expect("python reports its time");
+    let py_server_cpu = py["server_cpu"]
+        .as_f64()
+        .expect("python reports server CPU");
 
     let mut config = MlflowConfig::default();
     config.target = TrackingTarget::Server(url.clone());
@@ -108,6 +164,7 @@ fn main() {
     // The experiment is resolved before timing, as `set_experiment` is.
     let _ = complete("model-0", 0);
     assert!(mlflow::flush(Duration::from_secs(60)));
+    let cpu = group_cpu_seconds(group, ticks);
     let start = Instant::now();
     for i in 0..RUNS {
         let _ = complete(
@@ -125,6 +182,7 @@ fn main() {
         mlflow::status()
     );
     let rust_seconds = start.elapsed().as_secs_f64();
+    let rust_server_cpu = group_cpu_seconds(group, ticks) - cpu;
     guard.shutdown(Duration::from_secs(5));
 
     // The server's own floor: the three requests of one run, sent one at a
@@ -191,6 +249,20 @@ fn main() {
         } else {
             "MISS"
         }
+    );
+    // The server runs Python under one GIL in one process: the CPU it spends
+    // per run bounds what any client can get out of it.
+    let per_run = |cpu: f64| cpu / RUNS as f64 * 1e3;
+    println!(
+        "  server CPU per run: {:.1} ms under Python, {:.1} ms under the exporter (busy {:.0}% of a core)",
+        per_run(py_server_cpu),
+        per_run(rust_server_cpu),
+        100.0 * rust_server_cpu / rust_seconds
+    );
+    println!(
+        "  server ceiling at one busy core: {:.1} runs/s  ({:.2}x Python)",
+        RUNS as f64 / rust_server_cpu,
+        RUNS as f64 / rust_server_cpu / py_rate
     );
     println!(
         "  server floor: create {:.1} ms + log-batch {:.1} ms + update {:.1} ms, one at a time = {floor_rate:.1} runs/s  ({:.2}x Python)",
