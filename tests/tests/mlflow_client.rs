@@ -1765,7 +1765,7 @@ fn exporter_never_blocks_callers_when_the_server_hangs() {
 }
 
 #[test]
-fn exporter_drops_a_refused_run_once_without_retrying() {
+fn exporter_drops_a_refused_run_once_without_retrying_and_marks_it_failed() {
     let _one = exporter_lock();
     let fixture = Fixture::start();
     let guard = mlflow::start(&exporter_config(&fixture, "refused")).unwrap();
@@ -1794,7 +1794,13 @@ fn exporter_drops_a_refused_run_once_without_retrying() {
     assert_eq!(dropped() - before, 1, "counted once");
     assert_eq!(fixture.count("runs/create"), 1);
     assert_eq!(fixture.count("runs/log-batch"), 1, "not retried");
-    assert_eq!(fixture.count("runs/update"), 0);
+    let updates = fixture.requests_to("runs/update");
+    assert_eq!(updates.len(), 1, "{updates:?}");
+    assert_eq!(
+        updates[0].json()["status"],
+        "FAILED",
+        "ended FAILED, as Python ends a run whose logging raised"
+    );
 
     // A later call is delivered as usual, and the refused one is still not
     // retried.
@@ -1810,7 +1816,8 @@ fn exporter_drops_a_refused_run_once_without_retrying() {
     assert_eq!(dropped() - before, 1);
     let refused = fixture.runs_tagged(CALL_ID_TAG, &call.to_string());
     assert_eq!(refused.len(), 1);
-    assert_eq!(refused[0].status, "RUNNING", "MLflow refused its metrics");
+    assert_eq!(refused[0].status, "FAILED", "MLflow refused its metrics");
+    assert!(refused[0].end_time.is_some(), "and it has ended");
 }
 
 #[test]

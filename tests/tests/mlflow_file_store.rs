@@ -33,7 +33,9 @@ use std::time::Instant;
 use hyperkit_obs::mlflow::{
     FileStore, KeyValue, MAX_TAG_VALUE_LENGTH, Metric, Run, RunRecord, RunStatus,
 };
-use mlflow_support::{Backend, MlflowServer, TempDir, Version, python, read_runs, serial};
+use mlflow_support::{
+    Backend, MlflowServer, TempDir, Version, experiment_lifecycle, python, read_runs, serial,
+};
 use serde_json::{Value, json};
 
 /// Two experiments, with characters YAML and MLflow's search must cope with
@@ -487,4 +489,108 @@ print(json.dumps(names))
         assert_eq!(&read[id], name, "experiment {id}");
     }
     assert_eq!(read.as_object().unwrap().len(), expected.len());
+}
+
+struct Reply;
+
+impl hyperkit_obs::ModelOutput for Reply {
+    fn input_tokens(&self) -> Option<u64> {
+        Some(3)
+    }
+}
+
+#[hyperkit_obs::track_model(model, task = "file-store")]
+fn reply(model: &str) -> Reply {
+    Reply
+}
+
+/// Waits up to `within` for `condition`.
+fn wait_until(within: std::time::Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + within;
+    loop {
+        if condition() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn exporter_runs_wait_while_the_experiment_is_deleted_and_follow_it_restored_or_made_anew() {
+    use hyperkit_obs::mlflow::{self, MlflowConfig, TrackingTarget};
+    use std::time::Duration;
+
+    let _serial = serial();
+    let dir = TempDir::new("mlflow-file-exporter");
+    let root = dir.path().join("mlruns");
+    let uri = format!("file://{}", root.display());
+    let name = "deleted under the exporter";
+    let mut config = MlflowConfig::default();
+    config.target = TrackingTarget::FileStore(root.clone());
+    config.experiment_name = name.to_owned();
+    let guard = mlflow::start(&config).expect("exporter starts");
+    let lifecycle = |action, id: &str| experiment_lifecycle(Version::V3, &uri, &uri, action, id);
+
+    for _ in 0..5 {
+        let _ = reply("model-a");
+    }
+    assert!(
+        mlflow::flush(Duration::from_secs(10)),
+        "{:?}",
+        mlflow::status()
+    );
+    let store = FileStore::open(&root).unwrap();
+    let first = store
+        .experiment_by_name(name)
+        .unwrap()
+        .unwrap()
+        .experiment_id;
+
+    // Deleted by MLflow's client: the runs of the calls made meanwhile wait.
+    assert_eq!(lifecycle("delete", &first), "deleted");
+    for _ in 0..5 {
+        let _ = reply("model-b");
+    }
+    assert!(
+        wait_until(Duration::from_secs(10), || mlflow::status()
+            .and_then(|s| s.last_error)
+            .is_some_and(|e| e.contains("is deleted; restore it"))),
+        "{:?}",
+        mlflow::status()
+    );
+    let status = mlflow::status().unwrap();
+    assert_eq!((status.queued, status.failed), (5, 0), "{status:?}");
+
+    // Restored: delivered to it.
+    assert_eq!(lifecycle("restore", &first), "active");
+    assert!(
+        mlflow::flush(Duration::from_secs(30)),
+        "{:?}",
+        mlflow::status()
+    );
+    let runs = read_runs(Version::V3, &uri, name);
+    assert_eq!(runs.len(), 10, "{runs:?}");
+    let models: Vec<_> = runs.iter().map(|r| r["params"]["model"].clone()).collect();
+    assert_eq!(models.iter().filter(|m| *m == "model-b").count(), 5);
+    assert!(runs.iter().all(|r| r["status"] == "FINISHED"), "{runs:?}");
+
+    // Purged by `mlflow gc`: the next runs make the experiment anew.
+    assert_eq!(lifecycle("purge", &first), Value::Null);
+    for _ in 0..3 {
+        let _ = reply("model-c");
+    }
+    assert!(
+        mlflow::flush(Duration::from_secs(30)),
+        "{:?}",
+        mlflow::status()
+    );
+    let status = mlflow::status().unwrap();
+    guard.shutdown(Duration::from_secs(5));
+    let runs = read_runs(Version::V3, &uri, name);
+    assert_eq!(runs.len(), 3, "only the calls after the purge: {runs:?}");
+    assert!(runs.iter().all(|r| r["params"]["model"] == "model-c"));
+    assert_eq!((status.delivered, status.failed), (13, 0), "{status:?}");
 }

@@ -1,7 +1,8 @@
 //! `#[track_model]` runs and the `ExperimentTracker` API against real MLflow
 //! tracking servers (3.17.2 and 2.22.5, from the venvs `.ci/run` creates),
 //! read back with MLflow's own Python client; and the faults: a server
-//! stopped and restarted mid-stream, and a full queue.
+//! stopped and restarted mid-stream, a full queue, and the experiment
+//! deleted, restored and purged under the exporter.
 
 mod common;
 mod mlflow_support;
@@ -14,7 +15,7 @@ use hyperkit_obs::mlflow::{
 };
 use hyperkit_obs::model::{CallId, current_call_id, record_acceptance};
 use hyperkit_obs::{ModelOutput, track_model};
-use mlflow_support::{Backend, MlflowServer, Version, read_runs, serial};
+use mlflow_support::{Backend, MlflowServer, Version, experiment_lifecycle, read_runs, serial};
 use serde_json::Value;
 
 struct Completion {
@@ -389,4 +390,93 @@ fn a_stopped_server_loses_nothing_within_the_bound_and_a_full_queue_counts_its_d
         dropped() - before,
         "the drop counter equals the runs missing"
     );
+}
+
+#[test]
+fn runs_wait_while_their_experiment_is_deleted_and_go_to_it_restored_or_made_anew_when_purged() {
+    let _serial = serial();
+    let server = MlflowServer::start(Version::V3, Backend::Sqlite);
+    let experiment = "hyperkit deleted experiment";
+    let config = config(&server, experiment);
+    let guard = mlflow::start(&config).expect("exporter starts");
+    let dropped = || common::counter("hyperkit_obs_dropped_total", &[("sink", "mlflow")]);
+
+    let mut expected = run_calls(40_000, 10);
+    assert!(
+        mlflow::flush(Duration::from_secs(60)),
+        "{:?}",
+        mlflow::status()
+    );
+    let first = runtime()
+        .block_on(
+            MlflowClient::new(&config)
+                .unwrap()
+                .get_experiment_by_name(experiment),
+        )
+        .unwrap()
+        .expect("the experiment exists")
+        .experiment_id;
+    let before = dropped();
+
+    // Deleted: MLflow refuses runs in it and keeps its name, so the calls
+    // made meanwhile wait in the queue, and the status says why.
+    let lifecycle = |action| {
+        experiment_lifecycle(
+            Version::V3,
+            &server.url(),
+            server.backend_uri(),
+            action,
+            &first,
+        )
+    };
+    assert_eq!(lifecycle("delete"), "deleted");
+    expected.extend(run_calls(50_000, 10));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let deleted = |s: &mlflow::ExporterStatus| {
+        s.last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("is deleted; restore it"))
+    };
+    while !mlflow::status().is_some_and(|s| deleted(&s)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let status = mlflow::status().unwrap();
+    assert!(deleted(&status), "{status:?}");
+    assert_eq!((status.queued, status.failed), (10, 0), "{status:?}");
+    assert_eq!(dropped(), before, "nothing is dropped while it waits");
+
+    // Restored: they are delivered to it.
+    assert_eq!(lifecycle("restore"), "active");
+    assert!(
+        mlflow::flush(Duration::from_secs(60)),
+        "delivered after the restore: {:?}",
+        mlflow::status()
+    );
+    let runs = read_runs(Version::V3, &server.url(), experiment);
+    assert_eq!(runs.len(), 20, "10 before the delete, 10 while deleted");
+    let found = by_call_id(&runs);
+    for (call, e) in &expected {
+        check_run(call, e, found.get(call).expect("delivered exactly once"));
+    }
+
+    // Purged: the name is free, and the next runs make the experiment anew.
+    assert_eq!(lifecycle("purge"), Value::Null);
+    let after_purge = run_calls(60_000, 10);
+    assert!(
+        mlflow::flush(Duration::from_secs(60)),
+        "delivered after the purge: {:?}",
+        mlflow::status()
+    );
+    let status = mlflow::status().unwrap();
+    guard.shutdown(Duration::from_secs(10));
+    // SQLite may give the new experiment the purged one's id: its runs tell
+    // them apart.
+    let runs = read_runs(Version::V3, &server.url(), experiment);
+    assert_eq!(runs.len(), 10, "only the calls after the purge");
+    let found = by_call_id(&runs);
+    for (call, e) in &after_purge {
+        check_run(call, e, found.get(call).expect("delivered exactly once"));
+    }
+    assert_eq!((status.delivered, status.failed), (30, 0), "{status:?}");
+    assert_eq!(dropped(), before, "nothing was dropped");
 }

@@ -176,18 +176,21 @@ impl MlflowClient {
 
     /// The id of the experiment `name`, created if missing. Safe when
     /// several processes do it at once: the loser of the race reads the
-    /// winner's experiment.
+    /// winner's experiment. A deleted experiment is
+    /// [`MlflowError::ExperimentDeleted`]: MLflow keeps its name until it is
+    /// restored or purged.
     pub async fn get_or_create_experiment(&self, name: &str) -> Result<String, MlflowError> {
         if let Some(e) = self.get_experiment_by_name(name).await? {
-            return Ok(e.experiment_id);
+            return active(e);
         }
         match self.create_experiment(name).await {
             Ok(id) => Ok(id),
-            Err(e) if e.code() == Some(&ErrorCode::ResourceAlreadyExists) => self
-                .get_experiment_by_name(name)
-                .await?
-                .map(|e| e.experiment_id)
-                .ok_or(e),
+            Err(e) if e.code() == Some(&ErrorCode::ResourceAlreadyExists) => {
+                match self.get_experiment_by_name(name).await? {
+                    Some(found) => active(found),
+                    None => Err(e),
+                }
+            }
             Err(e) => Err(e),
         }
     }
@@ -536,6 +539,17 @@ fn api_error(endpoint: &'static str, status: u16, text: &str) -> MlflowError {
 }
 
 /// Tags checked and cut to MLflow's limits.
+/// The id of an experiment found by name, unless it is deleted.
+fn active(e: Experiment) -> Result<String, MlflowError> {
+    if e.lifecycle_stage == "deleted" {
+        return Err(MlflowError::ExperimentDeleted {
+            name: e.name,
+            experiment_id: e.experiment_id,
+        });
+    }
+    Ok(e.experiment_id)
+}
+
 fn checked_tags(tags: &[KeyValue]) -> Result<Vec<KeyValue>, MlflowError> {
     checked(tags, MAX_TAG_VALUE_LENGTH, "tag")
 }

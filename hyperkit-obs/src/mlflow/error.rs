@@ -144,6 +144,25 @@ pub enum MlflowError {
         /// What is wrong.
         message: String,
     },
+    /// The experiment is deleted (in MLflow's trash): runs cannot be
+    /// logged to it, and its name cannot be used again until it is restored
+    /// or purged. MLflow's Python client refuses it the same way.
+    #[error(
+        "MLflow experiment {name:?} (id {experiment_id}) is deleted; restore it, or purge it \
+         (`mlflow gc`) to use the name again"
+    )]
+    ExperimentDeleted {
+        /// The experiment's name.
+        name: String,
+        /// Its id.
+        experiment_id: String,
+    },
+    /// No experiment has this id (it was never created, or it was purged).
+    #[error("no MLflow experiment has id {experiment_id}")]
+    ExperimentNotFound {
+        /// The id asked for.
+        experiment_id: String,
+    },
     /// The client cannot be built from its configuration.
     #[error("MLflow client: {0}")]
     Setup(String),
@@ -155,6 +174,29 @@ impl MlflowError {
         match self {
             MlflowError::Api { code, .. } => Some(code),
             _ => None,
+        }
+    }
+
+    /// Whether `e`, the answer to creating a run, says that the experiment
+    /// is no longer there to hold it: deleted, or purged. A name resolved
+    /// again may then find it restored, or create it anew.
+    pub(crate) fn is_experiment_gone(&self) -> bool {
+        match self {
+            MlflowError::ExperimentDeleted { .. } | MlflowError::ExperimentNotFound { .. } => true,
+            // MLflow's `_check_experiment_is_active` and `_get_experiment`.
+            MlflowError::Api {
+                endpoint: "runs/create",
+                code,
+                message,
+                ..
+            } => match code {
+                ErrorCode::ResourceDoesNotExist => true,
+                ErrorCode::InvalidParameterValue => {
+                    message.contains("must be in the 'active' state")
+                }
+                _ => false,
+            },
+            _ => false,
         }
     }
 

@@ -29,7 +29,7 @@ use super::config::{MlflowConfig, TrackingTarget};
 use super::error::MlflowError;
 use super::file_store::FileStore;
 use super::run::{CALL_ID_TAG, ModelRun, acceptance_metric};
-use super::types::RunRecord;
+use super::types::{RunRecord, RunStatus};
 use crate::model::{CallId, Usage};
 use crate::track::{Exported, Status};
 use crate::util::unix_ms as now_ms;
@@ -579,9 +579,9 @@ impl Worker {
             Target::File(store) => {
                 while let Some(job) = self.pending.pop_front() {
                     let result = deliver_file(&store, &experiment_id, &job);
-                    let failed = result.as_ref().is_err_and(is_transient);
+                    let waits = result.as_ref().is_err_and(|e| waits(&job, e));
                     self.finished(Ok((job, result)));
-                    if failed {
+                    if waits {
                         break;
                     }
                 }
@@ -639,7 +639,13 @@ impl Worker {
             (Job::Accept { .. }, Ok(_)) => {
                 self.backoff = Duration::ZERO;
             }
-            (mut job, Err(e)) if is_transient(&e) => {
+            (mut job, Err(e)) if waits(&job, &e) => {
+                if e.is_experiment_gone() {
+                    // Deleted or purged since it was resolved: resolved
+                    // again by name before the next create, which finds
+                    // it restored, makes it anew, or waits.
+                    self.experiment_id = None;
+                }
                 if let Job::Run { seq, record, .. } = &mut job {
                     for (accepted, at_ms) in self.late.remove(seq).unwrap_or_default() {
                         record.metrics.push(acceptance_metric(accepted, at_ms));
@@ -653,16 +659,31 @@ impl Worker {
                 ));
                 self.back_off(&e);
             }
-            (Job::Run { seq, record, .. }, Err(e)) => {
+            (
+                Job::Run {
+                    seq,
+                    record,
+                    run_id,
+                    ..
+                },
+                Err(e),
+            ) => {
                 self.late.remove(&seq);
                 QUEUED.fetch_sub(1, Ordering::Relaxed);
                 self.state.failed.fetch_add(1, Ordering::Relaxed);
                 crate::metrics::record_dropped("mlflow", 1);
-                self.log_failure(&format!(
-                    "the MLflow run {:?} of call {} could not be delivered and is dropped: {e}",
-                    record.run_name,
-                    record.tag(CALL_ID_TAG).unwrap_or("?")
-                ));
+                let call = record.tag(CALL_ID_TAG).unwrap_or("?");
+                self.log_failure(&match run_id {
+                    Some(run_id) => format!(
+                        "MLflow refused the params and metrics of run {run_id} (call {call}), \
+                         which is marked FAILED; counted as dropped: {e}"
+                    ),
+                    None => format!(
+                        "the MLflow run {:?} of call {call} could not be delivered and is \
+                         dropped: {e}",
+                        record.run_name
+                    ),
+                });
             }
             (Job::Accept { run_id, .. }, Err(e)) => {
                 self.log_failure(&format!(
@@ -713,6 +734,13 @@ impl Worker {
 /// MLflow's (a proxy's malformed page).
 fn is_transient(e: &MlflowError) -> bool {
     e.is_transient() || matches!(e, MlflowError::Decode { .. })
+}
+
+/// Whether the exporter keeps `job` after `e` and tries again: `e` is
+/// transient, or the run was refused for want of its experiment, which is
+/// then resolved again.
+fn waits(job: &Job, e: &MlflowError) -> bool {
+    is_transient(e) || (matches!(job, Job::Run { run_id: None, .. }) && e.is_experiment_gone())
 }
 
 /// Whether a failed create may have created the run anyway.
@@ -782,7 +810,18 @@ async fn deliver_rest(
                     }
                 }
             };
-            client.complete_run(&id, record).await?;
+            if let Err(e) = client.complete_run(&id, record).await {
+                if !is_transient(&e) {
+                    // Refused for good: ended FAILED rather than left
+                    // RUNNING, as Python's `with start_run()` ends a run
+                    // whose logging raised. Best effort: the refusal is
+                    // what is reported.
+                    let _ = client
+                        .update_run(&id, RunStatus::Failed, record.end_time)
+                        .await;
+                }
+                return Err(e);
+            }
             Ok(id)
         }
     }

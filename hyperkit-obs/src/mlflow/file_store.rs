@@ -187,16 +187,15 @@ impl FileStore {
         let exp_dir = self.root.join(experiment_id);
         match self.read_experiment(&exp_dir)? {
             Some(e) if e.1.lifecycle_stage == "active" => {}
-            Some(_) => {
-                return Err(MlflowError::Store {
-                    path: exp_dir,
-                    message: "the experiment is deleted".to_owned(),
+            Some((_, e)) => {
+                return Err(MlflowError::ExperimentDeleted {
+                    name: e.name,
+                    experiment_id: e.experiment_id,
                 });
             }
             None => {
-                return Err(MlflowError::Store {
-                    path: exp_dir,
-                    message: "no such experiment".to_owned(),
+                return Err(MlflowError::ExperimentNotFound {
+                    experiment_id: experiment_id.to_owned(),
                 });
             }
         }
@@ -281,9 +280,8 @@ impl FileStore {
         check_id(&self.root, "experiment", experiment_id, 64)?;
         let exp_dir = self.root.join(experiment_id);
         if self.read_experiment(&exp_dir)?.is_none() {
-            return Err(MlflowError::Store {
-                path: exp_dir,
-                message: "no such experiment".to_owned(),
+            return Err(MlflowError::ExperimentNotFound {
+                experiment_id: experiment_id.to_owned(),
             });
         }
         let mut runs = Vec::new();
@@ -353,11 +351,9 @@ impl FileStore {
     fn active_experiment_id(&self, name: &str) -> Result<Option<String>, MlflowError> {
         match self.experiment_by_name(name)? {
             Some(e) if e.lifecycle_stage == "active" => Ok(Some(e.experiment_id)),
-            Some(e) => Err(MlflowError::Store {
-                path: self.root.join(TRASH).join(&e.experiment_id),
-                message: format!(
-                    "experiment {name:?} is deleted; restore it or remove it from .trash to use the name again"
-                ),
+            Some(e) => Err(MlflowError::ExperimentDeleted {
+                name: e.name,
+                experiment_id: e.experiment_id,
             }),
             None => Ok(None),
         }

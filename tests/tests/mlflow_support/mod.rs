@@ -583,6 +583,54 @@ while True:
 print(json.dumps(runs))
 "#;
 
+/// Deletes, restores or purges (`mlflow gc`) experiment `ID` at
+/// `TRACKING_URI`, whose store is `BACKEND_URI`, as a user of MLflow's
+/// Python client and CLI does; prints its lifecycle stage afterwards (null
+/// once purged).
+const EXPERIMENT_LIFECYCLE_PY: &str = r#"
+import json, os, subprocess, sys
+from mlflow import MlflowClient
+
+uri = os.environ["TRACKING_URI"]
+client = MlflowClient(tracking_uri=uri)
+action, experiment_id = os.environ["ACTION"], os.environ["ID"]
+if action in ("delete", "purge"):
+    client.delete_experiment(experiment_id)
+if action == "restore":
+    client.restore_experiment(experiment_id)
+if action == "purge":
+    mlflow = os.path.join(os.path.dirname(sys.executable), "mlflow")
+    subprocess.run(
+        [mlflow, "gc", "--backend-store-uri", os.environ["BACKEND_URI"],
+         "--tracking-uri", uri, "--experiment-ids", experiment_id],
+        check=True,
+    )
+print(json.dumps(None if action == "purge" else client.get_experiment(experiment_id).lifecycle_stage))
+"#;
+
+/// `action` (`delete`, `restore` or `purge`) on experiment `id` with
+/// MLflow's Python client and CLI of `version` ([`EXPERIMENT_LIFECYCLE_PY`]).
+/// Returns its lifecycle stage afterwards, `null` once purged.
+pub(crate) fn experiment_lifecycle(
+    version: Version,
+    tracking_uri: &str,
+    backend_uri: &str,
+    action: &str,
+    id: &str,
+) -> serde_json::Value {
+    python(
+        version,
+        EXPERIMENT_LIFECYCLE_PY,
+        &[
+            ("TRACKING_URI", tracking_uri),
+            ("BACKEND_URI", backend_uri),
+            ("ACTION", action),
+            ("ID", id),
+            ("MLFLOW_ALLOW_FILE_STORE", "true"),
+        ],
+    )
+}
+
 /// Every run of `experiment` at `tracking_uri` (`http://…` or `file://…`)
 /// as MLflow's Python client of `version` reads it ([`READ_RUNS_PY`]),
 /// sorted by run id.

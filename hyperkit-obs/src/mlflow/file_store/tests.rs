@@ -570,10 +570,15 @@ fn a_bad_key_is_refused_before_anything_is_written() {
     ));
     assert_eq!(entries(&store.root().join(&exp)), ["meta.yaml"]);
     // Unknown or path-like experiment ids are refused too.
-    for exp in ["123", "../x", ".trash", ""] {
+    for exp in ["../x", ".trash", ""] {
         let err = store.log_run(exp, &record()).unwrap_err();
         assert!(matches!(err, MlflowError::Store { .. }), "{exp:?}: {err}");
     }
+    let err = store.log_run("123", &record()).unwrap_err();
+    assert!(
+        matches!(&err, MlflowError::ExperimentNotFound { experiment_id } if experiment_id == "123"),
+        "{err}"
+    );
     let run_id = store.log_run(&exp, &record()).unwrap();
     let err = store
         .log_metric(&run_id, &Metric::new("../x", 1.0, 1))
