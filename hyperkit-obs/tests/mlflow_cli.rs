@@ -382,6 +382,44 @@ fn push_replays_a_file_store_into_mlflow_3_once() {
         assert!(again.stdout.contains(&line), "no `{line}` in {again:?}");
         assert_eq!(read_runs(Version::V3, &url, name).len(), RUNS / 2, "{name}");
     }
+
+    // A pushed run deleted on the server, with MLflow's own client: not
+    // pushed again, and said so.
+    let victim = read_runs(Version::V3, &url, PUSHED[0])[0]["run_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    python(
+        Version::V3,
+        "import os\nfrom mlflow import MlflowClient\n\
+         MlflowClient(os.environ['TRACKING_URI']).delete_run(os.environ['RUN_ID'])\n\
+         print('null')",
+        &[("TRACKING_URI", &url), ("RUN_ID", &victim)],
+    );
+    let again = cli(
+        dir.path(),
+        &[
+            "mlflow",
+            "push",
+            &root_arg,
+            "--to",
+            &url,
+            "--experiment",
+            PUSHED[0],
+        ],
+        &FAST_FAIL,
+    );
+    assert_eq!(again.code, 0, "{again:?}");
+    let line = format!(
+        "experiment {:?}: pushed 0 runs, {} already there, 1 deleted on the server (not pushed again)",
+        PUSHED[0],
+        RUNS / 2 - 1
+    );
+    assert_eq!(again.stdout.trim(), line, "{again:?}");
+    let left = read_runs(Version::V3, &url, PUSHED[0]);
+    assert_eq!(left.len(), RUNS / 2 - 1, "not brought back");
+    assert!(left.iter().all(|r| r["run_id"] != victim.as_str()));
+
     let empty_on_server = block_on(async {
         MlflowClient::from_url(&url)
             .unwrap()

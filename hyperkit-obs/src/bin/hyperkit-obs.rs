@@ -19,7 +19,7 @@ use hyperkit_obs::MonitoringConfig;
 use hyperkit_obs::logs::{LogStore, Query, SearchOptions, StoredLog};
 use hyperkit_obs::mlflow::{
     ExperimentTracker, FileStore, KeyValue, MlflowClient, MlflowError, Run, RunRecord,
-    SOURCE_RUN_TAG, TrackingTarget,
+    SOURCE_RUN_TAG, TrackingTarget, ViewType,
 };
 
 const USAGE: &str = "\
@@ -38,8 +38,9 @@ commands:
   mlflow push [DIR] --to URL [--experiment E]
                           copy the runs of the local file store DIR (default: ./mlruns),
                           of every experiment or of E only, to the tracking server at
-                          URL; runs pushed before are skipped, so it is safe to run
-                          again (tag hyperkit.source_run_id)
+                          URL; runs pushed before are skipped (tag
+                          hyperkit.source_run_id), so it is safe to run again, and so
+                          are those deleted on the server since
   help                    print this help
 
 QUERY uses Kibana's Lucene syntax: level:error AND chain:ethereum AND \"out of gas\",
@@ -404,8 +405,12 @@ async fn push(parsed: &Parsed) -> Result<(), Failure> {
                     experiment.name, progress.pushed, progress.already
                 ))
             })?;
+        let deleted = match progress.deleted {
+            0 => String::new(),
+            n => format!(", {n} deleted on the server (not pushed again)"),
+        };
         println!(
-            "experiment {:?}: pushed {} runs, {} already there",
+            "experiment {:?}: pushed {} runs, {} already there{deleted}",
             experiment.name, progress.pushed, progress.already
         );
     }
@@ -423,10 +428,13 @@ async fn push(parsed: &Parsed) -> Result<(), Failure> {
 struct Progress {
     pushed: usize,
     already: usize,
+    /// Pushed before, then deleted on the server: someone meant it gone.
+    deleted: usize,
 }
 
 /// Pushes the local `runs` of experiment `name` that the server does not
-/// hold yet, finishing any that an interrupted push left incomplete.
+/// hold yet, finishing any that an interrupted push left incomplete. A run
+/// whose copy was deleted on the server is not pushed again.
 async fn push_experiment(
     store: &FileStore,
     client: &MlflowClient,
@@ -437,7 +445,10 @@ async fn push_experiment(
     let experiment_id = client.get_or_create_experiment(name).await?;
     // Listed once: the server's runs by the local run they came from.
     let mut on_server: HashMap<String, Vec<Run>> = HashMap::new();
-    for run in client.search_all_runs(&[&experiment_id], "").await? {
+    for run in client
+        .search_all_runs_in(ViewType::All, &[&experiment_id], "")
+        .await?
+    {
         if let Some(source) = run.data.tag(SOURCE_RUN_TAG) {
             on_server.entry(source.to_owned()).or_default().push(run);
         }
@@ -446,6 +457,13 @@ async fn push_experiment(
         let copies = on_server
             .get(&local.info.run_id)
             .map_or(&[][..], Vec::as_slice);
+        if copies
+            .iter()
+            .any(|copy| copy.info.lifecycle_stage == "deleted")
+        {
+            progress.deleted += 1;
+            continue;
+        }
         if copies.iter().any(|copy| is_complete(copy, local)) {
             progress.already += 1;
             continue;

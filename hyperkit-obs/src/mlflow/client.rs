@@ -19,7 +19,7 @@ use super::config::{MlflowAuth, MlflowConfig, RetryPolicy, TrackingTarget};
 use super::error::{ErrorCode, MlflowError, is_retryable_status};
 use super::types::{
     Experiment, KeyValue, MAX_PARAM_VALUE_LENGTH, MAX_TAG_VALUE_LENGTH, Metric, Run, RunInfo,
-    RunRecord, RunStatus, truncate_value, validate_key,
+    RunRecord, RunStatus, ViewType, truncate_value, validate_key,
 };
 
 /// MLflow's limits on one `runs/log-batch` request
@@ -284,9 +284,28 @@ impl MlflowClient {
         Ok(())
     }
 
-    /// One page of `runs/search`.
+    /// One page of `runs/search` over the active runs.
     pub async fn search_runs(
         &self,
+        experiment_ids: &[&str],
+        filter: &str,
+        max_results: u32,
+        page_token: Option<&str>,
+    ) -> Result<RunsPage, MlflowError> {
+        self.search_runs_in(
+            ViewType::ActiveOnly,
+            experiment_ids,
+            filter,
+            max_results,
+            page_token,
+        )
+        .await
+    }
+
+    /// One page of `runs/search` over the runs `view` sees.
+    pub async fn search_runs_in(
+        &self,
+        view: ViewType,
         experiment_ids: &[&str],
         filter: &str,
         max_results: u32,
@@ -296,7 +315,7 @@ impl MlflowClient {
             "experiment_ids": experiment_ids,
             "filter": filter,
             "max_results": max_results,
-            "run_view_type": "ACTIVE_ONLY",
+            "run_view_type": view.as_str(),
         });
         if let Some(token) = page_token {
             body["page_token"] = json!(token);
@@ -304,9 +323,22 @@ impl MlflowClient {
         self.post("runs/search", body, Replay::Safe).await
     }
 
-    /// Every run matching `filter`, following `next_page_token` to the end.
+    /// Every active run matching `filter`, following `next_page_token` to
+    /// the end.
     pub async fn search_all_runs(
         &self,
+        experiment_ids: &[&str],
+        filter: &str,
+    ) -> Result<Vec<Run>, MlflowError> {
+        self.search_all_runs_in(ViewType::ActiveOnly, experiment_ids, filter)
+            .await
+    }
+
+    /// Every run `view` sees matching `filter`, following `next_page_token`
+    /// to the end.
+    pub async fn search_all_runs_in(
+        &self,
+        view: ViewType,
         experiment_ids: &[&str],
         filter: &str,
     ) -> Result<Vec<Run>, MlflowError> {
@@ -314,7 +346,7 @@ impl MlflowClient {
         let mut token: Option<String> = None;
         loop {
             let page = self
-                .search_runs(experiment_ids, filter, 1000, token.as_deref())
+                .search_runs_in(view, experiment_ids, filter, 1000, token.as_deref())
                 .await?;
             runs.extend(page.runs);
             match page.next_page_token.filter(|t| !t.is_empty()) {

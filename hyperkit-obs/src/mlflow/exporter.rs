@@ -29,7 +29,7 @@ use super::config::{MlflowConfig, TrackingTarget};
 use super::error::MlflowError;
 use super::file_store::FileStore;
 use super::run::{CALL_ID_TAG, ModelRun, acceptance_metric};
-use super::types::{RunRecord, RunStatus};
+use super::types::{RunRecord, RunStatus, ViewType};
 use crate::model::{CallId, Usage};
 use crate::track::{Exported, Status};
 use crate::util::unix_ms as now_ms;
@@ -780,8 +780,10 @@ async fn deliver_rest(
             if run_id.is_none() && *ambiguous {
                 if let Some(call_id) = record.tag(CALL_ID_TAG) {
                     let filter = format!("tags.`{CALL_ID_TAG}` = '{call_id}'");
+                    // Deleted already, it is still the call's run: not
+                    // made again.
                     let found = client
-                        .search_runs(&[experiment_id], &filter, 1, None)
+                        .search_runs_in(ViewType::All, &[experiment_id], &filter, 1, None)
                         .await?;
                     *run_id = found.runs.into_iter().next().map(|r| r.info.run_id);
                 }

@@ -23,5 +23,5 @@ pub use run::{CALL_ID_TAG, ModelRun, SOURCE_RUN_TAG};
 pub use tracker::{AcceptanceRate, ExperimentTracker};
 pub use types::{
     Experiment, KeyValue, MAX_KEY_LENGTH, MAX_PARAM_VALUE_LENGTH, MAX_TAG_VALUE_LENGTH, Metric,
-    Run, RunData, RunInfo, RunRecord, RunStatus, truncate_value, validate_key,
+    Run, RunData, RunInfo, RunRecord, RunStatus, ViewType, truncate_value, validate_key,
 };
