@@ -2,7 +2,32 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+use std::time::{Duration, Instant};
+
 use hyperkit_obs::prometheus::proto::{Metric, MetricFamily};
+
+/// Waits for `condition`, checking it every 5 ms, at most `within`;
+/// returns whether it held.
+pub fn wait_until(within: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + within;
+    loop {
+        if condition() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// [`wait_until`], failing the test with `what` when `within` passes.
+pub fn wait_for(what: &str, within: Duration, condition: impl FnMut() -> bool) {
+    assert!(
+        wait_until(within, condition),
+        "timed out after {within:?} waiting for {what}"
+    );
+}
 
 /// The metric of `family` whose labels are exactly `labels` (any order).
 pub fn find(family: &str, labels: &[(&str, &str)]) -> Option<Metric> {

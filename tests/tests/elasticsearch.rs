@@ -10,6 +10,8 @@
 //! fixture can also answer slowly, or drop the connection, and records every
 //! request.
 
+mod common;
+
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
 use std::sync::{Arc, Mutex};
@@ -354,14 +356,6 @@ fn doc(id: u64, ts: i64) -> Arc<[u8]> {
         .into()
 }
 
-fn wait_for(what: &str, deadline: Duration, mut done: impl FnMut() -> bool) {
-    let until = Instant::now() + deadline;
-    while !done() {
-        assert!(Instant::now() < until, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
 /// Ids answered with a success status (2xx, or 409 when `create`).
 fn delivered_counts(answered: &[Answered], conflict_ok: bool) -> BTreeMap<u64, usize> {
     let mut counts = BTreeMap::new();
@@ -648,11 +642,11 @@ fn the_index_template_is_installed_with_ecs_mappings_retrying_without_blocking_s
     let shipper = guard.handle();
     shipper.send(doc(1, DAY1), DAY1);
     // The failed template does not hold back the logs.
-    wait_for("the first bulk", Duration::from_secs(5), || {
+    common::wait_for("the first bulk", Duration::from_secs(5), || {
         shipper.status().delivered == 1
     });
     assert!(shipper.status().warning.is_some());
-    wait_for("the template", Duration::from_secs(5), || {
+    common::wait_for("the template", Duration::from_secs(5), || {
         shipper.status().warning.is_none()
     });
     let log = fixture.log.lock().unwrap();
@@ -766,7 +760,7 @@ fn a_hanging_server_never_blocks_send_and_a_full_queue_counts_drops_exactly() {
         shipper.send(doc(id, DAY1), DAY1);
         slowest = slowest.max(started.elapsed());
         if id == 50 {
-            wait_for("a hanging bulk request", Duration::from_secs(5), || {
+            common::wait_for("a hanging bulk request", Duration::from_secs(5), || {
                 !fixture.bulk_requests().is_empty()
             });
         }

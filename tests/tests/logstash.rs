@@ -5,6 +5,8 @@
 //! <https://www.elastic.co/guide/en/logstash/current/plugins-codecs-json_lines.html>:
 //! one JSON document per line, lines end in `\n`). No Logstash runs here.
 
+mod common;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -102,14 +104,6 @@ impl Drop for Listener {
     }
 }
 
-fn wait_for(what: &str, deadline: Duration, mut done: impl FnMut() -> bool) {
-    let until = Instant::now() + deadline;
-    while !done() {
-        assert!(Instant::now() < until, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
 fn doc(id: usize) -> Arc<[u8]> {
     format!(
         r#"{{"@timestamp":"2026-11-27T05:00:00.000Z","log.level":"INFO","message":"line {id}","id":{id}}}"#
@@ -139,7 +133,7 @@ fn every_line_arrives_as_json_across_a_logstash_restart_on_the_same_port() {
         }
         if id == 1000 {
             // Stop Logstash mid-stream, while lines are in flight.
-            wait_for("the first lines", Duration::from_secs(10), || count() > 500);
+            common::wait_for("the first lines", Duration::from_secs(10), || count() > 500);
             listener.take().unwrap().crash();
         }
         if id == 1500 {
@@ -149,7 +143,7 @@ fn every_line_arrives_as_json_across_a_logstash_restart_on_the_same_port() {
     }
     assert!(shipper.flush(Duration::from_secs(10)), "flush timed out");
     let mut copies: HashMap<u64, Vec<usize>> = HashMap::new();
-    wait_for("every line", Duration::from_secs(10), || {
+    common::wait_for("every line", Duration::from_secs(10), || {
         copies.clear();
         for (conn, line) in received.lock().unwrap().iter() {
             let v: serde_json::Value = serde_json::from_str(line)

@@ -942,20 +942,6 @@ fn seeded_run(fixture: &Fixture) -> String {
     fixture.seed_run(&experiment, &[], &[])
 }
 
-/// Waits for `condition`, at most `timeout`; returns whether it held.
-fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if condition() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
 // ---------------------------------------------------------------------------
 // 1–3. Retries and error typing.
 
@@ -1739,7 +1725,7 @@ fn exporter_never_blocks_callers_when_the_server_hangs() {
         "the slowest call took {slowest:?}"
     );
     assert!(
-        wait_until(Duration::from_secs(5), || fixture.count("runs/create") > 1),
+        common::wait_until(Duration::from_secs(5), || fixture.count("runs/create") > 1),
         "the exporter tried to deliver"
     );
     let started = Instant::now();
@@ -1842,7 +1828,7 @@ fn exporter_logs_a_late_acceptance_to_the_delivered_run() {
 
     record_acceptance(call, true);
     assert!(
-        wait_until(Duration::from_secs(10), || fixture.count("runs/log-batch")
+        common::wait_until(Duration::from_secs(10), || fixture.count("runs/log-batch")
             > before),
         "the acceptance was sent"
     );
@@ -1883,7 +1869,7 @@ fn exporter_shutdown_keeps_its_deadline_while_the_experiment_lookup_hangs() {
         let _ = ask("model-a", None);
     }
     assert!(
-        wait_until(Duration::from_secs(5), || {
+        common::wait_until(Duration::from_secs(5), || {
             fixture.count("experiments/get-by-name") > 0
         }),
         "the exporter looked the experiment up"

@@ -25,6 +25,7 @@
 //! Needs the MLflow venvs of `mlflow_support` (the failure names the commands
 //! that create them). The tests take turns (one server at a time).
 
+mod common;
 mod mlflow_support;
 
 use std::collections::BTreeMap;
@@ -504,20 +505,6 @@ fn reply(model: &str) -> Reply {
     Reply
 }
 
-/// Waits up to `within` for `condition`.
-fn wait_until(within: std::time::Duration, mut condition: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + within;
-    loop {
-        if condition() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-}
-
 #[test]
 fn exporter_runs_wait_while_the_experiment_is_deleted_and_follow_it_restored_or_made_anew() {
     use hyperkit_obs::mlflow::{self, MlflowConfig, TrackingTarget};
@@ -554,12 +541,14 @@ fn exporter_runs_wait_while_the_experiment_is_deleted_and_follow_it_restored_or_
     for _ in 0..5 {
         let _ = reply("model-b");
     }
-    assert!(
-        wait_until(Duration::from_secs(10), || mlflow::status()
-            .and_then(|s| s.last_error)
-            .is_some_and(|e| e.contains("is deleted; restore it"))),
-        "{:?}",
-        mlflow::status()
+    common::wait_for(
+        "the status to say the experiment is deleted",
+        Duration::from_secs(10),
+        || {
+            mlflow::status()
+                .and_then(|s| s.last_error)
+                .is_some_and(|e| e.contains("is deleted; restore it"))
+        },
     );
     let status = mlflow::status().unwrap();
     assert_eq!((status.queued, status.failed), (5, 0), "{status:?}");
