@@ -347,21 +347,27 @@ fn push_replays_a_file_store_into_mlflow_3_once() {
         "some metric has several values"
     );
 
+    // `push` of one experiment, which succeeds.
+    let push_one = |name: &str| {
+        let out = cli(
+            dir.path(),
+            &[
+                "mlflow",
+                "push",
+                &root_arg,
+                "--to",
+                &url,
+                "--experiment",
+                name,
+            ],
+            &FAST_FAIL,
+        );
+        assert_eq!(out.code, 0, "{out:?}");
+        out
+    };
+
     // Again: nothing to push, nothing added.
-    let again = cli(
-        dir.path(),
-        &[
-            "mlflow",
-            "push",
-            &root_arg,
-            "--to",
-            &url,
-            "--experiment",
-            PUSHED[1],
-        ],
-        &FAST_FAIL,
-    );
-    assert_eq!(again.code, 0, "{again:?}");
+    let again = push_one(PUSHED[1]);
     let line = format!(
         "experiment {:?}: pushed 0 runs, {} already there",
         PUSHED[1],
@@ -396,20 +402,7 @@ fn push_replays_a_file_store_into_mlflow_3_once() {
          print('null')",
         &[("TRACKING_URI", &url), ("RUN_ID", &victim)],
     );
-    let again = cli(
-        dir.path(),
-        &[
-            "mlflow",
-            "push",
-            &root_arg,
-            "--to",
-            &url,
-            "--experiment",
-            PUSHED[0],
-        ],
-        &FAST_FAIL,
-    );
-    assert_eq!(again.code, 0, "{again:?}");
+    let again = push_one(PUSHED[0]);
     let line = format!(
         "experiment {:?}: pushed 0 runs, {} already there, 1 deleted on the server (not pushed again)",
         PUSHED[0],
