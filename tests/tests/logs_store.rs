@@ -3,6 +3,8 @@
 //! mid-batch leaves every committed event readable, searching while the
 //! writer writes works, and tracked calls arrive with their labels.
 
+mod scratch;
+
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
@@ -15,30 +17,8 @@ use hyperkit_obs::logs::{
     ecs_document, words,
 };
 use proptest::prelude::*;
+use scratch::TempDir;
 use serde_json::Value;
-
-/// A fresh directory, removed when dropped (also when an assertion fails).
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-impl AsRef<std::path::Path> for TempDir {
-    fn as_ref(&self) -> &std::path::Path {
-        &self.0
-    }
-}
-
-fn temp_dir(name: &str) -> TempDir {
-    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let dir = std::env::temp_dir().join(format!("hyperkit-logs-{name}-{}-{n}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    TempDir(dir)
-}
 
 fn entry(record: LogRecord) -> StoreEntry {
     let mut document = Vec::new();
@@ -185,7 +165,7 @@ proptest! {
         queries in prop::collection::vec(query(), 1..8),
         since in prop::option::of(0i64..3 * 86_400_000),
     ) {
-        let dir = temp_dir("prop");
+        let dir = TempDir::new("logs-prop");
         let mut store = LogStore::open(&dir).unwrap();
         let entries: Vec<StoreEntry> = records.into_iter().map(entry).collect();
         store.insert(&entries).unwrap();
@@ -254,7 +234,7 @@ fn crash_child_writer() {
 
 #[test]
 fn a_writer_killed_mid_batch_leaves_every_committed_event() {
-    let dir = temp_dir("crash");
+    let dir = TempDir::new("logs-crash");
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
@@ -262,7 +242,7 @@ fn a_writer_killed_mid_batch_leaves_every_committed_event() {
             "--nocapture",
             "--test-threads=1",
         ])
-        .env(CRASH_DIR, &dir.0)
+        .env(CRASH_DIR, dir.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -313,7 +293,7 @@ fn a_writer_killed_mid_batch_leaves_every_committed_event() {
 
 #[test]
 fn searching_while_the_writer_writes_works() {
-    let dir = temp_dir("concurrent");
+    let dir = TempDir::new("logs-concurrent");
     let (sink, guard) = store::start(&dir, WriterOptions::default()).unwrap();
     let reader = LogStore::open(&dir).unwrap();
     let query = Query::parse("level:info AND chain:ethereum").unwrap();
@@ -376,7 +356,7 @@ fn deploy(chain: &str) -> Result<(), OutOfGas> {
 #[test]
 fn a_tracked_failure_is_stored_with_its_labels_and_found_by_query() {
     use tracing_subscriber::layer::SubscriberExt;
-    let dir = temp_dir("layer");
+    let dir = TempDir::new("logs-layer");
     let (sink, guard) = store::start(&dir, WriterOptions::default()).unwrap();
     let subscriber = tracing_subscriber::registry().with(
         hyperkit_obs::logs::layer("agent")
