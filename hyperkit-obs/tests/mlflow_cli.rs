@@ -347,9 +347,9 @@ fn push_replays_a_file_store_into_mlflow_3_once() {
         "some metric has several values"
     );
 
-    // `push` of one experiment, which succeeds.
+    // `push` of one experiment.
     let push_one = |name: &str| {
-        let out = cli(
+        cli(
             dir.path(),
             &[
                 "mlflow",
@@ -361,13 +361,12 @@ fn push_replays_a_file_store_into_mlflow_3_once() {
                 name,
             ],
             &FAST_FAIL,
-        );
-        assert_eq!(out.code, 0, "{out:?}");
-        out
+        )
     };
 
     // Again: nothing to push, nothing added.
     let again = push_one(PUSHED[1]);
+    assert_eq!(again.code, 0, "{again:?}");
     let line = format!(
         "experiment {:?}: pushed 0 runs, {} already there",
         PUSHED[1],
@@ -403,6 +402,7 @@ fn push_replays_a_file_store_into_mlflow_3_once() {
         &[("TRACKING_URI", &url), ("RUN_ID", &victim)],
     );
     let again = push_one(PUSHED[0]);
+    assert_eq!(again.code, 0, "{again:?}");
     let line = format!(
         "experiment {:?}: pushed 0 runs, {} already there, 1 deleted on the server (not pushed again)",
         PUSHED[0],
@@ -426,19 +426,7 @@ fn push_replays_a_file_store_into_mlflow_3_once() {
     );
 
     // An experiment the store does not have.
-    let out = cli(
-        dir.path(),
-        &[
-            "mlflow",
-            "push",
-            &root_arg,
-            "--to",
-            &url,
-            "--experiment",
-            "nope",
-        ],
-        &FAST_FAIL,
-    );
+    let out = push_one("nope");
     assert_eq!(out.code, 1, "{out:?}");
     assert!(
         out.stderr.contains("no experiment named \"nope\""),
