@@ -3,15 +3,22 @@
 //! the way the original design does (`with mlflow.start_run():
 //! log_params(...); log_metrics(...)`), one after the other in one process.
 //!
+//! Two servers, each over a fresh SQLite database:
+//!
+//! 1. the one the tests start (`--workers 1`): one Python process, so its CPU
+//!    bounds every client; the benchmark reads that CPU from `/proc` and
+//!    prints the ceiling it sets;
+//! 2. MLflow's default (`mlflow server --backend-store-uri sqlite:///…`, 4
+//!    worker processes), as a user runs it.
+//!
+//! For each, the time of one request at a time is printed too: it is what a
+//! client that waits for every answer, as Python's does, is bound by.
+//!
 //! Needs the MLflow 3 venv that `.ci/run` creates
 //! (`~/.cache/hyperkit-obs/mlflow/v3`). Run with
-//! `cargo bench -p tests --bench mlflow_throughput`.
-//!
-//! It starts the server the tests start (SQLite, one worker) and reads the
-//! server's CPU time from `/proc`, which shows what bounds the figures. With
-//! `HYPERKIT_BENCH_MLFLOW_URI=http://…` it measures against that server
-//! instead, and `HYPERKIT_MLFLOW_CONCURRENCY` sets the exporter's runs in
-//! flight.
+//! `cargo bench -p tests --bench mlflow_throughput`. With
+//! `HYPERKIT_BENCH_MLFLOW_URI=http://…` it measures that server instead;
+//! `HYPERKIT_MLFLOW_CONCURRENCY` sets the exporter's runs in flight.
 
 #[path = "../tests/mlflow_support/mod.rs"]
 mod mlflow_support;
@@ -28,7 +35,7 @@ use mlflow_support::{Backend, MlflowServer, Version, python};
 /// Runs each client logs.
 const RUNS: u64 = 400;
 /// Runs timed request by request for the server's floor.
-const FLOOR_RUNS: u64 = 100;
+const FLOOR_RUNS: u64 = 50;
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
@@ -139,20 +146,22 @@ seconds = time.perf_counter() - start
 print(json.dumps({"runs": n, "seconds": seconds, "server_cpu": server_cpu() - cpu}))
 "#;
 
-fn main() {
-    // `cargo test --benches` runs benches once without `--bench`: this one
-    // needs a server, so it only runs under `cargo bench`.
-    if !std::env::args().any(|a| a == "--bench") {
-        return;
-    }
-    // `HYPERKIT_BENCH_MLFLOW_URI` measures against that server instead (one
-    // with more workers on a bigger machine, say); its CPU is not read then.
-    let external = std::env::var("HYPERKIT_BENCH_MLFLOW_URI").ok();
-    let server = external
-        .is_none()
-        .then(|| MlflowServer::start(Version::V3, Backend::Sqlite));
-    let url = external.unwrap_or_else(|| server.as_ref().map(MlflowServer::url).unwrap());
-    let group = server.as_ref().and_then(MlflowServer::pid);
+/// What one server gave each client.
+struct Measured {
+    python_rate: f64,
+    python_seconds: f64,
+    exporter_rate: f64,
+    exporter_seconds: f64,
+    /// Server CPU seconds (all its processes) during each client's runs,
+    /// when the server is one this benchmark started.
+    server_cpu: Option<(f64, f64)>,
+    concurrency: usize,
+}
+
+/// Runs [`RUNS`] runs through the Python client, then through the
+/// exporter, against the server at `url`; `group` is the server's process
+/// group, to read its CPU time.
+fn measure(url: &str, group: Option<u32>, concurrency: Option<usize>, tag: &str) -> Measured {
     let ticks = clock_ticks();
     let server_cpu = || group.map_or(0.0, |g| group_cpu_seconds(g, ticks));
 
@@ -160,22 +169,22 @@ fn main() {
         Version::V3,
         PYTHON_CLIENT,
         &[
-            ("TRACKING_URI", url.as_str()),
-            ("EXPERIMENT_NAME", "throughput-python"),
+            ("TRACKING_URI", url),
+            ("EXPERIMENT_NAME", &format!("throughput-python-{tag}")),
             ("RUNS", &RUNS.to_string()),
             ("SERVER_PGID", &group.unwrap_or(0).to_string()),
         ],
     );
-    let py_seconds = py["seconds"].as_f64().expect("python reports its time");
-    let py_server_cpu = py["server_cpu"]
+    let python_seconds = py["seconds"].as_f64().expect("python reports its time");
+    let python_cpu = py["server_cpu"]
         .as_f64()
         .expect("python reports server CPU");
 
     let mut config = MlflowConfig::default();
-    config.target = TrackingTarget::Server(url.clone());
-    config.experiment_name = "throughput-hyperkit".to_owned();
-    if let Ok(n) = std::env::var("HYPERKIT_MLFLOW_CONCURRENCY") {
-        config.concurrency = n.parse().expect("HYPERKIT_MLFLOW_CONCURRENCY is a number");
+    config.target = TrackingTarget::Server(url.to_owned());
+    config.experiment_name = format!("throughput-hyperkit-{tag}");
+    if let Some(n) = concurrency {
+        config.concurrency = n;
     }
     let guard = mlflow::start(&config).expect("exporter starts");
     // The experiment is resolved before timing, as `set_experiment` is.
@@ -198,17 +207,27 @@ fn main() {
         "delivered: {:?}",
         mlflow::status()
     );
-    let rust_seconds = start.elapsed().as_secs_f64();
-    let rust_server_cpu = server_cpu() - cpu;
+    let exporter_seconds = start.elapsed().as_secs_f64();
+    let exporter_cpu = server_cpu() - cpu;
     guard.shutdown(Duration::from_secs(5));
+    Measured {
+        python_rate: RUNS as f64 / python_seconds,
+        python_seconds,
+        exporter_rate: RUNS as f64 / exporter_seconds,
+        exporter_seconds,
+        server_cpu: group.map(|_| (python_cpu, exporter_cpu)),
+        concurrency: config.concurrency,
+    }
+}
 
-    // The server's own floor: the three requests of one run, sent one at a
-    // time with nothing else in flight, timed one by one.
+/// The server's floor: the three requests of one run, sent one at a time
+/// with nothing else in flight; the median time of each, in seconds.
+fn floor(url: &str) -> [f64; 3] {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    let client = MlflowClient::new(&config).unwrap();
+    let client = MlflowClient::from_url(url).unwrap();
     let (mut create, mut batch, mut update) = (Vec::new(), Vec::new(), Vec::new());
     rt.block_on(async {
         let experiment = client
@@ -246,48 +265,95 @@ fn main() {
             update.push(t.elapsed().as_secs_f64());
         }
     });
-    let (create, batch, update) = (median(create), median(batch), median(update));
-    let floor_rate = 1.0 / (create + batch + update);
+    [median(create), median(batch), median(update)]
+}
 
-    let py_rate = RUNS as f64 / py_seconds;
-    let rust_rate = RUNS as f64 / rust_seconds;
+fn report(title: &str, m: &Measured, floor: [f64; 3], one_worker: bool) {
+    let ratio = m.exporter_rate / m.python_rate;
+    println!("{title} ({RUNS} runs each, one after the other):");
     println!(
-        "Runs delivered to one MLflow {} server ({RUNS} runs each, one after the other):",
-        Version::V3.mlflow_version()
+        "  Python client (start_run; log_params; log_metrics)   {:6.1} runs/s  ({:6.2} s)  1.00x",
+        m.python_rate, m.python_seconds
     );
     println!(
-        "  Python client (start_run; log_params; log_metrics)  {py_rate:8.1} runs/s  ({py_seconds:.2} s)  1.00x"
+        "  hyperkit-obs exporter ({} runs in flight)             {:6.1} runs/s  ({:6.2} s)  {ratio:.2}x  target >= 5x: {}",
+        m.concurrency,
+        m.exporter_rate,
+        m.exporter_seconds,
+        if ratio >= 5.0 { "PASS" } else { "MISS" }
     );
-    println!(
-        "  hyperkit-obs exporter (#[track_model], flushed)    {rust_rate:8.1} runs/s  ({rust_seconds:.2} s)  {:.2}x  target >= 5x: {}",
-        rust_rate / py_rate,
-        if rust_rate >= 5.0 * py_rate {
-            "PASS"
-        } else {
-            "MISS"
-        }
-    );
-    // The server runs Python under one GIL in one process: the CPU it spends
-    // per run bounds what any client can get out of it.
-    if group.is_some() {
+    if let Some((python_cpu, exporter_cpu)) = m.server_cpu {
         let per_run = |cpu: f64| cpu / RUNS as f64 * 1e3;
         println!(
-            "  server CPU per run: {:.1} ms under Python, {:.1} ms under the exporter (busy {:.0}% of a core)",
-            per_run(py_server_cpu),
-            per_run(rust_server_cpu),
-            100.0 * rust_server_cpu / rust_seconds
+            "  server CPU per run: {:.1} ms under Python, {:.1} ms under the exporter ({:.2} cores busy)",
+            per_run(python_cpu),
+            per_run(exporter_cpu),
+            exporter_cpu / m.exporter_seconds
         );
-        println!(
-            "  server ceiling at one busy core: {:.1} runs/s  ({:.2}x Python)",
-            RUNS as f64 / rust_server_cpu,
-            RUNS as f64 / rust_server_cpu / py_rate
-        );
+        // One worker runs Python under one GIL: the CPU it spends per run
+        // bounds what any client can get out of it.
+        if one_worker {
+            println!(
+                "  server ceiling at one busy core: {:.1} runs/s  ({:.2}x Python)",
+                RUNS as f64 / exporter_cpu,
+                RUNS as f64 / exporter_cpu / m.python_rate
+            );
+        }
     }
+    let [create, batch, update] = floor;
+    let floor_rate = 1.0 / (create + batch + update);
     println!(
-        "  server floor: create {:.1} ms + log-batch {:.1} ms + update {:.1} ms, one at a time = {floor_rate:.1} runs/s  ({:.2}x Python)",
+        "  one request at a time: create {:.1} ms + log-batch {:.1} ms + update {:.1} ms = {floor_rate:.1} runs/s  ({:.2}x Python)",
         create * 1e3,
         batch * 1e3,
         update * 1e3,
-        floor_rate / py_rate
+        floor_rate / m.python_rate
+    );
+}
+
+fn main() {
+    // `cargo test --benches` runs benches once without `--bench`: this one
+    // needs a server, so it only runs under `cargo bench`.
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    let concurrency = std::env::var("HYPERKIT_MLFLOW_CONCURRENCY")
+        .ok()
+        .map(|n| n.parse().expect("HYPERKIT_MLFLOW_CONCURRENCY is a number"));
+    let version = Version::V3.mlflow_version();
+    if let Ok(url) = std::env::var("HYPERKIT_BENCH_MLFLOW_URI") {
+        let m = measure(&url, None, concurrency, "external");
+        report(
+            &format!("The MLflow server at {url}"),
+            &m,
+            floor(&url),
+            false,
+        );
+        return;
+    }
+
+    // The server the tests start: SQLite, one worker.
+    let server = MlflowServer::start(Version::V3, Backend::Sqlite);
+    let m = measure(&server.url(), server.pid(), concurrency, "one-worker");
+    let f = floor(&server.url());
+    drop(server);
+    report(
+        &format!("MLflow {version} server, SQLite, --workers 1 (the tests' server)"),
+        &m,
+        f,
+        true,
+    );
+
+    // MLflow's default: `mlflow server --backend-store-uri sqlite:///…`,
+    // which runs 4 worker processes.
+    let server = MlflowServer::start_with_workers(Version::V3, Backend::Sqlite, None);
+    let m = measure(&server.url(), server.pid(), concurrency, "default");
+    let f = floor(&server.url());
+    drop(server);
+    report(
+        &format!("MLflow {version} server, SQLite, MLflow's default workers (4)"),
+        &m,
+        f,
+        false,
     );
 }

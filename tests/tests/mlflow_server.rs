@@ -428,16 +428,16 @@ fn runs_wait_while_their_experiment_is_deleted_and_go_to_it_restored_or_made_ane
     };
     assert_eq!(lifecycle("delete"), "deleted");
     expected.extend(run_calls(50_000, 10));
-    common::wait_for(
-        "the status to say the experiment is deleted",
-        Duration::from_secs(30),
-        || {
-            mlflow::status()
-                .and_then(|s| s.last_error)
-                .is_some_and(|e| e.contains("is deleted; restore it"))
-        },
-    );
+    let said = common::wait_until(Duration::from_secs(30), || {
+        mlflow::status()
+            .and_then(|s| s.last_error)
+            .is_some_and(|e| e.contains("is deleted; restore it"))
+    });
     let status = mlflow::status().unwrap();
+    assert!(
+        said,
+        "the status says the experiment is deleted: {status:?}"
+    );
     assert_eq!((status.queued, status.failed), (10, 0), "{status:?}");
     assert_eq!(dropped(), before, "nothing is dropped while it waits");
 

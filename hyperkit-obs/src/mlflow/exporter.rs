@@ -710,9 +710,15 @@ impl Worker {
             .last_error
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = Some(e.to_string());
+        let now = Instant::now();
+        if self.retry_at.is_some_and(|t| t > now) {
+            // Already waiting: runs that were in flight together fail
+            // together, and count as one failure, not one doubling each.
+            return;
+        }
         self.backoff =
             crate::util::next_backoff(self.backoff, Duration::from_millis(250), MAX_BACKOFF);
-        self.retry_at = Some(Instant::now() + self.backoff);
+        self.retry_at = Some(now + self.backoff);
     }
 
     /// Logs a failure, at most once every 10 s; the next log says how many

@@ -154,6 +154,8 @@ pub(crate) struct MlflowServer {
     version: Version,
     backend_uri: String,
     port: u16,
+    /// `--workers`, when given.
+    workers: Option<u32>,
     dir: TempDir,
     child: Option<Child>,
 }
@@ -164,6 +166,16 @@ impl MlflowServer {
     /// answers 200; panics with the server's log if it does not within
     /// [`READY_WITHIN`].
     pub(crate) fn start(version: Version, backend: Backend) -> MlflowServer {
+        MlflowServer::start_with_workers(version, backend, Some(1))
+    }
+
+    /// [`MlflowServer::start`] with `--workers N`, or without the flag
+    /// (MLflow's default, 4 worker processes) when `None`.
+    pub(crate) fn start_with_workers(
+        version: Version,
+        backend: Backend,
+        workers: Option<u32>,
+    ) -> MlflowServer {
         let dir = TempDir::new(&format!("mlflow-{}", version.dir_name()));
         let backend_uri = match backend {
             Backend::Sqlite => format!("sqlite:///{}", dir.path().join("mlflow.db").display()),
@@ -180,6 +192,7 @@ impl MlflowServer {
             version,
             backend_uri,
             port: free_port(),
+            workers,
             dir,
             child: None,
         };
@@ -310,11 +323,13 @@ impl MlflowServer {
             .arg("--default-artifact-root")
             .arg(self.dir.path().join("artifacts"))
             .args(["--host", "127.0.0.1", "--port", &self.port.to_string()])
-            .args(["--workers", "1"])
             .current_dir(self.dir.path())
             .stdin(Stdio::null())
             .stdout(log("stdout.log"))
             .stderr(log("stderr.log"));
+        if let Some(n) = self.workers {
+            cmd.args(["--workers", &n.to_string()]);
+        }
         clean_env(&mut cmd);
         cmd.env("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
             .env("MLFLOW_ALLOW_FILE_STORE", "true");
