@@ -1751,6 +1751,54 @@ fn exporter_never_blocks_callers_when_the_server_hangs() {
 }
 
 #[test]
+fn runs_in_flight_that_fail_together_back_off_once_not_once_each() {
+    let _one = exporter_lock();
+    let fixture = Fixture::start();
+    let config = exporter_config(&fixture, "burst");
+    let in_flight = config.concurrency;
+    assert!(in_flight >= 4, "the default keeps several runs in flight");
+    let guard = mlflow::start(&config).unwrap();
+    let _ = ask("model-a", None);
+    assert!(
+        mlflow::flush(Duration::from_secs(10)),
+        "{:?}",
+        mlflow::status()
+    );
+
+    // Every run in flight is refused for now, on both of its attempts.
+    fixture.fail(
+        "runs/create",
+        2 * in_flight,
+        Fault::mlflow(503, "TEMPORARILY_UNAVAILABLE", "overloaded"),
+    );
+    for _ in 0..in_flight {
+        let _ = ask("model-a", Some(true));
+    }
+    // One failure's backoff (250 ms), not one doubling per run in flight
+    // (which reaches the 30 s cap at 8).
+    let started = Instant::now();
+    assert!(
+        mlflow::flush(Duration::from_secs(5)),
+        "{:?}",
+        mlflow::status()
+    );
+    let took = started.elapsed();
+    let status = mlflow::status().unwrap();
+    guard.shutdown(Duration::from_secs(5));
+    assert!(took < Duration::from_secs(3), "delivered after {took:?}");
+    assert_eq!(
+        (status.delivered, status.failed),
+        (1 + in_flight as u64, 0),
+        "{status:?}"
+    );
+    assert_eq!(
+        fixture.count("runs/create"),
+        1 + 3 * in_flight,
+        "two refused attempts and one accepted per run"
+    );
+}
+
+#[test]
 fn exporter_drops_a_refused_run_once_without_retrying_and_marks_it_failed() {
     let _one = exporter_lock();
     let fixture = Fixture::start();
