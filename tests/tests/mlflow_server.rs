@@ -390,9 +390,20 @@ fn a_stopped_server_loses_nothing_within_the_bound_and_a_full_queue_counts_its_d
 }
 
 #[test]
-fn runs_wait_while_their_experiment_is_deleted_and_go_to_it_restored_or_made_anew_when_purged() {
+fn runs_wait_while_their_experiment_is_deleted_and_follow_it_restored_or_purged_mlflow_3() {
+    deleted_experiment(Version::V3);
+}
+
+#[test]
+fn runs_wait_while_their_experiment_is_deleted_and_follow_it_restored_or_purged_mlflow_2() {
+    deleted_experiment(Version::V2);
+}
+
+/// Runs wait while their experiment is deleted, go to it once restored, and
+/// to a new one of the same name once it is purged.
+fn deleted_experiment(version: Version) {
     let _serial = serial();
-    let server = MlflowServer::start(Version::V3, Backend::Sqlite);
+    let server = MlflowServer::start(version, Backend::Sqlite);
     let experiment = "hyperkit deleted experiment";
     let config = config(&server, experiment);
     let guard = mlflow::start(&config).expect("exporter starts");
@@ -417,15 +428,8 @@ fn runs_wait_while_their_experiment_is_deleted_and_go_to_it_restored_or_made_ane
 
     // Deleted: MLflow refuses runs in it and keeps its name, so the calls
     // made meanwhile wait in the queue, and the status says why.
-    let lifecycle = |action| {
-        experiment_lifecycle(
-            Version::V3,
-            &server.url(),
-            server.backend_uri(),
-            action,
-            &first,
-        )
-    };
+    let lifecycle =
+        |action| experiment_lifecycle(version, &server.url(), server.backend_uri(), action, &first);
     assert_eq!(lifecycle("delete"), "deleted");
     expected.extend(run_calls(50_000, 10));
     let said = common::wait_until(Duration::from_secs(30), || {
@@ -448,7 +452,7 @@ fn runs_wait_while_their_experiment_is_deleted_and_go_to_it_restored_or_made_ane
         "delivered after the restore: {:?}",
         mlflow::status()
     );
-    let runs = read_runs(Version::V3, &server.url(), experiment);
+    let runs = read_runs(version, &server.url(), experiment);
     assert_eq!(runs.len(), 20, "10 before the delete, 10 while deleted");
     let found = by_call_id(&runs);
     for (call, e) in &expected {
@@ -467,7 +471,7 @@ fn runs_wait_while_their_experiment_is_deleted_and_go_to_it_restored_or_made_ane
     guard.shutdown(Duration::from_secs(10));
     // SQLite may give the new experiment the purged one's id: its runs tell
     // them apart.
-    let runs = read_runs(Version::V3, &server.url(), experiment);
+    let runs = read_runs(version, &server.url(), experiment);
     assert_eq!(runs.len(), 10, "only the calls after the purge");
     let found = by_call_id(&runs);
     for (call, e) in &after_purge {

@@ -562,6 +562,7 @@ print(json.dumps(runs))
 /// once purged).
 const EXPERIMENT_LIFECYCLE_PY: &str = r#"
 import json, os, subprocess, sys
+import mlflow
 from mlflow import MlflowClient
 
 uri = os.environ["TRACKING_URI"]
@@ -572,12 +573,13 @@ if action in ("delete", "purge"):
 if action == "restore":
     client.restore_experiment(experiment_id)
 if action == "purge":
-    mlflow = os.path.join(os.path.dirname(sys.executable), "mlflow")
-    subprocess.run(
-        [mlflow, "gc", "--backend-store-uri", os.environ["BACKEND_URI"],
-         "--tracking-uri", uri, "--experiment-ids", experiment_id],
-        check=True,
-    )
+    cli = os.path.join(os.path.dirname(sys.executable), "mlflow")
+    gc = [cli, "gc", "--backend-store-uri", os.environ["BACKEND_URI"],
+          "--experiment-ids", experiment_id]
+    if int(mlflow.__version__.split(".")[0]) >= 3:
+        # MLflow 3 resolves artifact locations through the server.
+        gc += ["--tracking-uri", uri]
+    subprocess.run(gc, check=True)
 print(json.dumps(None if action == "purge" else client.get_experiment(experiment_id).lifecycle_stage))
 "#;
 
