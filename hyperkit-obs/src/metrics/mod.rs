@@ -2,7 +2,7 @@
 //!
 //! Families are created once, on first use, and registered in [`registry()`],
 //! which users may register their own collectors in too. Families with several
-//! runtime labels are [`Family`] collectors keyed by the exact label tuple (see
+//! runtime labels are `Family` collectors keyed by the exact label tuple (see
 //! `family.rs` for why `prometheus::*Vec` is not used).
 
 mod family;

@@ -570,7 +570,6 @@ fn api_error(endpoint: &'static str, status: u16, text: &str) -> MlflowError {
     }
 }
 
-/// Tags checked and cut to MLflow's limits.
 /// The id of an experiment found by name, unless it is deleted.
 fn active(e: Experiment) -> Result<String, MlflowError> {
     if e.lifecycle_stage == "deleted" {
@@ -582,6 +581,7 @@ fn active(e: Experiment) -> Result<String, MlflowError> {
     Ok(e.experiment_id)
 }
 
+/// Tags checked and cut to MLflow's limits.
 fn checked_tags(tags: &[KeyValue]) -> Result<Vec<KeyValue>, MlflowError> {
     checked(tags, MAX_TAG_VALUE_LENGTH, "tag")
 }

@@ -177,9 +177,9 @@ impl MlflowError {
         }
     }
 
-    /// Whether `e`, the answer to creating a run, says that the experiment
-    /// is no longer there to hold it: deleted, or purged. A name resolved
-    /// again may then find it restored, or create it anew.
+    /// Whether this error, answering the creation of a run, says that the
+    /// experiment is no longer there to hold it: deleted, or purged. The
+    /// name resolved again may then find it restored, or create it anew.
     pub(crate) fn is_experiment_gone(&self) -> bool {
         match self {
             MlflowError::ExperimentDeleted { .. } | MlflowError::ExperimentNotFound { .. } => true,

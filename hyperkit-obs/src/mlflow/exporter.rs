@@ -675,8 +675,8 @@ impl Worker {
                 let call = record.tag(CALL_ID_TAG).unwrap_or("?");
                 self.log_failure(&match run_id {
                     Some(run_id) => format!(
-                        "MLflow refused the params and metrics of run {run_id} (call {call}), \
-                         which is marked FAILED; counted as dropped: {e}"
+                        "MLflow refused run {run_id} (call {call}) after creating it; the run \
+                         is marked FAILED and the call counted as dropped: {e}"
                     ),
                     None => format!(
                         "the MLflow run {:?} of call {call} could not be delivered and is \
