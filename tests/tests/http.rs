@@ -281,6 +281,11 @@ async fn scrape(base: &str, headers: HeaderMap) -> (StatusCode, HeaderMap, Vec<u
     (status, headers, body)
 }
 
+/// Sends `request`; the test fails if it gets no answer.
+async fn send(request: reqwest::RequestBuilder) -> reqwest::Response {
+    request.send().await.expect("an answer")
+}
+
 fn header(headers: &HeaderMap, name: HeaderName) -> Option<&str> {
     headers
         .get(name)
@@ -399,8 +404,8 @@ async fn unknown_paths_answer_404_and_other_methods_on_metrics_answer_405() {
     let (_server, base) = start(router_with(HttpOptions::default())).await;
     let http = client();
 
-    let unknown = http.get(format!("{base}/nope")).send().await.unwrap();
-    let post = http.post(format!("{base}/metrics")).send().await.unwrap();
+    let unknown = send(http.get(format!("{base}/nope"))).await;
+    let post = send(http.post(format!("{base}/metrics"))).await;
 
     assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
     assert_eq!(post.status(), StatusCode::METHOD_NOT_ALLOWED);
@@ -415,11 +420,7 @@ async fn unknown_paths_answer_404_and_other_methods_on_metrics_answer_405() {
 async fn liveness_answers_alive_in_json() {
     let (_server, base) = start(router_with(HttpOptions::default())).await;
 
-    let resp = client()
-        .get(format!("{base}/health/live"))
-        .send()
-        .await
-        .unwrap();
+    let resp = send(client().get(format!("{base}/health/live"))).await;
 
     assert_eq!(resp.status(), StatusCode::OK);
     assert_eq!(
@@ -472,24 +473,16 @@ async fn the_red_layer_counts_every_request_once_under_its_route_template() {
 
     for i in 0..n {
         let id = format!("item-7f3a-{i}");
-        let resp = http
-            .get(format!("{base}/api/items/{id}"))
-            .send()
-            .await
-            .unwrap();
+        let resp = send(http.get(format!("{base}/api/items/{id}"))).await;
         assert_eq!(resp.status(), StatusCode::OK);
         assert_eq!(resp.text().await.unwrap(), id);
     }
     for _ in 0..m {
-        let resp = http.get(format!("{base}/api/fail")).send().await.unwrap();
+        let resp = send(http.get(format!("{base}/api/fail"))).await;
         assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
     }
     for i in 0..k {
-        let resp = http
-            .get(format!("{base}/api/missing-9c1e-{i}"))
-            .send()
-            .await
-            .unwrap();
+        let resp = send(http.get(format!("{base}/api/missing-9c1e-{i}"))).await;
         assert_eq!(resp.status(), StatusCode::NOT_FOUND);
     }
 
@@ -529,11 +522,7 @@ async fn requests_matching_no_route_are_counted_as_unmatched() {
     let before = counter(REQUESTS, &unmatched);
 
     for i in 0..3 {
-        let resp = http
-            .get(format!("{base}/no/such/page-{i}"))
-            .send()
-            .await
-            .unwrap();
+        let resp = send(http.get(format!("{base}/no/such/page-{i}"))).await;
         assert_eq!(resp.status(), StatusCode::NOT_FOUND);
     }
 
@@ -608,41 +597,13 @@ async fn bearer_auth_guards_metrics_and_leaves_health_open() {
     let http = client();
     let metrics = format!("{base}/metrics");
 
-    let none = http.get(&metrics).send().await.unwrap();
-    let wrong = http
-        .get(&metrics)
-        .bearer_auth("t0k3m")
-        .send()
-        .await
-        .unwrap();
-    let longer = http
-        .get(&metrics)
-        .bearer_auth("t0k3n0")
-        .send()
-        .await
-        .unwrap();
-    let basic = http
-        .get(&metrics)
-        .basic_auth("t0k3n", Some("t0k3n"))
-        .send()
-        .await
-        .unwrap();
-    let right = http
-        .get(&metrics)
-        .bearer_auth("t0k3n")
-        .send()
-        .await
-        .unwrap();
-    let live = http
-        .get(format!("{base}/health/live"))
-        .send()
-        .await
-        .unwrap();
-    let ready = http
-        .get(format!("{base}/health/ready"))
-        .send()
-        .await
-        .unwrap();
+    let none = send(http.get(&metrics)).await;
+    let wrong = send(http.get(&metrics).bearer_auth("t0k3m")).await;
+    let longer = send(http.get(&metrics).bearer_auth("t0k3n0")).await;
+    let basic = send(http.get(&metrics).basic_auth("t0k3n", Some("t0k3n"))).await;
+    let right = send(http.get(&metrics).bearer_auth("t0k3n")).await;
+    let live = send(http.get(format!("{base}/health/live"))).await;
+    let ready = send(http.get(format!("{base}/health/ready"))).await;
 
     assert_eq!(none.status(), StatusCode::UNAUTHORIZED, "no credentials");
     assert!(
@@ -679,41 +640,13 @@ async fn basic_auth_guards_metrics_and_leaves_health_open() {
     let http = client();
     let metrics = format!("{base}/metrics");
 
-    let none = http.get(&metrics).send().await.unwrap();
-    let wrong_password = http
-        .get(&metrics)
-        .basic_auth("prometheus", Some("s3creT"))
-        .send()
-        .await
-        .unwrap();
-    let wrong_user = http
-        .get(&metrics)
-        .basic_auth("grafana", Some("s3cret"))
-        .send()
-        .await
-        .unwrap();
-    let bearer = http
-        .get(&metrics)
-        .bearer_auth("s3cret")
-        .send()
-        .await
-        .unwrap();
-    let right = http
-        .get(&metrics)
-        .basic_auth("prometheus", Some("s3cret"))
-        .send()
-        .await
-        .unwrap();
-    let live = http
-        .get(format!("{base}/health/live"))
-        .send()
-        .await
-        .unwrap();
-    let ready = http
-        .get(format!("{base}/health/ready"))
-        .send()
-        .await
-        .unwrap();
+    let none = send(http.get(&metrics)).await;
+    let wrong_password = send(http.get(&metrics).basic_auth("prometheus", Some("s3creT"))).await;
+    let wrong_user = send(http.get(&metrics).basic_auth("grafana", Some("s3cret"))).await;
+    let bearer = send(http.get(&metrics).bearer_auth("s3cret")).await;
+    let right = send(http.get(&metrics).basic_auth("prometheus", Some("s3cret"))).await;
+    let live = send(http.get(format!("{base}/health/live"))).await;
+    let ready = send(http.get(format!("{base}/health/ready"))).await;
 
     assert_eq!(none.status(), StatusCode::UNAUTHORIZED, "no credentials");
     assert!(
