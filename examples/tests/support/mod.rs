@@ -37,18 +37,7 @@ const PORT_ATTEMPTS: usize = 3;
 /// The path of an installed server binary; panics with the install command
 /// when it is missing.
 pub(crate) fn require(binary: &str) -> PathBuf {
-    let found = std::env::var_os("PATH")
-        .iter()
-        .flat_map(std::env::split_paths)
-        .chain([PathBuf::from("/usr/bin"), PathBuf::from("/usr/sbin")])
-        .map(|dir| dir.join(binary))
-        .find(|p| p.is_file());
-    match found {
-        Some(path) => path,
-        None => panic!(
-            "`{binary}` is not installed; this test needs it. Install it with:\n    {INSTALL}"
-        ),
-    }
+    require_installed(binary, INSTALL)
 }
 
 /// A running server process; killed by PID and reaped when dropped.
@@ -58,6 +47,38 @@ pub(crate) struct Server {
     addr: SocketAddr,
     http: reqwest::Client,
     dir: TempDir,
+}
+
+/// Starts `program` as `name` for `port` in a fresh directory (its working
+/// directory, with its stdout and stderr logs) after `configure` has added
+/// arguments, environment and files; does not wait for it.
+fn spawn(
+    name: &str,
+    program: &Path,
+    port: u16,
+    configure: impl FnOnce(&mut Command, u16, &Path),
+) -> Server {
+    let dir = TempDir::new(name);
+    let log = |file: &str| {
+        File::create(dir.path().join(file))
+            .unwrap_or_else(|e| panic!("cannot create the {name} {file}: {e}"))
+    };
+    let mut cmd = Command::new(program);
+    cmd.current_dir(dir.path())
+        .stdin(Stdio::null())
+        .stdout(log("stdout.log"))
+        .stderr(log("stderr.log"));
+    configure(&mut cmd, port, dir.path());
+    let child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {name} ({}): {e}", program.display()));
+    Server {
+        name: name.to_owned(),
+        child,
+        addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        http: client(),
+        dir,
+    }
 }
 
 /// Starts `program` as `name` on a free port in a fresh directory (its
@@ -73,28 +94,7 @@ pub(crate) async fn start(
 ) -> Server {
     let mut attempt = 1;
     loop {
-        let port = free_port();
-        let dir = TempDir::new(name);
-        let log = |file: &str| {
-            File::create(dir.path().join(file))
-                .unwrap_or_else(|e| panic!("cannot create the {name} {file}: {e}"))
-        };
-        let mut cmd = Command::new(program);
-        cmd.current_dir(dir.path())
-            .stdin(Stdio::null())
-            .stdout(log("stdout.log"))
-            .stderr(log("stderr.log"));
-        configure(&mut cmd, port, dir.path());
-        let child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {name} ({}): {e}", program.display()));
-        let mut server = Server {
-            name: name.to_owned(),
-            child,
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
-            http: client(),
-            dir,
-        };
+        let mut server = spawn(name, program, free_port(), &mut configure);
         match server.wait_ready(ready_path, ready_within).await {
             Ok(()) => return server,
             // Another process may have taken the port between our probe and
@@ -117,26 +117,11 @@ pub(crate) async fn start(
 /// A Prometheus server with a 1 s scrape interval and these scrape jobs (the
 /// YAML list under `scrape_configs:`), its TSDB in its own directory.
 pub(crate) async fn prometheus(scrape_configs: &str) -> Server {
-    let program = require("prometheus");
-    start(
-        "prometheus",
-        &program,
-        "/-/ready",
-        Duration::from_secs(30),
-        |cmd, port, dir| {
-            let config = dir.join("prometheus.yml");
-            std::fs::write(
-                &config,
-                format!(
-                    "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\nscrape_configs:\n{scrape_configs}"
-                ),
-            )
-            .expect("write prometheus.yml");
-            cmd.arg(arg("--config.file=", &config))
-                .arg(arg("--storage.tsdb.path=", &dir.join("data")))
-                .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-                .arg("--log.level=warn");
-        },
+    prometheus_with(
+        &format!(
+            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\nscrape_configs:\n{scrape_configs}"
+        ),
+        &[],
     )
     .await
 }
@@ -403,27 +388,7 @@ pub(crate) async fn start_on(
     ready_within: Duration,
     configure: impl FnOnce(&mut Command, u16, &Path),
 ) -> Server {
-    let dir = TempDir::new(name);
-    let log = |file: &str| {
-        File::create(dir.path().join(file))
-            .unwrap_or_else(|e| panic!("cannot create the {name} {file}: {e}"))
-    };
-    let mut cmd = Command::new(program);
-    cmd.current_dir(dir.path())
-        .stdin(Stdio::null())
-        .stdout(log("stdout.log"))
-        .stderr(log("stderr.log"));
-    configure(&mut cmd, port, dir.path());
-    let child = cmd
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {name} ({}): {e}", program.display()));
-    let mut server = Server {
-        name: name.to_owned(),
-        child,
-        addr: SocketAddr::from(([127, 0, 0, 1], port)),
-        http: client(),
-        dir,
-    };
+    let mut server = spawn(name, program, port, configure);
     if let Err(log) = server.wait_ready(ready_path, ready_within).await {
         drop(server);
         panic!("{log}")
