@@ -23,6 +23,8 @@
 //! the bench times every variant again in-process (interleaved rounds,
 //! median ns per event) and prints the tables.
 
+mod support;
+
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -30,6 +32,7 @@ use std::time::{Duration, Instant};
 use criterion::Criterion;
 use hyperkit_obs::logs::store::{self, LogStoreGuard, StoreEntry, WriterOptions};
 use hyperkit_obs::logs::{FieldValue, LogRecord, LogStore, Query, SearchOptions, ecs_document};
+use support::median;
 use tracing::Dispatch;
 use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::layer::SubscriberExt;
@@ -136,11 +139,6 @@ fn caller_cost(c: &mut Criterion, variants: &[Variant]) {
         group.bench_function(v.name, |b| b.iter_custom(|iters| v.time(iters)));
     }
     group.finish();
-}
-
-fn median(mut xs: Vec<f64>) -> f64 {
-    xs.sort_by(f64::total_cmp);
-    xs[xs.len() / 2]
 }
 
 fn percentile(xs: &[f64], p: f64) -> f64 {

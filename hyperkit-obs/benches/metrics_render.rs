@@ -18,6 +18,8 @@
 //! handler/encoder ratio (target <= 1.1), the absolute time at 10k series
 //! (target < 10 ms) and the growth from 1k to 10k.
 
+mod support;
+
 use std::hint::black_box;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -27,6 +29,7 @@ use axum::http::{Request, StatusCode};
 use criterion::Criterion;
 use hyperkit_obs::ModelOutput;
 use hyperkit_obs::prometheus::{Encoder, TextEncoder};
+use support::{criterion_median, median};
 use tokio::runtime::Runtime;
 use tower::ServiceExt;
 
@@ -146,16 +149,6 @@ fn per_render_ns(mut f: impl FnMut() -> usize, budget: Duration) -> f64 {
     start.elapsed().as_nanos() as f64 / f64::from(n)
 }
 
-fn median(mut xs: Vec<f64>) -> f64 {
-    xs.sort_by(f64::total_cmp);
-    let mid = xs.len() / 2;
-    if xs.len() % 2 == 1 {
-        xs[mid]
-    } else {
-        (xs[mid - 1] + xs[mid]) / 2.0
-    }
-}
-
 /// Timed rounds per variant and size; the table reports the median round.
 const ROUNDS: usize = 11;
 
@@ -174,31 +167,6 @@ fn time_both(fx: &Fixture) -> (f64, f64) {
     (median(a), median(b))
 }
 
-/// Criterion's median estimate (ns) for `id`, if this run wrote one.
-fn criterion_median(id: &str, since: SystemTime) -> Option<f64> {
-    let home = std::env::var_os("CRITERION_HOME")
-        .map(std::path::PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("CARGO_TARGET_DIR")
-                .map(|d| std::path::PathBuf::from(d).join("criterion"))
-        })
-        .unwrap_or_else(|| {
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/criterion")
-        });
-    let path = home
-        .join("metrics_render")
-        .join(id)
-        .join("new/estimates.json");
-    if std::fs::metadata(&path).ok()?.modified().ok()? < since {
-        return None;
-    }
-    let json = std::fs::read_to_string(path).ok()?;
-    let median = &json[json.find("\"median\"")?..];
-    let value = &median[median.find("\"point_estimate\":")? + "\"point_estimate\":".len()..];
-    let end = value.find([',', '}'])?;
-    value[..end].trim().parse().ok()
-}
-
 struct Row {
     size: &'static str,
     series: usize,
@@ -210,7 +178,8 @@ struct Row {
 fn print_table(rows: &[Row], started: SystemTime) {
     let ms = |ns: f64| ns / 1e6;
     let crit = |id: String| {
-        criterion_median(&id, started).map_or_else(|| "-".to_owned(), |ns| format!("{:.3}", ms(ns)))
+        criterion_median("metrics_render", &id, started)
+            .map_or_else(|| "-".to_owned(), |ns| format!("{:.3}", ms(ns)))
     };
     println!();
     println!("metrics_render: median ms per render over {ROUNDS} interleaved rounds");

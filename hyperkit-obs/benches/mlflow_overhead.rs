@@ -8,12 +8,15 @@
 //! both again in interleaved rounds of `CALLS` calls and prints the median
 //! per-call cost of each and their difference against the 1 µs target.
 
+mod support;
+
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::Criterion;
 use hyperkit_obs::mlflow::{self, MlflowConfig};
 use hyperkit_obs::{ModelOutput, track_model};
+use support::median;
 
 struct Completion(u64);
 
@@ -61,11 +64,6 @@ fn round() -> Duration {
 
 fn ns_per_call(d: Duration) -> f64 {
     d.as_nanos() as f64 / CALLS as f64
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 fn main() {

@@ -24,6 +24,8 @@
 //! `CALLS` calls, interleaved across variants, median per-call ns) and prints
 //! a ratio table with PASS/MISS for the overhead targets.
 
+mod support;
+
 use std::hint::black_box;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -33,6 +35,7 @@ use hyperkit_obs::prometheus::{
     Registry,
 };
 use hyperkit_obs::{LabelValue, track_build};
+use support::{criterion_median, median};
 
 /// The error every variant could return (none does).
 #[derive(Debug)]
@@ -336,41 +339,6 @@ fn round(fx: &Fixture, n: u64) -> [f64; 7] {
     ]
 }
 
-fn median(mut xs: Vec<f64>) -> f64 {
-    xs.sort_by(f64::total_cmp);
-    let mid = xs.len() / 2;
-    if xs.len() % 2 == 1 {
-        xs[mid]
-    } else {
-        (xs[mid - 1] + xs[mid]) / 2.0
-    }
-}
-
-/// Criterion's median estimate (ns) for `id`, if this run wrote one.
-fn criterion_median(id: &str, since: SystemTime) -> Option<f64> {
-    let home = std::env::var_os("CRITERION_HOME")
-        .map(std::path::PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("CARGO_TARGET_DIR")
-                .map(|d| std::path::PathBuf::from(d).join("criterion"))
-        })
-        .unwrap_or_else(|| {
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/criterion")
-        });
-    let path = home
-        .join("track_overhead")
-        .join(id)
-        .join("new/estimates.json");
-    if std::fs::metadata(&path).ok()?.modified().ok()? < since {
-        return None;
-    }
-    let json = std::fs::read_to_string(path).ok()?;
-    let median = &json[json.find("\"median\"")?..];
-    let value = &median[median.find("\"point_estimate\":")? + "\"point_estimate\":".len()..];
-    let end = value.find([',', '}'])?;
-    value[..end].trim().parse().ok()
-}
-
 fn ratio_table(fx: &Fixture, started: SystemTime) {
     eprintln!("\nin-process timing: {ROUNDS} interleaved rounds of {CALLS} calls per variant ...");
     // Warm-up: fills every call site's handle cache and the caches.
@@ -408,8 +376,8 @@ fn ratio_table(fx: &Fixture, started: SystemTime) {
         "criterion"
     );
     for (i, name) in VARIANTS.iter().enumerate() {
-        let crit =
-            criterion_median(name, started).map_or_else(|| "-".to_owned(), |ns| format!("{ns:.2}"));
+        let crit = criterion_median("track_overhead", name, started)
+            .map_or_else(|| "-".to_owned(), |ns| format!("{ns:.2}"));
         println!(
             "{:<20} {:>9.2} {:>17} {:>8.2}x {:>8.2}x {:>8.2}x {:>8.2}x {:>10.2} {:>10}",
             name,

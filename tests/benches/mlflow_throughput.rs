@@ -22,6 +22,8 @@
 
 #[path = "../tests/mlflow_support/mod.rs"]
 mod mlflow_support;
+#[path = "../../hyperkit-obs/benches/support/mod.rs"]
+mod support;
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -31,16 +33,12 @@ use hyperkit_obs::mlflow::{
 };
 use hyperkit_obs::{ModelOutput, track_model};
 use mlflow_support::{Backend, MlflowServer, Version, python};
+use support::median;
 
 /// Runs each client logs.
 const RUNS: u64 = 400;
 /// Runs timed request by request for the server's floor.
 const FLOOR_RUNS: u64 = 50;
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
 
 /// CPU seconds (user and system) used so far by the processes of one
 /// process group: the MLflow server and its uvicorn worker.
