@@ -77,32 +77,7 @@ struct BestHandles {
 
 impl BestHandles {
     fn new() -> Self {
-        let registry = Registry::new();
-        let calls = IntCounterVec::new(
-            Opts::new("hand_builds_total", "Builds by status and chain."),
-            &["status", "chain"],
-        )
-        .expect("valid counter");
-        let duration = HistogramVec::new(
-            HistogramOpts::new("hand_build_duration_seconds", "Build duration.")
-                .buckets(BUCKETS.to_vec()),
-            &["chain"],
-        )
-        .expect("valid histogram");
-        let active = IntGaugeVec::new(
-            Opts::new("hand_active_builds", "Builds in flight."),
-            &["chain"],
-        )
-        .expect("valid gauge");
-        registry
-            .register(Box::new(calls.clone()))
-            .expect("register");
-        registry
-            .register(Box::new(duration.clone()))
-            .expect("register");
-        registry
-            .register(Box::new(active.clone()))
-            .expect("register");
+        let (calls, duration, active, registry) = hand_metrics("hand");
         BestHandles {
             success: calls.with_label_values(&["success", "ethereum"]),
             failure: calls.with_label_values(&["failure", "ethereum"]),
@@ -111,6 +86,45 @@ impl BestHandles {
             _registry: registry,
         }
     }
+}
+
+/// The three metric vecs of the hand-written variants, named
+/// `<prefix>_builds_total`, `<prefix>_build_duration_seconds` and
+/// `<prefix>_active_builds`, registered in a registry of their own.
+fn hand_metrics(prefix: &str) -> (IntCounterVec, HistogramVec, IntGaugeVec, Registry) {
+    let registry = Registry::new();
+    let calls = IntCounterVec::new(
+        Opts::new(
+            format!("{prefix}_builds_total"),
+            "Builds by status and chain.",
+        ),
+        &["status", "chain"],
+    )
+    .expect("valid counter");
+    let duration = HistogramVec::new(
+        HistogramOpts::new(
+            format!("{prefix}_build_duration_seconds"),
+            "Build duration.",
+        )
+        .buckets(BUCKETS.to_vec()),
+        &["chain"],
+    )
+    .expect("valid histogram");
+    let active = IntGaugeVec::new(
+        Opts::new(format!("{prefix}_active_builds"), "Builds in flight."),
+        &["chain"],
+    )
+    .expect("valid gauge");
+    registry
+        .register(Box::new(calls.clone()))
+        .expect("register");
+    registry
+        .register(Box::new(duration.clone()))
+        .expect("register");
+    registry
+        .register(Box::new(active.clone()))
+        .expect("register");
+    (calls, duration, active, registry)
 }
 
 #[inline(never)]
@@ -138,32 +152,7 @@ struct SeedMetrics {
 
 impl SeedMetrics {
     fn new() -> Self {
-        let registry = Registry::new();
-        let calls = IntCounterVec::new(
-            Opts::new("seed_builds_total", "Builds by status and chain."),
-            &["status", "chain"],
-        )
-        .expect("valid counter");
-        let duration = HistogramVec::new(
-            HistogramOpts::new("seed_build_duration_seconds", "Build duration.")
-                .buckets(BUCKETS.to_vec()),
-            &["chain"],
-        )
-        .expect("valid histogram");
-        let active = IntGaugeVec::new(
-            Opts::new("seed_active_builds", "Builds in flight."),
-            &["chain"],
-        )
-        .expect("valid gauge");
-        registry
-            .register(Box::new(calls.clone()))
-            .expect("register");
-        registry
-            .register(Box::new(duration.clone()))
-            .expect("register");
-        registry
-            .register(Box::new(active.clone()))
-            .expect("register");
+        let (calls, duration, active, registry) = hand_metrics("seed");
         SeedMetrics {
             calls,
             duration,
