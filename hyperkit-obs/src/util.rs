@@ -1,10 +1,24 @@
 //! Small pieces every exporter needs, written once: wall-clock time and the
 //! civil calendar, random numbers for ids and jitter, exponential backoff,
-//! `Retry-After`, and failure logs limited to one line every ten seconds.
+//! `Retry-After`, error messages with their causes, and failure logs limited
+//! to one line every ten seconds.
 
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// `e`'s message followed by each of its causes, `: `-separated (reqwest's
+/// own message says little more than "error sending request").
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut message = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        message.push_str(": ");
+        message.push_str(&s.to_string());
+        source = s.source();
+    }
+    message
+}
 
 /// Milliseconds since the Unix epoch, now.
 pub(crate) fn unix_ms() -> i64 {

@@ -532,16 +532,9 @@ impl MlflowError {
 fn transport(endpoint: &'static str, e: &reqwest::Error, maybe_sent: bool) -> MlflowError {
     // reqwest's Display includes the URL, which holds no secret here (the
     // credentials left it when the configuration was read).
-    let mut message = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        message.push_str(": ");
-        message.push_str(&s.to_string());
-        source = s.source();
-    }
     MlflowError::Transport {
         endpoint,
-        message,
+        message: crate::util::error_chain(e),
         maybe_sent,
     }
 }

@@ -514,16 +514,9 @@ impl ElasticsearchClient {
 
     fn transport(&self, e: &reqwest::Error) -> ShippingError {
         // reqwest's text names the URL, which holds no credential.
-        let mut message = e.to_string();
-        let mut source = std::error::Error::source(e);
-        while let Some(s) = source {
-            message.push_str(": ");
-            message.push_str(&s.to_string());
-            source = s.source();
-        }
         ShippingError::Transport {
             target: self.config.url.clone(),
-            message,
+            message: crate::util::error_chain(e),
         }
     }
 
