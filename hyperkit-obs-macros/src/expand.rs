@@ -134,14 +134,11 @@ pub(crate) fn expand(kind: Kind, checked: Checked, item: ItemFn) -> TokenStream 
         Shape::Sync | Shape::Async => {
             let annotation = declared.map(|ty| quote_spanned!(ret_span=> : #ty));
             let run = if matches!(shape, Shape::Async) {
-                // A model call's body can read its call id while it runs.
-                let body = match kind {
-                    Kind::Model => quote!(#private::InCall::new(#call.id(), async move #block)),
-                    Kind::Build | Kind::Query => quote!(async move #block),
-                };
+                // As `Call::enter` for a sync body: the call is the thread's
+                // current call (a model call's id, if any) on every poll.
                 quote! {
                     #private::tracing::Instrument::instrument(
-                        #body,
+                        #private::InCall::new(#call.id(), async move #block),
                         ::core::clone::Clone::clone(#call.span()),
                     ).await
                 }

@@ -73,9 +73,10 @@ where
 }
 
 pin_project! {
-    /// The body of an `async fn` model call: the call is the current call of
+    /// The body of a tracked `async fn`: a model call is the current call of
     /// the thread (see [`current_call_id`](crate::model::current_call_id))
-    /// while the body is polled. `Send` and `Sync` exactly when the body is.
+    /// while the body is polled; other calls have no id, and it only checks
+    /// that. `Send` and `Sync` exactly when the body is.
     pub struct InCall<F> {
         id: Option<crate::model::CallId>,
         #[pin]
