@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hyperkit_obs::Secret;
-use hyperkit_obs::shipping::{ElasticsearchAuth, ElasticsearchConfig, elasticsearch};
+use hyperkit_obs::shipping::{ElasticsearchAuth, ElasticsearchConfig, ShipperGuard, elasticsearch};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -356,6 +356,22 @@ fn doc(id: u64, ts: i64) -> Arc<[u8]> {
         .into()
 }
 
+/// Starts the shipper with `c`, sends documents `ids` of [`DAY1`] and waits
+/// (at most 10 s) until they are all delivered or given up.
+fn ship(c: &ElasticsearchConfig, ids: std::ops::Range<u64>) -> ShipperGuard {
+    let guard = elasticsearch::start(c).unwrap();
+    let shipper = guard.handle();
+    for id in ids {
+        shipper.send(doc(id, DAY1), DAY1);
+    }
+    assert!(
+        shipper.flush(Duration::from_secs(10)),
+        "{:?}",
+        shipper.status()
+    );
+    guard
+}
+
 /// Ids answered with a success status (2xx, or 409 when `create`).
 fn delivered_counts(answered: &[Answered], conflict_ok: bool) -> BTreeMap<u64, usize> {
     let mut counts = BTreeMap::new();
@@ -472,12 +488,8 @@ fn a_409_on_create_into_a_data_stream_counts_as_delivered() {
     let mut c = config(&fixture);
     c.data_stream = true;
     c.index = "logs-hyperkit-test".to_owned();
-    let guard = elasticsearch::start(&c).unwrap();
+    let guard = ship(&c, 0..20);
     let shipper = guard.handle();
-    for id in 0..20 {
-        shipper.send(doc(id, DAY1), DAY1);
-    }
-    assert!(shipper.flush(Duration::from_secs(10)));
     let status = shipper.status();
     assert_eq!((status.delivered, status.rejected), (20, 0));
     for r in fixture.bulk_requests() {
@@ -505,12 +517,8 @@ fn a_413_splits_the_batch_in_halves_until_it_fits() {
     let mut c = config(&fixture);
     c.batch_events = 40;
     c.flush_interval = Duration::from_secs(60);
-    let guard = elasticsearch::start(&c).unwrap();
+    let guard = ship(&c, 0..40);
     let shipper = guard.handle();
-    for id in 0..40 {
-        shipper.send(doc(id, DAY1), DAY1);
-    }
-    assert!(shipper.flush(Duration::from_secs(10)));
     let sizes: Vec<usize> = fixture
         .bulk_requests()
         .iter()
@@ -552,12 +560,8 @@ fn whole_request_429_and_503_back_off_honouring_retry_after_then_deliver_once() 
     );
     let mut c = config(&fixture);
     c.retry_max = Duration::from_secs(2);
-    let guard = elasticsearch::start(&c).unwrap();
+    let guard = ship(&c, 0..10);
     let shipper = guard.handle();
-    for id in 0..10 {
-        shipper.send(doc(id, DAY1), DAY1);
-    }
-    assert!(shipper.flush(Duration::from_secs(10)));
     let requests = fixture.bulk_requests();
     assert_eq!(requests.len(), 3);
     let gap = requests[1].at - requests[0].at;
@@ -589,12 +593,8 @@ fn dropped_connections_and_slow_answers_are_retried_in_order() {
     );
     let mut c = config(&fixture);
     c.timeout = Duration::from_millis(300);
-    let guard = elasticsearch::start(&c).unwrap();
+    let guard = ship(&c, 0..10);
     let shipper = guard.handle();
-    for id in 0..10 {
-        shipper.send(doc(id, DAY1), DAY1);
-    }
-    assert!(shipper.flush(Duration::from_secs(10)));
     let requests = fixture.bulk_requests();
     assert!(requests.len() >= 3);
     for r in &requests {
