@@ -54,6 +54,7 @@
 #![warn(missing_docs)]
 
 pub mod config;
+pub mod export;
 pub mod health;
 pub mod history;
 pub mod http;

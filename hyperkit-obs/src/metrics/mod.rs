@@ -228,10 +228,15 @@ pub fn registry() -> &'static Registry {
 /// `hyperkit_obs_dropped_total{sink}`. Exporters call it; it never blocks for
 /// long and never panics.
 pub fn record_dropped(sink: &str, n: u64) {
+    dropped_counter(sink).inc_by(n);
+}
+
+/// The `hyperkit_obs_dropped_total{sink}` counter of `sink`, resolved once
+/// by a sink that counts often.
+pub(crate) fn dropped_counter(sink: &str) -> IntCounter {
     FAMILIES
         .dropped_total
         .child(&[&crate::label::sanitize(sink)])
-        .inc_by(n);
 }
 
 pub(crate) fn label_overflow(metric: &'static str, label: &'static str) {
