@@ -60,10 +60,10 @@ pub struct MonitoringConfig {
     pub mlflow: crate::mlflow::MlflowConfig,
     /// `ELASTICSEARCH_URL` and `HYPERKIT_ES_*`: ship logs to Elasticsearch.
     /// Default: off.
-    pub elasticsearch: Option<crate::shipping::elasticsearch::ElasticsearchConfig>,
+    pub elasticsearch: Option<crate::logs::elastic::ElasticsearchConfig>,
     /// `LOGSTASH_URL` and `HYPERKIT_LOGSTASH_*`: ship logs to a Logstash
     /// `tcp` input. Default: off.
-    pub logstash: Option<crate::shipping::logstash::LogstashConfig>,
+    pub logstash: Option<crate::logs::logstash::LogstashConfig>,
     /// Log format and the local log store (`HYPERKIT_LOG_*`).
     pub logs: crate::logs::LogsConfig,
 }
@@ -329,9 +329,8 @@ impl MonitoringConfig {
             config.sentry.send_prompts = parse_bool("HYPERKIT_SENTRY_SEND_PROMPTS", &v)?;
         }
         config.mlflow = crate::mlflow::MlflowConfig::from_lookup(var)?;
-        config.elasticsearch =
-            crate::shipping::elasticsearch::ElasticsearchConfig::from_lookup(var)?;
-        config.logstash = crate::shipping::logstash::LogstashConfig::from_lookup(var)?;
+        config.elasticsearch = crate::logs::elastic::ElasticsearchConfig::from_lookup(var)?;
+        config.logstash = crate::logs::logstash::LogstashConfig::from_lookup(var)?;
         config.logs = crate::logs::LogsConfig::from_lookup(var)?;
         let token = var("HYPERKIT_METRICS_TOKEN");
         let user = var("HYPERKIT_METRICS_USERNAME");
@@ -596,6 +595,25 @@ fn parse_rate(variable: &'static str, v: &str) -> Result<f32, ConfigError> {
 }
 
 /// `true`/`false` as people write them (`1`, `yes`, `on`, …).
+/// A whole number from `min` to `max`.
+pub(crate) fn parse_number(
+    variable: &'static str,
+    v: &str,
+    min: u64,
+    max: u64,
+    example: &'static str,
+) -> Result<u64, ConfigError> {
+    match v.trim().parse::<u64>() {
+        Ok(n) if (min..=max).contains(&n) => Ok(n),
+        _ => Err(invalid(
+            variable,
+            v,
+            format!("must be a whole number from {min} to {max}"),
+            example,
+        )),
+    }
+}
+
 pub(crate) fn parse_bool(variable: &'static str, v: &str) -> Result<bool, ConfigError> {
     match v.trim().to_ascii_lowercase().as_str() {
         "1" | "true" | "yes" | "on" => Ok(true),

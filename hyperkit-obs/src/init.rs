@@ -46,7 +46,7 @@ pub enum InitError {
         /// `elasticsearch` or `logstash`.
         sink: &'static str,
         /// Why.
-        source: crate::shipping::ShippingError,
+        source: crate::logs::ShippingError,
     },
 }
 
@@ -194,24 +194,24 @@ impl Builder {
                 None
             };
             if let Some(es) = &self.config.elasticsearch {
-                let guard = crate::shipping::elasticsearch::start(es).map_err(|source| {
-                    InitError::Shipping {
-                        sink: "elasticsearch",
-                        source,
-                    }
-                })?;
                 // Documents Elasticsearch refuses for good stay findable in
                 // the local store, with the reason.
-                if let Some(store) = &sink {
-                    let (store, service) = (store.clone(), self.config.service_name.clone());
-                    guard.handle().on_rejected(move |document, reason| {
-                        store.send(rejected_entry(&service, document, reason));
-                    });
-                }
-                shippers.push(guard);
+                let started = match &sink {
+                    Some(store) => {
+                        let (store, service) = (store.clone(), self.config.service_name.clone());
+                        crate::logs::elastic::start_with_rejected(es, move |document, reason| {
+                            store.send(rejected_entry(&service, document, reason));
+                        })
+                    }
+                    None => crate::logs::elastic::start(es),
+                };
+                shippers.push(started.map_err(|source| InitError::Shipping {
+                    sink: "elasticsearch",
+                    source,
+                })?);
             }
             if let Some(ls) = &self.config.logstash {
-                shippers.push(crate::shipping::logstash::start(ls).map_err(|source| {
+                shippers.push(crate::logs::logstash::start(ls).map_err(|source| {
                     InitError::Shipping {
                         sink: "logstash",
                         source,
@@ -293,7 +293,7 @@ pub struct ObsGuard {
     mlflow: Option<crate::mlflow::MlflowGuard>,
     /// Before the store: fields drop in order, and documents Elasticsearch
     /// refuses while its shipper flushes must still reach a running store.
-    shippers: Vec<crate::shipping::ShipperGuard>,
+    shippers: Vec<crate::logs::ShipperGuard>,
     logstore: Option<crate::logs::LogStoreGuard>,
 }
 
@@ -304,7 +304,7 @@ fn rejected_entry(service: &str, document: &[u8], reason: &str) -> crate::logs::
     let mut record = crate::logs::LogRecord::new(
         crate::util::unix_ms(),
         "warn",
-        std::borrow::Cow::Borrowed(crate::shipping::LOG_TARGET),
+        std::borrow::Cow::Borrowed("hyperkit_obs::logs::elastic"),
         format!("Elasticsearch refused a log event: {reason}"),
     );
     record.fields.push((
@@ -362,7 +362,7 @@ impl ObsGuard {
 
     /// The state of each log shipper `init()` started (Elasticsearch,
     /// Logstash).
-    pub fn log_shippers(&self) -> Vec<crate::shipping::ShipperStatus> {
+    pub fn log_shippers(&self) -> Vec<crate::export::SinkStatus> {
         self.shippers.iter().map(|g| g.handle().status()).collect()
     }
 

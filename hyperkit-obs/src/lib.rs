@@ -64,9 +64,9 @@ pub mod logs;
 pub mod metrics;
 pub mod mlflow;
 pub mod model;
+mod net;
 pub mod push;
 pub mod sentry;
-pub mod shipping;
 mod track;
 mod util;
 

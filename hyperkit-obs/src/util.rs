@@ -1,24 +1,10 @@
 //! Small pieces every exporter needs, written once: wall-clock time and the
 //! civil calendar, random numbers for ids and jitter, exponential backoff,
-//! `Retry-After`, error messages with their causes, and failure logs limited
-//! to one line every ten seconds.
+//! and failure logs limited to one line every ten seconds.
 
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-
-/// `e`'s message followed by each of its causes, `: `-separated (reqwest's
-/// own message says little more than "error sending request").
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut message = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        message.push_str(": ");
-        message.push_str(&s.to_string());
-        source = s.source();
-    }
-    message
-}
 
 /// Milliseconds since the Unix epoch, now.
 pub(crate) fn unix_ms() -> i64 {
@@ -84,20 +70,6 @@ pub(crate) fn next_backoff(current: Duration, initial: Duration, max: Duration) 
         (current * 2).min(max)
     };
     next + next.mul_f64(0.25 * random_unit())
-}
-
-/// `Retry-After` in seconds or as an HTTP date.
-pub(crate) fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    let v = headers
-        .get(reqwest::header::RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim();
-    if let Ok(secs) = v.parse::<f64>() {
-        return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs));
-    }
-    let at = httpdate::parse_http_date(v).ok()?;
-    Some(at.duration_since(SystemTime::now()).unwrap_or_default())
 }
 
 /// Lets a failure through to the log at most once every ten seconds and

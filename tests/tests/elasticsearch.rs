@@ -18,7 +18,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hyperkit_obs::Secret;
-use hyperkit_obs::shipping::{ElasticsearchAuth, ElasticsearchConfig, ShipperGuard, elasticsearch};
+use hyperkit_obs::logs::elastic::{self as elasticsearch, ElasticsearchAuth, ElasticsearchConfig};
+use hyperkit_obs::logs::{Document, ShipperGuard};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -362,7 +363,7 @@ fn ship(c: &ElasticsearchConfig, ids: std::ops::Range<u64>) -> ShipperGuard {
     let guard = elasticsearch::start(c).unwrap();
     let shipper = guard.handle();
     for id in ids {
-        shipper.send(doc(id, DAY1), DAY1);
+        shipper.send(Document::new(doc(id, DAY1), DAY1));
     }
     assert!(
         shipper.flush(Duration::from_secs(10)),
@@ -394,21 +395,19 @@ fn each_event_is_delivered_once_retried_or_rejected_with_its_reason_and_order_is
     });
     let mut c = config(&fixture);
     c.batch_events = 25;
-    let guard = elasticsearch::start(&c).unwrap();
-    let shipper = guard.handle();
     let rejected: Arc<Mutex<Vec<(Value, String)>>> = Arc::default();
     let sink = rejected.clone();
-    shipper.on_rejected(move |doc, reason| {
+    let guard = elasticsearch::start_with_rejected(&c, move |doc, reason| {
         sink.lock()
             .unwrap()
             .push((serde_json::from_slice(doc).unwrap(), reason.to_owned()));
-    });
+    })
+    .unwrap();
+    let shipper = guard.handle();
     const N: u64 = 200;
     for id in 0..N {
-        assert!(shipper.send(
-            doc(id, if id < N / 2 { DAY1 } else { DAY2 }),
-            if id < N / 2 { DAY1 } else { DAY2 }
-        ));
+        let day = if id < N / 2 { DAY1 } else { DAY2 };
+        assert!(shipper.send(Document::new(doc(id, day), day)));
     }
     assert!(shipper.flush(Duration::from_secs(10)), "flush timed out");
 
@@ -640,7 +639,7 @@ fn the_index_template_is_installed_with_ecs_mappings_retrying_without_blocking_s
     c.retry_initial = Duration::from_millis(200);
     let guard = elasticsearch::start(&c).unwrap();
     let shipper = guard.handle();
-    shipper.send(doc(1, DAY1), DAY1);
+    shipper.send(Document::new(doc(1, DAY1), DAY1));
     // The failed template does not hold back the logs.
     common::wait_for("the first bulk", Duration::from_secs(5), || {
         shipper.status().delivered == 1
@@ -718,7 +717,7 @@ fn api_key_and_basic_auth_are_sent_and_never_shown() {
         let secret = expected.split(' ').nth(1).unwrap().to_owned();
         let guard = elasticsearch::start(&c).unwrap();
         let shipper = guard.handle();
-        shipper.send(doc(1, DAY1), DAY1);
+        shipper.send(Document::new(doc(1, DAY1), DAY1));
         assert!(shipper.flush(Duration::from_secs(10)));
         let last = fixture.bulk_requests().pop().unwrap();
         assert_eq!(last.header("authorization"), Some(expected.as_str()));
@@ -757,7 +756,7 @@ fn a_hanging_server_never_blocks_send_and_a_full_queue_counts_drops_exactly() {
     let mut slowest = Duration::ZERO;
     for id in 0..1000 {
         let started = Instant::now();
-        shipper.send(doc(id, DAY1), DAY1);
+        shipper.send(Document::new(doc(id, DAY1), DAY1));
         slowest = slowest.max(started.elapsed());
         if id == 50 {
             common::wait_for("a hanging bulk request", Duration::from_secs(5), || {

@@ -13,7 +13,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use hyperkit_obs::shipping::{LogstashConfig, logstash};
+use hyperkit_obs::logs::Document;
+use hyperkit_obs::logs::logstash::{self, LogstashConfig};
 use tokio::io::AsyncBufReadExt;
 
 /// Lines received: (connection number, line).
@@ -127,7 +128,7 @@ fn every_line_arrives_as_json_across_a_logstash_restart_on_the_same_port() {
     let count = || received.lock().unwrap().len();
     let mut listener = Some(listener);
     for id in 0..TOTAL {
-        assert!(shipper.send(doc(id), 0));
+        assert!(shipper.send(Document::new(doc(id), 0)));
         if id % 20 == 19 {
             std::thread::sleep(Duration::from_millis(1));
         }
@@ -189,7 +190,7 @@ fn a_logstash_that_is_down_never_blocks_send_and_a_full_queue_counts_drops_exact
     let mut slowest = Duration::ZERO;
     for id in 0..1000 {
         let started = Instant::now();
-        shipper.send(doc(id), 0);
+        shipper.send(Document::new(doc(id), 0));
         slowest = slowest.max(started.elapsed());
     }
     assert!(slowest < Duration::from_millis(5), "send took {slowest:?}");
@@ -222,23 +223,20 @@ fn a_logstash_that_is_down_never_blocks_send_and_a_full_queue_counts_drops_exact
 
 /// A stand-in for the log layer: ships every event, its own included.
 struct ShippingLayer {
-    shipper: hyperkit_obs::shipping::ShipperHandle,
+    shipper: hyperkit_obs::logs::ShipperHandle,
     warnings: Arc<Mutex<Vec<String>>>,
 }
 
 impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for ShippingLayer {
     fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
         let meta = event.metadata();
-        if meta
-            .target()
-            .starts_with(hyperkit_obs::shipping::LOG_TARGET)
-        {
+        if meta.target().starts_with(hyperkit_obs::export::LOG_TARGET) {
             self.warnings
                 .lock()
                 .unwrap()
                 .push(format!("{} {}", meta.level(), meta.target()));
         }
-        self.shipper.send(doc(u64::MAX as usize), 0);
+        self.shipper.send(Document::new(doc(u64::MAX as usize), 0));
     }
 }
 
@@ -261,10 +259,10 @@ fn the_queue_full_warning_is_logged_once_and_does_not_recurse_through_the_layer(
     });
     tracing::subscriber::with_default(subscriber, || {
         for id in 0..110 {
-            shipper.send(doc(id), 0);
+            shipper.send(Document::new(doc(id), 0));
         }
     });
-    assert_eq!(*warnings.lock().unwrap(), ["WARN hyperkit_obs::shipping"]);
+    assert_eq!(*warnings.lock().unwrap(), ["WARN hyperkit_obs::export"]);
     // 100 documents, and the warning itself, which found the queue full.
     assert_eq!(shipper.status().dropped, 101);
     guard.shutdown(Duration::from_millis(100));

@@ -659,10 +659,10 @@ fn logs(args: &[String]) -> ExitCode {
 /// `logs search` when `ELASTICSEARCH_URL` is set: the same query, sent as
 /// a `query_string` query (Lucene syntax, as the local store reads it).
 fn search_elasticsearch(
-    config: &hyperkit_obs::shipping::elasticsearch::ElasticsearchConfig,
+    config: &hyperkit_obs::logs::elastic::ElasticsearchConfig,
     args: &LogsArgs,
 ) -> ExitCode {
-    let client = match hyperkit_obs::shipping::elasticsearch::ElasticsearchClient::new(config) {
+    let client = match hyperkit_obs::logs::elastic::ElasticsearchClient::new(config) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("hyperkit-obs: {e}");

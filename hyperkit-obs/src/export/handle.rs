@@ -6,7 +6,7 @@ use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use prometheus::IntCounter;
 
@@ -48,6 +48,9 @@ pub(crate) struct Core {
     pub(crate) last_success_ms: AtomicI64,
     pub(crate) warning: Mutex<Option<String>>,
     last_full_warning_ms: AtomicI64,
+    /// When the sink must have stopped, once its guard asked: an export
+    /// under way when that happens reads it through `Delivery::deadline`.
+    stop_at: Mutex<Option<Instant>>,
     control: Sender<Control>,
     dropped_total: IntCounter,
 }
@@ -116,6 +119,11 @@ impl Core {
     pub(crate) fn set_success(&self) {
         self.failing.store(false, Ordering::Relaxed);
         self.last_success_ms.store(unix_ms(), Ordering::Relaxed);
+    }
+
+    /// When the sink must have stopped, if its guard asked it to stop.
+    pub(crate) fn stop_deadline(&self) -> Option<Instant> {
+        *self.stop_at.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     pub(crate) fn set_warning(&self, warning: Option<String>) {
@@ -275,6 +283,8 @@ impl<T> Guard<T> {
         };
         let core = &self.handle.core;
         core.accepting.store(false, Ordering::SeqCst);
+        *core.stop_at.lock().unwrap_or_else(PoisonError::into_inner) =
+            Some(Instant::now() + deadline);
         let _ = core.control.send(Control::Stop(deadline));
         let done = done.into_inner().unwrap_or_else(PoisonError::into_inner);
         // The worker gives up at the deadline; allow it a moment to count.
@@ -311,6 +321,7 @@ pub(super) fn spawn<E: Exporter>(
         last_success_ms: AtomicI64::new(0),
         warning: Mutex::new(None),
         last_full_warning_ms: AtomicI64::new(0),
+        stop_at: Mutex::new(None),
         control,
         dropped_total: crate::metrics::dropped_counter(options.sink),
     });

@@ -17,7 +17,6 @@ use crate::util::{LogLimiter, next_backoff};
 pub struct Housekeeping<'a> {
     core: &'a Core,
     log: &'a mut LogLimiter,
-    deadline: Option<Instant>,
     error: Option<String>,
 }
 
@@ -29,9 +28,10 @@ impl Housekeeping<'_> {
     }
 
     /// When the sink must stop, if it is stopping: finish (or give up) by
-    /// then.
+    /// then. It can appear while an export is under way (the guard was
+    /// dropped meanwhile): a long wait should look again now and then.
     pub fn deadline(&self) -> Option<Instant> {
-        self.deadline
+        self.core.stop_deadline()
     }
 
     /// Sets or clears a standing problem shown in the sink's status (and
@@ -57,7 +57,7 @@ pub struct Delivery<'a, T> {
     retry_after: Option<Duration>,
 }
 
-impl<T> Delivery<'_, T> {
+impl<'a, T> Delivery<'a, T> {
     /// Keeps `item` to try again after a backoff, before newer items, in
     /// the order of the calls.
     pub fn retry(&mut self, item: T) {
@@ -99,6 +99,12 @@ impl<T> Delivery<'_, T> {
     /// See [`Housekeeping::log`].
     pub fn log(&mut self, message: &str) {
         self.house.log(message);
+    }
+
+    /// The [`Housekeeping`] side of this delivery, for code shared with
+    /// [`Exporter::tick`].
+    pub fn housekeeping(&mut self) -> &mut Housekeeping<'a> {
+        &mut self.house
     }
 }
 
@@ -180,7 +186,7 @@ pub(super) fn run<E: Exporter>(
         }
         if w.ready(now) {
             w.export_batch(now);
-        } else if w.pending.is_empty() || w.retry_at.is_some() {
+        } else {
             w.tick();
         }
         w.answer();
@@ -271,7 +277,6 @@ impl<E: Exporter> Worker<'_, E> {
             house: Housekeeping {
                 core,
                 log: &mut self.log,
-                deadline: self.stop_at,
                 error: None,
             },
             retry: Vec::new(),
@@ -334,7 +339,6 @@ impl<E: Exporter> Worker<'_, E> {
         let mut house = Housekeeping {
             core: self.core,
             log: &mut self.log,
-            deadline: self.stop_at,
             error: None,
         };
         let exporter = &mut self.exporter;

@@ -37,7 +37,7 @@ pub struct EcsLayer<W = fn() -> std::io::Stdout> {
     service: Arc<str>,
     writer: Option<W>,
     store: Option<StoreSink>,
-    shippers: Vec<crate::shipping::ShipperHandle>,
+    shippers: Vec<super::ShipperHandle>,
 }
 
 impl<W> fmt::Debug for EcsLayer<W> {
@@ -93,10 +93,12 @@ impl<W> EcsLayer<W> {
     }
 
     /// Also hands every event's document to a shipper (Elasticsearch,
-    /// Logstash: see [`crate::shipping`]), without waiting. The shippers' own
-    /// events (target [`LOG_TARGET`](crate::shipping::LOG_TARGET)) are not
-    /// shipped, so a failing backend is not sent news of its own failure.
-    pub fn with_shipper(mut self, shipper: crate::shipping::ShipperHandle) -> Self {
+    /// Logstash: see [`super::elastic`], [`super::logstash`]), without
+    /// waiting. A sink's own events (target
+    /// [`LOG_TARGET`](crate::export::LOG_TARGET), its name in their `sink`
+    /// field) are not shipped to it, so a failing backend is not sent the
+    /// news of its own failure.
+    pub fn with_shipper(mut self, shipper: super::ShipperHandle) -> Self {
         self.shippers.push(shipper);
         self
     }
@@ -252,13 +254,26 @@ where
             let _ = make.make_writer_for(meta).write_all(&document);
             document.pop();
         }
-        if !self.shippers.is_empty() && !meta.target().starts_with(crate::shipping::LOG_TARGET) {
-            let shared: Arc<[u8]> = Arc::from(document.as_slice());
-            for shipper in &self.shippers {
-                shipper.send(Arc::clone(&shared), record.timestamp_ms);
-            }
+        // A sink's news of its own trouble is not sent to that sink.
+        let from_sink = (meta.target() == crate::export::LOG_TARGET)
+            .then(|| record.fields.iter().find(|(k, _)| *k == "sink"))
+            .flatten()
+            .and_then(|(_, v)| match v {
+                FieldValue::Str(s) => Some(s.clone()),
+                _ => None,
+            });
+        let shippers = self
+            .shippers
+            .iter()
+            .filter(|s| from_sink.as_deref() != Some(s.sink()));
+        let mut shared: Option<Arc<[u8]>> = None;
+        for shipper in shippers {
+            let bytes = shared.get_or_insert_with(|| Arc::from(document.as_slice()));
+            shipper.send(super::Document::new(Arc::clone(bytes), record.timestamp_ms));
         }
-        if let Some(store) = &self.store {
+        if let Some(store) = &self.store
+            && from_sink.as_deref() != Some(super::store::SINK)
+        {
             store.send(StoreEntry { record, document });
         }
     }

@@ -8,13 +8,19 @@
 //!   it; a program with its own subscriber adds it itself.
 //! - [`store`] is the local SQLite FTS5 store with its background writer.
 //! - [`Query`] is the query language.
+//! - [`elastic`] and [`logstash`] ship the documents to Elasticsearch and
+//!   Logstash on the shared export runtime; [`elastic::ElasticsearchClient`]
+//!   is also the search client of `hyperkit-obs logs search`.
 //!
 //! Nothing here blocks the logging caller on the store or panics.
 
 mod config;
 mod document;
+pub mod elastic;
 mod layer;
+pub mod logstash;
 mod query;
+mod ship;
 pub mod store;
 mod time;
 
@@ -22,6 +28,7 @@ pub use config::{LogFormat, LogsConfig};
 pub use document::{ECS_VERSION, FieldValue, LogRecord, ecs_document};
 pub use layer::{EcsLayer, TrackedSpans, layer};
 pub use query::{FieldKind, ParseError, Query, TEXT_FIELDS, Term, words};
+pub use ship::{Document, ShipperGuard, ShipperHandle, ShippingError};
 pub use store::{LogStore, LogStoreGuard, SearchOptions, StoreSink, StoredLog};
 pub use time::{format_timestamp, parse_time};
 

@@ -32,6 +32,8 @@ use crate::util::unix_ms as now_millis;
 
 /// The database file inside the store directory.
 pub const DB_FILE: &str = "logs.sqlite3";
+/// The sink name of the store's writer: its `sink` label and readiness check.
+pub const SINK: &str = "logstore";
 
 /// How long dropping a [`LogStoreGuard`] waits for queued events to be written.
 pub const FLUSH_DEADLINE: Duration = Duration::from_secs(2);

@@ -439,7 +439,7 @@ impl MlflowClient {
                 Err(e) => (transport(endpoint, &e, !e.is_connect()), None),
                 Ok(resp) => {
                     let status = resp.status().as_u16();
-                    let retry_after = crate::util::retry_after(resp.headers());
+                    let retry_after = crate::net::retry_after(resp.headers());
                     match resp.text().await {
                         Err(e) => (transport(endpoint, &e, true), None),
                         Ok(text) if (200..300).contains(&status) => {
@@ -534,7 +534,7 @@ fn transport(endpoint: &'static str, e: &reqwest::Error, maybe_sent: bool) -> Ml
     // credentials left it when the configuration was read).
     MlflowError::Transport {
         endpoint,
-        message: crate::util::error_chain(e),
+        message: crate::net::error_chain(e),
         maybe_sent,
     }
 }
