@@ -153,7 +153,10 @@ impl Builder {
             })
         };
         let log_filter = filter(&self.config)?;
-        let sentry = crate::sentry::start(&self.config)?;
+        let sentry = crate::sentry::start(&self.config).map_err(|e| match e {
+            crate::sentry::SentryError::Config(e) => InitError::Config(e),
+            other => InitError::Sentry(other.to_string()),
+        })?;
         // A second `init()` in one process leaves the running exporter (and
         // its guard) in charge.
         let mlflow = if self.config.mlflow.enabled && crate::mlflow::status().is_none() {

@@ -193,23 +193,29 @@ impl<T: Send + 'static> Handle<T> {
     /// Never blocks, never does I/O, never panics.
     #[inline]
     pub fn send(&self, item: T) -> bool {
+        self.try_send(item).is_ok()
+    }
+
+    /// [`send`](Self::send), handing a refused item back (it is counted as
+    /// dropped all the same), for callers that report what they lose.
+    #[inline]
+    pub fn try_send(&self, item: T) -> Result<(), T> {
         let core = &*self.core;
         if !core.accepting.load(Ordering::Relaxed) {
             core.count_dropped(1);
-            return false;
+            return Err(item);
         }
         let before = core.accepted.0.fetch_add(1, Ordering::AcqRel);
         let finished = core.finished.0.load(Ordering::Acquire);
         if before.saturating_sub(finished) >= core.capacity {
             core.finished.0.fetch_add(1, Ordering::Release);
             core.queue_full();
-            return false;
+            return Err(item);
         }
-        if self.tx.send(item).is_err() {
+        self.tx.send(item).map_err(|e| {
             core.finish_dropped(1);
-            return false;
-        }
-        true
+            e.0
+        })
     }
 
     /// Waits until every item queued before the call is delivered or given

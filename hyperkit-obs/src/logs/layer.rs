@@ -122,11 +122,11 @@ pub struct TrackedSpans;
 
 impl<S> Filter<S> for TrackedSpans {
     fn enabled(&self, meta: &Metadata<'_>, _: &Context<'_, S>) -> bool {
-        crate::sentry::is_tracked_span(meta)
+        crate::track::spans::is_tracked_span(meta)
     }
 
     fn callsite_enabled(&self, meta: &'static Metadata<'static>) -> Interest {
-        if crate::sentry::is_tracked_span(meta) {
+        if crate::track::spans::is_tracked_span(meta) {
             Interest::always()
         } else {
             Interest::never()

@@ -15,6 +15,7 @@ pub(crate) mod model;
 pub(crate) mod outcome;
 pub(crate) mod query;
 pub(crate) mod site;
+pub(crate) mod spans;
 
 use std::fmt;
 use std::time::{Duration, Instant};
