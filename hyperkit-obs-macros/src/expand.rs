@@ -82,12 +82,14 @@ pub(crate) fn expand(kind: Kind, checked: Checked, item: ItemFn) -> TokenStream 
     // the call, so the user's body can neither see nor collide with them.
     let prepare = quote! {
         let #prepared = {
-            static #site: #private::Site<#private::#handles> = #private::Site::new();
+            static #site: #private::Site<#private::#handles> =
+                #private::Site::new(#fn_name, ::core::module_path!());
             fn #log(finished: &#private::Finished<'_>) {
                 #private::finished_event!(finished, #ok_level, #fn_name);
             }
             #(#bindings)*
             #private::Prepared::new(
+                &#site,
                 #private::resolve(&#site, &#private::#sets, [#(#values),*]),
                 #private::tracing::span!(
                     target: ::core::module_path!(),

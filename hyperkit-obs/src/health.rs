@@ -17,10 +17,12 @@ use serde::Serialize;
 type CheckFuture = Pin<Box<dyn Future<Output = Result<String, String>> + Send>>;
 type CheckFn = Box<dyn Fn() -> CheckFuture + Send + Sync>;
 
-/// Default for how long a check may take before it counts as failed.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
-/// Default for how long a check's result is reused.
-pub const DEFAULT_CACHE: Duration = Duration::from_secs(1);
+/// Default for how long a check may take before it counts as failed
+/// (`HYPERKIT_HEALTH_TIMEOUT_MS`).
+pub const DEFAULT_TIMEOUT: Duration = crate::init::DEFAULT_HEALTH_TIMEOUT;
+/// Default for how long a check's result is reused
+/// (`HYPERKIT_HEALTH_CACHE_MS`).
+pub const DEFAULT_CACHE: Duration = crate::init::DEFAULT_HEALTH_CACHE;
 
 struct Check {
     name: String,

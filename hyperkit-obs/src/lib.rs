@@ -51,31 +51,75 @@
 //! log subscriber (and, with `SENTRY_DSN` set, report failures and panics to
 //! Sentry: see [`sentry`]); metrics work without it.
 
-#![warn(missing_docs)]
+//! ## Cargo features
+//!
+//! Each sink is a feature; `default` has them all, so [`init()`] gives the
+//! embedded experience with no configuration (logs on stdout and in a local
+//! store, MLflow runs in `./mlruns`) and every backend the environment
+//! names. With `default-features = false` a crate gets the macros, the
+//! registry, the label machinery and `tracing` spans and events only: no
+//! HTTP stack, no SQLite, no TLS.
+//!
+//! | feature | what it adds |
+//! |---|---|
+//! | `http` | [`http`]: `/metrics`, [`health`] checks, the RED layer, the status page (axum) |
+//! | `log-store` | the local log store [`logs::store`] (SQLite FTS5) |
+//! | `elasticsearch` | [`logs::elastic`]: shipping to Elasticsearch, and its search |
+//! | `logstash` | [`logs::logstash`]: shipping to a Logstash `tcp` input |
+//! | `mlflow` | [`mlflow`]: a run per model call, file store or tracking server |
+//! | `sentry` | [`sentry`]: failures and panics reported to Sentry |
+//! | `push` | [`push`]: pushing to a Prometheus Pushgateway |
+//! | `config-file` | the TOML file named by `HYPERKIT_CONFIG` |
+//! | `cli` | the `hyperkit-obs` command |
+//!
+//! A variable that configures a sink left out of the build (`SENTRY_DSN`
+//! without `sentry`, …) makes [`init()`] fail with a message naming the
+//! feature, never silently.
 
+#![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+pub mod calls;
 pub mod config;
 pub mod export;
+#[cfg(feature = "http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub mod health;
-pub mod history;
+#[cfg(feature = "http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub mod http;
 mod init;
 mod label;
 pub mod logs;
 pub mod metrics;
+#[cfg(feature = "mlflow")]
+#[cfg_attr(docsrs, doc(cfg(feature = "mlflow")))]
 pub mod mlflow;
 pub mod model;
+#[cfg(any(
+    feature = "elasticsearch",
+    feature = "mlflow",
+    feature = "sentry",
+    feature = "push"
+))]
 mod net;
+#[cfg(feature = "push")]
+#[cfg_attr(docsrs, doc(cfg(feature = "push")))]
 pub mod push;
+#[cfg(feature = "sentry")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sentry")))]
 pub mod sentry;
 mod track;
 mod util;
 
-pub use config::{ConfigError, MetricsAuth, MonitoringConfig, Secret, SentryConfig};
+pub use config::{ConfigError, Credentials, MetricsAuth, Secret};
 pub use hyperkit_obs_macros::{LabelValue, track_build, track_model, track_query};
-pub use init::{Builder, InitError, ObsGuard, init};
+pub use init::{Builder, DEFAULT_METRICS_ADDR, InitError, MonitoringConfig, ObsGuard, init};
 pub use label::{LabelValue, MAX_LABEL_LEN, OVERFLOW_VALUE, sanitize};
 pub use metrics::registry;
 pub use model::ModelOutput;
+#[cfg(feature = "sentry")]
+pub use sentry::SentryConfig;
 pub use track::Status;
 
 /// The `prometheus` crate, at the version hyperkit-obs registers its metrics

@@ -217,5 +217,9 @@ impl Drop for CurrentCall {
 /// [`ModelOutput::accepted`] did not already say.
 pub fn record_acceptance(id: CallId, accepted: bool) {
     id.handles().record_acceptance(accepted);
-    crate::mlflow::exporter::acceptance(id, accepted);
+    crate::calls::feedback(&crate::calls::Feedback::Acceptance {
+        call: id,
+        accepted,
+        at_ms: crate::util::unix_ms(),
+    });
 }

@@ -4,9 +4,6 @@
 //! causes, and the single-threaded runtime an exporter drives its requests
 //! on from its own thread.
 
-use std::future::Future;
-use std::time::{Duration, Instant, SystemTime};
-
 /// `e`'s message followed by each of its causes, `: `-separated (reqwest's
 /// own message says little more than "error sending request").
 pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
@@ -21,7 +18,9 @@ pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
 }
 
 /// `Retry-After` in seconds or as an HTTP date.
-pub(crate) fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+#[cfg(any(feature = "elasticsearch", feature = "mlflow"))]
+pub(crate) fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<std::time::Duration> {
+    use std::time::{Duration, SystemTime};
     let v = headers
         .get(reqwest::header::RETRY_AFTER)?
         .to_str()
@@ -73,6 +72,7 @@ pub(crate) async fn read_capped(
 }
 
 /// [`read_capped`], as text (invalid UTF-8 replaced).
+#[cfg(any(feature = "elasticsearch", feature = "mlflow", feature = "push"))]
 pub(crate) async fn read_text_capped(
     response: reqwest::Response,
     cap: usize,
@@ -85,8 +85,10 @@ pub(crate) async fn read_text_capped(
 }
 
 /// The runtime an exporter runs its requests on, from its own thread.
+#[cfg(any(feature = "elasticsearch", feature = "mlflow", feature = "sentry"))]
 pub(crate) struct Blocking(tokio::runtime::Runtime);
 
+#[cfg(any(feature = "elasticsearch", feature = "mlflow", feature = "sentry"))]
 impl Blocking {
     /// A single-threaded runtime with I/O and timers.
     pub(crate) fn new() -> std::io::Result<Self> {
@@ -100,15 +102,15 @@ impl Blocking {
     /// passes (`None` when it passed first). `deadline()` is asked again
     /// every [`crate::export::TICK`], so a stop requested while `fut` runs
     /// ends it in time.
-    pub(crate) fn run_until<F: Future>(
+    pub(crate) fn run_until<F: std::future::Future>(
         &self,
-        deadline: impl Fn() -> Option<Instant>,
+        deadline: impl Fn() -> Option<std::time::Instant>,
         fut: F,
     ) -> Option<F::Output> {
         self.0.block_on(async {
             let mut fut = std::pin::pin!(fut);
             loop {
-                let now = Instant::now();
+                let now = std::time::Instant::now();
                 let mut wake = now + crate::export::TICK;
                 if let Some(at) = deadline() {
                     if now >= at {
@@ -125,9 +127,10 @@ impl Blocking {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, any(feature = "elasticsearch", feature = "mlflow")))]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn retry_after_reads_seconds_and_dates_and_ignores_nonsense() {

@@ -117,14 +117,14 @@ async fn push(
     timeout: Duration,
 ) -> Result<(), PushError> {
     let target = group_url(url, job, grouping)?;
-    let body = crate::http::render_metrics(crate::metrics::registry());
+    let body = crate::metrics::render(crate::metrics::registry());
     let response = reqwest::Client::builder()
         .timeout(timeout)
         .build()?
         .put(target)
         .header(
             reqwest::header::CONTENT_TYPE,
-            crate::http::METRICS_CONTENT_TYPE,
+            crate::metrics::METRICS_CONTENT_TYPE,
         )
         .body(body)
         .send()
@@ -133,7 +133,9 @@ async fn push(
     if status.is_success() {
         return Ok(());
     }
-    let mut body = response.text().await.unwrap_or_default();
+    let mut body = crate::net::read_text_capped(response, 64 * 1024)
+        .await
+        .unwrap_or_default();
     body.truncate(512);
     Err(PushError::Status {
         status: status.as_u16(),

@@ -1787,7 +1787,7 @@ fn runs_in_flight_that_fail_together_back_off_once_not_once_each() {
     guard.shutdown(Duration::from_secs(5));
     assert!(took < Duration::from_secs(3), "delivered after {took:?}");
     assert_eq!(
-        (status.delivered, status.failed),
+        (status.delivered, status.rejected),
         (1 + in_flight as u64, 0),
         "{status:?}"
     );
@@ -1821,7 +1821,7 @@ fn exporter_drops_a_refused_run_once_without_retrying_and_marks_it_failed() {
     );
     let status = mlflow::status().unwrap();
     assert_eq!(
-        (status.failed, status.delivered, status.queued),
+        (status.rejected, status.delivered, status.queued),
         (1, 0, 0),
         "{status:?}"
     );

@@ -442,7 +442,7 @@ fn deleted_experiment(version: Version) {
         said,
         "the status says the experiment is deleted: {status:?}"
     );
-    assert_eq!((status.queued, status.failed), (10, 0), "{status:?}");
+    assert_eq!((status.queued, status.rejected), (10, 0), "{status:?}");
     assert_eq!(dropped(), before, "nothing is dropped while it waits");
 
     // Restored: they are delivered to it.
@@ -477,6 +477,6 @@ fn deleted_experiment(version: Version) {
     for (call, e) in &after_purge {
         check_run(call, e, found.get(call).expect("delivered exactly once"));
     }
-    assert_eq!((status.delivered, status.failed), (30, 0), "{status:?}");
+    assert_eq!((status.delivered, status.rejected), (30, 0), "{status:?}");
     assert_eq!(dropped(), before, "nothing was dropped");
 }

@@ -10,7 +10,9 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::io::Write;
-use std::net::{TcpStream, ToSocketAddrs};
+use std::net::TcpStream;
+#[cfg(feature = "sentry")]
+use std::net::ToSocketAddrs;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -135,16 +137,21 @@ fn check() -> ExitCode {
 
 /// Whether errors go to Sentry, where (keys redacted), and whether its host
 /// answers.
+#[cfg(not(feature = "sentry"))]
+fn sentry_state(_: &MonitoringConfig) -> String {
+    "not built in (the \"sentry\" feature is off); errors are logged only".to_owned()
+}
+
+/// Whether errors go to Sentry, where (keys redacted), and whether its host
+/// answers.
+#[cfg(feature = "sentry")]
 fn sentry_state(config: &MonitoringConfig) -> String {
     let Some(dsn) = &config.sentry.dsn else {
         return "not configured (set SENTRY_DSN to report errors and panics); errors are logged only"
             .to_owned();
     };
-    let reachable = dsn
-        .expose()
-        .parse::<sentry::types::Dsn>()
-        .ok()
-        .and_then(|d| (d.host(), d.port()).to_socket_addrs().ok()?.next())
+    let reachable = hyperkit_obs::sentry::dsn_address(dsn.expose())
+        .and_then(|(host, port)| (host, port).to_socket_addrs().ok()?.next())
         .is_some_and(|addr| TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok());
     format!(
         "errors and panics to {} (sample rate {}, prompts {}): {}",

@@ -31,12 +31,13 @@ pub(crate) struct Core {
     pub(crate) sink: &'static str,
     pub(crate) target: String,
     pub(crate) capacity: u64,
-    /// Items callers offered and were let in (and queue-full drops):
-    /// written by callers only.
-    accepted: Padded<AtomicU64>,
-    /// Items delivered, rejected or dropped: `accepted - finished` is the
-    /// queue.
-    finished: Padded<AtomicU64>,
+    /// Items callers offered and were let in (and queue-full drops), by
+    /// lane ([`Exporter::counted`]: 0 for counted items, 1 for the others,
+    /// each lane bounded by the capacity): written by callers only.
+    accepted: Padded<[AtomicU64; 2]>,
+    /// Items delivered, rejected or dropped, by lane: `accepted - finished`
+    /// is the queue.
+    finished: Padded<[AtomicU64; 2]>,
     pub(crate) delivered: AtomicU64,
     pub(crate) dropped: AtomicU64,
     pub(crate) rejected: AtomicU64,
@@ -62,47 +63,57 @@ thread_local! {
 }
 
 impl Core {
+    /// Items queued, both lanes.
     pub(crate) fn queued(&self) -> u64 {
-        self.accepted
-            .0
+        self.accepted().saturating_sub(self.finished())
+    }
+
+    /// Items queued in `lane` (0: the counted ones).
+    pub(crate) fn queued_in(&self, lane: usize) -> u64 {
+        self.accepted.0[lane]
             .load(Ordering::Acquire)
-            .saturating_sub(self.finished.0.load(Ordering::Acquire))
+            .saturating_sub(self.finished.0[lane].load(Ordering::Acquire))
     }
 
+    /// Items let in so far, both lanes.
     pub(crate) fn accepted(&self) -> u64 {
-        self.accepted.0.load(Ordering::Acquire)
+        let a = &self.accepted.0;
+        a[0].load(Ordering::Acquire) + a[1].load(Ordering::Acquire)
     }
 
+    /// Items finished so far, both lanes.
     pub(crate) fn finished(&self) -> u64 {
-        self.finished.0.load(Ordering::Acquire)
+        let f = &self.finished.0;
+        f[0].load(Ordering::Acquire) + f[1].load(Ordering::Acquire)
     }
 
-    pub(crate) fn finish_delivered(&self, n: u64) {
+    /// Counts `[counted, other]` items as finished (delivered, rejected or
+    /// dropped: the status counters say which).
+    pub(crate) fn finish(&self, lanes: [u64; 2]) {
+        for (lane, n) in lanes.into_iter().enumerate() {
+            if n > 0 {
+                self.finished.0[lane].fetch_add(n, Ordering::Release);
+            }
+        }
+    }
+
+    pub(crate) fn count_delivered(&self, n: u64) {
         if n > 0 {
             self.delivered.fetch_add(n, Ordering::Relaxed);
-            self.finished.0.fetch_add(n, Ordering::Release);
         }
     }
 
     /// Counts `n` items refused for good by the backend.
-    pub(crate) fn finish_rejected(&self, n: u64) {
+    pub(crate) fn count_rejected(&self, n: u64) {
         if n > 0 {
             self.rejected.fetch_add(n, Ordering::Relaxed);
             self.dropped_total.inc_by(n);
-            self.finished.0.fetch_add(n, Ordering::Release);
         }
     }
 
-    /// Counts `n` queued items given up (shutdown deadline, a panicking
-    /// exporter).
-    pub(crate) fn finish_dropped(&self, n: u64) {
-        if n > 0 {
-            self.count_dropped(n);
-            self.finished.0.fetch_add(n, Ordering::Release);
-        }
-    }
-
-    fn count_dropped(&self, n: u64) {
+    /// Counts `n` items dropped (a full queue, a stopped sink, the
+    /// shutdown deadline, a panicking exporter).
+    pub(crate) fn count_dropped(&self, n: u64) {
         self.dropped.fetch_add(n, Ordering::Relaxed);
         self.dropped_total.inc_by(n);
     }
@@ -166,6 +177,8 @@ impl Core {
 pub struct Handle<T> {
     core: Arc<Core>,
     tx: Sender<T>,
+    /// [`Exporter::counted`] of the sink's exporter.
+    counted: fn(&T) -> bool,
 }
 
 impl<T> Clone for Handle<T> {
@@ -173,6 +186,7 @@ impl<T> Clone for Handle<T> {
         Handle {
             core: Arc::clone(&self.core),
             tx: self.tx.clone(),
+            counted: self.counted,
         }
     }
 }
@@ -205,15 +219,19 @@ impl<T: Send + 'static> Handle<T> {
             core.count_dropped(1);
             return Err(item);
         }
-        let before = core.accepted.0.fetch_add(1, Ordering::AcqRel);
-        let finished = core.finished.0.load(Ordering::Acquire);
+        let lane = usize::from(!(self.counted)(&item));
+        let before = core.accepted.0[lane].fetch_add(1, Ordering::AcqRel);
+        let finished = core.finished.0[lane].load(Ordering::Acquire);
         if before.saturating_sub(finished) >= core.capacity {
-            core.finished.0.fetch_add(1, Ordering::Release);
+            core.finished.0[lane].fetch_add(1, Ordering::Release);
             core.queue_full();
             return Err(item);
         }
         self.tx.send(item).map_err(|e| {
-            core.finish_dropped(1);
+            let mut lanes = [0; 2];
+            lanes[lane] = 1;
+            core.finish(lanes);
+            core.count_dropped(1);
             e.0
         })
     }
@@ -279,6 +297,16 @@ impl<T: Send + 'static> Guard<T> {
     /// still undelivered are dropped and counted.
     pub fn shutdown(mut self, deadline: Duration) {
         self.stop(deadline);
+    }
+
+    /// [`Handle::flush`] of the sink.
+    pub fn flush(&self, deadline: Duration) -> bool {
+        self.handle.flush(deadline)
+    }
+
+    /// [`Handle::status`] of the sink.
+    pub fn status(&self) -> super::SinkStatus {
+        self.handle.status()
     }
 }
 
@@ -348,7 +376,11 @@ pub(super) fn spawn<E: Exporter>(
         })?;
     super::status::register(&core, health);
     Ok(Guard {
-        handle: Handle { core, tx },
+        handle: Handle {
+            core,
+            tx,
+            counted: E::counted,
+        },
         deadline,
         done: Some(Mutex::new(done)),
     })

@@ -82,6 +82,15 @@ pub trait Exporter: Send + 'static {
     /// delivered. Must return by [`Delivery::deadline`] when there is one.
     fn export(&mut self, batch: Vec<Self::Item>, delivery: &mut Delivery<'_, Self::Item>);
 
+    /// Whether `item` takes a place in the queue's capacity (default: every
+    /// item). Items that do not are bounded apart, by the same capacity: a
+    /// sink whose queue carries two kinds of item (the MLflow sink's runs,
+    /// and the late acceptances of runs) bounds each kind on its own, so
+    /// that one cannot crowd out the other.
+    fn counted(_item: &Self::Item) -> bool {
+        true
+    }
+
     /// The size of `item` in bytes, for [`Options::max_batch_bytes`].
     fn weight(&self, _item: &Self::Item) -> usize {
         0

@@ -16,8 +16,13 @@ pub struct SinkStatus {
     pub sink: &'static str,
     /// Where its items go (never with credentials).
     pub target: String,
-    /// Items accepted and not yet delivered or given up, retries included.
+    /// Items accepted and not yet delivered or given up, retries included
+    /// (those that take a place in the capacity: see
+    /// [`Exporter::counted`](super::Exporter::counted)).
     pub queued: usize,
+    /// Queued items that take no place in the capacity (the MLflow sink's
+    /// late acceptances), bounded apart by as many again.
+    pub queued_other: usize,
     /// The most items it queues.
     pub capacity: usize,
     /// Items delivered since start.
@@ -81,7 +86,8 @@ pub(super) fn snapshot(core: &Core) -> SinkStatus {
     SinkStatus {
         sink: core.sink,
         target: core.target.clone(),
-        queued: usize::try_from(core.queued()).unwrap_or(usize::MAX),
+        queued: usize::try_from(core.queued_in(0)).unwrap_or(usize::MAX),
+        queued_other: usize::try_from(core.queued_in(1)).unwrap_or(usize::MAX),
         capacity: usize::try_from(core.capacity).unwrap_or(usize::MAX),
         delivered: core.delivered.load(Ordering::Relaxed),
         dropped: core.dropped.load(Ordering::Relaxed),

@@ -54,6 +54,7 @@ pub struct Delivery<'a, T> {
     house: Housekeeping<'a>,
     retry: Vec<T>,
     rejected: u64,
+    given_up: u64,
     retry_after: Option<Duration>,
 }
 
@@ -73,6 +74,12 @@ impl<'a, T> Delivery<'a, T> {
     /// retried, and count in `hyperkit_obs_dropped_total`.
     pub fn reject(&mut self, n: usize) {
         self.rejected += n as u64;
+    }
+
+    /// Counts `n` items of the batch as lost without an answer (abandoned at
+    /// the stop deadline): counted as dropped, not retried.
+    pub fn give_up(&mut self, n: usize) {
+        self.given_up += n as u64;
     }
 
     /// How long the backend asked to wait before the next attempt
@@ -116,6 +123,12 @@ fn log(core: &Core, limiter: &mut LogLimiter, message: &str, error: bool) {
             tracing::warn!(target: LOG_TARGET, sink = core.sink, suppressed, "{message}");
         }
     }
+}
+
+/// How many of `items` are in each lane (counted, other).
+fn lanes<E: Exporter>(items: &[E::Item]) -> [u64; 2] {
+    let counted = items.iter().filter(|i| E::counted(i)).count() as u64;
+    [counted, items.len() as u64 - counted]
 }
 
 struct Worker<'a, E: Exporter> {
@@ -272,6 +285,7 @@ impl<E: Exporter> Worker<'_, E> {
             self.oldest = None;
         }
         let n = batch.len() as u64;
+        let lanes_in = lanes::<E>(&batch);
         let (core, options) = (self.core, self.options);
         let mut delivery = Delivery {
             house: Housekeeping {
@@ -281,6 +295,7 @@ impl<E: Exporter> Worker<'_, E> {
             },
             retry: Vec::new(),
             rejected: 0,
+            given_up: 0,
             retry_after: None,
         };
         let exporter = &mut self.exporter;
@@ -290,16 +305,21 @@ impl<E: Exporter> Worker<'_, E> {
             house: Housekeeping { error, .. },
             mut retry,
             rejected,
+            given_up,
             retry_after,
         } = delivery;
         let retried = retry.len() as u64;
         let rejected = rejected.min(n.saturating_sub(retried));
-        let rest = n - retried - rejected;
-        core.finish_rejected(rejected);
+        let given_up = given_up.min(n - retried - rejected);
+        let rest = n - retried - rejected - given_up;
+        let lanes_back = lanes::<E>(&retry);
+        core.finish([lanes_in[0] - lanes_back[0], lanes_in[1] - lanes_back[1]]);
+        core.count_rejected(rejected);
+        core.count_dropped(given_up);
         if panicked {
-            core.finish_dropped(rest);
+            core.count_dropped(rest);
         } else {
-            core.finish_delivered(rest);
+            core.count_delivered(rest);
         }
         for item in &retry {
             self.pending_weight += self.exporter.weight(item);
@@ -374,9 +394,10 @@ impl<E: Exporter> Worker<'_, E> {
     fn give_up(&mut self, rx: &Receiver<E::Item>) {
         self.take(rx);
         let left = self.pending.len() as u64;
-        self.pending.clear();
+        let pending: Vec<E::Item> = self.pending.drain(..).collect();
+        self.core.finish(lanes::<E>(&pending));
         if left > 0 {
-            self.core.finish_dropped(left);
+            self.core.count_dropped(left);
             let message = format!(
                 "{left} items could not be delivered to {} before the shutdown deadline and \
                  are dropped (counted in hyperkit_obs_dropped_total{{sink=\"{}\"}})",

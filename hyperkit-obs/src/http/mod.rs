@@ -7,6 +7,7 @@
 //! Handlers never block on anything but the registry's own short locks, and
 //! a failing check turns readiness to 503; nothing here panics on input.
 
+mod history;
 mod layer;
 mod server;
 mod status_page;
@@ -20,17 +21,16 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use base64::Engine as _;
-use prometheus::{Encoder, Registry, TextEncoder};
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 
-use crate::config::{MetricsAuth, MonitoringConfig};
+use crate::MonitoringConfig;
+use crate::config::MetricsAuth;
 
 pub use layer::{HttpMetrics, HttpMetricsLayer};
 pub use server::{HEADER_TIMEOUT, MAX_CONNECTIONS, SHUTDOWN_GRACE, Server, serve, serve_router};
 
-/// The `Content-Type` of `/metrics`: the Prometheus text format 0.0.4.
-pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+pub use crate::metrics::{METRICS_CONTENT_TYPE, render as render_metrics};
 
 /// Default largest request body accepted by the observability endpoints.
 pub const DEFAULT_BODY_LIMIT: usize = 16 * 1024;
@@ -115,7 +115,7 @@ pub fn router() -> Router {
 /// `GET /api/status/history`, and starts the [`history`](crate::history)
 /// sampler when built inside a tokio runtime (else at the first request).
 pub fn router_with(options: HttpOptions) -> Router {
-    crate::history::start();
+    history::start();
     let body_limit = options.body_limit;
     let timeout = options.request_timeout;
     Router::new()
@@ -132,24 +132,13 @@ pub fn router_with(options: HttpOptions) -> Router {
         ))
 }
 
-/// The registry in the Prometheus text format, as `/metrics` serves it.
-pub fn render_metrics(registry: &Registry) -> Vec<u8> {
-    let families = registry.gather();
-    let mut out = Vec::with_capacity(64 * 1024);
-    // Encoding into a Vec only fails on invalid families, which the registry
-    // has already rejected; an empty answer is then the safe fallback.
-    if TextEncoder::new().encode(&families, &mut out).is_err() {
-        out.clear();
-    }
-    out
-}
-
 async fn metrics(State(options): State<Arc<HttpOptions>>, headers: HeaderMap) -> Response {
     if let Some(auth) = &options.auth
         && !authorized(auth, headers.get(header::AUTHORIZATION))
     {
         let challenge = match auth {
             MetricsAuth::Bearer(_) => "Bearer realm=\"metrics\"",
+            MetricsAuth::ApiKey(_) => "ApiKey realm=\"metrics\"",
             MetricsAuth::Basic { .. } => "Basic realm=\"metrics\"",
         };
         return (
@@ -241,6 +230,9 @@ fn authorized(auth: &MetricsAuth, given: Option<&HeaderValue>) -> bool {
         MetricsAuth::Bearer(token) => given
             .strip_prefix("Bearer ")
             .is_some_and(|t| constant_time_eq(t.trim().as_bytes(), token.expose().as_bytes())),
+        MetricsAuth::ApiKey(key) => given
+            .strip_prefix("ApiKey ")
+            .is_some_and(|t| constant_time_eq(t.trim().as_bytes(), key.expose().as_bytes())),
         MetricsAuth::Basic { username, password } => {
             let expected = base64::engine::general_purpose::STANDARD
                 .encode(format!("{username}:{}", password.expose()));

@@ -21,7 +21,7 @@ const CSP: &str = "default-src 'none'; script-src 'unsafe-inline'; style-src 'un
                    connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'";
 
 pub(super) async fn page() -> Response {
-    crate::history::start();
+    super::history::start();
     (
         [
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),
@@ -36,16 +36,19 @@ pub(super) async fn page() -> Response {
 #[derive(serde::Serialize)]
 struct Answer {
     #[serde(flatten)]
-    history: crate::history::Snapshot,
+    history: super::history::Snapshot,
     readiness: crate::health::Readiness,
+    /// Every running sink's queue and state.
+    sinks: Vec<crate::export::SinkStatus>,
 }
 
 pub(super) async fn history(State(options): State<Arc<HttpOptions>>) -> Response {
-    crate::history::start();
+    super::history::start();
     let readiness = crate::health::readiness(options.check_timeout, options.check_cache).await;
     let answer = Answer {
-        history: crate::history::snapshot(),
+        history: super::history::snapshot(),
         readiness,
+        sinks: crate::export::statuses(),
     };
     let body = serde_json::to_vec(&answer).unwrap_or_else(|_| b"{}".to_vec());
     (

@@ -33,7 +33,8 @@ pub struct LogsConfig {
     /// stdout is a terminal).
     pub format: LogFormat,
     /// `HYPERKIT_LOG_STORE`: keep every event in the local store under
-    /// `<HYPERKIT_DATA_DIR>/logs`. Default `true`.
+    /// `<HYPERKIT_DATA_DIR>/logs`. Default `true` when the `log-store`
+    /// feature is on (`HYPERKIT_LOG_STORE=true` without it is an error).
     pub store: bool,
     /// `HYPERKIT_LOG_RETENTION_DAYS`: days the store keeps. Default 7.
     pub retention_days: u32,
@@ -46,7 +47,7 @@ impl Default for LogsConfig {
     fn default() -> Self {
         LogsConfig {
             format: LogFormat::Auto,
-            store: true,
+            store: cfg!(feature = "log-store"),
             retention_days: 7,
             max_bytes: 1 << 30,
         }
@@ -73,7 +74,13 @@ impl LogsConfig {
         }
         if let Some(v) = var("HYPERKIT_LOG_STORE") {
             c.store = match v.trim().to_ascii_lowercase().as_str() {
-                "1" | "true" | "yes" | "on" => true,
+                "1" | "true" | "yes" | "on" if cfg!(feature = "log-store") => true,
+                "1" | "true" | "yes" | "on" => {
+                    return Err(ConfigError::FeatureDisabled {
+                        variable: "HYPERKIT_LOG_STORE",
+                        feature: "log-store",
+                    });
+                }
                 "0" | "false" | "no" | "off" => false,
                 _ => {
                     return Err(invalid(

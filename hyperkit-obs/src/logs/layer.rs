@@ -20,6 +20,7 @@ use tracing_subscriber::layer::{Context, Filter, Layer};
 use tracing_subscriber::registry::LookupSpan;
 
 use super::document::{FieldValue, LogRecord, ecs_document};
+#[cfg(feature = "log-store")]
 use super::store::{StoreEntry, StoreSink};
 use crate::util::unix_ms as now_millis;
 
@@ -36,7 +37,9 @@ use crate::util::unix_ms as now_millis;
 pub struct EcsLayer<W = fn() -> std::io::Stdout> {
     service: Arc<str>,
     writer: Option<W>,
+    #[cfg(feature = "log-store")]
     store: Option<StoreSink>,
+    #[cfg(any(feature = "elasticsearch", feature = "logstash"))]
     shippers: Vec<super::ShipperHandle>,
 }
 
@@ -45,9 +48,7 @@ impl<W> fmt::Debug for EcsLayer<W> {
         f.debug_struct("EcsLayer")
             .field("service", &self.service)
             .field("writer", &self.writer.is_some())
-            .field("store", &self.store.is_some())
-            .field("shippers", &self.shippers.len())
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
@@ -58,7 +59,9 @@ pub fn layer(service_name: impl Into<String>) -> EcsLayer {
     EcsLayer {
         service: Arc::from(service_name.into()),
         writer: Some(std::io::stdout as fn() -> std::io::Stdout),
+        #[cfg(feature = "log-store")]
         store: None,
+        #[cfg(any(feature = "elasticsearch", feature = "logstash"))]
         shippers: Vec::new(),
     }
 }
@@ -73,7 +76,9 @@ impl<W> EcsLayer<W> {
         EcsLayer {
             service: self.service,
             writer: Some(writer),
+            #[cfg(feature = "log-store")]
             store: self.store,
+            #[cfg(any(feature = "elasticsearch", feature = "logstash"))]
             shippers: self.shippers,
         }
     }
@@ -87,6 +92,8 @@ impl<W> EcsLayer<W> {
 
     /// Also queues every event for the local store (see
     /// [`store::start`](super::store::start)).
+    #[cfg(feature = "log-store")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "log-store")))]
     pub fn with_store(mut self, sink: StoreSink) -> Self {
         self.store = Some(sink);
         self
@@ -98,6 +105,8 @@ impl<W> EcsLayer<W> {
     /// [`LOG_TARGET`](crate::export::LOG_TARGET), its name in their `sink`
     /// field) are not shipped to it, so a failing backend is not sent the
     /// news of its own failure.
+    #[cfg(any(feature = "elasticsearch", feature = "logstash"))]
+    #[cfg_attr(docsrs, doc(cfg(any(feature = "elasticsearch", feature = "logstash"))))]
     pub fn with_shipper(mut self, shipper: super::ShipperHandle) -> Self {
         self.shippers.push(shipper);
         self
@@ -255,6 +264,7 @@ where
             document.pop();
         }
         // A sink's news of its own trouble is not sent to that sink.
+        #[cfg(any(feature = "log-store", feature = "elasticsearch", feature = "logstash"))]
         let from_sink = (meta.target() == crate::export::LOG_TARGET)
             .then(|| record.fields.iter().find(|(k, _)| *k == "sink"))
             .flatten()
@@ -262,15 +272,19 @@ where
                 FieldValue::Str(s) => Some(s.clone()),
                 _ => None,
             });
-        let shippers = self
-            .shippers
-            .iter()
-            .filter(|s| from_sink.as_deref() != Some(s.sink()));
-        let mut shared: Option<Arc<[u8]>> = None;
-        for shipper in shippers {
-            let bytes = shared.get_or_insert_with(|| Arc::from(document.as_slice()));
-            shipper.send(super::Document::new(Arc::clone(bytes), record.timestamp_ms));
+        #[cfg(any(feature = "elasticsearch", feature = "logstash"))]
+        {
+            let shippers = self
+                .shippers
+                .iter()
+                .filter(|s| from_sink.as_deref() != Some(s.sink()));
+            let mut shared: Option<Arc<[u8]>> = None;
+            for shipper in shippers {
+                let bytes = shared.get_or_insert_with(|| Arc::from(document.as_slice()));
+                shipper.send(super::Document::new(Arc::clone(bytes), record.timestamp_ms));
+            }
         }
+        #[cfg(feature = "log-store")]
         if let Some(store) = &self.store
             && from_sink.as_deref() != Some(super::store::SINK)
         {

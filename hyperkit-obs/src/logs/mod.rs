@@ -16,11 +16,18 @@
 
 mod config;
 mod document;
+#[cfg(feature = "elasticsearch")]
+#[cfg_attr(docsrs, doc(cfg(feature = "elasticsearch")))]
 pub mod elastic;
 mod layer;
+#[cfg(feature = "logstash")]
+#[cfg_attr(docsrs, doc(cfg(feature = "logstash")))]
 pub mod logstash;
 mod query;
+#[cfg(any(feature = "elasticsearch", feature = "logstash"))]
 mod ship;
+#[cfg(feature = "log-store")]
+#[cfg_attr(docsrs, doc(cfg(feature = "log-store")))]
 pub mod store;
 mod time;
 
@@ -28,7 +35,9 @@ pub use config::{LogFormat, LogsConfig};
 pub use document::{ECS_VERSION, FieldValue, LogRecord, ecs_document};
 pub use layer::{EcsLayer, TrackedSpans, layer};
 pub use query::{FieldKind, ParseError, Query, TEXT_FIELDS, Term, words};
+#[cfg(any(feature = "elasticsearch", feature = "logstash"))]
 pub use ship::{Document, ShipperGuard, ShipperHandle, ShippingError};
+#[cfg(feature = "log-store")]
 pub use store::{LogStore, LogStoreGuard, SearchOptions, StoreSink, StoredLog};
 pub use time::{format_timestamp, parse_time};
 

@@ -14,12 +14,7 @@
 
 use std::borrow::Cow;
 use std::collections::BTreeSet;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
-use std::sync::{Arc, Condvar, Mutex, PoisonError};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use rusqlite::types::Value;
@@ -58,6 +53,29 @@ pub enum StoreError {
         /// What SQLite said.
         source: rusqlite::Error,
     },
+}
+
+impl StoreError {
+    /// Whether writing may succeed later without anyone's help: the disk
+    /// is full or failed, the database is busy or locked, or its directory
+    /// went away; not a corrupt database or a bug.
+    pub fn is_transient(&self) -> bool {
+        use rusqlite::ErrorCode;
+        match self {
+            StoreError::Dir { .. } => true,
+            StoreError::Sqlite { source, .. } => matches!(
+                source.sqlite_error_code(),
+                Some(
+                    ErrorCode::DiskFull
+                        | ErrorCode::SystemIoFailure
+                        | ErrorCode::DatabaseBusy
+                        | ErrorCode::DatabaseLocked
+                        | ErrorCode::CannotOpen
+                        | ErrorCode::OutOfMemory
+                )
+            ),
+        }
+    }
 }
 
 /// One event on its way into the store: the record and its ECS document.
@@ -565,7 +583,7 @@ fn fts_expr(query: &Query) -> Option<String> {
 }
 
 // ---------------------------------------------------------------------------
-// The background writer.
+// The background writer, a sink on the shared export runtime.
 // ---------------------------------------------------------------------------
 
 /// How the background writer runs.
@@ -592,244 +610,77 @@ impl Default for WriterOptions {
     }
 }
 
-#[derive(Debug, Default)]
-struct Shared {
-    enqueued: AtomicU64,
-    processed: AtomicU64,
-    dropped: AtomicU64,
-    last_warning_ms: AtomicI64,
-    shutdown: AtomicBool,
-    lock: Mutex<()>,
-    progress: Condvar,
-    last_error: Mutex<Option<String>>,
-}
-
 /// The sending side of the store's queue, held by the log layer. Cloning is
-/// cheap; sending never blocks.
-#[derive(Clone, Debug)]
-pub struct StoreSink {
-    tx: SyncSender<StoreEntry>,
-    shared: Arc<Shared>,
-}
+/// cheap; sending never blocks: a full queue drops the event and counts it
+/// in `hyperkit_obs_dropped_total{sink="logstore"}`.
+pub type StoreSink = crate::export::Handle<StoreEntry>;
 
-impl Shared {
-    fn status(&self) -> WriterStatus {
-        WriterStatus {
-            enqueued: self.enqueued.load(Ordering::Acquire),
-            processed: self.processed.load(Ordering::Acquire),
-            dropped: self.dropped.load(Ordering::Relaxed),
-            last_error: self
-                .last_error
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .clone(),
-        }
-    }
-}
-
-impl StoreSink {
-    /// Counts and the last error of the writer this sink feeds.
-    pub fn status(&self) -> WriterStatus {
-        self.shared.status()
-    }
-
-    /// Queues `entry` for the writer; when the queue is full (or the writer
-    /// has stopped) drops it, counts it and returns `false`.
-    pub fn send(&self, entry: StoreEntry) -> bool {
-        match self.tx.try_send(entry) {
-            Ok(()) => {
-                self.shared.enqueued.fetch_add(1, Ordering::Release);
-                true
-            }
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
-                self.shared.dropped.fetch_add(1, Ordering::Relaxed);
-                crate::metrics::record_dropped("logstore", 1);
-                let now = now_millis();
-                let last = self.shared.last_warning_ms.load(Ordering::Relaxed);
-                if now - last >= 10_000
-                    && self
-                        .shared
-                        .last_warning_ms
-                        .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                        .is_ok()
-                {
-                    // Not a tracing event: it would come back to this layer.
-                    let _ = writeln!(
-                        std::io::stderr(),
-                        "hyperkit-obs: the log store's queue is full; events are being dropped \
-                         (counted in hyperkit_obs_dropped_total{{sink=\"logstore\"}})"
-                    );
-                }
-                false
-            }
-        }
-    }
-}
-
-/// The state of the background writer.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct WriterStatus {
-    /// Events queued so far.
-    pub enqueued: u64,
-    /// Events written (or lost to a write error) so far.
-    pub processed: u64,
-    /// Events dropped because the queue was full.
-    pub dropped: u64,
-    /// The error of the last write, if it failed (a later successful write
-    /// clears it).
-    pub last_error: Option<String>,
-}
-
-/// Owns the writer thread: [`flush`](Self::flush) waits for what is queued,
-/// and dropping it flushes within [`FLUSH_DEADLINE`] and stops the writer.
-#[derive(Debug)]
-#[must_use = "dropping the guard stops the log store's writer"]
-pub struct LogStoreGuard {
-    shared: Arc<Shared>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl LogStoreGuard {
-    /// Waits until every event queued before the call is written, or until
-    /// `deadline` passes; returns whether everything was written.
-    pub fn flush(&self, deadline: Duration) -> bool {
-        let target = self.shared.enqueued.load(Ordering::Acquire);
-        let end = Instant::now() + deadline;
-        let mut lock = self
-            .shared
-            .lock
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        while self.shared.processed.load(Ordering::Acquire) < target {
-            let left = end.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return false;
-            }
-            lock = self
-                .shared
-                .progress
-                .wait_timeout(lock, left)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
-        }
-        true
-    }
-
-    /// Counts and the last error of the writer.
-    pub fn status(&self) -> WriterStatus {
-        self.shared.status()
-    }
-}
-
-impl Drop for LogStoreGuard {
-    fn drop(&mut self) {
-        let flushed = self.flush(FLUSH_DEADLINE);
-        self.shared.shutdown.store(true, Ordering::Release);
-        if flushed && let Some(thread) = self.thread.take() {
-            // The queue is empty, so the writer stops within one poll.
-            let _ = thread.join();
-        }
-    }
-}
+/// Owns the writer: dropping it writes what is queued within
+/// [`FLUSH_DEADLINE`] and stops; what is left is dropped and counted.
+pub type LogStoreGuard = crate::export::Guard<StoreEntry>;
 
 /// Opens the store in `dir`, applies retention once, and starts its writer
-/// thread.
+/// on the shared export runtime (readiness check `logstore`).
 pub fn start(
     dir: impl AsRef<Path>,
     options: WriterOptions,
 ) -> Result<(StoreSink, LogStoreGuard), StoreError> {
     let mut store = LogStore::open(dir)?;
     store.apply_retention(options.retention, now_millis())?;
-    let (tx, rx) = std::sync::mpsc::sync_channel(options.queue_capacity.max(1));
-    let shared = Arc::new(Shared::default());
-    let thread = std::thread::Builder::new()
-        .name("hyperkit-logstore".to_owned())
-        .spawn({
-            let shared = Arc::clone(&shared);
-            move || write_loop(store, rx, &shared, options)
-        })
-        .map_err(|source| StoreError::Dir {
-            path: PathBuf::from("(writer thread)"),
-            source,
-        })?;
-    Ok((
-        StoreSink {
-            tx,
-            shared: Arc::clone(&shared),
-        },
-        LogStoreGuard {
-            shared,
-            thread: Some(thread),
-        },
-    ))
+    let target = store.path().display().to_string();
+    let writer = Writer {
+        store,
+        retention: options.retention,
+        last_retention: Instant::now(),
+    };
+    let runtime = crate::export::Options::new(SINK, target)
+        .capacity(options.queue_capacity)
+        .batch(options.batch_size, 0)
+        // A disk that is full or failing is tried again soon, and at most
+        // every 5 s while it stays so.
+        .retry(Duration::from_millis(100), Duration::from_secs(5))
+        .shutdown_deadline(FLUSH_DEADLINE);
+    let guard = crate::export::spawn(runtime, writer).map_err(|e| StoreError::Dir {
+        path: PathBuf::from("(writer thread)"),
+        source: e.source,
+    })?;
+    Ok((guard.handle(), guard))
 }
 
-fn write_loop(
-    mut store: LogStore,
-    rx: Receiver<StoreEntry>,
-    shared: &Shared,
-    options: WriterOptions,
-) {
-    const POLL: Duration = Duration::from_millis(100);
-    const RETENTION_EVERY: Duration = Duration::from_secs(60);
-    let mut last_retention = Instant::now();
-    let mut batch = Vec::with_capacity(options.batch_size);
-    loop {
-        match rx.recv_timeout(POLL) {
-            Ok(entry) => {
-                batch.push(entry);
-                while batch.len() < options.batch_size {
-                    match rx.try_recv() {
-                        Ok(entry) => batch.push(entry),
-                        Err(_) => break,
-                    }
-                }
-                // The last error describes the current state: a batch
-                // written after it clears it.
-                let result = store.insert(&batch);
-                if result.is_err() {
-                    crate::metrics::record_dropped("logstore", batch.len() as u64);
-                }
-                *shared
-                    .last_error
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner) = result.err().map(|e| e.to_string());
-                let n = batch.len() as u64;
-                batch.clear();
-                {
-                    let _lock = shared.lock.lock().unwrap_or_else(PoisonError::into_inner);
-                    shared.processed.fetch_add(n, Ordering::Release);
-                    shared.progress.notify_all();
-                }
-                // Checked after every batch too: threads that keep logging
-                // must not keep the guard's drop waiting.
-                if shared.shutdown.load(Ordering::Acquire) {
-                    break;
-                }
-            }
-            Err(RecvTimeoutError::Timeout) => {
-                if shared.shutdown.load(Ordering::Acquire) {
-                    break;
-                }
-            }
-            Err(RecvTimeoutError::Disconnected) => break,
-        }
-        if last_retention.elapsed() >= RETENTION_EVERY {
-            last_retention = Instant::now();
-            if let Err(e) = store.apply_retention(options.retention, now_millis()) {
-                *shared
-                    .last_error
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner) = Some(e.to_string());
+struct Writer {
+    store: LogStore,
+    retention: Retention,
+    last_retention: Instant,
+}
+
+impl crate::export::Exporter for Writer {
+    type Item = StoreEntry;
+
+    fn export(
+        &mut self,
+        batch: Vec<StoreEntry>,
+        delivery: &mut crate::export::Delivery<'_, StoreEntry>,
+    ) {
+        if let Err(e) = self.store.insert(&batch) {
+            delivery.fail(format!("cannot write to the log store: {e}"));
+            if e.is_transient() {
+                // Kept, in order, until the disk takes them again (or the
+                // queue fills and newer events are dropped, counted).
+                delivery.retry_all(batch);
+            } else {
+                delivery.reject(batch.len());
             }
         }
     }
-    // What arrived after the final flush is dropped, and counted; later
-    // sends find the queue closed and count themselves.
-    let left = rx.try_iter().count() as u64;
-    if left > 0 {
-        shared.dropped.fetch_add(left, Ordering::Relaxed);
-        crate::metrics::record_dropped("logstore", left);
+
+    fn tick(&mut self, house: &mut crate::export::Housekeeping<'_>) {
+        const RETENTION_EVERY: Duration = Duration::from_secs(60);
+        if self.last_retention.elapsed() >= RETENTION_EVERY {
+            self.last_retention = Instant::now();
+            if let Err(e) = self.store.apply_retention(self.retention, now_millis()) {
+                house.fail(format!("cannot apply the log store's retention: {e}"));
+            }
+        }
     }
 }
 
@@ -837,6 +688,8 @@ fn write_loop(
 mod tests {
     use super::*;
     use crate::logs::{FieldValue, ecs_document};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
 
     fn temp_dir(name: &str) -> PathBuf {
         let dir =
@@ -986,7 +839,7 @@ mod tests {
         assert!(guard.flush(Duration::from_secs(10)));
         let status = guard.status();
         assert_eq!(
-            (status.processed, status.dropped, status.last_error),
+            (status.delivered, status.dropped, status.last_error),
             (1000, 0, None)
         );
         assert_eq!(LogStore::open(&dir).unwrap().count().unwrap(), 1000);

@@ -34,12 +34,14 @@ pub fn format_timestamp(ms: i64) -> String {
 
 /// The UTC day of `ms` as the number `YYYYMMDD`, which names the store's
 /// partition for that day.
+#[cfg(feature = "log-store")]
 pub(crate) fn day_of(ms: i64) -> u32 {
     let (y, m, d) = civil_from_days(ms.div_euclid(86_400_000));
     (y.clamp(0, 9999) as u32) * 10_000 + m * 100 + d
 }
 
 /// Milliseconds at the start of the UTC day `YYYYMMDD`.
+#[cfg(feature = "log-store")]
 pub(crate) fn day_start(day: u32) -> i64 {
     days_from_civil(i64::from(day / 10_000), day / 100 % 100, day % 100) * 86_400_000
 }

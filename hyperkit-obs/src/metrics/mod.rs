@@ -12,7 +12,7 @@ mod label_sets;
 use std::sync::LazyLock;
 
 use prometheus::proto::MetricType;
-use prometheus::{IntCounter, IntGauge, Opts, Registry};
+use prometheus::{Encoder, IntCounter, IntGauge, Opts, Registry, TextEncoder};
 
 pub(crate) use family::Family;
 use family::Registered;
@@ -222,6 +222,21 @@ static REGISTRY: LazyLock<Registry> = LazyLock::new(|| {
 /// ```
 pub fn registry() -> &'static Registry {
     &REGISTRY
+}
+
+/// The content type of the Prometheus text format [`render`] writes.
+pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// The registry in the Prometheus text format, as `/metrics` serves it.
+pub fn render(registry: &Registry) -> Vec<u8> {
+    let families = registry.gather();
+    let mut out = Vec::with_capacity(64 * 1024);
+    // Encoding into a Vec only fails on invalid families, which the registry
+    // has already rejected; an empty answer is then the safe fallback.
+    if TextEncoder::new().encode(&families, &mut out).is_err() {
+        out.clear();
+    }
+    out
 }
 
 /// Counts `n` telemetry items dropped by `sink` in

@@ -22,6 +22,10 @@ use super::types::{
     RunRecord, RunStatus, ViewType, truncate_value, validate_key,
 };
 
+/// The most bytes of an answer read: a page of runs is some megabytes at
+/// most, and a larger body is a broken or hostile server.
+pub const MAX_ANSWER_BYTES: usize = 64 << 20;
+
 /// MLflow's limits on one `runs/log-batch` request
 /// (`mlflow.utils.validation`).
 pub mod limits {
@@ -72,7 +76,7 @@ impl fmt::Debug for MlflowClient {
                 "auth",
                 &match &self.inner.auth {
                     None => "none",
-                    Some(MlflowAuth::Bearer(_)) => "bearer ***",
+                    Some(MlflowAuth::Bearer(_) | MlflowAuth::ApiKey(_)) => "token ***",
                     Some(MlflowAuth::Basic { .. }) => "basic ***",
                 },
             )
@@ -431,6 +435,10 @@ impl MlflowClient {
             req = match &self.inner.auth {
                 None => req,
                 Some(MlflowAuth::Bearer(t)) => req.bearer_auth(t.expose()),
+                Some(MlflowAuth::ApiKey(k)) => req.header(
+                    reqwest::header::AUTHORIZATION,
+                    format!("ApiKey {}", k.expose()),
+                ),
                 Some(MlflowAuth::Basic { username, password }) => {
                     req.basic_auth(username, Some(password.expose()))
                 }
@@ -440,8 +448,16 @@ impl MlflowClient {
                 Ok(resp) => {
                     let status = resp.status().as_u16();
                     let retry_after = crate::net::retry_after(resp.headers());
-                    match resp.text().await {
-                        Err(e) => (transport(endpoint, &e, true), None),
+                    match crate::net::read_text_capped(resp, MAX_ANSWER_BYTES).await {
+                        Err(crate::net::BodyError::Transport(e)) => {
+                            (transport(endpoint, &e, true), None)
+                        }
+                        Err(e @ crate::net::BodyError::TooLarge(_)) => {
+                            return Err(MlflowError::Decode {
+                                endpoint,
+                                message: e.to_string(),
+                            });
+                        }
                         Ok(text) if (200..300).contains(&status) => {
                             let text = if text.trim().is_empty() { "{}" } else { &text };
                             return serde_json::from_str(text).map_err(|e| MlflowError::Decode {
@@ -468,7 +484,7 @@ impl MlflowClient {
         use base64::Engine as _;
         let secrets = match &self.inner.auth {
             None => return text,
-            Some(MlflowAuth::Bearer(t)) => vec![t.expose().to_owned()],
+            Some(MlflowAuth::Bearer(t) | MlflowAuth::ApiKey(t)) => vec![t.expose().to_owned()],
             Some(MlflowAuth::Basic { username, password }) => vec![
                 password.expose().to_owned(),
                 base64::engine::general_purpose::STANDARD

@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::config::{
-    ConfigError, Secret, invalid, parse_bool, parse_server_url, percent_decode, redact_userinfo,
+    ConfigError, CredentialVars, Credentials, credentials, describe_credentials, invalid,
+    parse_bool, parse_server_url, percent_decode, redact_userinfo,
 };
 
 /// The experiment `#[track_model]` logs to when `MLFLOW_EXPERIMENT_NAME` is
@@ -41,20 +42,19 @@ impl fmt::Display for TrackingTarget {
     }
 }
 
-/// Credentials for a tracking server.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum MlflowAuth {
-    /// `MLFLOW_TRACKING_TOKEN`: `Authorization: Bearer <token>`.
-    Bearer(Secret),
-    /// `MLFLOW_TRACKING_USERNAME` and `MLFLOW_TRACKING_PASSWORD` (or
-    /// credentials in the URI): HTTP basic auth.
-    Basic {
-        /// The user name.
-        username: String,
-        /// The password.
-        password: Secret,
-    },
-}
+/// Credentials for a tracking server: `MLFLOW_TRACKING_TOKEN` (bearer), or
+/// `MLFLOW_TRACKING_USERNAME` and `MLFLOW_TRACKING_PASSWORD` (or credentials
+/// in the URI: basic).
+pub type MlflowAuth = Credentials;
+
+/// The variables a tracking server's credentials are read from.
+const CREDENTIALS: CredentialVars = CredentialVars {
+    token: "MLFLOW_TRACKING_TOKEN",
+    username: "MLFLOW_TRACKING_USERNAME",
+    password: "MLFLOW_TRACKING_PASSWORD",
+    token_kind: Credentials::Bearer,
+    token_example: "<token>",
+};
 
 /// How requests to a tracking server are retried: MLflow's
 /// `MLFLOW_HTTP_REQUEST_*` variables, with MLflow's defaults.
@@ -144,41 +144,7 @@ impl MlflowConfig {
             c.target = target;
             uri_auth = auth;
         }
-        let token = var("MLFLOW_TRACKING_TOKEN");
-        let user = var("MLFLOW_TRACKING_USERNAME");
-        let password = var("MLFLOW_TRACKING_PASSWORD");
-        c.auth = match (token, user, password) {
-            (None, None, None) => uri_auth,
-            (Some(t), None, None) => Some(MlflowAuth::Bearer(Secret::new(t.trim()))),
-            (None, Some(username), Some(p)) => Some(MlflowAuth::Basic {
-                username,
-                password: Secret::new(p),
-            }),
-            (Some(_), _, _) => {
-                return Err(invalid(
-                    "MLFLOW_TRACKING_TOKEN",
-                    "***",
-                    "cannot be combined with MLFLOW_TRACKING_USERNAME/PASSWORD; choose one",
-                    "<token>",
-                ));
-            }
-            (None, Some(_), None) => {
-                return Err(invalid(
-                    "MLFLOW_TRACKING_PASSWORD",
-                    "",
-                    "is required when MLFLOW_TRACKING_USERNAME is set",
-                    "<password>",
-                ));
-            }
-            (None, None, Some(_)) => {
-                return Err(invalid(
-                    "MLFLOW_TRACKING_USERNAME",
-                    "",
-                    "is required when MLFLOW_TRACKING_PASSWORD is set",
-                    "mlflow-user",
-                ));
-            }
-        };
+        c.auth = credentials(&var, CREDENTIALS, uri_auth)?;
         if let Some(v) = var("MLFLOW_TRACKING_INSECURE_TLS") {
             c.insecure_tls = parse_bool("MLFLOW_TRACKING_INSECURE_TLS", &v)?;
         }
@@ -230,19 +196,12 @@ impl MlflowConfig {
 
     /// The values as `(variable, value)` pairs, secrets redacted.
     pub(crate) fn describe(&self) -> Vec<(&'static str, String)> {
-        let (token, user, password) = match &self.auth {
-            Some(MlflowAuth::Bearer(t)) => (t.to_string(), "(unset)".into(), "(unset)".into()),
-            Some(MlflowAuth::Basic { username, password }) => {
-                ("(unset)".into(), username.clone(), password.to_string())
-            }
-            None => ("(unset)".into(), "(unset)".into(), "(unset)".into()),
-        };
-        vec![
+        let mut described = vec![
             ("HYPERKIT_MLFLOW_ENABLED", self.enabled.to_string()),
             ("MLFLOW_TRACKING_URI", self.target.to_string()),
-            ("MLFLOW_TRACKING_TOKEN", token),
-            ("MLFLOW_TRACKING_USERNAME", user),
-            ("MLFLOW_TRACKING_PASSWORD", password),
+        ];
+        described.extend(describe_credentials(CREDENTIALS, self.auth.as_ref()));
+        described.extend([
             (
                 "MLFLOW_TRACKING_INSECURE_TLS",
                 self.insecure_tls.to_string(),
@@ -269,16 +228,13 @@ impl MlflowConfig {
                 self.queue_capacity.to_string(),
             ),
             ("HYPERKIT_MLFLOW_CONCURRENCY", self.concurrency.to_string()),
-        ]
+        ]);
+        described
     }
 
     /// The secret values, for scrubbing.
     pub(crate) fn secrets(&self) -> Vec<&str> {
-        match &self.auth {
-            Some(MlflowAuth::Bearer(t)) => vec![t.expose()],
-            Some(MlflowAuth::Basic { password, .. }) => vec![password.expose()],
-            None => Vec::new(),
-        }
+        self.auth.iter().map(Credentials::secret).collect()
     }
 }
 
@@ -292,7 +248,7 @@ fn parse_uri(v: &str) -> Result<(TrackingTarget, Option<MlflowAuth>), ConfigErro
         let url = parse_server_url(VAR, v, "http://127.0.0.1:5000")?;
         let auth = url
             .credentials
-            .map(|(username, password)| MlflowAuth::Basic { username, password });
+            .map(|(username, password)| Credentials::Basic { username, password });
         return Ok((TrackingTarget::Server(url.base), auth));
     }
     if let Some(rest) = lower.strip_prefix("file:") {
@@ -366,6 +322,7 @@ fn parse_count(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Secret;
 
     fn from(vars: &[(&str, &str)]) -> Result<MlflowConfig, ConfigError> {
         let vars: Vec<(String, String)> = vars

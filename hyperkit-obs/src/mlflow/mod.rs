@@ -15,9 +15,7 @@ mod types;
 pub use client::MlflowClient;
 pub use config::{DEFAULT_EXPERIMENT, MlflowAuth, MlflowConfig, RetryPolicy, TrackingTarget};
 pub use error::{ErrorCode, MlflowError};
-pub use exporter::{
-    ExporterStatus, MlflowGuard, SHUTDOWN_DEADLINE, flush, start, start_discarding, status,
-};
+pub use exporter::{MlflowGuard, SHUTDOWN_DEADLINE, SINK, flush, start, start_discarding, status};
 pub use file_store::FileStore;
 pub use run::{CALL_ID_TAG, ModelRun, SOURCE_RUN_TAG};
 pub use tracker::{AcceptanceRate, ExperimentTracker};

@@ -73,8 +73,8 @@ impl ExperimentTracker {
     /// The experiment `experiment` (created if missing) on the store the
     /// environment configures.
     pub async fn new(experiment: &str) -> Result<Self, MlflowError> {
-        let config = crate::config::MonitoringConfig::from_env()
-            .map_err(|e| MlflowError::Setup(e.to_string()))?;
+        let config =
+            crate::MonitoringConfig::from_env().map_err(|e| MlflowError::Setup(e.to_string()))?;
         Self::with_config(experiment, &config.mlflow).await
     }
 

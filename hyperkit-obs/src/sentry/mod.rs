@@ -40,6 +40,7 @@
 //! never lets a secret or, unless asked, a prompt leave the process. Without
 //! a DSN none of it runs.
 
+mod config;
 mod layer;
 mod scrub;
 mod transport;
@@ -52,9 +53,11 @@ use std::time::Duration;
 use ::sentry::types::Dsn;
 use ::sentry::{ClientInitGuard, ClientOptions};
 
+pub use config::SentryConfig;
 pub use layer::{SentryLayer, TrackedCalls, layer};
 
-use crate::config::{ConfigError, MonitoringConfig};
+use crate::MonitoringConfig;
+use crate::config::ConfigError;
 use crate::metrics::record_dropped;
 
 /// How long dropping the [`ObsGuard`](crate::ObsGuard) waits for queued
@@ -187,6 +190,13 @@ pub fn flush(timeout: Duration) -> bool {
     ::sentry::Hub::current()
         .client()
         .is_none_or(|client| client.flush(Some(timeout)))
+}
+
+/// The host and port a DSN sends to, if it is one (for `hyperkit-obs check`
+/// to see whether it answers).
+pub fn dsn_address(dsn: &str) -> Option<(String, u16)> {
+    let d: Dsn = dsn.parse().ok()?;
+    Some((d.host().to_owned(), d.port()))
 }
 
 /// Values of environment variables whose names mark them as secrets

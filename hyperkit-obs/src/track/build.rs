@@ -12,6 +12,7 @@ use crate::metrics::{DurationHistogram, FAMILIES, LabelSets};
 pub struct BuildHandles {
     calls: [IntCounter; 4],
     duration: DurationHistogram,
+    values: Box<[Box<str>]>,
     active: IntGauge,
 }
 
@@ -21,6 +22,7 @@ impl BuildHandles {
         let f = &*FAMILIES;
         BuildHandles {
             calls: Status::ALL.map(|s| f.builds_total.child(&[s.as_str(), chain])),
+            values: Box::new([Box::from(chain)]),
             duration: f.build_duration.child(&[chain]),
             active: f.active_builds.child(&[chain]),
         }
@@ -28,6 +30,14 @@ impl BuildHandles {
 }
 
 impl Handles for BuildHandles {
+    fn domain(&self) -> &'static str {
+        "build"
+    }
+
+    fn labels(&self) -> (&'static [&'static str], &[Box<str>]) {
+        (&["chain"], &self.values)
+    }
+
     #[inline]
     fn record(&self, status: Status, elapsed: Duration) {
         self.calls[status.index()].inc();

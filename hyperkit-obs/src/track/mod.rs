@@ -18,12 +18,13 @@ pub(crate) mod site;
 pub(crate) mod spans;
 
 use std::fmt;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use prometheus::IntGauge;
 use tracing::Span;
 
 use crate::model::{CallId, Usage};
+use site::Site;
 
 /// How a tracked call ended: the `status` label.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -102,6 +103,10 @@ pub(crate) type LogFn = fn(&Finished<'_>);
 
 /// The metric handles of one label set of one macro.
 pub trait Handles: Sync + 'static {
+    /// The domain the handles belong to (`build`, `model`, `query`).
+    fn domain(&self) -> &'static str;
+    /// The label names of the domain and this set's values, in order.
+    fn labels(&self) -> (&'static [&'static str], &[Box<str>]);
     /// Records a finished call.
     fn record(&self, status: Status, elapsed: Duration);
     /// The in-flight gauge, for macros that keep one.
@@ -114,37 +119,28 @@ pub trait Handles: Sync + 'static {
     fn call_id(&'static self) -> Option<CallId> {
         None
     }
-    /// Hands a finished call with an id to the exporters (MLflow).
-    fn export(&'static self, _call: &Exported) {}
-}
-
-/// A finished call with an id, as the exporters receive it.
-pub struct Exported {
-    /// The call's id.
-    pub id: CallId,
-    /// How it ended.
-    pub status: Status,
-    /// How long it took.
-    pub elapsed: Duration,
-    /// Token usage and acceptance read from its output.
-    pub usage: Option<Usage>,
-    /// The error's type name, for a failure.
-    pub error_type: Option<&'static str>,
 }
 
 /// A call whose labels are resolved but which has not started yet: the state
 /// of a returned future before its first poll.
 pub struct Prepared<H: Handles> {
+    site: &'static Site<H>,
     handles: &'static H,
     span: Span,
     log: LogFn,
 }
 
 impl<H: Handles> Prepared<H> {
-    /// Labels resolved to `handles`; `span` carries them for logs.
+    /// A call at `site` whose labels resolved to `handles`; `span` carries
+    /// them for logs.
     #[inline]
-    pub fn new(handles: &'static H, span: Span, log: LogFn) -> Self {
-        Prepared { handles, span, log }
+    pub fn new(site: &'static Site<H>, handles: &'static H, span: Span, log: LogFn) -> Self {
+        Prepared {
+            site,
+            handles,
+            span,
+            log,
+        }
     }
 
     /// Starts the clock and raises the in-flight gauge.
@@ -154,6 +150,7 @@ impl<H: Handles> Prepared<H> {
             g.inc();
         }
         Call {
+            site: self.site,
             handles: self.handles,
             span: self.span,
             log: self.log,
@@ -168,6 +165,7 @@ impl<H: Handles> Prepared<H> {
 /// `panic` (when unwinding) or `cancelled`.
 #[must_use = "a call records when it is finished or dropped"]
 pub struct Call<H: Handles> {
+    site: &'static Site<H>,
     handles: &'static H,
     span: Span,
     log: LogFn,
@@ -231,13 +229,21 @@ impl<H: Handles> Call<H> {
         self.done = true;
         let elapsed = self.start.elapsed();
         self.handles.record(status, elapsed);
-        if let Some(id) = self.id {
-            self.handles.export(&Exported {
-                id,
+        if crate::calls::any() {
+            let (label_names, label_values) = self.handles.labels();
+            crate::calls::dispatch(&crate::calls::FinishedCall {
+                domain: self.handles.domain(),
+                function: self.site.function,
+                module: self.site.module,
                 status,
-                elapsed,
-                usage,
+                end: SystemTime::now(),
+                duration: elapsed,
+                error,
                 error_type,
+                usage,
+                call_id: self.id,
+                label_names,
+                label_values,
             });
         }
         let _entered = self.span.enter();

@@ -10,14 +10,14 @@ use prometheus::IntCounter;
 use std::num::NonZeroU64;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::{Exported, Handles, Status};
+use super::{Handles, Status};
 use crate::metrics::{DurationHistogram, FAMILIES, LabelSets};
 use crate::model::{CallId, Usage};
 
 /// The pre-resolved metrics of one (model, task) pair.
 pub struct ModelHandles {
-    model: Box<str>,
-    task: Box<str>,
+    /// `model` and `task`.
+    values: Box<[Box<str>]>,
     calls: [IntCounter; 4],
     latency: DurationHistogram,
     input_tokens: IntCounter,
@@ -31,8 +31,7 @@ impl ModelHandles {
         let (model, task) = (labels[0], labels[1]);
         let f = &*FAMILIES;
         ModelHandles {
-            model: model.into(),
-            task: task.into(),
+            values: Box::new([Box::from(model), Box::from(task)]),
             calls: Status::ALL.map(|s| f.model_calls_total.child(&[model, task, s.as_str()])),
             latency: f.model_latency.child(&[model, task]),
             input_tokens: f.model_tokens_total.child(&[model, task, "input"]),
@@ -44,12 +43,12 @@ impl ModelHandles {
 
     /// The `model` label.
     pub fn model(&self) -> &str {
-        &self.model
+        &self.values[0]
     }
 
     /// The `task` label.
     pub fn task(&self) -> &str {
-        &self.task
+        &self.values[1]
     }
 
     /// Counts one output whose acceptance became known.
@@ -62,15 +61,18 @@ impl ModelHandles {
 static NEXT_CALL: AtomicU64 = AtomicU64::new(1);
 
 impl Handles for ModelHandles {
+    fn domain(&self) -> &'static str {
+        "model"
+    }
+
+    fn labels(&self) -> (&'static [&'static str], &[Box<str>]) {
+        (&["model", "task"], &self.values)
+    }
+
     #[inline]
     fn call_id(&'static self) -> Option<CallId> {
         let seq = NEXT_CALL.fetch_add(1, Ordering::Relaxed);
         NonZeroU64::new(seq).map(|seq| CallId::new(seq, self))
-    }
-
-    #[inline]
-    fn export(&'static self, call: &Exported) {
-        crate::mlflow::exporter::model_call(call);
     }
 
     #[inline]

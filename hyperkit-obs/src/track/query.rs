@@ -12,6 +12,7 @@ use crate::metrics::{DurationHistogram, FAMILIES, LabelSets};
 pub struct QueryHandles {
     calls: [IntCounter; 4],
     duration: DurationHistogram,
+    values: Box<[Box<str>]>,
 }
 
 impl QueryHandles {
@@ -20,12 +21,21 @@ impl QueryHandles {
         let f = &*FAMILIES;
         QueryHandles {
             calls: Status::ALL.map(|s| f.db_queries_total.child(&[operation, s.as_str()])),
+            values: Box::new([Box::from(operation)]),
             duration: f.db_query_duration.child(&[operation]),
         }
     }
 }
 
 impl Handles for QueryHandles {
+    fn domain(&self) -> &'static str {
+        "query"
+    }
+
+    fn labels(&self) -> (&'static [&'static str], &[Box<str>]) {
+        (&["operation"], &self.values)
+    }
+
     #[inline]
     fn record(&self, status: Status, elapsed: Duration) {
         self.calls[status.index()].inc();

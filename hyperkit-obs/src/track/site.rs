@@ -30,6 +30,10 @@ struct Slots<H: 'static> {
 
 /// The handle cache of one annotated function.
 pub struct Site<H: 'static> {
+    /// The function's name.
+    pub function: &'static str,
+    /// The function's module path.
+    pub module: &'static str,
     slots: OnceLock<Slots<H>>,
     /// The entry of the last open label set resolved here (null at first).
     /// Only ever holds pointers from `&'static Entry`, which are never freed.
@@ -37,10 +41,11 @@ pub struct Site<H: 'static> {
 }
 
 impl<H: Sync + 'static> Site<H> {
-    /// An empty site, for a `static`.
-    #[allow(clippy::new_without_default)]
-    pub const fn new() -> Self {
+    /// An empty site for `function` in `module`, for a `static`.
+    pub const fn new(function: &'static str, module: &'static str) -> Self {
         Site {
+            function,
+            module,
             slots: OnceLock::new(),
             last: AtomicPtr::new(std::ptr::null_mut()),
         }

@@ -21,6 +21,7 @@ pub(crate) fn is_tracked_span(meta: &Metadata<'_>) -> bool {
 
 /// The event closing a tracked call (`__hyperkit_finished_event`): the only
 /// events with both `status` and `event.duration`.
+#[cfg(feature = "sentry")]
 pub(crate) fn is_closing_event(meta: &Metadata<'_>) -> bool {
     meta.is_event()
         && meta.fields().field("status").is_some()

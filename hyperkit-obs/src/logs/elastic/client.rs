@@ -57,15 +57,16 @@ impl ElasticsearchClient {
     /// A client for `config`'s server and credentials.
     pub fn new(config: &ElasticsearchConfig) -> Result<Self, ShippingError> {
         let mut headers = HeaderMap::new();
-        if let Some(ElasticsearchAuth::ApiKey(key)) = &config.auth {
-            let mut value =
-                HeaderValue::from_str(&format!("ApiKey {}", key.expose())).map_err(|_| {
-                    ShippingError::Setup {
-                        sink: "elasticsearch",
-                        message: "ELASTICSEARCH_API_KEY holds characters an HTTP header cannot"
-                            .to_owned(),
-                    }
-                })?;
+        let header = match &config.auth {
+            Some(ElasticsearchAuth::ApiKey(key)) => Some(format!("ApiKey {}", key.expose())),
+            Some(ElasticsearchAuth::Bearer(token)) => Some(format!("Bearer {}", token.expose())),
+            _ => None,
+        };
+        if let Some(header) = header {
+            let mut value = HeaderValue::from_str(&header).map_err(|_| ShippingError::Setup {
+                sink: "elasticsearch",
+                message: "ELASTICSEARCH_API_KEY holds characters an HTTP header cannot".to_owned(),
+            })?;
             value.set_sensitive(true);
             headers.insert(reqwest::header::AUTHORIZATION, value);
         }

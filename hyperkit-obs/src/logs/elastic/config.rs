@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::config::{ConfigError, Secret};
+use crate::config::{ConfigError, CredentialVars, Credentials, credentials, describe_credentials};
 
 /// The default index pattern: one index a day.
 pub const DEFAULT_INDEX: &str = "hyperkit-logs-%Y.%m.%d";
@@ -17,21 +17,21 @@ pub const TEMPLATE_NAME: &str = "hyperkit-logs";
 
 const EXAMPLE_URL: &str = "https://elastic:changeme@127.0.0.1:9200";
 
-/// Credentials for Elasticsearch.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ElasticsearchAuth {
-    /// `ELASTICSEARCH_API_KEY`: `Authorization: ApiKey <key>` (the base64
-    /// `encoded` value Elasticsearch returns when creating a key).
-    ApiKey(Secret),
-    /// `ELASTICSEARCH_USERNAME`/`ELASTICSEARCH_PASSWORD` or credentials in
-    /// the URL: HTTP basic auth.
-    Basic {
-        /// The user name.
-        username: String,
-        /// The password.
-        password: Secret,
-    },
-}
+/// Credentials for Elasticsearch: `ELASTICSEARCH_API_KEY` (`Authorization:
+/// ApiKey <key>`, the base64 `encoded` value Elasticsearch returns when
+/// creating a key), or `ELASTICSEARCH_USERNAME`/`ELASTICSEARCH_PASSWORD` or
+/// credentials in the URL (basic).
+pub type ElasticsearchAuth = Credentials;
+
+/// The variables Elasticsearch's credentials are read from (Elastic's own
+/// names).
+const CREDENTIALS: CredentialVars = CredentialVars {
+    token: "ELASTICSEARCH_API_KEY",
+    username: "ELASTICSEARCH_USERNAME",
+    password: "ELASTICSEARCH_PASSWORD",
+    token_kind: Credentials::ApiKey,
+    token_example: "<base64 encoded API key>",
+};
 
 /// Where and how to ship documents to Elasticsearch.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -116,41 +116,7 @@ impl ElasticsearchConfig {
         };
         let (url, url_auth) = parse_url(&url)?;
         let mut c = ElasticsearchConfig::new(url);
-        let key = var("ELASTICSEARCH_API_KEY");
-        let user = var("ELASTICSEARCH_USERNAME");
-        let password = var("ELASTICSEARCH_PASSWORD");
-        c.auth = match (key, user, password) {
-            (None, None, None) => url_auth,
-            (Some(k), None, None) => Some(ElasticsearchAuth::ApiKey(Secret::new(k.trim()))),
-            (None, Some(username), Some(p)) => Some(ElasticsearchAuth::Basic {
-                username,
-                password: Secret::new(p),
-            }),
-            (Some(_), _, _) => {
-                return Err(crate::config::invalid(
-                    "ELASTICSEARCH_API_KEY",
-                    "***",
-                    "cannot be combined with ELASTICSEARCH_USERNAME/PASSWORD; choose one",
-                    "<base64 encoded API key>",
-                ));
-            }
-            (None, Some(_), None) => {
-                return Err(crate::config::invalid(
-                    "ELASTICSEARCH_PASSWORD",
-                    "",
-                    "is required when ELASTICSEARCH_USERNAME is set",
-                    "<password>",
-                ));
-            }
-            (None, None, Some(_)) => {
-                return Err(crate::config::invalid(
-                    "ELASTICSEARCH_USERNAME",
-                    "",
-                    "is required when ELASTICSEARCH_PASSWORD is set",
-                    "elastic",
-                ));
-            }
-        };
+        c.auth = credentials(&var, CREDENTIALS, url_auth)?;
         if let Some(v) = var("HYPERKIT_ES_DATA_STREAM") {
             c.data_stream = crate::config::parse_bool("HYPERKIT_ES_DATA_STREAM", &v)?;
         }
@@ -291,19 +257,9 @@ impl ElasticsearchConfig {
     /// The values as `(variable, value)` pairs, secrets shown as `***`, for
     /// `hyperkit-obs check`.
     pub fn describe(&self) -> Vec<(&'static str, String)> {
-        let unset = || "(unset)".to_owned();
-        let (key, user, password) = match &self.auth {
-            Some(ElasticsearchAuth::ApiKey(k)) => (k.to_string(), unset(), unset()),
-            Some(ElasticsearchAuth::Basic { username, password }) => {
-                (unset(), username.clone(), password.to_string())
-            }
-            None => (unset(), unset(), unset()),
-        };
-        vec![
-            ("ELASTICSEARCH_URL", self.url.clone()),
-            ("ELASTICSEARCH_API_KEY", key),
-            ("ELASTICSEARCH_USERNAME", user),
-            ("ELASTICSEARCH_PASSWORD", password),
+        let mut described = vec![("ELASTICSEARCH_URL", self.url.clone())];
+        described.extend(describe_credentials(CREDENTIALS, self.auth.as_ref()));
+        described.extend([
             ("HYPERKIT_ES_INDEX", self.index.clone()),
             ("HYPERKIT_ES_DATA_STREAM", self.data_stream.to_string()),
             ("HYPERKIT_ES_BATCH_EVENTS", self.batch_events.to_string()),
@@ -329,17 +285,14 @@ impl ElasticsearchConfig {
                 "HYPERKIT_ES_RETRY_MAX_MS",
                 self.retry_max.as_millis().to_string(),
             ),
-        ]
+        ]);
+        described
     }
 
     /// The secret values, for scrubbing them from text that leaves the
     /// process.
     pub fn secrets(&self) -> Vec<&str> {
-        match &self.auth {
-            Some(ElasticsearchAuth::ApiKey(k)) => vec![k.expose()],
-            Some(ElasticsearchAuth::Basic { password, .. }) => vec![password.expose()],
-            None => Vec::new(),
-        }
+        self.auth.iter().map(Credentials::secret).collect()
     }
 }
 
@@ -388,13 +341,14 @@ fn parse_url(v: &str) -> Result<(String, Option<ElasticsearchAuth>), ConfigError
     let url = crate::config::parse_server_url("ELASTICSEARCH_URL", v, EXAMPLE_URL)?;
     let auth = url
         .credentials
-        .map(|(username, password)| ElasticsearchAuth::Basic { username, password });
+        .map(|(username, password)| Credentials::Basic { username, password });
     Ok((url.base, auth))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Secret;
 
     fn from(vars: &[(&str, &str)]) -> Result<Option<ElasticsearchConfig>, ConfigError> {
         ElasticsearchConfig::from_lookup(|k| {

@@ -22,19 +22,18 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::{LazyLock, Mutex, PoisonError};
 use std::time::Duration;
 
-use prometheus::Registry;
 use prometheus::proto::MetricFamily;
 use serde::Serialize;
 
 /// Time between two samples.
-pub const INTERVAL: Duration = Duration::from_secs(1);
+pub(crate) const INTERVAL: Duration = Duration::from_secs(1);
 /// Samples kept per series: one hour at one per second.
-pub const CAPACITY: usize = 3600;
+pub(crate) const CAPACITY: usize = 3600;
 /// Most derived series kept; further ones are not recorded.
-pub const MAX_SERIES: usize = 1000;
+pub(crate) const MAX_SERIES: usize = 1000;
 /// Most points per series in one [`Snapshot`]: older points are averaged
 /// into buckets so an hour stays a small answer.
-pub const MAX_POINTS: usize = 360;
+pub(crate) const MAX_POINTS: usize = 360;
 /// Rates, ratios and quantiles are computed against a raw sample 60 to 70 s
 /// old: raw samples are kept every [`RAW_EVERY_MS`], [`RAW_KEPT`] of them,
 /// so the window costs 8 raw aggregates, not 60.
@@ -140,6 +139,7 @@ fn add_buckets(into: &mut Vec<(f64, f64)>, h: &prometheus::proto::Histogram) {
 
 impl Raw {
     /// Approximate heap and inline bytes of this sample.
+    #[cfg(test)]
     fn bytes(&self) -> usize {
         const NODE: usize = 48;
         fn keys<V>(m: &BTreeMap<String, V>) -> usize {
@@ -327,7 +327,7 @@ struct Series {
 }
 
 /// The ring buffer and the sampler's state.
-pub struct History {
+pub(crate) struct History {
     /// Unix time of each sample, in milliseconds.
     times: VecDeque<u64>,
     series: BTreeMap<(&'static str, String), Series>,
@@ -348,7 +348,7 @@ impl Default for History {
 
 impl History {
     /// An empty history.
-    pub fn new() -> History {
+    pub(crate) fn new() -> History {
         History {
             times: VecDeque::with_capacity(CAPACITY),
             series: BTreeMap::new(),
@@ -359,7 +359,8 @@ impl History {
     }
 
     /// Samples `registry` once, at `unix_ms`.
-    pub fn sample(&mut self, registry: &Registry, unix_ms: u64) {
+    #[cfg(test)]
+    pub(crate) fn sample(&mut self, registry: &prometheus::Registry, unix_ms: u64) {
         self.record(&registry.gather(), unix_ms);
     }
 
@@ -418,7 +419,8 @@ impl History {
     /// Bytes held: `times` capacity × 8, every series' capacity × 4 plus its
     /// key and bookkeeping, and the raw aggregates kept. The formula behind
     /// the bound in the module documentation.
-    pub fn memory_bytes(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn memory_bytes(&self) -> usize {
         let series: usize = self
             .series
             .iter()
@@ -438,13 +440,14 @@ impl History {
     }
 
     /// Number of series held.
-    pub fn series_count(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn series_count(&self) -> usize {
         self.series.len()
     }
 
     /// The history as the page reads it, each series reduced to at most
     /// [`MAX_POINTS`] points.
-    pub fn snapshot(&self) -> Snapshot {
+    pub(crate) fn snapshot(&self) -> Snapshot {
         let n = self.times.len();
         let step = n.div_ceil(MAX_POINTS).max(1);
         let times: Vec<u64> = self
@@ -518,7 +521,7 @@ impl History {
 
 /// What `/api/status/history` answers (with the readiness added).
 #[derive(Debug, Serialize)]
-pub struct Snapshot {
+pub(crate) struct Snapshot {
     /// Seconds between samples.
     pub interval_s: u64,
     /// Samples kept per series.
@@ -539,7 +542,7 @@ pub struct Snapshot {
 
 /// One chart's series.
 #[derive(Debug, Serialize)]
-pub struct ChartSnapshot {
+pub(crate) struct ChartSnapshot {
     /// Stable id (the page's `data-chart`).
     pub id: &'static str,
     /// Title shown above the chart.
@@ -552,7 +555,7 @@ pub struct ChartSnapshot {
 
 /// One series of a chart.
 #[derive(Debug, Serialize)]
-pub struct SeriesSnapshot {
+pub(crate) struct SeriesSnapshot {
     /// Legend name (chain, model, quantile).
     pub name: String,
     /// One value per entry of [`Snapshot::times`], `null` where none.
@@ -564,7 +567,7 @@ pub struct SeriesSnapshot {
 /// Cumulative counters as of the last sample, for the page's totals and
 /// exporter panel.
 #[derive(Debug, Serialize)]
-pub struct Totals {
+pub(crate) struct Totals {
     /// Unix time in ms of the sample, `None` before the first.
     pub at: Option<u64>,
     /// Finished builds.
@@ -584,7 +587,7 @@ static SAMPLER: Mutex<Option<tokio::task::JoinHandle<()>>> = Mutex::new(None);
 
 /// Starts the process-wide sampler if it is not running and a tokio runtime
 /// is current; returns whether it runs. Idempotent and cheap.
-pub fn start() -> bool {
+pub(crate) fn start() -> bool {
     let Ok(runtime) = tokio::runtime::Handle::try_current() else {
         return false;
     };
@@ -612,7 +615,7 @@ pub fn start() -> bool {
 }
 
 /// The process-wide history, as [`History::snapshot`] gives it.
-pub fn snapshot() -> Snapshot {
+pub(crate) fn snapshot() -> Snapshot {
     HISTORY
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
@@ -622,6 +625,7 @@ pub fn snapshot() -> Snapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use prometheus::Registry;
     use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts};
 
     fn demo_registry(models: usize) -> (Registry, HistogramVec, IntCounterVec) {

@@ -13,7 +13,13 @@ use tracing_subscriber::filter::FilterExt;
 use tracing_subscriber::layer::{Layer, SubscriberExt};
 use tracing_subscriber::util::SubscriberInitExt;
 
-use crate::config::{ConfigError, MonitoringConfig};
+mod config;
+
+#[allow(unused_imports)] // the health defaults are used by `http` only
+pub(crate) use config::{DEFAULT_HEALTH_CACHE, DEFAULT_HEALTH_TIMEOUT};
+pub use config::{DEFAULT_METRICS_ADDR, MonitoringConfig};
+
+use crate::config::ConfigError;
 use crate::metrics;
 
 /// Why [`init()`] failed.
@@ -24,10 +30,12 @@ pub enum InitError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     /// The Sentry client could not start (its HTTP client failed to build).
+    #[cfg(feature = "sentry")]
     #[error("the Sentry client cannot start: {0}")]
     Sentry(String),
     /// The MLflow exporter could not start (e.g. the file store directory
     /// cannot be created).
+    #[cfg(feature = "mlflow")]
     #[error("MLflow tracking cannot start (MLFLOW_TRACKING_URI={target}): {source}")]
     Mlflow {
         /// Where runs were to go.
@@ -37,10 +45,12 @@ pub enum InitError {
     },
     /// The local log store could not be opened (`HYPERKIT_LOG_STORE=false`
     /// turns it off).
+    #[cfg(feature = "log-store")]
     #[error("the local log store cannot start: {0}")]
     LogStore(#[from] crate::logs::store::StoreError),
     /// A log shipper could not start (its HTTP client failed to build, or
     /// its index name cannot be used).
+    #[cfg(any(feature = "elasticsearch", feature = "logstash"))]
     #[error("the {sink} log shipper cannot start: {source}")]
     Shipping {
         /// `elasticsearch` or `logstash`.
@@ -121,10 +131,14 @@ impl Builder {
     /// ```
     ///
     /// Without it and without `SENTRY_RELEASE`, events carry no release.
+    #[cfg_attr(not(feature = "sentry"), allow(unused_mut))]
     pub fn release(mut self, release: impl Into<String>) -> Self {
+        #[cfg(feature = "sentry")]
         if self.config.sentry.release.is_none() {
             self.config.sentry.release = Some(release.into());
         }
+        #[cfg(not(feature = "sentry"))]
+        let _ = release.into();
         self
     }
 
@@ -153,29 +167,35 @@ impl Builder {
             })
         };
         let log_filter = filter(&self.config)?;
+        #[cfg(feature = "sentry")]
         let sentry = crate::sentry::start(&self.config).map_err(|e| match e {
             crate::sentry::SentryError::Config(e) => InitError::Config(e),
             other => InitError::Sentry(other.to_string()),
         })?;
         // A second `init()` in one process leaves the running exporter (and
         // its guard) in charge.
+        #[cfg(feature = "mlflow")]
         let mlflow = if self.config.mlflow.enabled && crate::mlflow::status().is_none() {
             let guard =
                 crate::mlflow::start(&self.config.mlflow).map_err(|source| InitError::Mlflow {
                     target: self.config.mlflow.target.to_string(),
                     source,
                 })?;
-            crate::health::register_optional("mlflow", || async { mlflow_check() });
             Some(guard)
         } else {
             None
         };
+        #[cfg(feature = "log-store")]
         let mut logstore = None;
+        #[cfg(any(feature = "elasticsearch", feature = "logstash"))]
         let mut shippers = Vec::new();
         // A subscriber the program already installed stays in charge (and
         // then no store is opened for a layer that would not be installed).
         if !self.keep_subscriber && !tracing::dispatcher::has_been_set() {
             let logs = &self.config.logs;
+            #[allow(unused_mut)]
+            let mut feeds = false;
+            #[cfg(feature = "log-store")]
             let sink = if logs.store {
                 let options = crate::logs::store::WriterOptions {
                     retention: crate::logs::store::Retention {
@@ -186,19 +206,17 @@ impl Builder {
                 };
                 let dir = crate::logs::store_dir(&self.config.data_dir);
                 let (sink, guard) = crate::logs::store::start(dir, options)?;
-                let status = sink.clone();
-                crate::health::register_optional("logstore", move || {
-                    let check = logstore_check(status.status());
-                    async move { check }
-                });
                 logstore = Some(guard);
+                feeds = true;
                 Some(sink)
             } else {
                 None
             };
+            #[cfg(feature = "elasticsearch")]
             if let Some(es) = &self.config.elasticsearch {
                 // Documents Elasticsearch refuses for good stay findable in
                 // the local store, with the reason.
+                #[cfg(feature = "log-store")]
                 let started = match &sink {
                     Some(store) => {
                         let (store, service) = (store.clone(), self.config.service_name.clone());
@@ -208,11 +226,14 @@ impl Builder {
                     }
                     None => crate::logs::elastic::start(es),
                 };
+                #[cfg(not(feature = "log-store"))]
+                let started = crate::logs::elastic::start(es);
                 shippers.push(started.map_err(|source| InitError::Shipping {
                     sink: "elasticsearch",
                     source,
                 })?);
             }
+            #[cfg(feature = "logstash")]
             if let Some(ls) = &self.config.logstash {
                 shippers.push(crate::logs::logstash::start(ls).map_err(|source| {
                     InitError::Shipping {
@@ -221,21 +242,29 @@ impl Builder {
                     }
                 })?);
             }
+            #[cfg(any(feature = "elasticsearch", feature = "logstash"))]
+            {
+                feeds |= !shippers.is_empty();
+            }
             let json = logs.format.is_json(std::io::stdout().is_terminal());
-            let ecs = (json || sink.is_some() || !shippers.is_empty()).then(|| {
+            let ecs = (json || feeds).then(|| {
                 let layer = crate::logs::layer(self.config.service_name.clone());
+                #[allow(unused_mut)]
                 let mut layer = if json { layer } else { layer.without_writer() };
+                #[cfg(any(feature = "elasticsearch", feature = "logstash"))]
                 for shipper in &shippers {
                     layer = layer.with_shipper(shipper.handle());
                 }
-                match sink {
-                    Some(sink) => layer.with_store(sink),
-                    None => layer,
+                #[cfg(feature = "log-store")]
+                if let Some(sink) = sink {
+                    layer = layer.with_store(sink);
                 }
+                layer
             });
             // Per-layer filters: the Sentry layer also sees tracked spans and
             // failures that RUST_LOG hides from the log, and the log layer
             // tracked spans, so a failure's line keeps its labels.
+            #[cfg(feature = "sentry")]
             let sentry_layer = match &sentry {
                 Some(_) => Some(
                     crate::sentry::layer()
@@ -243,6 +272,8 @@ impl Builder {
                 ),
                 None => None,
             };
+            #[cfg(not(feature = "sentry"))]
+            let sentry_layer: Option<tracing_subscriber::layer::Identity> = None;
             let ecs_filter = filter(&self.config)?.or(crate::logs::TrackedSpans);
             let _ = tracing_subscriber::registry()
                 .with((!json).then(fmt_layer).with_filter(log_filter))
@@ -256,9 +287,13 @@ impl Builder {
         *ACTIVE.write().unwrap_or_else(PoisonError::into_inner) = Some(self.config.clone());
         Ok(ObsGuard {
             config: self.config,
+            #[cfg(feature = "sentry")]
             sentry,
+            #[cfg(feature = "mlflow")]
             mlflow,
+            #[cfg(any(feature = "elasticsearch", feature = "logstash"))]
             shippers,
+            #[cfg(feature = "log-store")]
             logstore,
         })
     }
@@ -277,6 +312,7 @@ where
 static ACTIVE: RwLock<Option<MonitoringConfig>> = RwLock::new(None);
 
 /// The configuration `init()` applied, or the defaults before it ran.
+#[cfg(feature = "http")]
 pub(crate) fn active_config() -> MonitoringConfig {
     ACTIVE
         .read()
@@ -286,20 +322,25 @@ pub(crate) fn active_config() -> MonitoringConfig {
 }
 
 /// Owns what [`init()`] started; dropping it flushes the sinks, each within
-/// its deadline (Sentry: [`sentry::FLUSH_DEADLINE`](crate::sentry::FLUSH_DEADLINE);
-/// the log store: [`logs::store::FLUSH_DEADLINE`](crate::logs::store::FLUSH_DEADLINE)).
+/// its deadline (Sentry's 2 s, the log store's 2 s, the shippers' and
+/// MLflow's 5 s).
 #[derive(Debug)]
 #[must_use = "dropping the guard shuts the sinks down"]
 pub struct ObsGuard {
     config: MonitoringConfig,
+    #[cfg(feature = "sentry")]
     sentry: Option<crate::sentry::SentryGuard>,
+    #[cfg(feature = "mlflow")]
     mlflow: Option<crate::mlflow::MlflowGuard>,
     /// Before the store: fields drop in order, and documents Elasticsearch
     /// refuses while its shipper flushes must still reach a running store.
+    #[cfg(any(feature = "elasticsearch", feature = "logstash"))]
     shippers: Vec<crate::logs::ShipperGuard>,
+    #[cfg(feature = "log-store")]
     logstore: Option<crate::logs::LogStoreGuard>,
 }
 
+#[cfg(all(feature = "elasticsearch", feature = "log-store"))]
 /// The local store's entry for a document Elasticsearch refused for good:
 /// a warning naming the reason, with the refused document in
 /// `event.original`.
@@ -322,41 +363,6 @@ fn rejected_entry(service: &str, document: &[u8], reason: &str) -> crate::logs::
     }
 }
 
-/// The readiness check of the MLflow exporter: its state, queue depth and
-/// last error. Optional: a tracking server that is down shows as failing
-/// (on `/health/ready` and the status page) without making the service
-/// unready, since no run is lost while the queue has room.
-fn mlflow_check() -> Result<String, String> {
-    match crate::mlflow::status() {
-        None => Ok("not running".to_owned()),
-        Some(s) if s.failing => Err(format!(
-            "{}: {} runs queued; {}",
-            s.target,
-            s.queued,
-            s.last_error.unwrap_or_default()
-        )),
-        Some(s) => Ok(format!(
-            "{}: {} delivered, {} queued",
-            s.target, s.delivered, s.queued
-        )),
-    }
-}
-
-/// The readiness check of the local log store: what it wrote, holds and
-/// dropped, failing after a write error. Optional: logs still reach stdout.
-fn logstore_check(s: crate::logs::store::WriterStatus) -> Result<String, String> {
-    let summary = format!(
-        "{} written, {} queued, {} dropped",
-        s.processed,
-        s.enqueued.saturating_sub(s.processed),
-        s.dropped
-    );
-    match s.last_error {
-        Some(e) => Err(format!("{summary}; last write error: {e}")),
-        None => Ok(summary),
-    }
-}
-
 impl ObsGuard {
     /// The configuration in effect.
     pub fn config(&self) -> &MonitoringConfig {
@@ -366,23 +372,35 @@ impl ObsGuard {
     /// The state of each log shipper `init()` started (Elasticsearch,
     /// Logstash).
     pub fn log_shippers(&self) -> Vec<crate::export::SinkStatus> {
-        self.shippers.iter().map(|g| g.handle().status()).collect()
+        #[cfg(any(feature = "elasticsearch", feature = "logstash"))]
+        return self.shippers.iter().map(|g| g.handle().status()).collect();
+        #[cfg(not(any(feature = "elasticsearch", feature = "logstash")))]
+        Vec::new()
     }
 
     /// Whether model calls are being logged to MLflow.
     pub fn mlflow_enabled(&self) -> bool {
-        self.mlflow.is_some()
+        #[cfg(feature = "mlflow")]
+        return self.mlflow.is_some();
+        #[cfg(not(feature = "mlflow"))]
+        false
     }
 
     /// Whether events are being kept in the local log store.
     pub fn log_store_enabled(&self) -> bool {
-        self.logstore.is_some()
+        #[cfg(feature = "log-store")]
+        return self.logstore.is_some();
+        #[cfg(not(feature = "log-store"))]
+        false
     }
 
     /// Whether errors and panics are being reported to Sentry (a DSN was
     /// configured).
     pub fn sentry_enabled(&self) -> bool {
-        self.sentry.is_some()
+        #[cfg(feature = "sentry")]
+        return self.sentry.is_some();
+        #[cfg(not(feature = "sentry"))]
+        false
     }
 }
 
@@ -391,6 +409,7 @@ mod tests {
     use super::*;
 
     #[test]
+    #[cfg(all(feature = "sentry", feature = "mlflow"))]
     fn without_a_dsn_no_sentry_client_starts() {
         let mut config = MonitoringConfig::default();
         config.mlflow.enabled = false;
@@ -403,25 +422,7 @@ mod tests {
     }
 
     #[test]
-    fn the_log_store_check_fails_while_writes_fail() {
-        let mut s = crate::logs::store::WriterStatus {
-            enqueued: 10,
-            processed: 7,
-            dropped: 2,
-            last_error: None,
-        };
-        assert_eq!(
-            logstore_check(s.clone()),
-            Ok("7 written, 3 queued, 2 dropped".to_owned())
-        );
-        s.last_error = Some("disk full".to_owned());
-        assert_eq!(
-            logstore_check(s),
-            Err("7 written, 3 queued, 2 dropped; last write error: disk full".to_owned())
-        );
-    }
-
-    #[test]
+    #[cfg(feature = "sentry")]
     fn the_builder_release_is_a_default_that_sentry_release_overrides() {
         let b = Builder::default().release("app@1.0.0");
         assert_eq!(b.config().sentry.release.as_deref(), Some("app@1.0.0"));
