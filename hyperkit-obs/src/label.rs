@@ -218,9 +218,9 @@ mod tests {
     //! The sanitiser's specification, then property tests that fuzz it with
     //! arbitrary text, lossy-decoded bytes and values full of control and
     //! multi-byte characters on both sides of the length limit. Each property
-    //! runs proptest's default 256 cases (well under a second in a debug
-    //! build); `PROPTEST_CASES` sets the count of every property, so 100
-    //! times more is:
+    //! runs proptest's default 256 cases (about a second for the lot in a
+    //! debug build); `PROPTEST_CASES` sets the count of every property, so
+    //! 100 times more, about three minutes, is:
     //!
     //! ```text
     //! PROPTEST_CASES=25600 cargo test -p hyperkit-obs --lib label::

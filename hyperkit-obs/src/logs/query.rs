@@ -623,7 +623,7 @@ mod tests {
     //! Each property runs proptest's default 256 cases, a few seconds for
     //! the lot in a debug build. `PROPTEST_CASES` sets the count of every
     //! property (since proptest 1.2 the environment wins over a test's own
-    //! `proptest_config`), so 100 times more, about four minutes, is:
+    //! `proptest_config`), so 100 times more, about six minutes, is:
     //!
     //! ```text
     //! PROPTEST_CASES=25600 cargo test -p hyperkit-obs --lib logs::query
