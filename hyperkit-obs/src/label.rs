@@ -215,6 +215,19 @@ pub fn sanitize(value: &str) -> Cow<'_, str> {
 
 #[cfg(test)]
 mod tests {
+    //! The sanitiser's specification, then property tests that fuzz it with
+    //! arbitrary text, lossy-decoded bytes and values full of control and
+    //! multi-byte characters on both sides of the length limit. Each property
+    //! runs proptest's default 256 cases (about a second for the lot in a
+    //! debug build); `PROPTEST_CASES` sets the count of every property, so
+    //! 100 times more, about three minutes, is:
+    //!
+    //! ```text
+    //! PROPTEST_CASES=25600 cargo test -p hyperkit-obs --lib label::
+    //! ```
+
+    use proptest::prelude::*;
+
     use super::*;
 
     #[test]
@@ -240,5 +253,73 @@ mod tests {
         assert_eq!(true.index(), 1);
         assert_eq!(<bool as LabelValue>::VALUES.unwrap()[true.index()], "true");
         assert_eq!(42u64.as_label(), "42");
+    }
+
+    /// Label values as callers hand them over: mostly plain text, with
+    /// control characters (C0, DEL, C1), multi-byte characters and lengths
+    /// on both sides of [`MAX_LABEL_LEN`].
+    fn values() -> impl Strategy<Value = String> {
+        let char = prop_oneof![
+            6 => prop::char::range('a', 'z'),
+            1 => prop::char::range('\0', '\u{1f}'),
+            1 => prop::char::range('\u{7f}', '\u{9f}'),
+            1 => prop::sample::select(vec!['é', '日', '🦀', '"', '\\', ' ', '\u{2028}']),
+            1 => any::<char>(),
+        ];
+        prop_oneof![
+            prop::collection::vec(char, 0..200).prop_map(String::from_iter),
+            any::<String>(),
+            prop::collection::vec(any::<u8>(), 0..300)
+                .prop_map(|b| String::from_utf8_lossy(&b).into_owned()),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn sanitized_values_fit_the_limit_and_hold_no_control_characters(value in values()) {
+            let out = sanitize(&value);
+            prop_assert!(out.len() <= MAX_LABEL_LEN, "{} bytes", out.len());
+            prop_assert!(!out.chars().any(char::is_control), "{:?}", out);
+        }
+
+        #[test]
+        fn sanitizing_keeps_the_longest_prefix_that_fits_with_control_characters_as_underscores(
+            value in values(),
+        ) {
+            let out = sanitize(&value);
+            let mut input = value.chars();
+            for kept in out.chars() {
+                let c = input.next();
+                prop_assert!(
+                    c == Some(kept) || (c.is_some_and(char::is_control) && kept == '_'),
+                    "{:?} became {:?}", value, out
+                );
+            }
+            // Cut only where the next character would not fit.
+            if let Some(next) = input.next() {
+                let next = if next.is_control() { '_' } else { next };
+                prop_assert!(out.len() + next.len_utf8() > MAX_LABEL_LEN, "{:?} became {:?}", value, out);
+            }
+        }
+
+        #[test]
+        fn sanitizing_twice_changes_nothing_and_borrows(value in values()) {
+            let once = sanitize(&value).into_owned();
+            let twice = sanitize(&once);
+            prop_assert!(matches!(twice, Cow::Borrowed(_)), "{:?}", once);
+            prop_assert_eq!(twice, once.as_str());
+        }
+
+        #[test]
+        fn exactly_the_clean_values_are_borrowed_unchanged(value in values()) {
+            let clean = value.len() <= MAX_LABEL_LEN && !value.chars().any(char::is_control);
+            match sanitize(&value) {
+                Cow::Borrowed(out) => {
+                    prop_assert!(clean, "{:?}", value);
+                    prop_assert!(std::ptr::eq(out, value.as_str()));
+                }
+                Cow::Owned(out) => prop_assert!(!clean && out != value, "{:?}", value),
+            }
+        }
     }
 }

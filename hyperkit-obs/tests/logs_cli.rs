@@ -164,3 +164,32 @@ fn tail_prints_new_matching_lines_as_they_are_stored() {
     child.wait().unwrap();
     std::fs::remove_dir_all(&data).unwrap();
 }
+
+/// Queries of the shapes that used to overflow the parser's stack (issue 18).
+#[cfg(unix)]
+#[test]
+fn a_query_past_the_parser_limits_is_refused_naming_the_limit_instead_of_aborting() {
+    use std::os::unix::process::ExitStatusExt;
+
+    let data = data_dir("limits");
+    // An empty store, so that only the query can fail.
+    LogStore::open(hyperkit_obs::logs::store_dir(&data)).unwrap();
+    let nested = format!("{}a{}", "(".repeat(20_000), ")".repeat(20_000));
+    let chain = vec!["a"; 20_000].join(" OR ");
+    for (query, limit) in [
+        (nested, "query nests deeper than 64 levels"),
+        (chain, "query has more than 1024 terms"),
+    ] {
+        let out = run(&data, &["logs", "search", &query]);
+        assert_eq!(out.status.signal(), None, "killed: {}", out.status);
+        assert!(
+            matches!(out.status.code(), Some(c) if c != 0),
+            "{}",
+            out.status
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        let start: String = err.chars().take(300).collect();
+        assert!(err.contains(limit), "{limit}: {start}…");
+    }
+    std::fs::remove_dir_all(&data).unwrap();
+}

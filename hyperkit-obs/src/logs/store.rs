@@ -457,10 +457,15 @@ fn write_attrs(r: &LogRecord, out: &mut String) {
 
 /// Compiles `query` to an SQL predicate over `logs_D l`, with `fts` the day's
 /// FTS5 table; parameters are appended to `params`.
+///
+/// A parsed query nests at most [`Query::MAX_DEPTH`] levels, so neither this
+/// nor [`fts_expr`] recurses deeper, and for up to [`Query::MAX_TERMS`] terms
+/// what they write stays inside SQLite's limits: FTS5 expressions at most
+/// [`FTS_LEVELS`] deep, chains of `AND` and `OR` as balanced trees for the SQL
+/// expression depth (1,000), at most six parameters per term (32,766).
 fn compile(query: &Query, fts: &str, params: &mut Vec<Value>) -> String {
-    if let Some(expr) = fts_expr(query) {
-        params.push(Value::Text(expr));
-        return format!("l.id IN (SELECT rowid FROM {fts} WHERE {fts} MATCH ?)");
+    if let Some(expr) = fts_expr(query, FTS_LEVELS) {
+        return fts_match(expr, fts, params);
     }
     match query {
         Query::All => "1".to_owned(),
@@ -514,30 +519,74 @@ fn compile(query: &Query, fts: &str, params: &mut Vec<Value>) -> String {
         },
         Query::And(parts) => {
             // The full-text parts become one MATCH, the rest SQL predicates.
-            let (text, rest): (Vec<&Query>, Vec<&Query>) = parts.iter().partition(|p| {
-                fts_expr(p).is_some() || matches!(p, Query::Not(inner) if fts_expr(inner).is_some())
-            });
+            let (mut positive, mut negative, mut rest) = (Vec::new(), Vec::new(), Vec::new());
+            for p in parts {
+                match (fts_expr(p, FTS_LEVELS - 1), p) {
+                    (Some(e), _) => positive.push(e),
+                    (None, Query::Not(inner)) => match fts_expr(inner, FTS_LEVELS - 2) {
+                        Some(e) => negative.push(e),
+                        None => rest.push(p),
+                    },
+                    _ => rest.push(p),
+                }
+            }
             let mut sql = Vec::new();
-            if text.iter().any(|p| fts_expr(p).is_some()) {
-                let owned = Query::And(text.into_iter().cloned().collect());
-                sql.push(compile(&owned, fts, params));
+            if positive.is_empty() {
+                for e in negative {
+                    sql.push(format!("NOT ({})", fts_match(e, fts, params)));
+                }
             } else {
-                sql.extend(text.into_iter().map(|p| compile(p, fts, params)));
+                sql.push(fts_match(fts_and(&positive, &negative), fts, params));
             }
             sql.extend(rest.into_iter().map(|p| compile(p, fts, params)));
-            format!("({})", sql.join(" AND "))
+            balanced(sql, "AND")
         }
         Query::Or(parts) => {
-            let sql: Vec<String> = parts.iter().map(|p| compile(p, fts, params)).collect();
-            format!("({})", sql.join(" OR "))
+            let sql = parts.iter().map(|p| compile(p, fts, params)).collect();
+            balanced(sql, "OR")
         }
         Query::Not(inner) => format!("NOT ({})", compile(inner, fts, params)),
     }
 }
 
-/// The FTS5 expression equivalent to `query`, when it has one: text terms
-/// combined by AND and OR, with NOT only beside a positive term.
-fn fts_expr(query: &Query) -> Option<String> {
+/// The predicate that `expr` matches in the day's FTS5 table `fts`.
+fn fts_match(expr: String, fts: &str, params: &mut Vec<Value>) -> String {
+    params.push(Value::Text(expr));
+    format!("l.id IN (SELECT rowid FROM {fts} WHERE {fts} MATCH ?)")
+}
+
+/// `parts` joined by `op` as one predicate. SQLite counts each operand of an
+/// `a OR b OR …` chain as a level of expression depth, so 1,000 of them fail
+/// ("Expression tree is too large"); a balanced tree of pairs takes log2 of
+/// that.
+fn balanced(mut parts: Vec<String>, op: &str) -> String {
+    while parts.len() > 1 {
+        let mut pairs = Vec::with_capacity(parts.len().div_ceil(2));
+        let mut it = parts.into_iter();
+        while let Some(a) = it.next() {
+            pairs.push(match it.next() {
+                Some(b) => format!("({a} {op} {b})"),
+                None => a,
+            });
+        }
+        parts = pairs;
+    }
+    parts
+        .pop()
+        .unwrap_or_else(|| if op == "AND" { "1" } else { "0" }.to_owned())
+}
+
+/// How deep the operators of one FTS5 expression may nest. FTS5's parser has
+/// a fixed stack of 100 entries, and an operand nested on the right of an
+/// operator holds three or four of them per level (24 levels of
+/// `(a) NOT ((…) OR (b))` overflow it); a query nested deeper is split into
+/// several MATCHes that SQL combines.
+const FTS_LEVELS: usize = 16;
+
+/// The FTS5 expression equivalent to `query`, when it has one that nests at
+/// most `levels` deep: text terms combined by AND and OR, with NOT only
+/// beside a positive term.
+fn fts_expr(query: &Query, levels: usize) -> Option<String> {
     match query {
         Query::Term(t) => {
             let FieldKind::Text(column) = t.kind() else {
@@ -552,34 +601,46 @@ fn fts_expr(query: &Query) -> Option<String> {
                 format!("{column} : \"{phrase}\"")
             })
         }
-        Query::And(parts) => {
+        Query::And(parts) if levels >= 2 => {
             let mut positive = Vec::new();
             let mut negative = Vec::new();
             for p in parts {
-                match (fts_expr(p), p) {
-                    (Some(e), _) => positive.push(format!("({e})")),
-                    (None, Query::Not(inner)) => negative.push(format!("({})", fts_expr(inner)?)),
+                match (fts_expr(p, levels - 1), p) {
+                    (Some(e), _) => positive.push(e),
+                    (None, Query::Not(inner)) => negative.push(fts_expr(inner, levels - 2)?),
                     _ => return None,
                 }
             }
-            if positive.is_empty() {
-                return None;
-            }
-            let mut e = positive.join(" AND ");
-            for n in negative {
-                e = format!("({e}) NOT {n}");
-            }
-            Some(e)
+            (!positive.is_empty()).then(|| fts_and(&positive, &negative))
         }
-        Query::Or(parts) => {
+        Query::Or(parts) if levels >= 1 => {
             let parts = parts
                 .iter()
-                .map(|p| fts_expr(p).map(|e| format!("({e})")))
+                .map(|p| fts_expr(p, levels - 1).map(|e| format!("({e})")))
                 .collect::<Option<Vec<_>>>()?;
             Some(parts.join(" OR "))
         }
-        Query::All | Query::Not(_) => None,
+        Query::All | Query::Not(_) | Query::And(_) | Query::Or(_) => None,
     }
+}
+
+/// The FTS5 expression that every one of `positive` matches and none of
+/// `negative`: `(p1) AND (p2) NOT ((n1) OR (n2))`. However FTS5 groups the
+/// `NOT` with the `AND`s, that is the same set; and one `NOT` over all the
+/// negatives nests no deeper for a thousand of them than for one.
+fn fts_and(positive: &[String], negative: &[String]) -> String {
+    let group = |exprs: &[String], op: &str| {
+        exprs
+            .iter()
+            .map(|e| format!("({e})"))
+            .collect::<Vec<_>>()
+            .join(op)
+    };
+    let mut e = group(positive, " AND ");
+    if !negative.is_empty() {
+        e = format!("{e} NOT ({})", group(negative, " OR "));
+    }
+    e
 }
 
 // ---------------------------------------------------------------------------
@@ -888,6 +949,67 @@ mod tests {
         assert_eq!(status.dropped as usize, 10_000 - sent);
         assert!(status.dropped > 0);
         drop(guard);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// `first`, then `op` and `other` numbered from 1, to the term limit.
+    fn terms(first: &str, op: &str, other: &str) -> String {
+        let mut q = first.to_owned();
+        for i in 1..Query::MAX_TERMS {
+            q.push_str(&format!("{op}{other}{i}"));
+        }
+        q
+    }
+
+    /// `levels` times `open`, then `inner`, then as many `close`.
+    fn nest(levels: usize, open: &str, inner: &str, close: &str) -> String {
+        format!("{}{inner}{}", open.repeat(levels), close.repeat(levels))
+    }
+
+    #[test]
+    fn the_largest_queries_the_parser_accepts_search_like_small_ones() {
+        let dir = temp_dir("largest");
+        let mut store = LogStore::open(&dir).unwrap();
+        store
+            .insert(&[
+                entry(T0, "error", "build failed: out of gas", "ethereum"),
+                entry(T0 + 1, "info", "build succeeded", "solana"),
+            ])
+            .unwrap();
+        let depth = Query::MAX_DEPTH;
+        let cases = [
+            // Full-text terms: one MATCH.
+            (terms("gas", " OR ", "w"), 1),
+            (terms("build", " -", "w"), 2),
+            // Levels and exact fields: SQL predicates.
+            (terms("level:error", " OR ", "level:l"), 1),
+            (terms("build", " -", "level:l"), 2),
+            (terms("service.name:svc", " OR ", "service.name:s"), 2),
+            (terms("service.name:svc", " AND NOT ", "service.name:s"), 2),
+            // As deep as the parser allows, each way.
+            (format!("{}level:error", "NOT ".repeat(depth)), 1),
+            (format!("{}gas", "NOT ".repeat(depth - 1)), 1),
+            (nest(depth - 1, "w OR (", "succeeded", ")"), 1),
+            (nest(depth - 1, "level:info OR (", "gas", ")"), 2),
+            (nest(depth - 1, "build -nope (", "build", ")"), 2),
+            (
+                nest(depth - 1, "service.name:svc (", "service.name:svc", ")"),
+                2,
+            ),
+            // 21 levels of an And, a Not and an Or each, true at odd levels.
+            (nest(depth / 3, "build -(nope OR (", "w OR nope", "))"), 2),
+        ];
+        let all = SearchOptions::default();
+        for (query, found) in cases {
+            let q = Query::parse(&query).unwrap();
+            let result = store.search(&q, &all).map(|logs| logs.len());
+            assert_eq!(
+                result.as_ref().ok(),
+                Some(&found),
+                "{}…: {result:?}",
+                &query[..60.min(query.len())]
+            );
+        }
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
