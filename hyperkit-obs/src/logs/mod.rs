@@ -6,6 +6,8 @@
 //! - [`EcsLayer`] (from [`layer`]) is the `tracing_subscriber::Layer` that
 //!   writes those lines and feeds the store. [`init()`](crate::init) installs
 //!   it; a program with its own subscriber adds it itself.
+//! - [`text_layer`] writes human-readable lines instead, for a terminal
+//!   ([`TextFormat`], with durations as [`HumanDuration`]).
 //! - [`store`] is the local SQLite FTS5 store with its background writer.
 //! - [`Query`] is the query language.
 //!
@@ -16,6 +18,7 @@ mod document;
 mod layer;
 mod query;
 pub mod store;
+mod text;
 mod time;
 
 pub use config::{LogFormat, LogsConfig};
@@ -23,6 +26,7 @@ pub use document::{ECS_VERSION, FieldValue, LogRecord, ecs_document};
 pub use layer::{EcsLayer, TrackedSpans, layer};
 pub use query::{FieldKind, ParseError, Query, TEXT_FIELDS, Term, words};
 pub use store::{LogStore, LogStoreGuard, SearchOptions, StoreSink, StoredLog};
+pub use text::{HumanDuration, TextFields, TextFormat, colour_allowed, text_layer};
 pub use time::{format_timestamp, parse_time};
 
 /// The store's directory for a data directory: `<data_dir>/logs`.
