@@ -91,6 +91,7 @@ pub fn init() -> Result<ObsGuard, InitError> {
 pub struct Builder {
     config: MonitoringConfig,
     keep_subscriber: bool,
+    text_filter: Option<String>,
 }
 
 impl Builder {
@@ -104,6 +105,7 @@ impl Builder {
         Builder {
             config,
             keep_subscriber: false,
+            text_filter: None,
         }
     }
 
@@ -149,6 +151,28 @@ impl Builder {
         self
     }
 
+    /// The filter of the human-readable stdout lines (a terminal, or
+    /// `HYPERKIT_LOG_FORMAT=text`), in `RUST_LOG`'s syntax, in place of the
+    /// log filter for those lines alone: the local store, the shippers,
+    /// Sentry and JSON lines keep the log filter (`RUST_LOG`, default
+    /// `info`). A program that draws on the terminal itself keeps the screen
+    /// quiet this way while every event is still kept:
+    ///
+    /// ```no_run
+    /// let mut builder = hyperkit_obs::Builder::from_env()?;
+    /// if std::env::var_os("RUST_LOG").is_none() {
+    ///     builder = builder.text_filter("warn");
+    /// }
+    /// let _obs = builder.init()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// Directives that do not parse make [`init`](Self::init) fail.
+    pub fn text_filter(mut self, directives: impl Into<String>) -> Self {
+        self.text_filter = Some(directives.into());
+        self
+    }
+
     /// The configuration as it stands.
     pub fn config(&self) -> &MonitoringConfig {
         &self.config
@@ -167,6 +191,17 @@ impl Builder {
             })
         };
         let log_filter = filter(&self.config)?;
+        let text_filter = match &self.text_filter {
+            Some(directives) => {
+                EnvFilter::try_new(directives).map_err(|e| ConfigError::Invalid {
+                    variable: "Builder::text_filter",
+                    value: directives.clone(),
+                    problem: e.to_string(),
+                    example: "warn",
+                })?
+            }
+            None => log_filter,
+        };
         #[cfg(feature = "sentry")]
         let sentry = crate::sentry::start(&self.config).map_err(|e| match e {
             crate::sentry::SentryError::Config(e) => InitError::Config(e),
@@ -276,7 +311,11 @@ impl Builder {
             let sentry_layer: Option<tracing_subscriber::layer::Identity> = None;
             let ecs_filter = filter(&self.config)?.or(crate::logs::TrackedSpans);
             let _ = tracing_subscriber::registry()
-                .with((!json).then(fmt_layer).with_filter(log_filter))
+                .with(
+                    (!json)
+                        .then(fmt_layer)
+                        .with_filter(text_filter.or(crate::logs::TrackedSpans)),
+                )
                 .with(ecs.with_filter(ecs_filter))
                 .with(sentry_layer)
                 .try_init();
@@ -299,14 +338,13 @@ impl Builder {
     }
 }
 
-/// The human-readable log lines on stdout.
+/// The human-readable log lines on stdout, coloured when stdout is a
+/// terminal that allows it.
 fn fmt_layer<S>() -> impl Layer<S>
 where
     S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
 {
-    tracing_subscriber::fmt::layer()
-        .with_target(true)
-        .with_ansi(std::io::stdout().is_terminal())
+    crate::logs::text_layer()
 }
 
 static ACTIVE: RwLock<Option<MonitoringConfig>> = RwLock::new(None);

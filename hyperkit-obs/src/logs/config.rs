@@ -10,7 +10,7 @@ pub enum LogFormat {
     Auto,
     /// ECS JSON lines.
     Json,
-    /// Human-readable lines (`tracing_subscriber::fmt`).
+    /// Human-readable lines ([`TextFormat`](super::TextFormat)).
     Text,
 }
 

@@ -6,6 +6,8 @@
 //! - [`EcsLayer`] (from [`layer`]) is the `tracing_subscriber::Layer` that
 //!   writes those lines and feeds the store. [`init()`](crate::init) installs
 //!   it; a program with its own subscriber adds it itself.
+//! - [`text_layer`] writes human-readable lines instead, for a terminal
+//!   ([`TextFormat`], with durations as [`HumanDuration`]).
 //! - [`store`] is the local SQLite FTS5 store with its background writer.
 //! - [`Query`] is the query language.
 //! - [`elastic`] and [`logstash`] ship the documents to Elasticsearch and
@@ -29,6 +31,7 @@ mod ship;
 #[cfg(feature = "log-store")]
 #[cfg_attr(docsrs, doc(cfg(feature = "log-store")))]
 pub mod store;
+mod text;
 mod time;
 
 pub use config::{LogFormat, LogsConfig};
@@ -39,6 +42,7 @@ pub use query::{FieldKind, ParseError, Query, TEXT_FIELDS, Term, words};
 pub use ship::{Document, ShipperGuard, ShipperHandle, ShippingError};
 #[cfg(feature = "log-store")]
 pub use store::{LogStore, LogStoreGuard, SearchOptions, StoreSink, StoredLog};
+pub use text::{HumanDuration, TextFields, TextFormat, colour_allowed, text_layer};
 pub use time::{format_timestamp, parse_time};
 
 /// The store's directory for a data directory: `<data_dir>/logs`.

@@ -15,7 +15,17 @@
 //!
 //! It serves the status page at `/`, `/metrics`, `/health/live`, `/health/ready` and a small API
 //! (`/api/builds/{id}`, `/api/status`) measured by the RED layer.
+//!
+//! On a terminal it keeps a live summary at the bottom of the screen (see
+//! `screen`), read from the metrics registry (see `summary`), and prints
+//! only WARN and ERROR log lines above it unless `RUST_LOG` is set; every
+//! event still goes to the local log store. Anywhere else (piped, or
+//! `TERM=dumb`) it prints a summary line every 5 s.
 
+mod screen;
+mod summary;
+
+use std::io::IsTerminal;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -24,7 +34,9 @@ use anyhow::Context as _;
 use axum::Router;
 use axum::extract::Path;
 use axum::routing::get;
+use hyperkit_obs::logs::HumanDuration;
 use hyperkit_obs::{LabelValue, ModelOutput, track_build, track_model, track_query};
+use summary::Style;
 use tokio::task::JoinSet;
 
 #[derive(Clone, Copy, Debug, LabelValue)]
@@ -191,40 +203,144 @@ fn env_f64(name: &str, default: f64, valid: impl Fn(f64) -> bool) -> anyhow::Res
     }
 }
 
-/// Sums a counter family over the series whose labels match `filter`.
-fn total(family: &str, filter: &[(&str, &str)]) -> f64 {
-    hyperkit_obs::registry()
-        .gather()
-        .iter()
-        .filter(|f| f.name() == family)
-        .flat_map(|f| f.get_metric().iter())
-        .filter(|m| {
-            filter.iter().all(|(k, v)| {
-                m.get_label()
-                    .iter()
-                    .any(|l| l.name() == *k && l.value() == *v)
-            })
-        })
-        .map(|m| m.get_counter().get_value() + m.get_gauge().get_value())
-        .sum()
+/// The operations of the tracked queries above, shown in the summary
+/// before their first call.
+const OPERATIONS: [&str; 2] = ["select_queue_entry", "insert_artifact"];
+
+/// How often the live area is redrawn.
+const FRAME_EVERY: Duration = Duration::from_millis(500);
+
+/// How often a summary line is printed when there is no live area.
+const LINE_EVERY: Duration = Duration::from_secs(5);
+
+/// The sinks this process runs, whose drops the summary shows.
+fn running_sinks(obs: &hyperkit_obs::ObsGuard) -> Vec<&'static str> {
+    let mut sinks = Vec::new();
+    if obs.log_store_enabled() {
+        sinks.push("logstore");
+    }
+    sinks.extend(obs.log_shippers().iter().map(|s| s.sink));
+    if obs.mlflow_enabled() {
+        sinks.push("mlflow");
+    }
+    if obs.sentry_enabled() {
+        sinks.push("sentry");
+    }
+    sinks
 }
 
-fn progress(started: Instant) -> String {
-    let ok = total("hyperkit_builds_total", &[("status", "success")]);
-    let failed = total("hyperkit_builds_total", &[("status", "failure")]);
-    let running = total("hyperkit_active_builds", &[]);
-    let calls = total("hyperkit_model_calls_total", &[]);
-    let accepted = total("hyperkit_model_acceptance_total", &[("accepted", "true")]);
-    let judged = total("hyperkit_model_acceptance_total", &[]);
-    let queries = total("hyperkit_db_queries_total", &[]);
-    let rate = if judged > 0.0 {
-        format!("{:.0}%", 100.0 * accepted / judged)
+/// The command that follows every event as it is stored.
+fn follow_command(obs: &hyperkit_obs::ObsGuard) -> String {
+    if !obs.log_store_enabled() {
+        return "the local log store is off (HYPERKIT_LOG_STORE=false)".to_owned();
+    }
+    let data_dir = &obs.config().data_dir;
+    let env = if *data_dir == hyperkit_obs::MonitoringConfig::default().data_dir {
+        String::new()
     } else {
-        "-".to_owned()
+        format!("HYPERKIT_DATA_DIR={} ", data_dir.display())
     };
     format!(
-        "[{:>5.0}s] builds: {ok:.0} ok, {failed:.0} failed, {running:.0} running | model calls: {calls:.0}, accepted {rate} | queries: {queries:.0}",
-        started.elapsed().as_secs_f64()
+        "{env}hyperkit-obs logs tail  (in a checkout: {env}cargo run -p hyperkit-obs -- logs tail)"
+    )
+}
+
+/// What the summary shows and says around its numbers.
+struct Report {
+    chains: Vec<&'static str>,
+    models: Vec<&'static str>,
+    sinks: Vec<&'static str>,
+    started: Instant,
+    speed: f64,
+    /// How to follow every event, or why it cannot be done.
+    follow: String,
+    /// Whether log lines below WARN are kept off the terminal.
+    quiet: bool,
+}
+
+impl Report {
+    fn summary(&self) -> summary::Summary {
+        let rows = summary::Rows {
+            chains: &self.chains,
+            models: &self.models,
+            operations: &OPERATIONS,
+            sinks: &self.sinks,
+        };
+        summary::Summary::from_families(&hyperkit_obs::registry().gather(), &rows)
+    }
+
+    fn elapsed(&self) -> String {
+        let whole = Duration::from_secs(self.started.elapsed().as_secs());
+        HumanDuration(whole).to_string()
+    }
+
+    /// The one-line summary of a log file.
+    fn line(&self) -> String {
+        self.summary().line(self.started.elapsed())
+    }
+
+    /// The live area: a title, the tables, then the lines that must stay
+    /// visible (the addresses and drops, and how to see every event), and
+    /// how many these last are.
+    fn live(&self, base: &str, width: usize, style: Style) -> (Vec<String>, usize) {
+        let summary = self.summary();
+        let title = format!(
+            "hyperkit-obs demo · {} · speed {}x · Ctrl-C stops",
+            self.elapsed(),
+            self.speed
+        );
+        let mut lines = vec![rule(&title, width, style)];
+        lines.extend(summary.tables(width, style));
+        let mut footer = summary::pack(
+            &[
+                format!(
+                    "{} {}",
+                    style.head("status page"),
+                    style.link(&format!("{base}/"))
+                ),
+                format!(
+                    "{} {}",
+                    style.head("metrics"),
+                    style.link(&format!("{base}/metrics"))
+                ),
+                format!("{} {}", style.head("dropped"), summary.dropped(style)),
+            ],
+            width,
+            style,
+        );
+        let mut follow = vec![format!("{} {}", style.head("every event"), self.follow)];
+        if self.quiet {
+            follow.push(style.dim("above: WARN and ERROR only (RUST_LOG=info prints all)"));
+        }
+        footer.extend(summary::pack(&follow, width, style));
+        let keep = footer.len();
+        lines.extend(footer);
+        (lines, keep)
+    }
+
+    /// The summary printed once the demo stops.
+    fn last(&self, width: usize, style: Style) -> Vec<String> {
+        let summary = self.summary();
+        let title = format!("hyperkit-obs demo: final summary after {}", self.elapsed());
+        let mut lines = vec![rule(&title, width.min(summary.width(width)), style)];
+        lines.extend(summary.tables(width, style));
+        lines.push(format!(
+            " {} {}",
+            style.head("dropped"),
+            summary.dropped(style)
+        ));
+        lines
+    }
+}
+
+/// `── title ──────` across `width` columns.
+fn rule(title: &str, width: usize, style: Style) -> String {
+    let fill = width.saturating_sub(title.chars().count() + 4).max(2);
+    format!(
+        "{} {} {}",
+        style.dim("──"),
+        style.head(title),
+        style.dim(&"─".repeat(fill))
     )
 }
 
@@ -257,7 +373,17 @@ async fn shutdown_signal() {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let obs = hyperkit_obs::init()?;
+    let terminal = std::io::stdout().is_terminal();
+    let rust_log_set = std::env::var("RUST_LOG").is_ok_and(|v| !v.trim().is_empty());
+    let mut builder = hyperkit_obs::Builder::from_env()?;
+    // On a terminal the live summary is the news, and INFO lines, several a
+    // second, would bury it: only WARN and ERROR print unless RUST_LOG says
+    // otherwise. The local store still gets every event.
+    let quiet = terminal && !rust_log_set && !builder.config().logs.format.is_json(terminal);
+    if quiet {
+        builder = builder.text_filter("warn");
+    }
+    let obs = builder.init()?;
     let settings = Arc::new(Settings {
         speed: env_f64("HYPERKIT_DEMO_SPEED", 1.0, |x| x > 0.0 && x <= 10_000.0)?,
         failure_rate: env_f64("HYPERKIT_DEMO_FAILURE_RATE", 0.1, |x| {
@@ -273,9 +399,19 @@ async fn main() -> anyhow::Result<()> {
             started.elapsed().as_secs_f64()
         ))
     });
+    let report = Arc::new(Report {
+        chains: <Chain as LabelValue>::VALUES.unwrap_or_default().to_vec(),
+        models: MODELS.iter().map(|m| m.0).collect(),
+        sinks: running_sinks(&obs),
+        started,
+        speed: settings.speed,
+        follow: follow_command(&obs),
+        quiet,
+    });
+    let status = report.clone();
     let app = Router::new()
         .route("/api/builds/{id}", get(build_status))
-        .route("/api/status", get(move || async move { progress(started) }))
+        .route("/api/status", get(move || async move { status.line() }))
         .merge(hyperkit_obs::http::router())
         .layer(hyperkit_obs::http::HttpMetricsLayer::new());
     let addr = obs.config().metrics_addr;
@@ -300,19 +436,31 @@ async fn main() -> anyhow::Result<()> {
         ),
         None => println!("  mlflow:   off (HYPERKIT_MLFLOW_ENABLED=false)"),
     }
+    println!("  logs:     every event: {}", report.follow);
+    if quiet {
+        println!("            here only WARN and ERROR print (RUST_LOG=info prints every event)");
+    }
     println!(
         "  service {}; speed {}x; build failure rate {:.0}%; stop with Ctrl-C",
         obs.config().service_name,
         settings.speed,
         settings.failure_rate * 100.0
     );
+    let style = Style {
+        colour: hyperkit_obs::logs::colour_allowed(terminal),
+    };
+    // The live area on a terminal that can redraw; a line every 5 s elsewhere.
+    let mut live = screen::Live::start();
 
     let seeds = AtomicU64::new(1);
     let mut tasks = JoinSet::new();
     let mut rng = Rng::new(0);
     let mut next_build = Instant::now();
     let mut next_model = Instant::now();
-    let mut next_report = Instant::now() + Duration::from_secs(5);
+    let mut next_report = match live {
+        Some(_) => Instant::now(),
+        None => Instant::now() + LINE_EVERY,
+    };
     let deadline = (duration > 0.0).then(|| started + Duration::from_secs_f64(duration));
     let stop = shutdown_signal();
     tokio::pin!(stop);
@@ -336,8 +484,18 @@ async fn main() -> anyhow::Result<()> {
             next_model = now + Duration::from_secs_f64(rng.around(1.5) / settings.speed);
         }
         if now >= next_report {
-            println!("{}", progress(started));
-            next_report = now + Duration::from_secs(5);
+            match &mut live {
+                Some(live) => {
+                    let width = live.width();
+                    let (lines, keep) = report.live(&base, width, style);
+                    live.draw(&lines, keep);
+                    next_report = now + FRAME_EVERY;
+                }
+                None => {
+                    println!("{}", report.line());
+                    next_report = now + LINE_EVERY;
+                }
+            }
         }
         while tasks.try_join_next().is_some() {}
         let wake = [next_build, next_model, next_report]
@@ -350,9 +508,18 @@ async fn main() -> anyhow::Result<()> {
         }
     }
 
+    let width = match &mut live {
+        Some(live) => live.width(),
+        None => usize::MAX,
+    };
+    if let Some(mut live) = live.take() {
+        live.finish();
+    }
     println!("stopping: cancelling {} calls in flight", tasks.len());
     tasks.shutdown().await;
-    println!("{}", progress(started));
+    for line in report.last(width, style) {
+        println!("{line}");
+    }
     server.shutdown().await;
     drop(obs);
     println!("flushed; bye");
