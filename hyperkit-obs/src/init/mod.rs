@@ -442,7 +442,7 @@ impl ObsGuard {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "sentry"))]
 mod tests {
     use super::*;
 

@@ -164,6 +164,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "log-store")]
     fn days_name_partitions_and_round_trip() {
         let ms = 1_795_757_293_123;
         assert_eq!(day_of(ms), 20261127);
