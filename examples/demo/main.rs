@@ -412,7 +412,10 @@ async fn main() -> anyhow::Result<()> {
     let app = Router::new()
         .route("/api/builds/{id}", get(build_status))
         .route("/api/status", get(move || async move { status.line() }))
-        .merge(hyperkit_obs::http::router())
+        // The demo routes no `/` of its own: the status page takes it.
+        .merge(hyperkit_obs::http::router_with(
+            hyperkit_obs::http::HttpOptions::from_config(obs.config()).status_page("/"),
+        ))
         .layer(hyperkit_obs::http::HttpMetricsLayer::new());
     let addr = obs.config().metrics_addr;
     let server = hyperkit_obs::http::serve_router(addr, app)

@@ -319,10 +319,11 @@ async fn every_chart_has_data_and_the_totals_agree_with_metrics() {
     );
 }
 
-/// The observability router of this test process, on a free port.
+/// The stand-alone observability server of this test process (the status
+/// page at `/`), on a free port.
 async fn in_process() -> hyperkit_obs::http::Server {
     let addr = "127.0.0.1:0".parse().expect("an address");
-    hyperkit_obs::http::serve_router(addr, hyperkit_obs::http::router())
+    hyperkit_obs::http::serve(addr)
         .await
         .expect("serve on 127.0.0.1")
 }

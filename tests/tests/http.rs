@@ -417,6 +417,57 @@ async fn unknown_paths_answer_404_and_other_methods_on_metrics_answer_405() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_router_merges_into_an_app_with_its_own_root_and_serves_the_page_at_its_path() {
+    // An app that owns `/`, as most do: merging must not panic.
+    let app = Router::new()
+        .route("/", get(|| async { "the app's own home" }))
+        .merge(hyperkit_obs::http::router());
+    let (_server, base) = start(app).await;
+    let http = client();
+    let home = send(http.get(format!("{base}/"))).await;
+    assert_eq!(home.status(), StatusCode::OK);
+    assert_eq!(home.text().await.unwrap(), "the app's own home");
+    let page = send(http.get(format!("{base}{}", hyperkit_obs::http::DEFAULT_STATUS_PAGE))).await;
+    assert_eq!(page.status(), StatusCode::OK);
+    assert!(
+        header(page.headers(), CONTENT_TYPE)
+            .unwrap()
+            .starts_with("text/html")
+    );
+    assert!(page.text().await.unwrap().contains("/api/status/history"));
+    let data = send(http.get(format!("{base}/api/status/history"))).await;
+    assert_eq!(data.status(), StatusCode::OK);
+
+    // Elsewhere, or not at all.
+    let moved = router_with(HttpOptions::default().status_page("ops/status"));
+    let (_server, base) = start(moved).await;
+    assert_eq!(
+        send(http.get(format!("{base}/ops/status"))).await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        send(http.get(format!("{base}/_status"))).await.status(),
+        StatusCode::NOT_FOUND
+    );
+    let none = router_with(HttpOptions::default().without_status_page());
+    let (_server, base) = start(none).await;
+    assert_eq!(
+        send(http.get(format!("{base}/_status"))).await.status(),
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        send(http.get(format!("{base}/api/status/history")))
+            .await
+            .status(),
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        send(http.get(format!("{base}/metrics"))).await.status(),
+        StatusCode::OK
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn liveness_answers_alive_in_json() {
     let (_server, base) = start(router_with(HttpOptions::default())).await;
 

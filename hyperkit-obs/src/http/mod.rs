@@ -52,7 +52,18 @@ pub struct HttpOptions {
     pub body_limit: usize,
     /// Time limit of one request (408 past it).
     pub request_timeout: Duration,
+    /// Where the status page is served, or `None` for no page (its data,
+    /// `/api/status/history`, is served with it). Default
+    /// [`DEFAULT_STATUS_PAGE`]; [`serve`] puts it at `/`.
+    pub status_page: Option<String>,
 }
+
+/// Where [`router()`] serves the status page: out of the way of an app's
+/// own `/`, so that merging the router never collides with it.
+pub const DEFAULT_STATUS_PAGE: &str = "/_status";
+
+/// Where the status page's data is served, whatever the page's path.
+pub const STATUS_HISTORY_PATH: &str = "/api/status/history";
 
 impl Default for HttpOptions {
     fn default() -> Self {
@@ -62,6 +73,7 @@ impl Default for HttpOptions {
             check_cache: crate::health::DEFAULT_CACHE,
             body_limit: DEFAULT_BODY_LIMIT,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            status_page: Some(DEFAULT_STATUS_PAGE.to_owned()),
         }
     }
 }
@@ -89,15 +101,36 @@ impl HttpOptions {
         self.check_cache = cache;
         self
     }
+
+    /// Serves the status page at `path` (`/`, `/_status`, `/ops/status`).
+    /// A path that does not start with `/` gets one.
+    pub fn status_page(mut self, path: impl Into<String>) -> Self {
+        let path = path.into();
+        self.status_page = Some(if path.starts_with('/') {
+            path
+        } else {
+            format!("/{path}")
+        });
+        self
+    }
+
+    /// Serves no status page (nor its data).
+    pub fn without_status_page(mut self) -> Self {
+        self.status_page = None;
+        self
+    }
 }
 
-/// `GET /metrics`, `GET /health/live` and `GET /health/ready`, configured
-/// by what [`init()`](crate::init) read (or the defaults before it ran).
+/// `GET /metrics`, `GET /health/live`, `GET /health/ready` and the status
+/// page at [`DEFAULT_STATUS_PAGE`] (`/_status`), configured by what
+/// [`init()`](crate::init) read (or the defaults before it ran). It merges
+/// into an app that has its own `/`:
 ///
 /// ```
 /// use axum::{Router, routing::get};
 ///
 /// let app: Router = Router::new()
+///     .route("/", get(|| async { "my app's home" }))
 ///     .route("/api/builds/{id}", get(|| async { "ok" }))
 ///     .merge(hyperkit_obs::http::router())
 ///     // Last, so it also wraps the fallback (404s): `merge` keeps the
@@ -111,19 +144,24 @@ pub fn router() -> Router {
 
 /// [`router()`] with explicit options.
 ///
-/// It also serves the status page at `GET /` and its data at
-/// `GET /api/status/history`, and starts the [`history`](crate::history)
-/// sampler when built inside a tokio runtime (else at the first request).
+/// With a status page ([`HttpOptions::status_page`]) it also serves the
+/// page's data at [`STATUS_HISTORY_PATH`], and starts the sampler of the
+/// in-process history when built inside a tokio runtime (else at the
+/// first request).
 pub fn router_with(options: HttpOptions) -> Router {
-    history::start();
     let body_limit = options.body_limit;
     let timeout = options.request_timeout;
-    Router::new()
+    let mut router = Router::new()
         .route("/metrics", get(metrics))
         .route("/health/live", get(live))
-        .route("/health/ready", get(ready))
-        .route("/", get(status_page::page))
-        .route("/api/status/history", get(status_page::history))
+        .route("/health/ready", get(ready));
+    if let Some(page) = &options.status_page {
+        history::start();
+        router = router
+            .route(page, get(status_page::page))
+            .route(STATUS_HISTORY_PATH, get(status_page::history));
+    }
+    router
         .with_state(Arc::new(options))
         .layer(RequestBodyLimitLayer::new(body_limit))
         .layer(TimeoutLayer::with_status_code(

@@ -50,7 +50,7 @@ impl Server {
 }
 
 /// Serves [`router()`](super::router) on `addr`, on the current tokio
-/// runtime.
+/// runtime, with the status page at `/` (nothing else routes it here).
 ///
 /// ```no_run
 /// # async fn run() -> std::io::Result<()> {
@@ -59,7 +59,8 @@ impl Server {
 /// # Ok(()) }
 /// ```
 pub async fn serve(addr: SocketAddr) -> io::Result<Server> {
-    serve_router(addr, super::router()).await
+    let options = super::HttpOptions::from_config(&crate::init::active_config()).status_page("/");
+    serve_router(addr, super::router_with(options)).await
 }
 
 /// Serves `router` on `addr` with the same protections as [`serve`].
