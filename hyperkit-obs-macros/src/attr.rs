@@ -6,7 +6,7 @@ use syn::ext::IdentExt;
 use syn::parse::ParseStream;
 use syn::{Expr, Ident, Token};
 
-use crate::check::Kind;
+use crate::kind::Kind;
 
 /// One argument as written.
 pub(crate) enum Arg {

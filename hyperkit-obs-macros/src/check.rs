@@ -7,59 +7,12 @@ use syn::spanned::Spanned;
 use syn::{Expr, ExprLit, FnArg, Ident, Lit, LitStr, Pat, Signature};
 
 use crate::attr::{Arg, Args};
+use crate::kind::Kind;
 
 /// Longest label literal accepted (the runtime's `MAX_LABEL_LEN`).
 const MAX_LITERAL_LEN: usize = 128;
 
-/// Which macro is being expanded.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Kind {
-    Build,
-    Model,
-    Query,
-}
-
-impl Kind {
-    pub(crate) fn attr(self) -> &'static str {
-        match self {
-            Kind::Build => "track_build",
-            Kind::Model => "track_model",
-            Kind::Query => "track_query",
-        }
-    }
-
-    /// Labels that feed the metrics, in the order the runtime takes them.
-    pub(crate) fn required(self) -> &'static [&'static str] {
-        match self {
-            Kind::Build => &["chain"],
-            Kind::Model => &["model", "task"],
-            Kind::Query => &["operation"],
-        }
-    }
-
-    /// Labels that only annotate the span.
-    fn optional(self) -> &'static [&'static str] {
-        match self {
-            Kind::Query => &["db"],
-            _ => &[],
-        }
-    }
-
-    pub(crate) fn example(self, label: &str) -> &'static str {
-        match label {
-            "chain" => "\"ethereum\"",
-            "model" => "\"gpt-4o\"",
-            "task" => "\"codegen\"",
-            "operation" => "\"select_builds\"",
-            "db" => "\"postgres\"",
-            _ => match self {
-                Kind::Build | Kind::Model | Kind::Query => "\"value\"",
-            },
-        }
-    }
-}
-
-const OPTIONS: &[&str] = &["level"];
+const OPTIONS: &[&str] = &["level", "crate"];
 
 /// Where a label's value comes from.
 pub(crate) enum Source {
@@ -89,6 +42,9 @@ pub(crate) struct Checked {
     /// Optional labels that were given.
     pub(crate) extra: Vec<Label>,
     pub(crate) level: SuccessLevel,
+    /// `crate = path`: where the runtime crate is, for code that renames
+    /// the dependency (default `::hyperkit_obs`).
+    pub(crate) krate: Option<syn::Path>,
 }
 
 /// Checks `args` of macro `kind` against the signature `sig`.
@@ -101,6 +57,7 @@ pub(crate) fn check(kind: Kind, args: Args, sig: &Signature) -> syn::Result<Chec
     // name: already reported, so not reported again as missing.
     let mut attempted: Vec<&'static str> = Vec::new();
     let mut level = SuccessLevel::Info;
+    let mut krate = None;
 
     if let Some(c) = sig.constness {
         errors.push(syn::Error::new(
@@ -121,6 +78,13 @@ pub(crate) fn check(kind: Kind, args: Args, sig: &Signature) -> syn::Result<Chec
         }
         seen.push(name.clone());
 
+        if key == "crate" {
+            match parse_crate(&arg) {
+                Ok(p) => krate = Some(p),
+                Err(e) => errors.push(e),
+            }
+            continue;
+        }
         if OPTIONS.contains(&key.as_str()) {
             match parse_level(&arg) {
                 Ok(l) => level = l,
@@ -190,7 +154,20 @@ pub(crate) fn check(kind: Kind, args: Args, sig: &Signature) -> syn::Result<Chec
         labels,
         extra: found,
         level,
+        krate,
     })
+}
+
+fn parse_crate(arg: &Arg) -> syn::Result<syn::Path> {
+    const HINT: &str = "`crate` names the path of hyperkit-obs when the dependency is renamed: write `crate = my_obs` (the name in your Cargo.toml)";
+    match arg {
+        Arg::Assign {
+            value: Expr::Path(p),
+            ..
+        } if p.qself.is_none() && p.attrs.is_empty() => Ok(p.path.clone()),
+        Arg::Assign { value, .. } => Err(syn::Error::new(value.span(), HINT)),
+        Arg::Shorthand(name) => Err(syn::Error::new(name.span(), HINT)),
+    }
 }
 
 fn parse_level(arg: &Arg) -> syn::Result<SuccessLevel> {

@@ -20,6 +20,14 @@ pub(crate) fn derive(input: DeriveInput) -> syn::Result<TokenStream> {
     };
 
     let mut errors: Vec<syn::Error> = Vec::new();
+    let krate = match crate_path(&input.attrs) {
+        Ok(Some(path)) => quote!(#path),
+        Ok(None) => quote!(::hyperkit_obs),
+        Err(e) => {
+            errors.push(e);
+            quote!(::hyperkit_obs)
+        }
+    };
     let mut names: Vec<String> = Vec::new();
     let mut owners: Vec<&syn::Ident> = Vec::new();
     let mut arms_index = Vec::new();
@@ -89,7 +97,7 @@ pub(crate) fn derive(input: DeriveInput) -> syn::Result<TokenStream> {
     let (impl_generics, ty_generics, where_clause) = input.generics.split_for_impl();
     Ok(quote! {
         #[automatically_derived]
-        impl #impl_generics ::hyperkit_obs::LabelValue for #ident #ty_generics #where_clause {
+        impl #impl_generics #krate::LabelValue for #ident #ty_generics #where_clause {
             const VALUES: ::core::option::Option<&'static [&'static str]> =
                 ::core::option::Option::Some(&[#(#names),*]);
 
@@ -104,6 +112,25 @@ pub(crate) fn derive(input: DeriveInput) -> syn::Result<TokenStream> {
             }
         }
     })
+}
+
+/// `#[label(crate = path)]` on the enum: where hyperkit-obs is when the
+/// dependency is renamed.
+fn crate_path(attrs: &[syn::Attribute]) -> syn::Result<Option<syn::Path>> {
+    let mut found = None;
+    for attr in attrs.iter().filter(|a| a.path().is_ident("label")) {
+        attr.parse_nested_meta(|meta| {
+            if meta.path.is_ident("crate") {
+                found = Some(meta.value()?.parse::<syn::Path>()?);
+                Ok(())
+            } else {
+                Err(meta.error(
+                    "on the enum, `#[label(...)]` takes only `crate = path` (the name of hyperkit-obs in your Cargo.toml); a variant's label is `#[label = \"…\"]`",
+                ))
+            }
+        })?;
+    }
+    Ok(found)
 }
 
 /// `BinanceSmartChain` → `binance_smart_chain`, `HTTPServer` → `http_server`.

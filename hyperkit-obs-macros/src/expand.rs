@@ -9,7 +9,8 @@ use quote::{format_ident, quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::{GenericArgument, ItemFn, PathArguments, ReturnType, Type, TypeParamBound, visit::Visit};
 
-use crate::check::{Checked, Kind, Source, SuccessLevel};
+use crate::check::{Checked, Source, SuccessLevel};
+use crate::kind::Kind;
 
 /// What the function returns, as far as tracking cares.
 enum Shape {
@@ -31,7 +32,10 @@ pub(crate) fn expand(kind: Kind, checked: Checked, item: ItemFn) -> TokenStream 
         sig,
         block,
     } = item;
-    let krate = quote!(::hyperkit_obs);
+    let krate = match &checked.krate {
+        Some(path) => quote!(#path),
+        None => quote!(::hyperkit_obs),
+    };
     let private = quote!(#krate::__private);
     let fn_name = sig.ident.to_string();
 

@@ -7,13 +7,14 @@ mod attr;
 mod check;
 mod derive;
 mod expand;
+mod kind;
 
 use proc_macro::TokenStream;
 use quote::quote;
 use syn::parse::Parser;
 
 use crate::attr::Args;
-use crate::check::Kind;
+use crate::kind::Kind;
 
 /// Tracks a build: `#[track_build(chain)]`.
 ///
@@ -63,6 +64,9 @@ fn track(kind: Kind, args: TokenStream, item: TokenStream) -> TokenStream {
     let original = proc_macro2::TokenStream::from(item.clone());
     let func = match syn::parse::<syn::ItemFn>(item) {
         Ok(func) => func,
+        // A function whose body does not parse: rustc reports the user's own
+        // syntax error on the item passed through, and nothing else.
+        Err(_) if is_function_with_broken_body(original.clone()) => return original.into(),
         Err(_) => return not_a_function(kind, original),
     };
     let parser = |input: syn::parse::ParseStream<'_>| Args::parse(kind, input);
@@ -112,6 +116,21 @@ fn not_a_function(kind: Kind, original: proc_macro2::TokenStream) -> TokenStream
         ),
     );
     with_error(original, e)
+}
+
+/// Whether `item` is a function (attributes, visibility, signature) whose
+/// body is a brace-delimited group that did not parse as statements.
+fn is_function_with_broken_body(item: proc_macro2::TokenStream) -> bool {
+    let parser = |input: syn::parse::ParseStream<'_>| {
+        input.call(syn::Attribute::parse_outer)?;
+        input.parse::<syn::Visibility>()?;
+        input.parse::<syn::Signature>()?;
+        let body;
+        syn::braced!(body in input);
+        body.parse::<proc_macro2::TokenStream>()?;
+        Ok(())
+    };
+    parser.parse2(item).is_ok()
 }
 
 /// The span of the keyword that says what kind of item this is.
