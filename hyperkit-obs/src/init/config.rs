@@ -19,7 +19,7 @@ use crate::config::{
     ConfigError, CredentialVars, Credentials, credentials, describe_credentials, parse_addr,
     parse_filter, parse_limit, parse_millis, parse_service_name,
 };
-use crate::metrics::DEFAULT_MAX_LABEL_VALUES;
+use crate::metrics::{DEFAULT_MAX_LABEL_SETS, DEFAULT_MAX_LABEL_VALUES};
 
 /// Default address of the observability HTTP endpoint.
 pub const DEFAULT_METRICS_ADDR: &str = "127.0.0.1:9464";
@@ -52,6 +52,10 @@ pub struct MonitoringConfig {
     /// `HYPERKIT_MAX_LABEL_VALUES`: distinct values one runtime-fed label
     /// keeps before new ones are recorded as `__overflow__`. Default 1000.
     pub max_label_values: usize,
+    /// `HYPERKIT_MAX_LABEL_SETS`: label sets one family keeps before a new
+    /// tuple is recorded with its runtime labels as `__overflow__`. Default
+    /// 10,000.
+    pub max_label_sets: usize,
     /// `HYPERKIT_METRICS_ADDR`: where the `/metrics` and health endpoints
     /// listen. Default `127.0.0.1:9464`.
     pub metrics_addr: SocketAddr,
@@ -103,6 +107,7 @@ impl Default for MonitoringConfig {
             service_name: default_service_name(),
             environment: None,
             max_label_values: DEFAULT_MAX_LABEL_VALUES,
+            max_label_sets: DEFAULT_MAX_LABEL_SETS,
             metrics_addr: DEFAULT_METRICS_ADDR
                 .parse()
                 .unwrap_or_else(|e| unreachable!("default address parses: {e}")),
@@ -183,6 +188,9 @@ impl MonitoringConfig {
         }
         if let Some(v) = var("HYPERKIT_MAX_LABEL_VALUES") {
             config.max_label_values = parse_limit("HYPERKIT_MAX_LABEL_VALUES", &v)?;
+        }
+        if let Some(v) = var("HYPERKIT_MAX_LABEL_SETS") {
+            config.max_label_sets = parse_limit("HYPERKIT_MAX_LABEL_SETS", &v)?;
         }
         if let Some(v) = var("HYPERKIT_METRICS_ADDR") {
             config.metrics_addr = parse_addr("HYPERKIT_METRICS_ADDR", &v)?;
@@ -268,6 +276,7 @@ impl MonitoringConfig {
                 "HYPERKIT_MAX_LABEL_VALUES",
                 self.max_label_values.to_string(),
             ),
+            ("HYPERKIT_MAX_LABEL_SETS", self.max_label_sets.to_string()),
             ("HYPERKIT_METRICS_ADDR", self.metrics_addr.to_string()),
             ("HYPERKIT_DATA_DIR", self.data_dir.display().to_string()),
             ("RUST_LOG", self.log_filter.clone()),

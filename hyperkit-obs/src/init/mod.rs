@@ -121,6 +121,12 @@ impl Builder {
         self
     }
 
+    /// Sets the per-family limit on label sets (at least 1).
+    pub fn max_label_sets(mut self, limit: usize) -> Self {
+        self.config.max_label_sets = limit.max(1);
+        self
+    }
+
     /// The release reported to Sentry when `SENTRY_RELEASE` is not set (the
     /// variable wins). Pass your binary's version, which only your crate can
     /// name:
@@ -182,6 +188,7 @@ impl Builder {
     /// client when `SENTRY_DSN` is set, and installs the log subscriber.
     pub fn init(self) -> Result<ObsGuard, InitError> {
         metrics::set_max_label_values(self.config.max_label_values);
+        metrics::set_max_label_sets(self.config.max_label_sets);
         let filter = |config: &MonitoringConfig| {
             EnvFilter::try_new(&config.log_filter).map_err(|e| ConfigError::Invalid {
                 variable: "RUST_LOG",

@@ -8,13 +8,37 @@
 //! never panic: a poisoned lock is recovered, not propagated.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasher, Hasher};
 use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use hashbrown::HashTable;
 
 use prometheus::core::{Collector, Desc, Metric};
 use prometheus::proto::{LabelPair, MetricFamily, MetricType};
 
-/// Each child with its label values, in label-name order.
-type Children<M> = Vec<(Box<[Box<str>]>, M)>;
+/// Each child with its label values (in label-name order), in the order
+/// they were created, and an index over them by value: finding or adding a
+/// child costs one hash, whatever the family's size.
+struct Children<M> {
+    list: Vec<(Box<[Box<str>]>, M)>,
+    index: HashTable<usize>,
+    hasher: hashbrown::DefaultHashBuilder,
+}
+
+/// The hash of a tuple, element by element with lengths, so that no two
+/// distinct tuples are confused by it.
+fn hash_of<'a>(
+    hasher: &hashbrown::DefaultHashBuilder,
+    values: impl ExactSizeIterator<Item = &'a str>,
+) -> u64 {
+    let mut h = hasher.build_hasher();
+    h.write_usize(values.len());
+    for v in values {
+        h.write_usize(v.len());
+        h.write(v.as_bytes());
+    }
+    h.finish()
+}
 
 /// One metric family (name, help, label names) with one child metric per
 /// distinct label-value tuple.
@@ -52,7 +76,11 @@ impl<M: Metric + Clone> Family<M> {
             kind,
             desc,
             make,
-            children: Mutex::new(Vec::new()),
+            children: Mutex::new(Children {
+                list: Vec::new(),
+                index: HashTable::new(),
+                hasher: hashbrown::DefaultHashBuilder::default(),
+            }),
         }
     }
 
@@ -60,15 +88,27 @@ impl<M: Metric + Clone> Family<M> {
     /// on first use. Values must already be sanitised.
     pub(crate) fn child(&self, values: &[&str]) -> M {
         debug_assert_eq!(values.len(), self.label_names.len(), "{}", self.name);
-        let mut children = self.lock();
-        if let Some((_, m)) = children
-            .iter()
-            .find(|(k, _)| k.iter().map(|s| &**s).eq(values.iter().copied()))
-        {
-            return m.clone();
+        let mut guard = self.lock();
+        let children = &mut *guard;
+        let hash = hash_of(&children.hasher, values.iter().copied());
+        let list = &children.list;
+        let same = |i: &usize| list[*i].0.iter().map(|s| &**s).eq(values.iter().copied());
+        if let Some(&i) = children.index.find(hash, same) {
+            return children.list[i].1.clone();
         }
         let m = (self.make)(self.name, self.help);
-        children.push((values.iter().map(|v| Box::from(*v)).collect(), m.clone()));
+        let i = children.list.len();
+        children
+            .list
+            .push((values.iter().map(|v| Box::from(*v)).collect(), m.clone()));
+        let Children {
+            list,
+            index,
+            hasher,
+        } = children;
+        index.insert_unique(hash, i, |j| {
+            hash_of(hasher, list[*j].0.iter().map(|v| &**v))
+        });
         m
     }
 
@@ -84,8 +124,8 @@ impl<M: Metric + Clone + Send + Sync> Collector for Family<M> {
 
     fn collect(&self) -> Vec<MetricFamily> {
         let children = self.lock();
-        let mut metrics = Vec::with_capacity(children.len());
-        for (values, child) in children.iter() {
+        let mut metrics = Vec::with_capacity(children.list.len());
+        for (values, child) in children.list.iter() {
             let mut metric = child.metric();
             let pairs = self
                 .label_names

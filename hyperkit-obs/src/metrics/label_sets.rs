@@ -3,11 +3,18 @@
 //!
 //! A [`LabelSets`] maps an exact tuple of label values to a `&'static` bundle
 //! of handles (counters, histogram, gauge), created once and never freed: the
-//! cardinality limit bounds how many can exist. A label that already holds the
-//! limit's number of distinct values records every new value as
-//! [`OVERFLOW_VALUE`], counts it in `hyperkit_obs_label_overflow_total` and
-//! warns once. Lookups of known tuples take a read lock only; nothing here
-//! blocks for long or panics.
+//! cardinality limits bound how many can exist. Two limits apply to the
+//! labels fed at run time (strings, integers); labels with a fixed set of
+//! values (enums, literals, `bool`) are never replaced:
+//! - a label that already holds [`max_label_values`] distinct values records
+//!   every new value as [`OVERFLOW_VALUE`], counted in
+//!   `hyperkit_obs_label_overflow_total{metric,label}`;
+//! - a family that already holds [`max_label_sets`] label sets records a new
+//!   tuple with every runtime label set to [`OVERFLOW_VALUE`], counted in
+//!   `hyperkit_obs_label_overflow_total{metric,label="*"}`.
+//!
+//! Each limit is warned about once per family. Lookups of known tuples take
+//! a read lock and one hash; nothing here blocks for long or panics.
 
 use std::borrow::Cow;
 use std::hash::{Hash, Hasher};
@@ -34,6 +41,27 @@ pub fn set_max_label_values(limit: usize) {
 pub fn max_label_values() -> usize {
     MAX_LABEL_VALUES.load(Ordering::Relaxed)
 }
+
+/// Default for the number of label sets one family keeps.
+pub const DEFAULT_MAX_LABEL_SETS: usize = 10_000;
+
+static MAX_LABEL_SETS: AtomicUsize = AtomicUsize::new(DEFAULT_MAX_LABEL_SETS);
+
+/// Sets how many label sets one family keeps before a new tuple is
+/// recorded with its runtime labels as `__overflow__`. `init()` sets it from
+/// `HYPERKIT_MAX_LABEL_SETS`.
+pub fn set_max_label_sets(limit: usize) {
+    MAX_LABEL_SETS.store(limit.max(1), Ordering::Relaxed);
+}
+
+/// The current per-family limit on label sets.
+pub fn max_label_sets() -> usize {
+    MAX_LABEL_SETS.load(Ordering::Relaxed)
+}
+
+/// The `label` value of `hyperkit_obs_label_overflow_total` when a family
+/// reached its limit of label sets.
+pub const ALL_LABELS: &str = "*";
 
 /// An owned label tuple, hashed element by element with lengths so that no
 /// two distinct tuples are confused.
@@ -103,6 +131,7 @@ pub struct LabelSets<H: 'static> {
     label_names: &'static [&'static str],
     make: fn(&[&str]) -> H,
     warned: [AtomicBool; 4],
+    warned_sets: AtomicBool,
     inner: RwLock<Option<Inner<H>>>,
 }
 
@@ -119,12 +148,21 @@ impl<H: Sync + 'static> LabelSets<H> {
             label_names,
             make,
             warned: [const { AtomicBool::new(false) }; 4],
+            warned_sets: AtomicBool::new(false),
             inner: RwLock::new(None),
         }
     }
 
-    /// The entry for these label values (one per label name).
+    /// The entry for these label values (one per label name), all of them
+    /// fed at run time.
     pub fn get(&'static self, values: &[Cow<'_, str>]) -> &'static Entry<H> {
+        self.get_with(values, u64::MAX)
+    }
+
+    /// The entry for these label values (one per label name); bit `i` of
+    /// `open` says label `i` was fed at run time (only those are ever
+    /// replaced by `__overflow__`).
+    pub fn get_with(&'static self, values: &[Cow<'_, str>], open: u64) -> &'static Entry<H> {
         // A known tuple is stored sanitised, so a raw value that finds it was
         // clean: sanitise only on a miss.
         {
@@ -140,7 +178,7 @@ impl<H: Sync + 'static> LabelSets<H> {
                 if let Some(e) = inner.sets.get(&KeyRef(&values)) {
                     return e;
                 }
-                if self.apply_overflow(inner, &mut values)
+                if self.apply_overflow(inner, &mut values, open)
                     && let Some(e) = inner.sets.get(&KeyRef(&values))
                 {
                     return e;
@@ -155,7 +193,7 @@ impl<H: Sync + 'static> LabelSets<H> {
         if let Some(e) = inner.sets.get(&KeyRef(&values)) {
             return e;
         }
-        self.apply_overflow(inner, &mut values);
+        self.apply_overflow(inner, &mut values, open);
         if let Some(e) = inner.sets.get(&KeyRef(&values)) {
             return e;
         }
@@ -173,17 +211,36 @@ impl<H: Sync + 'static> LabelSets<H> {
         entry
     }
 
-    /// Replaces each value whose label is full and has not seen it with the
-    /// overflow value. Returns whether anything was replaced.
-    fn apply_overflow(&self, inner: &Inner<H>, values: &mut [Cow<'_, str>]) -> bool {
+    /// The number of label sets created so far.
+    pub fn len(&self) -> usize {
+        self.inner
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .map_or(0, |i| i.sets.len())
+    }
+
+    /// Whether no label set was created yet.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Replaces with the overflow value each runtime value whose label is
+    /// full and has not seen it, then, if the family is full and the tuple
+    /// is new, every runtime value. Returns whether anything was replaced.
+    fn apply_overflow(&self, inner: &Inner<H>, values: &mut [Cow<'_, str>], open: u64) -> bool {
+        let is_open = |i: usize| i >= 64 || open & (1 << i) != 0;
         let limit = max_label_values();
         let mut replaced = false;
         for (i, value) in values.iter_mut().enumerate() {
+            if !is_open(i) {
+                continue;
+            }
             let seen = &inner.distinct[i];
             if seen.len() >= limit && !seen.contains(&**value) && value != OVERFLOW_VALUE {
                 let label = self.label_names[i];
                 super::label_overflow(self.metric, label);
-                if !self.warned[i].swap(true, Ordering::Relaxed) {
+                if !self.warned[i.min(3)].swap(true, Ordering::Relaxed) {
                     tracing::warn!(
                         metric = self.metric,
                         label,
@@ -193,6 +250,31 @@ impl<H: Sync + 'static> LabelSets<H> {
                     );
                 }
                 *value = Cow::Borrowed(OVERFLOW_VALUE);
+                replaced = true;
+            }
+        }
+        let sets = max_label_sets();
+        let any_open = (0..values.len()).any(is_open);
+        if any_open && inner.sets.len() >= sets && !inner.sets.contains_key(&KeyRef(values)) {
+            let all_overflow = values
+                .iter()
+                .enumerate()
+                .all(|(i, v)| !is_open(i) || v == OVERFLOW_VALUE);
+            if !all_overflow {
+                for (i, value) in values.iter_mut().enumerate() {
+                    if is_open(i) {
+                        *value = Cow::Borrowed(OVERFLOW_VALUE);
+                    }
+                }
+                super::label_overflow(self.metric, ALL_LABELS);
+                if !self.warned_sets.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        metric = self.metric,
+                        limit = sets,
+                        "`{}` reached {sets} label sets; new ones are recorded with their runtime labels as `{OVERFLOW_VALUE}` (raise HYPERKIT_MAX_LABEL_SETS if this is expected)",
+                        self.metric
+                    );
+                }
                 replaced = true;
             }
         }

@@ -18,8 +18,11 @@ pub(crate) use family::Family;
 use family::Registered;
 pub use histogram::DurationHistogram;
 pub use label_sets::{
-    DEFAULT_MAX_LABEL_VALUES, Entry, LabelSets, max_label_values, set_max_label_values,
+    ALL_LABELS, DEFAULT_MAX_LABEL_SETS, DEFAULT_MAX_LABEL_VALUES, max_label_sets, max_label_values,
+    set_max_label_sets, set_max_label_values,
 };
+#[doc(hidden)]
+pub use label_sets::{Entry, LabelSets};
 
 /// Buckets of `hyperkit_build_duration_seconds`: builds take tens of seconds
 /// to minutes.

@@ -88,7 +88,12 @@ pub fn resolve<H: Sync + 'static, const N: usize>(
     {
         return &last.handles;
     }
-    let entry = sets.get(&values);
+    let open = labels
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| l.fixed.is_none())
+        .fold(0u64, |mask, (i, _)| mask | (1 << i.min(63)));
+    let entry = sets.get_with(&values, open);
     if entry.is(&values) {
         site.remember(entry);
     }
@@ -127,6 +132,7 @@ fn resolve_fixed<H: Sync + 'static, const N: usize>(
     let cell = slots.cells.get(index)?;
     Some(*cell.get_or_init(|| {
         let values: [Cow<'_, str>; N] = std::array::from_fn(|i| labels[i].text());
-        sets.get(&values)
+        // Every label has a fixed set of values: none is ever replaced.
+        sets.get_with(&values, 0)
     }))
 }
