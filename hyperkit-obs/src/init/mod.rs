@@ -290,7 +290,10 @@ impl Builder {
             }
             let json = logs.format.is_json(std::io::stdout().is_terminal());
             let ecs = (json || feeds).then(|| {
-                let layer = crate::logs::layer(self.config.service_name.clone());
+                // Stdout through the export runtime: a full pipe or a slow
+                // terminal never blocks a caller.
+                let layer = crate::logs::layer(self.config.service_name.clone())
+                    .with_writer(crate::logs::NonBlockingStdout);
                 #[allow(unused_mut)]
                 let mut layer = if json { layer } else { layer.without_writer() };
                 #[cfg(any(feature = "elasticsearch", feature = "logstash"))]
@@ -341,6 +344,7 @@ impl Builder {
             shippers,
             #[cfg(feature = "log-store")]
             logstore,
+            _stdout: StdoutFlush,
         })
     }
 }
@@ -351,7 +355,7 @@ fn fmt_layer<S>() -> impl Layer<S>
 where
     S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
 {
-    crate::logs::text_layer()
+    crate::logs::text_layer().with_writer(crate::logs::NonBlockingStdout)
 }
 
 static ACTIVE: RwLock<Option<MonitoringConfig>> = RwLock::new(None);
@@ -383,6 +387,18 @@ pub struct ObsGuard {
     shippers: Vec<crate::logs::ShipperGuard>,
     #[cfg(feature = "log-store")]
     logstore: Option<crate::logs::LogStoreGuard>,
+    /// Last: the other sinks' final words reach stdout too.
+    _stdout: StdoutFlush,
+}
+
+/// Writes what is queued for stdout, within its deadline, when dropped.
+#[derive(Debug)]
+struct StdoutFlush;
+
+impl Drop for StdoutFlush {
+    fn drop(&mut self) {
+        crate::logs::flush_stdout(crate::logs::STDOUT_FLUSH_DEADLINE);
+    }
 }
 
 #[cfg(all(feature = "elasticsearch", feature = "log-store"))]

@@ -256,15 +256,7 @@ where
         }
         let mut document = Vec::with_capacity(384);
         ecs_document(&record, &self.service, &mut document);
-        if let Some(make) = &self.writer {
-            document.push(b'\n');
-            // A failing stdout loses this line only; there is nowhere to
-            // report it that would not come back here.
-            let _ = make.make_writer_for(meta).write_all(&document);
-            document.pop();
-        }
         // A sink's news of its own trouble is not sent to that sink.
-        #[cfg(any(feature = "log-store", feature = "elasticsearch", feature = "logstash"))]
         let from_sink = (meta.target() == crate::export::LOG_TARGET)
             .then(|| record.fields.iter().find(|(k, _)| *k == "sink"))
             .flatten()
@@ -272,6 +264,15 @@ where
                 FieldValue::Str(s) => Some(s.clone()),
                 _ => None,
             });
+        if let Some(make) = &self.writer
+            && from_sink.as_deref() != Some(super::stdout::SINK)
+        {
+            document.push(b'\n');
+            // A failing stdout loses this line only; there is nowhere to
+            // report it that would not come back here.
+            let _ = make.make_writer_for(meta).write_all(&document);
+            document.pop();
+        }
         #[cfg(any(feature = "elasticsearch", feature = "logstash"))]
         {
             let shippers = self

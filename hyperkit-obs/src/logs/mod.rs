@@ -28,6 +28,7 @@ pub mod logstash;
 mod query;
 #[cfg(any(feature = "elasticsearch", feature = "logstash"))]
 mod ship;
+mod stdout;
 #[cfg(feature = "log-store")]
 #[cfg_attr(docsrs, doc(cfg(feature = "log-store")))]
 pub mod store;
@@ -40,6 +41,9 @@ pub use layer::{EcsLayer, TrackedSpans, layer};
 pub use query::{FieldKind, ParseError, Query, TEXT_FIELDS, Term, words};
 #[cfg(any(feature = "elasticsearch", feature = "logstash"))]
 pub use ship::{Document, ShipperGuard, ShipperHandle, ShippingError};
+pub use stdout::{
+    FLUSH_DEADLINE as STDOUT_FLUSH_DEADLINE, LineWriter, NonBlockingStdout, flush as flush_stdout,
+};
 #[cfg(feature = "log-store")]
 pub use store::{LogStore, LogStoreGuard, SearchOptions, StoreSink, StoredLog};
 pub use text::{HumanDuration, TextFields, TextFormat, colour_allowed, text_layer};

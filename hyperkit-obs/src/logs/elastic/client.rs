@@ -351,4 +351,64 @@ mod tests {
         assert!(matches!(&items[4], ItemResult::Retry(_)));
         assert!(parse_items(&answer.to_string(), 4, false).is_err());
     }
+
+    // Property tests as fuzzers: whatever a server answers to `_bulk`, its
+    // items are read or refused with a message, never a panic, and an
+    // answer read always has one result per document. 100 times more by
+    // hand: `PROPTEST_CASES=25600 cargo test -p hyperkit-obs --lib
+    // logs::elastic`.
+    mod fuzz {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn item() -> impl Strategy<Value = serde_json::Value> {
+            let status = prop_oneof![
+                Just(json!(201)),
+                Just(json!(409)),
+                Just(json!(429)),
+                Just(json!(400)),
+                Just(json!(503)),
+                Just(json!(-1)),
+                Just(json!("201")),
+                Just(json!(null)),
+                Just(json!(1e300)),
+            ];
+            let error = prop_oneof![
+                Just(json!(null)),
+                Just(json!({"type": "mapper_parsing_exception", "reason": "bad"})),
+                Just(json!("a string")),
+                Just(json!([1, 2])),
+            ];
+            let action = prop_oneof![Just("index"), Just("create"), Just("delete"), Just("")];
+            (action, status, error).prop_map(|(a, s, e)| json!({a: {"status": s, "error": e}}))
+        }
+
+        proptest! {
+            #[test]
+            fn any_bulk_answer_is_read_with_one_result_a_document_or_refused(
+                items in proptest::collection::vec(item(), 0..20),
+                count in 0usize..20,
+                create in any::<bool>(),
+            ) {
+                let text = json!({"took": 1, "errors": true, "items": items}).to_string();
+                if let Ok(results) = parse_items(&text, count, create) {
+                    prop_assert_eq!(results.len(), count);
+                }
+            }
+
+            #[test]
+            fn arbitrary_bytes_as_a_bulk_answer_are_refused_not_a_panic(
+                bytes in proptest::collection::vec(any::<u8>(), 0..2048),
+                count in 0usize..5,
+            ) {
+                let _ = parse_items(&String::from_utf8_lossy(&bytes), count, false);
+            }
+
+            #[test]
+            fn nested_json_deeper_than_serde_allows_is_an_error(depth in 100usize..5000) {
+                let text = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+                prop_assert!(parse_items(&text, 1, false).is_err());
+            }
+        }
+    }
 }

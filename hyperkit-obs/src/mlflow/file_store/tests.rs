@@ -1,4 +1,6 @@
+use super::read::{latest, parse_metric_line};
 use super::*;
+use crate::mlflow::{RunData, RunInfo};
 
 use std::sync::{Arc, Barrier};
 
@@ -652,4 +654,125 @@ fn a_run_being_written_is_invisible() {
     assert_eq!(store.runs("0").unwrap(), vec![]);
     let id = half.file_name().unwrap().to_str().unwrap();
     assert_eq!(store.run(id).unwrap(), None);
+}
+
+#[test]
+fn reopening_removes_what_a_killed_writer_left_and_finishes_a_run_renamed_halfway() {
+    let tmp = TempDir::new("recover");
+    let store = tmp.store();
+    let whole = store.log_run("0", &record()).unwrap();
+    // Killed before the first rename: a hidden temporary directory.
+    let litter = store
+        .root()
+        .join("0")
+        .join(format!(".tmp-{}", random_hex32()));
+    fs::create_dir_all(litter.join("params")).unwrap();
+    fs::write(litter.join("params/p"), "v").unwrap();
+    // Killed between the two renames: the run is whole, its meta.yaml still
+    // under its temporary name.
+    let halfway = store.log_run("0", &record()).unwrap();
+    let dir = store.root().join("0").join(&halfway);
+    fs::rename(dir.join("meta.yaml"), dir.join(META_TMP)).unwrap();
+    assert_eq!(
+        store.runs("0").unwrap().len(),
+        1,
+        "a half-renamed run is not seen"
+    );
+
+    let store = tmp.store();
+    assert!(
+        !litter.exists(),
+        "the temporary directory is removed at the next start"
+    );
+    let runs = store.runs("0").unwrap();
+    let mut ids: Vec<&str> = runs.iter().map(|r| r.info.run_id.as_str()).collect();
+    ids.sort_unstable();
+    let mut want = vec![whole.as_str(), halfway.as_str()];
+    want.sort_unstable();
+    assert_eq!(ids, want, "the half-renamed run is finished, whole");
+    assert_eq!(
+        store.run(&halfway).unwrap().unwrap().data.params,
+        store.run(&whole).unwrap().unwrap().data.params
+    );
+}
+
+#[test]
+fn a_hostile_store_is_refused_with_store_errors_not_read_whole() {
+    let tmp = TempDir::new("hostile");
+    let store = tmp.store();
+    let id = store.log_run("0", &record()).unwrap();
+    let dir = store.root().join("0").join(&id);
+
+    // A param file far larger than any MLflow writes.
+    let big = dir.join("params").join("huge");
+    fs::write(&big, vec![b'x'; (super::read::MAX_VALUE_FILE + 1) as usize]).unwrap();
+    let e = store.run(&id).unwrap_err().to_string();
+    assert!(e.contains("larger than"), "{e}");
+    fs::remove_file(&big).unwrap();
+
+    // Keys nested past any sane depth.
+    let mut deep = dir.join("tags");
+    for i in 0..(super::read::MAX_KEY_DEPTH + 2) {
+        deep = deep.join(format!("d{i}"));
+    }
+    fs::create_dir_all(&deep).unwrap();
+    fs::write(deep.join("leaf"), "v").unwrap();
+    let e = store.run(&id).unwrap_err().to_string();
+    assert!(e.contains("nested deeper"), "{e}");
+    fs::remove_dir_all(dir.join("tags").join("d0")).unwrap();
+
+    // A meta.yaml of a megabyte and more.
+    let meta = dir.join("meta.yaml");
+    let mut text = fs::read_to_string(&meta).unwrap();
+    text.push_str(&format!("junk: '{}'\n", "y".repeat(1 << 20)));
+    fs::write(&meta, text).unwrap();
+    let e = store.run(&id).unwrap_err().to_string();
+    assert!(e.contains("larger than"), "{e}");
+}
+
+// Property tests as fuzzers: whatever bytes a meta.yaml or a metric file
+// holds, reading it gives a value or a Store error, never a panic. Run 100
+// times more by hand with `PROPTEST_CASES=25600 cargo test -p hyperkit-obs
+// --lib mlflow::file_store`.
+mod fuzz {
+    use super::super::read::parse_metric_line;
+    use super::super::yaml::Yaml;
+    use proptest::prelude::*;
+
+    fn yamlish() -> impl Strategy<Value = String> {
+        let piece = prop_oneof![
+            Just("run_id: abc\n".to_owned()),
+            Just("status: 3\n".to_owned()),
+            Just("  continued\n".to_owned()),
+            Just("- item\n".to_owned()),
+            Just("key: 'it''s'\n".to_owned()),
+            Just("key: \"a\\x41\\u263A\\\n  b\"\n".to_owned()),
+            Just("key: \"unterminated\n".to_owned()),
+            Just("key: [1, 2\n".to_owned()),
+            Just("---\n".to_owned()),
+            Just("#comment\n".to_owned()),
+            "[ -~]{0,20}\n",
+            any::<String>(),
+        ];
+        proptest::collection::vec(piece, 0..40).prop_map(|v| v.concat())
+    }
+
+    proptest! {
+        #[test]
+        fn any_meta_yaml_text_parses_or_is_refused(text in yamlish()) {
+            let _ = Yaml::parse(&text);
+        }
+
+        #[test]
+        fn arbitrary_bytes_as_meta_yaml_parse_or_are_refused(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
+            let _ = Yaml::parse(&String::from_utf8_lossy(&bytes));
+        }
+
+        #[test]
+        fn any_metric_line_parses_or_is_refused(line in "[0-9 .eE+\\-naif]{0,64}|\\PC{0,64}") {
+            if let Some(m) = parse_metric_line(&line, "k") {
+                prop_assert_eq!(m.key, "k");
+            }
+        }
+    }
 }

@@ -33,14 +33,20 @@
 //! processes make one experiment.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{ErrorKind, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use super::{
     Experiment, KeyValue, MAX_PARAM_VALUE_LENGTH, MAX_TAG_VALUE_LENGTH, Metric, MlflowError, Run,
-    RunData, RunInfo, RunRecord, RunStatus, truncate_value, validate_key,
+    RunRecord, RunStatus, truncate_value, validate_key,
 };
 use crate::util::{random_u64, unix_ms as now_ms};
+
+mod read;
+mod yaml;
+
+use read::{read_metric_file, read_run, read_run_info};
+use yaml::{Yaml, yaml_str};
 
 const TRASH: &str = ".trash";
 const META: &str = "meta.yaml";
@@ -80,6 +86,7 @@ impl FileStore {
         let trash = root.join(TRASH);
         fs::create_dir_all(&trash).map_err(|e| io(&trash, e))?;
         let store = FileStore { root };
+        store.recover_interrupted();
         // Not recreated when deleted (moved to `.trash`), as in MLflow.
         let default_missing =
             |s: &FileStore| !s.root.join("0").exists() && !s.root.join(TRASH).join("0").exists();
@@ -90,6 +97,31 @@ impl FileStore {
             }
         }
         Ok(store)
+    }
+
+    /// Finishes or removes what a writer killed mid-run left behind: a
+    /// `.tmp-<run id>` directory (never renamed into place) is removed; a
+    /// run directory whose `meta.yaml` was written but not yet renamed into
+    /// place (the kill came between the two renames) gets it. Best effort:
+    /// a store it cannot tidy still opens.
+    fn recover_interrupted(&self) {
+        let Ok(experiments) = fs::read_dir(&self.root) else {
+            return;
+        };
+        for experiment in experiments.flatten() {
+            let Ok(entries) = fs::read_dir(experiment.path()) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let name = entry.file_name();
+                let path = entry.path();
+                if name.to_string_lossy().starts_with(".tmp-") {
+                    let _ = fs::remove_dir_all(&path);
+                } else if path.join(META_TMP).is_file() && !path.join(META).exists() {
+                    let _ = fs::rename(path.join(META_TMP), path.join(META));
+                }
+            }
+        }
     }
 
     /// The store's absolute root directory.
@@ -637,513 +669,6 @@ fn file_uri(path: &Path) -> String {
 /// 32 lowercase hex digits, like `uuid.uuid4().hex`.
 fn random_hex32() -> String {
     format!("{:016x}{:016x}", random_u64(), random_u64())
-}
-
-fn read_run_info(dir: &Path) -> Result<Option<RunInfo>, MlflowError> {
-    let path = dir.join(META);
-    let Some(meta) = Yaml::read(&path)? else {
-        return Ok(None);
-    };
-    let run_id = match meta.opt_string(&path, "run_id")? {
-        Some(id) => id,
-        None => meta.string(&path, "run_uuid")?,
-    };
-    let status = match meta.opt_int(&path, "status")? {
-        None => RunStatus::Running,
-        Some(code) => u8::try_from(code)
-            .ok()
-            .and_then(RunStatus::from_code)
-            .ok_or_else(|| MlflowError::Store {
-                path: path.clone(),
-                message: format!("status: {code} is not a run status"),
-            })?,
-    };
-    Ok(Some(RunInfo {
-        run_id,
-        experiment_id: meta.id(&path, "experiment_id")?,
-        run_name: meta.opt_string(&path, "run_name")?.unwrap_or_default(),
-        status,
-        start_time: meta.opt_int(&path, "start_time")?.unwrap_or(0),
-        end_time: meta.opt_int(&path, "end_time")?,
-        lifecycle_stage: meta
-            .opt_string(&path, "lifecycle_stage")?
-            .unwrap_or_else(|| "active".to_owned()),
-    }))
-}
-
-fn read_run(dir: &Path, mut info: RunInfo) -> Result<Run, MlflowError> {
-    let params = read_values(&dir.join(PARAMS))?;
-    let tags = read_values(&dir.join(TAGS))?;
-    let mut metrics = Vec::new();
-    for (key, path) in files(&dir.join(METRICS))? {
-        let history = read_metric_file(&path, &key)?;
-        if let Some(latest) = latest(&history) {
-            metrics.push(latest.clone());
-        } else {
-            return Err(MlflowError::Store {
-                path,
-                message: "a metric file without a value".to_owned(),
-            });
-        }
-    }
-    if info.run_name.is_empty()
-        && let Some(name) = tags.iter().find(|t| t.key == RUN_NAME_TAG)
-    {
-        info.run_name = name.value.clone();
-    }
-    Ok(Run {
-        info,
-        data: RunData {
-            metrics,
-            params,
-            tags,
-        },
-    })
-}
-
-/// MLflow's latest value: the greatest `(step, timestamp, value)`, the first
-/// of equals (Python's `max`).
-fn latest(history: &[Metric]) -> Option<&Metric> {
-    let mut best: Option<&Metric> = None;
-    for m in history {
-        best = match best {
-            None => Some(m),
-            Some(b) => {
-                let greater = (m.step, m.timestamp) > (b.step, b.timestamp)
-                    || ((m.step, m.timestamp) == (b.step, b.timestamp) && m.value > b.value);
-                Some(if greater { m } else { b })
-            }
-        };
-    }
-    best
-}
-
-/// Every file under `dir` (recursively) as `(key, path)`, the key its
-/// relative path with `/`, sorted by key; none when `dir` is missing.
-fn files(dir: &Path) -> Result<Vec<(String, PathBuf)>, MlflowError> {
-    let mut out = Vec::new();
-    if dir.is_dir() {
-        walk(dir, "", &mut out)?;
-    }
-    out.sort();
-    Ok(out)
-}
-
-fn walk(dir: &Path, prefix: &str, out: &mut Vec<(String, PathBuf)>) -> Result<(), MlflowError> {
-    for entry in read_dir(dir)? {
-        let path = entry.path();
-        let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
-            return Err(MlflowError::Store {
-                path,
-                message: "a file name that is not UTF-8".to_owned(),
-            });
-        };
-        let key = format!("{prefix}{name}");
-        let kind = entry.file_type().map_err(|e| io(&path, e))?;
-        if kind.is_dir() {
-            walk(&path, &format!("{key}/"), out)?;
-        } else {
-            out.push((key, path));
-        }
-    }
-    Ok(())
-}
-
-fn read_values(dir: &Path) -> Result<Vec<KeyValue>, MlflowError> {
-    files(dir)?
-        .into_iter()
-        .map(|(key, path)| {
-            let bytes = fs::read(&path).map_err(|e| io(&path, e))?;
-            let value = String::from_utf8(bytes).map_err(|_| MlflowError::Store {
-                path: path.clone(),
-                message: "not UTF-8".to_owned(),
-            })?;
-            Ok(KeyValue { key, value })
-        })
-        .collect()
-}
-
-fn read_metric_file(path: &Path, key: &str) -> Result<Vec<Metric>, MlflowError> {
-    let bytes = fs::read(path).map_err(|e| io(path, e))?;
-    let text = String::from_utf8(bytes).map_err(|_| MlflowError::Store {
-        path: path.to_owned(),
-        message: "not UTF-8".to_owned(),
-    })?;
-    text.lines()
-        .enumerate()
-        .map(|(i, line)| {
-            parse_metric_line(line, key).ok_or_else(|| MlflowError::Store {
-                path: path.to_owned(),
-                message: format!("line {}: {line:?} is not `timestamp value [step]`", i + 1),
-            })
-        })
-        .collect()
-}
-
-/// One line as MLflow reads it: `timestamp value`, `timestamp value step`
-/// or `timestamp value step dataset_name dataset_digest`.
-fn parse_metric_line(line: &str, key: &str) -> Option<Metric> {
-    let parts: Vec<&str> = line.trim().split(' ').collect();
-    if !matches!(parts.len(), 2 | 3 | 5) {
-        return None;
-    }
-    let timestamp = parts[0].parse().ok()?;
-    let value = parts[1].parse::<f64>().ok()?;
-    let step = match parts.get(2) {
-        Some(s) if parts.len() == 3 => s.parse().ok()?,
-        _ => 0,
-    };
-    Some(Metric {
-        key: key.to_owned(),
-        value,
-        timestamp,
-        step,
-    })
-}
-
-// ---- YAML: the flat `key: scalar` mappings of meta.yaml ----
-
-/// `s` as a YAML scalar PyYAML reads back as the same string: plain when
-/// that is unambiguous, else single-quoted (`'` doubled), else (line breaks,
-/// tabs, characters PyYAML does not print) double-quoted with escapes.
-pub(crate) fn yaml_str(s: &str) -> String {
-    if is_plain_safe(s) {
-        return s.to_owned();
-    }
-    if s.chars()
-        .all(|c| c != '\t' && is_yaml_printable(c) && !is_break(c))
-    {
-        return format!("'{}'", s.replace('\'', "''"));
-    }
-    let mut out = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\t' => out.push_str("\\t"),
-            '\r' => out.push_str("\\r"),
-            '\0' => out.push_str("\\0"),
-            c if is_yaml_printable(c) && !is_break(c) => out.push(c),
-            c if u32::from(c) <= 0xFF => out.push_str(&format!("\\x{:02X}", u32::from(c))),
-            c if u32::from(c) <= 0xFFFF => out.push_str(&format!("\\u{:04X}", u32::from(c))),
-            c => out.push_str(&format!("\\U{:08X}", u32::from(c))),
-        }
-    }
-    out.push('"');
-    out
-}
-
-/// PyYAML's printable set (`Reader.NON_PRINTABLE`'s complement), less the BOM.
-fn is_yaml_printable(c: char) -> bool {
-    matches!(c, '\t' | '\n' | '\r' | ' '..='~' | '\u{85}' | '\u{A0}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..='\u{10FFFF}')
-        && c != '\u{FEFF}'
-}
-
-fn is_break(c: char) -> bool {
-    matches!(c, '\n' | '\r' | '\u{85}' | '\u{2028}' | '\u{2029}')
-}
-
-/// Whether `s` may be written unquoted: no indicator, comment or mapping
-/// syntax, no surrounding space, and nothing YAML 1.1 would resolve to
-/// another type (numbers, booleans, null, timestamps: anything starting
-/// with a digit, sign or dot is quoted).
-fn is_plain_safe(s: &str) -> bool {
-    let Some(first) = s.chars().next() else {
-        return false;
-    };
-    if " -?:,[]{}#&*!|>'\"%@`+.~=<0123456789".contains(first) {
-        return false;
-    }
-    if s.ends_with(' ') || s.ends_with(':') || s.contains(": ") || s.contains(" #") {
-        return false;
-    }
-    if !s
-        .chars()
-        .all(|c| c != '\t' && is_yaml_printable(c) && !is_break(c) && c != '\u{A0}')
-    {
-        return false;
-    }
-    const RESERVED_WORDS: [&str; 8] = ["y", "n", "yes", "no", "true", "false", "on", "off"];
-    let lower = s.to_ascii_lowercase();
-    !(RESERVED_WORDS.contains(&lower.as_str()) || lower == "null")
-}
-
-/// A scalar of a `meta.yaml`.
-#[derive(Debug, PartialEq)]
-enum Scalar {
-    /// Unquoted text, to be resolved (`null`, an integer, a word).
-    Plain(String),
-    /// A quoted string.
-    Quoted(String),
-}
-
-/// A parsed `meta.yaml`: its top-level keys and scalar values, in order.
-#[derive(Debug)]
-struct Yaml(Vec<(String, Scalar)>);
-
-impl Yaml {
-    /// Reads `path`; `None` when it does not exist.
-    fn read(path: &Path) -> Result<Option<Yaml>, MlflowError> {
-        let text = match fs::read(path) {
-            Ok(bytes) => String::from_utf8(bytes).map_err(|_| MlflowError::Store {
-                path: path.to_owned(),
-                message: "not UTF-8".to_owned(),
-            })?,
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(io(path, e)),
-        };
-        Yaml::parse(&text)
-            .map(Some)
-            .map_err(|message| MlflowError::Store {
-                path: path.to_owned(),
-                message: format!("not the YAML MLflow writes: {message}"),
-            })
-    }
-
-    /// Parses a flat block mapping of scalars (continuation lines indented,
-    /// as PyYAML folds long scalars). Values that are not scalars (a block
-    /// list under a key) are kept as plain text, unparsed.
-    fn parse(text: &str) -> Result<Yaml, String> {
-        let mut entries: Vec<(String, String)> = Vec::new();
-        for (i, line) in text.lines().enumerate() {
-            let continued = line.starts_with([' ', '\t', '-']) || line.trim().is_empty();
-            if !continued && (line.starts_with('#') || line == "---" || line == "...") {
-                continue;
-            }
-            if continued {
-                match entries.last_mut() {
-                    Some((_, value)) => {
-                        value.push('\n');
-                        value.push_str(line);
-                    }
-                    None if line.trim().is_empty() => {}
-                    None => return Err(format!("line {}: {line:?} is not `key: value`", i + 1)),
-                }
-                continue;
-            }
-            let Some((key, value)) = line
-                .split_once(": ")
-                .or_else(|| line.strip_suffix(':').map(|k| (k, "")))
-            else {
-                return Err(format!("line {}: {line:?} is not `key: value`", i + 1));
-            };
-            if key.is_empty() || key.contains(['\'', '"', '{', '[']) {
-                return Err(format!("line {}: {line:?} has an unexpected key", i + 1));
-            }
-            entries.push((key.to_owned(), value.to_owned()));
-        }
-        let mut out = Vec::with_capacity(entries.len());
-        for (key, raw) in entries {
-            let value = parse_scalar(&raw).map_err(|e| format!("{key}: {e}"))?;
-            out.push((key, value));
-        }
-        Ok(Yaml(out))
-    }
-
-    fn get(&self, key: &str) -> Option<&Scalar> {
-        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v)
-    }
-
-    /// A string value; `None` when missing or null.
-    fn opt_string(&self, path: &Path, key: &str) -> Result<Option<String>, MlflowError> {
-        match self.get(key) {
-            None => Ok(None),
-            Some(Scalar::Quoted(s)) => Ok(Some(s.clone())),
-            Some(Scalar::Plain(s)) if is_null(s) => Ok(None),
-            Some(Scalar::Plain(s)) if s.starts_with(['[', '{', '-']) => Err(bad(path, key, s)),
-            Some(Scalar::Plain(s)) => Ok(Some(s.clone())),
-        }
-    }
-
-    fn string(&self, path: &Path, key: &str) -> Result<String, MlflowError> {
-        self.opt_string(path, key)?
-            .ok_or_else(|| missing(path, key))
-    }
-
-    /// An id: a string or (legacy files) an integer.
-    fn id(&self, path: &Path, key: &str) -> Result<String, MlflowError> {
-        let id = self.string(path, key)?;
-        check_id(path, key, &id, 256).map_err(|_| bad(path, key, &id))?;
-        Ok(id)
-    }
-
-    /// An integer; `None` when missing or null.
-    fn opt_int(&self, path: &Path, key: &str) -> Result<Option<i64>, MlflowError> {
-        match self.get(key) {
-            None => Ok(None),
-            Some(Scalar::Plain(s)) if is_null(s) => Ok(None),
-            Some(Scalar::Plain(s)) => s.parse().map(Some).map_err(|_| bad(path, key, s)),
-            Some(Scalar::Quoted(s)) => Err(bad(path, key, s)),
-        }
-    }
-}
-
-fn is_null(s: &str) -> bool {
-    matches!(s, "" | "~" | "null" | "Null" | "NULL")
-}
-
-fn missing(path: &Path, key: &str) -> MlflowError {
-    MlflowError::Store {
-        path: path.to_owned(),
-        message: format!("no `{key}`"),
-    }
-}
-
-fn bad(path: &Path, key: &str, value: &str) -> MlflowError {
-    MlflowError::Store {
-        path: path.to_owned(),
-        message: format!("`{key}: {value}` is not what MLflow writes"),
-    }
-}
-
-/// One scalar, possibly over several lines (a leading line break and the
-/// continuation lines' indentation included).
-fn parse_scalar(raw: &str) -> Result<Scalar, String> {
-    let text = raw.trim();
-    if let Some(body) = text.strip_prefix('\'') {
-        let body = body
-            .strip_suffix('\'')
-            .ok_or("a single-quoted string without its closing quote")?;
-        let mut out = String::new();
-        let mut chars = fold(body, false).into_iter();
-        while let Some(c) = chars.next() {
-            match c {
-                Folded::Char('\'') => {
-                    if chars.next() != Some(Folded::Char('\'')) {
-                        return Err("a lone `'` inside a single-quoted string".to_owned());
-                    }
-                    out.push('\'');
-                }
-                Folded::Char(c) | Folded::Break(c) => out.push(c),
-                Folded::EscapedBreak => out.push('\\'),
-            }
-        }
-        Ok(Scalar::Quoted(out))
-    } else if let Some(body) = text.strip_prefix('"') {
-        let body = body
-            .strip_suffix('"')
-            .ok_or("a double-quoted string without its closing quote")?;
-        Ok(Scalar::Quoted(unescape_double(body)?))
-    } else if text.starts_with(['|', '>', '&', '*', '!']) {
-        Err(format!("{text:?}: YAML this reader does not support"))
-    } else {
-        let mut out = String::new();
-        for c in fold(text, false) {
-            match c {
-                Folded::Char(c) | Folded::Break(c) => out.push(c),
-                Folded::EscapedBreak => out.push('\\'),
-            }
-        }
-        Ok(Scalar::Plain(out))
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Folded {
-    /// A character of the text.
-    Char(char),
-    /// What a folded line break became (a space or `\n`).
-    Break(char),
-    /// A `\` ending a line (double-quoted: the break disappears).
-    EscapedBreak,
-}
-
-/// YAML's flow folding: spaces around a line break are dropped; one break
-/// becomes a space, `n > 1` breaks become `n - 1` newlines.
-fn fold(body: &str, escapes: bool) -> Vec<Folded> {
-    let lines: Vec<&str> = body.split('\n').collect();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < lines.len() {
-        let mut line = lines[i];
-        if i > 0 {
-            line = line.trim_start_matches([' ', '\t']);
-        }
-        let last = i + 1 == lines.len();
-        if !last {
-            line = line.trim_end_matches([' ', '\t']);
-        }
-        out.extend(line.chars().map(Folded::Char));
-        if last {
-            break;
-        }
-        // An unescaped `\` ending the line: an escaped break.
-        let backslashes = line.chars().rev().take_while(|&c| c == '\\').count();
-        if escapes && backslashes % 2 == 1 {
-            out.pop();
-            out.push(Folded::EscapedBreak);
-            i += 1;
-            continue;
-        }
-        let mut empty = 0;
-        while i + 1 + empty < lines.len() - 1 && lines[i + 1 + empty].trim().is_empty() {
-            empty += 1;
-        }
-        if empty == 0 {
-            out.push(Folded::Break(' '));
-        } else {
-            out.extend(std::iter::repeat_n(Folded::Break('\n'), empty));
-        }
-        i += 1 + empty;
-    }
-    out
-}
-
-fn unescape_double(body: &str) -> Result<String, String> {
-    let mut out = String::new();
-    let mut chars = fold(body, true).into_iter();
-    while let Some(c) = chars.next() {
-        match c {
-            Folded::Break(c) => out.push(c),
-            Folded::EscapedBreak => {}
-            Folded::Char('"') => return Err("a lone `\"` inside a double-quoted string".to_owned()),
-            Folded::Char('\\') => {
-                let Some(Folded::Char(e)) = chars.next() else {
-                    return Err("a `\\` at the end of a double-quoted string".to_owned());
-                };
-                let hex = |n: usize, chars: &mut std::vec::IntoIter<Folded>| {
-                    let digits: String = chars
-                        .by_ref()
-                        .take(n)
-                        .map(|f| match f {
-                            Folded::Char(c) => c,
-                            _ => '?',
-                        })
-                        .collect();
-                    u32::from_str_radix(&digits, 16)
-                        .ok()
-                        .and_then(char::from_u32)
-                        .ok_or_else(|| format!("bad escape \\{e}{digits}"))
-                };
-                out.push(match e {
-                    '0' => '\0',
-                    'a' => '\u{7}',
-                    'b' => '\u{8}',
-                    't' | '\t' => '\t',
-                    'n' => '\n',
-                    'v' => '\u{B}',
-                    'f' => '\u{C}',
-                    'r' => '\r',
-                    'e' => '\u{1B}',
-                    ' ' => ' ',
-                    '"' => '"',
-                    '/' => '/',
-                    '\\' => '\\',
-                    'N' => '\u{85}',
-                    '_' => '\u{A0}',
-                    'L' => '\u{2028}',
-                    'P' => '\u{2029}',
-                    'x' => hex(2, &mut chars)?,
-                    'u' => hex(4, &mut chars)?,
-                    'U' => hex(8, &mut chars)?,
-                    other => return Err(format!("unknown escape \\{other}")),
-                });
-            }
-            Folded::Char(c) => out.push(c),
-        }
-    }
-    Ok(out)
 }
 
 #[cfg(test)]
