@@ -132,8 +132,8 @@ impl Default for MlflowConfig {
 
 impl MlflowConfig {
     /// Reads MLflow's variables through `var` (which returns a set,
-    /// non-blank variable).
-    pub(crate) fn from_lookup(var: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+    /// non-blank variable), as `init()` reads the environment.
+    pub fn from_lookup(var: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let mut c = MlflowConfig::default();
         if let Some(v) = var("HYPERKIT_MLFLOW_ENABLED") {
             c.enabled = parse_bool("HYPERKIT_MLFLOW_ENABLED", &v)?;

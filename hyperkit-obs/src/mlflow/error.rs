@@ -200,7 +200,8 @@ impl MlflowError {
         }
     }
 
-    /// Whether trying again later may succeed: the server could not be
+    /// Whether trying again later may succeed: the file store's disk is full
+    /// or busy, or the server could not be
     /// reached, or answered with one of the statuses MLflow's own client
     /// retries (408, 429, 500, 502, 503, 504).
     pub fn is_transient(&self) -> bool {
@@ -209,6 +210,16 @@ impl MlflowError {
             MlflowError::Api { status, .. } | MlflowError::Http { status, .. } => {
                 is_retryable_status(*status)
             }
+            // The file store's disk is full or busy: space may come back.
+            MlflowError::Io { source, .. } => matches!(
+                source.kind(),
+                std::io::ErrorKind::StorageFull
+                    | std::io::ErrorKind::QuotaExceeded
+                    | std::io::ErrorKind::ResourceBusy
+                    | std::io::ErrorKind::ReadOnlyFilesystem
+                    | std::io::ErrorKind::TimedOut
+                    | std::io::ErrorKind::Interrupted
+            ),
             _ => false,
         }
     }
