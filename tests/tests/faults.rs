@@ -18,7 +18,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -253,8 +253,21 @@ fn a_closed_stdout_never_blocks_a_tracked_call_and_counts_what_it_refused() {
         STDOUT_ENV,
         None,
         |child| {
-            // Nobody will ever read: writes fail with EPIPE.
-            drop(child.stdout.take());
+            // libtest writes its own lines first (`running 1 test`, then
+            // `test <name> ... ` before the body runs); closing before they
+            // are written would fail the harness, not the code under test.
+            // Read up to the test's own line, then close: from here on
+            // every write fails with EPIPE.
+            let mut stdout = child.stdout.take().expect("stdout is piped");
+            let mut seen = Vec::new();
+            let mut byte = [0u8; 1];
+            while !seen.ends_with(b" ... ") {
+                match stdout.read(&mut byte) {
+                    Ok(1) => seen.push(byte[0]),
+                    _ => break,
+                }
+            }
+            drop(stdout);
         },
     );
     let (calls, slowest, lost) = (
