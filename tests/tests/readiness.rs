@@ -84,6 +84,15 @@ async fn ready_until(url: &str, want: StatusCode, within: Duration) -> Value {
     }
 }
 
+/// The check timeout of tests whose checks answer at once: a deadline for a
+/// loaded machine (a panic's backtrace, printed under `RUST_BACKTRACE=1`
+/// beside two CPU-bound processes, once took longer than 500 ms), never
+/// waited for when all goes well.
+const ANSWERS_WITHIN: Duration = Duration::from_secs(30);
+
+/// How long a test waits for readiness to change after it changed a check.
+const CONDITION_WITHIN: Duration = Duration::from_secs(30);
+
 fn options(timeout: Duration, cache: Duration) -> HttpOptions {
     HttpOptions::default().checks(timeout, cache)
 }
@@ -116,22 +125,18 @@ async fn readiness_follows_a_required_check_as_it_fails_and_recovers() {
             }
         }
     });
-    let (_server, url) = start(options(
-        Duration::from_millis(500),
-        Duration::from_millis(50),
-    ))
-    .await;
+    let (_server, url) = start(options(ANSWERS_WITHIN, Duration::from_millis(50))).await;
 
     let (status, healthy) = ready(&url).await;
     up.store(false, Ordering::SeqCst);
     let failing = ready_until(
         &url,
         StatusCode::SERVICE_UNAVAILABLE,
-        Duration::from_secs(2),
+        CONDITION_WITHIN,
     )
     .await;
     up.store(true, Ordering::SeqCst);
-    let recovered = ready_until(&url, StatusCode::OK, Duration::from_secs(2)).await;
+    let recovered = ready_until(&url, StatusCode::OK, CONDITION_WITHIN).await;
 
     assert_eq!(status, StatusCode::OK);
     assert_eq!(healthy["status"], "ready");
@@ -159,7 +164,7 @@ async fn readiness_follows_a_required_check_as_it_fails_and_recovers() {
 async fn a_check_slower_than_the_timeout_fails_as_timed_out() {
     let _own = own_checks(&["slow-dependency"]).await;
     health::register("slow-dependency", || async {
-        tokio::time::sleep(Duration::from_secs(5)).await;
+        tokio::time::sleep(Duration::from_secs(120)).await;
         Ok::<_, String>("too late".to_owned())
     });
     let (_server, url) = start(options(
@@ -183,7 +188,7 @@ async fn a_check_slower_than_the_timeout_fails_as_timed_out() {
         "{body}"
     );
     assert!(
-        took < Duration::from_secs(2),
+        took < Duration::from_secs(60),
         "the answer waits for the timeout, not the check: {took:?}"
     );
 }
@@ -197,11 +202,7 @@ async fn a_panicking_check_fails_and_the_endpoint_keeps_answering() {
     let _own = own_checks(&["panicking", "steady"]).await;
     health::register("panicking", exploding_check);
     health::register("steady", || async { Ok::<_, String>("fine".to_owned()) });
-    let (_server, url) = start(options(
-        Duration::from_millis(500),
-        Duration::from_millis(50),
-    ))
-    .await;
+    let (_server, url) = start(options(ANSWERS_WITHIN, Duration::from_millis(50))).await;
 
     let (status, body) = ready(&url).await;
 
@@ -219,7 +220,7 @@ async fn a_panicking_check_fails_and_the_endpoint_keeps_answering() {
     let again = ready_until(
         &url,
         StatusCode::SERVICE_UNAVAILABLE,
-        Duration::from_secs(2),
+        CONDITION_WITHIN,
     )
     .await;
     assert_eq!(again["checks"]["panicking"]["status"], "fail", "{again}");
@@ -234,11 +235,7 @@ async fn a_failing_optional_check_is_reported_but_the_service_stays_ready() {
     health::register("database-required", || async {
         Ok::<_, String>("ok".to_owned())
     });
-    let (_server, url) = start(options(
-        Duration::from_millis(500),
-        Duration::from_millis(50),
-    ))
-    .await;
+    let (_server, url) = start(options(ANSWERS_WITHIN, Duration::from_millis(50))).await;
 
     let (status, body) = ready(&url).await;
 
@@ -271,7 +268,7 @@ async fn concurrent_readiness_requests_share_one_run_of_a_check() {
             }
         }
     });
-    let (_server, url) = start(options(Duration::from_secs(2), Duration::from_secs(30))).await;
+    let (_server, url) = start(options(ANSWERS_WITHIN, Duration::from_secs(30))).await;
 
     let requests: Vec<_> = (0..20)
         .map(|_| {
