@@ -20,8 +20,8 @@ use std::time::Duration;
 use hyperkit_obs::MonitoringConfig;
 use hyperkit_obs::logs::{LogStore, Query, SearchOptions, StoredLog};
 use hyperkit_obs::mlflow::{
-    ExperimentTracker, FileStore, KeyValue, MlflowClient, MlflowError, Run, RunRecord,
-    SOURCE_RUN_TAG, TrackingTarget, ViewType,
+    ExperimentPush, ExperimentTracker, FileStore, MlflowClient, PushError, TrackingTarget,
+    push_store_with,
 };
 
 const USAGE: &str = "\
@@ -369,59 +369,39 @@ async fn push(parsed: &Parsed) -> Result<(), Failure> {
     })
     .map_err(|e| Failure::Error(format!("--to: {e}")))?
     .mlflow;
-    let TrackingTarget::Server(url) = &config.target else {
+    if !matches!(config.target, TrackingTarget::Server(_)) {
         return Err(Failure::Usage(format!(
             "--to must be a tracking server's http(s):// URL, not `{to}`"
         )));
-    };
+    }
     if !dir.is_dir() {
         return Err(Failure::Error(format!(
             "no MLflow file store at {}: it is not a directory",
             dir.display()
         )));
     }
-    let local_error = |e: MlflowError| Failure::Error(format!("reading {}: {e}", dir.display()));
-    let store = FileStore::open(&dir).map_err(local_error)?;
+    let store = FileStore::open(&dir)
+        .map_err(|e| Failure::Error(format!("reading {}: {e}", dir.display())))?;
     let client = MlflowClient::new(&config).map_err(config_error)?;
-    let experiments: Vec<_> = store
-        .experiments()
-        .map_err(local_error)?
-        .into_iter()
-        .filter(|e| only.is_none_or(|name| e.name == name))
-        .collect();
-    if let (Some(name), true) = (only, experiments.is_empty()) {
-        return Err(Failure::Error(format!(
-            "no experiment named {name:?} in the file store {}",
-            store.root().display()
-        )));
-    }
-    let mut any = false;
-    for experiment in experiments {
-        let runs = store.runs(&experiment.experiment_id).map_err(local_error)?;
-        if runs.is_empty() {
-            continue;
-        }
-        any = true;
-        let mut progress = Progress::default();
-        push_experiment(&store, &client, &experiment.name, &runs, &mut progress)
-            .await
-            .map_err(|e| {
-                Failure::Error(format!(
-                    "experiment {:?}: pushing to {url} failed after {} runs pushed ({} already there): {e}\n\
-                     What was pushed stays; run the same command again to push the rest.",
-                    experiment.name, progress.pushed, progress.already
-                ))
-            })?;
-        let deleted = match progress.deleted {
+    let print = |e: &ExperimentPush| {
+        let deleted = match e.deleted {
             0 => String::new(),
             n => format!(", {n} deleted on the server (not pushed again)"),
         };
         println!(
             "experiment {:?}: pushed {} runs, {} already there{deleted}",
-            experiment.name, progress.pushed, progress.already
+            e.name, e.pushed, e.already
         );
-    }
-    if !any {
+    };
+    let report = push_store_with(&store, &client, only, print)
+        .await
+        .map_err(|e| match e {
+            PushError::Experiment { .. } => Failure::Error(format!(
+                "{e}\nWhat was pushed stays; run the same command again to push the rest."
+            )),
+            other => Failure::Error(other.to_string()),
+        })?;
+    if report.is_empty() {
         println!(
             "nothing to push: no experiment in {} has runs",
             store.root().display()
@@ -430,119 +410,6 @@ async fn push(parsed: &Parsed) -> Result<(), Failure> {
     Ok(())
 }
 
-/// What a push has done so far in one experiment.
-#[derive(Default)]
-struct Progress {
-    pushed: usize,
-    already: usize,
-    /// Pushed before, then deleted on the server: someone meant it gone.
-    deleted: usize,
-}
-
-/// Pushes the local `runs` of experiment `name` that the server does not
-/// hold yet, finishing any that an interrupted push left incomplete. A run
-/// whose copy was deleted on the server is not pushed again.
-async fn push_experiment(
-    store: &FileStore,
-    client: &MlflowClient,
-    name: &str,
-    runs: &[Run],
-    progress: &mut Progress,
-) -> Result<(), MlflowError> {
-    let experiment_id = client.get_or_create_experiment(name).await?;
-    // Listed once: the server's runs by the local run they came from.
-    let mut on_server: HashMap<String, Vec<Run>> = HashMap::new();
-    for run in client
-        .search_all_runs_in(ViewType::All, &[&experiment_id], "")
-        .await?
-    {
-        if let Some(source) = run.data.tag(SOURCE_RUN_TAG) {
-            on_server.entry(source.to_owned()).or_default().push(run);
-        }
-    }
-    for local in runs {
-        let copies = on_server
-            .get(&local.info.run_id)
-            .map_or(&[][..], Vec::as_slice);
-        if copies
-            .iter()
-            .any(|copy| copy.info.lifecycle_stage == "deleted")
-        {
-            progress.deleted += 1;
-            continue;
-        }
-        if copies.iter().any(|copy| is_complete(copy, local)) {
-            progress.already += 1;
-            continue;
-        }
-        let record = record_of(store, local)?;
-        let run_id = match copies.first() {
-            // Created by a push that stopped before its last step: finished
-            // now (every step of `complete_run` is safe to repeat).
-            Some(copy) => copy.info.run_id.clone(),
-            None => {
-                let mut tags = record.tags.clone();
-                tags.push(KeyValue::new(SOURCE_RUN_TAG, local.info.run_id.clone()));
-                client
-                    .create_run(&experiment_id, &record.run_name, record.start_time, &tags)
-                    .await?
-                    .run_id
-            }
-        };
-        client.complete_run(&run_id, &record).await?;
-        progress.pushed += 1;
-    }
-    Ok(())
-}
-
-/// Whether `copy`, a server run pushed from `local`, went through every
-/// step: the last one sets status and end time; params and metrics come
-/// before it.
-fn is_complete(copy: &Run, local: &Run) -> bool {
-    copy.info.status == local.info.status
-        && copy.info.end_time == local.info.end_time
-        && local
-            .data
-            .params
-            .iter()
-            .all(|p| copy.data.param(&p.key).is_some())
-        && local
-            .data
-            .metrics
-            .iter()
-            .all(|m| copy.data.metric(&m.key).is_some())
-}
-
-/// A local run as it is pushed: its name, times, status, params, tags
-/// (without `mlflow.runName`, which the name sets, and any source tag of its
-/// own) and every value of every metric.
-fn record_of(store: &FileStore, run: &Run) -> Result<RunRecord, MlflowError> {
-    const RUN_NAME_TAG: &str = "mlflow.runName";
-    let run_name = run
-        .data
-        .tag(RUN_NAME_TAG)
-        .unwrap_or(&run.info.run_name)
-        .to_owned();
-    let mut metrics = Vec::new();
-    for latest in &run.data.metrics {
-        metrics.extend(store.metric_history(&run.info.run_id, &latest.key)?);
-    }
-    Ok(RunRecord {
-        run_name,
-        start_time: run.info.start_time,
-        end_time: run.info.end_time,
-        status: run.info.status,
-        params: run.data.params.clone(),
-        metrics,
-        tags: run
-            .data
-            .tags
-            .iter()
-            .filter(|t| t.key != RUN_NAME_TAG && t.key != SOURCE_RUN_TAG)
-            .cloned()
-            .collect(),
-    })
-}
 fn usage_error(message: &str) -> ExitCode {
     eprintln!("hyperkit-obs: {message}\n\n{USAGE}");
     ExitCode::from(2)
