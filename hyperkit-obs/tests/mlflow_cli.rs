@@ -500,7 +500,17 @@ fn push_failures_say_what_is_wrong() {
             &["mlflow", "push", "--from", "x"],
             "unknown option `--from`",
         ),
-        (&["mlflow", "pull"], "unknown mlflow command `pull`"),
+    ] {
+        // One line, exit 2, no usage text (issue 18).
+        let out = cli(dir.path(), args, &[]);
+        assert_eq!(out.code, 2, "{args:?}: {out:?}");
+        assert!(out.stderr.contains(message), "{args:?}: {out:?}");
+        assert_eq!(out.stderr.lines().count(), 1, "{args:?}: {out:?}");
+        assert!(!out.stderr.contains("usage:"), "{args:?}: {out:?}");
+    }
+    // An unknown or missing command is followed by the usage text.
+    for (args, message) in [
+        (&["mlflow", "pull"][..], "unknown mlflow command `pull`"),
         (&["mlflow"], "`mlflow` needs a command"),
     ] {
         let out = cli(dir.path(), args, &[]);
