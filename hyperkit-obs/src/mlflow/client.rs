@@ -307,7 +307,7 @@ impl MlflowClient {
     }
 
     /// One page of `runs/search` over the runs `view` sees.
-    pub async fn search_runs_in(
+    pub(crate) async fn search_runs_in(
         &self,
         view: ViewType,
         experiment_ids: &[&str],
@@ -340,7 +340,7 @@ impl MlflowClient {
 
     /// Every run `view` sees matching `filter`, following `next_page_token`
     /// to the end.
-    pub async fn search_all_runs_in(
+    pub(crate) async fn search_all_runs_in(
         &self,
         view: ViewType,
         experiment_ids: &[&str],

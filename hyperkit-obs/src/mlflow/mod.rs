@@ -8,6 +8,7 @@ mod config;
 mod error;
 pub(crate) mod exporter;
 pub mod file_store;
+pub mod push;
 mod run;
 mod tracker;
 mod types;
@@ -17,9 +18,10 @@ pub use config::{DEFAULT_EXPERIMENT, MlflowAuth, MlflowConfig, RetryPolicy, Trac
 pub use error::{ErrorCode, MlflowError};
 pub use exporter::{MlflowGuard, SHUTDOWN_DEADLINE, SINK, flush, start, start_discarding, status};
 pub use file_store::FileStore;
+pub use push::{ExperimentPush, PushError, PushReport, push_store, push_store_with};
 pub use run::{CALL_ID_TAG, ModelRun, SOURCE_RUN_TAG};
 pub use tracker::{AcceptanceRate, ExperimentTracker};
 pub use types::{
     Experiment, KeyValue, MAX_KEY_LENGTH, MAX_PARAM_VALUE_LENGTH, MAX_TAG_VALUE_LENGTH, Metric,
-    Run, RunData, RunInfo, RunRecord, RunStatus, ViewType, truncate_value, validate_key,
+    Run, RunData, RunInfo, RunRecord, RunStatus, truncate_value, validate_key,
 };

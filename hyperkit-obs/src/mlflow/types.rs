@@ -184,22 +184,19 @@ impl RunRecord {
 
 /// Which runs a search sees (MLflow's `ViewType`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum ViewType {
+pub(crate) enum ViewType {
     /// Runs not deleted: what MLflow's UI and `search_runs` show by default.
     #[default]
     ActiveOnly,
-    /// Deleted runs only.
-    DeletedOnly,
-    /// Both.
+    /// Deleted runs too.
     All,
 }
 
 impl ViewType {
     /// MLflow's name for it, as `runs/search` takes it.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             ViewType::ActiveOnly => "ACTIVE_ONLY",
-            ViewType::DeletedOnly => "DELETED_ONLY",
             ViewType::All => "ALL",
         }
     }

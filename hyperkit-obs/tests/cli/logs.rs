@@ -10,6 +10,7 @@ use std::time::Duration;
 use hyperkit_obs::logs::store::StoreEntry;
 use hyperkit_obs::logs::{FieldValue, LogRecord, LogStore, ecs_document};
 
+use crate::support::BIN;
 fn data_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("hyperkit-logs-cli-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -41,7 +42,7 @@ fn write(data: &Path, events: &[(i64, &'static str, &str, &str)]) {
 }
 
 fn cli(data: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_hyperkit-obs"));
+    let mut c = Command::new(BIN);
     c.env_clear().env("HYPERKIT_DATA_DIR", data);
     c
 }

@@ -1,0 +1,204 @@
+//! `hyperkit-obs mlflow acceptance` and `mlflow push`: a model's
+//! acceptance rate read from MLflow, and a local file store replayed into a
+//! tracking server. Both are the library's ([`ExperimentTracker`],
+//! [`push`](hyperkit_obs::mlflow::push)); this module reads their options
+//! and prints.
+
+use std::path::PathBuf;
+
+use hyperkit_obs::MonitoringConfig;
+use hyperkit_obs::mlflow::{
+    ExperimentPush, ExperimentTracker, FileStore, MlflowClient, PushError, TrackingTarget,
+    push_store_with,
+};
+
+use clap::{Arg, ArgAction, Command};
+
+use crate::{Args, Failure, block_on, config_error};
+
+/// `mlflow acceptance`.
+pub(crate) fn acceptance_command() -> Command {
+    Command::new("acceptance")
+        .about("print the acceptance rate of model M, from MLflow")
+        .arg(
+            Arg::new("model")
+                .long("model")
+                .value_name("M")
+                .required(true)
+                .help("the model's runs (param `model`)"),
+        )
+        .arg(
+            Arg::new("task")
+                .long("task")
+                .value_name("T")
+                .help("only the runs of task T (param `task`)"),
+        )
+        .arg(
+            Arg::new("experiment")
+                .long("experiment")
+                .value_name("E")
+                .help("the experiment (default: MLFLOW_EXPERIMENT_NAME, or hyperkit-model-calls)"),
+        )
+        .arg(
+            Arg::new("json")
+                .long("json")
+                .action(ArgAction::SetTrue)
+                .help("print one JSON object"),
+        )
+        .after_help(
+            "\
+The runs are read from the tracking server or file store MLFLOW_TRACKING_URI
+names (default ./mlruns), every page of them. A run is accepted when its metric
+`accepted` is 1, rejected when it is 0, undecided without it; the rate is
+accepted / (accepted + rejected). An experiment that does not exist is an
+error (exit status 1), and is not created.",
+        )
+}
+
+/// `mlflow push`.
+pub(crate) fn push_command() -> Command {
+    Command::new("push")
+        .about("copy the runs of a local file store to a tracking server, once")
+        .arg(Arg::new("DIR"))
+        .arg(
+            Arg::new("to")
+                .long("to")
+                .value_name("URL")
+                .required(true)
+                .help("the tracking server (replaces MLFLOW_TRACKING_URI)"),
+        )
+        .arg(
+            Arg::new("experiment")
+                .long("experiment")
+                .value_name("E")
+                .help("only the runs of experiment E (default: every experiment with runs)"),
+        )
+        .after_help(
+            "\
+DIR is the file store (default ./mlruns); it is only read. Each experiment goes
+to the server's experiment of the same name, created when missing. Runs pushed
+before are skipped (tag hyperkit.source_run_id), a run a stopped push left half
+done is finished, and a run deleted on the server since is not pushed again: it
+is safe to run again after an interruption. MLFLOW_TRACKING_TOKEN and the other
+MLFLOW_* variables apply to the server at URL.",
+        )
+}
+
+/// `hyperkit-obs mlflow acceptance`.
+pub(crate) fn acceptance(args: &Args) -> Result<(), Failure> {
+    let model = args.required("--model");
+    let task = args.value("--task");
+    let config = MonitoringConfig::from_env().map_err(config_error)?.mlflow;
+    let experiment = args
+        .value("--experiment")
+        .unwrap_or(&config.experiment_name);
+    let target = &config.target;
+    let rate = block_on(async {
+        let tracker = ExperimentTracker::open(experiment, &config)
+            .await
+            .map_err(|e| {
+                Failure::Failed(format!(
+                    "cannot look up experiment {experiment:?} at {target}: {e}"
+                ))
+            })?
+            .ok_or_else(|| {
+                Failure::Failed(format!("no experiment named {experiment:?} at {target}"))
+            })?;
+        tracker.acceptance_rate_for(model, task).await.map_err(|e| {
+            Failure::Failed(format!(
+                "cannot read the runs of experiment {experiment:?} at {target}: {e}"
+            ))
+        })
+    })?;
+    if args.switch("--json") {
+        let json = serde_json::json!({
+            "model": model,
+            "task": task,
+            "experiment": experiment,
+            "accepted": rate.accepted,
+            "rejected": rate.rejected,
+            "undecided": rate.undecided,
+            "rate": rate.rate(),
+        });
+        println!("{json}");
+        return Ok(());
+    }
+    let task = task.map(|t| format!(" (task {t:?})")).unwrap_or_default();
+    let head =
+        format!("acceptance of model {model:?}{task} in experiment {experiment:?} at {target}");
+    match rate.rate() {
+        Some(r) => println!(
+            "{head}: {:.1}% ({} accepted, {} rejected, {} undecided; {} runs)",
+            r * 100.0,
+            rate.accepted,
+            rate.rejected,
+            rate.undecided,
+            rate.accepted + rate.rejected + rate.undecided
+        ),
+        None => println!(
+            "{head}: no decisions yet ({} runs undecided)",
+            rate.undecided
+        ),
+    }
+    Ok(())
+}
+
+/// `hyperkit-obs mlflow push`.
+pub(crate) fn push(args: &Args) -> Result<(), Failure> {
+    let to = args.required("--to");
+    let dir = PathBuf::from(args.operands().first().map_or("mlruns", String::as_str));
+    // The environment as it is, with --to as the tracking URI.
+    let config = MonitoringConfig::from_lookup(|name| {
+        if name == "MLFLOW_TRACKING_URI" {
+            Some(to.to_owned())
+        } else {
+            std::env::var(name).ok()
+        }
+    })
+    .map_err(|e| Failure::Failed(format!("--to: {e}")))?
+    .mlflow;
+    if !matches!(config.target, TrackingTarget::Server(_)) {
+        return Err(Failure::Usage(format!(
+            "--to must be a tracking server's http(s):// URL, not `{}`: write e.g. `--to http://127.0.0.1:5000`",
+            crate::shown(to)
+        )));
+    }
+    // Checked first: opening a file store creates a missing one.
+    if !dir.is_dir() {
+        return Err(Failure::Failed(format!(
+            "no MLflow file store at {}: it is not a directory",
+            dir.display()
+        )));
+    }
+    let store = FileStore::open(&dir)
+        .map_err(|e| Failure::Failed(format!("reading {}: {e}", dir.display())))?;
+    let client = MlflowClient::new(&config).map_err(config_error)?;
+    let print = |e: &ExperimentPush| {
+        let deleted = match e.deleted {
+            0 => String::new(),
+            n => format!(", {n} deleted on the server (not pushed again)"),
+        };
+        println!(
+            "experiment {:?}: pushed {} runs, {} already there{deleted}",
+            e.name, e.pushed, e.already
+        );
+    };
+    let only = args.value("--experiment");
+    let report = block_on(async {
+        push_store_with(&store, &client, only, print)
+            .await
+            .map_err(|e| match e {
+                PushError::Experiment { .. } => Failure::Failed(format!(
+                    "{e}; what was pushed stays: run the same command again to push the rest"
+                )),
+                other => Failure::Failed(other.to_string()),
+            })
+    })?;
+    if report.is_empty() {
+        println!(
+            "nothing to push: no experiment in {} has runs",
+            store.root().display()
+        );
+    }
+    Ok(())
+}
