@@ -10,25 +10,24 @@ use std::time::Duration;
 use hyperkit_obs::MonitoringConfig;
 use hyperkit_obs::logs::LogFormat;
 
-use clap::Command;
-
+use crate::args::{Operands, Spec};
 use crate::{Args, Failure, config_error};
 
 /// How long a sink's server may take to accept a connection.
 const CONNECT_WITHIN: Duration = Duration::from_secs(1);
 
 /// `check`.
-pub(crate) fn command() -> Command {
-    Command::new("check")
-        .about("print the effective configuration and the state of each sink")
-        .after_help(
-            "\
+pub(crate) const CHECK: Spec = Spec {
+    words: "check",
+    about: "print the effective configuration and the state of each sink",
+    operands: Operands::None,
+    options: &[],
+    notes: "\
 The configuration is read as an instrumented program reads it: the environment
 (HYPERKIT_*, SENTRY_*, MLFLOW_*, ELASTICSEARCH_*, RUST_LOG) and the TOML file
 named by HYPERKIT_CONFIG. Secrets are shown as ***. A configuration that does
 not parse is an error naming the variable (exit status 1).",
-        )
-}
+};
 
 /// `hyperkit-obs check`.
 pub(crate) fn check(_: &Args) -> Result<(), Failure> {

@@ -9,9 +9,8 @@ use hyperkit_obs::MonitoringConfig;
 use hyperkit_obs::logs::elastic::{ElasticsearchClient, ElasticsearchConfig};
 use hyperkit_obs::logs::{LogStore, Query, SearchOptions, StoredLog};
 
-use clap::{Arg, ArgAction, Command};
-
-use crate::{Args, Failure, config_error};
+use crate::args::{Operands, Opt, Spec};
+use crate::{Args, Failure, config_error, shown};
 
 /// How often `tail` asks the store for new lines.
 const TAIL_POLL: Duration = Duration::from_millis(250);
@@ -23,68 +22,75 @@ macro_rules! query_help {
         "\
 QUERY uses Kibana's Lucene syntax: level:error AND chain:ethereum AND \"out of gas\",
 message:\"out of gas\", -status:cancelled, (model:a OR model:b), NOT task:codegen;
-'*' matches every line. Its words may be one argument or several; after `--` a
-word starting with `-` is part of it too.
+'*' matches every line. Its words may be one argument or several, with the
+options before, among or after them; after `--` every word is part of it.
 
 The store is HYPERKIT_DATA_DIR/logs (default ./hyperkit-data/logs)."
     };
 }
 
+const JSON: Opt = Opt {
+    name: "json",
+    value: None,
+    example: "",
+    required: false,
+    help: "print the stored ECS JSON lines",
+};
+
 /// `logs search`.
-pub(crate) fn search_command() -> Command {
-    Command::new("search")
-        .about("print the stored log lines matching QUERY, newest first")
-        .arg(query().required(true))
-        .arg(time("since", "only lines at or after T"))
-        .arg(time("until", "only lines before T"))
-        .arg(
-            Arg::new("limit")
-                .long("limit")
-                .value_name("N")
-                .value_parser(clap::value_parser!(u64).range(1..))
-                .help("print at most N lines (default 100)"),
-        )
-        .arg(json())
-        .after_help(concat!(
-            "\
+pub(crate) const SEARCH: Spec = Spec {
+    words: "logs search",
+    about: "print the stored log lines matching QUERY, newest first",
+    operands: Operands::Query { required: true },
+    options: &[
+        Opt {
+            name: "since",
+            value: Some("T"),
+            example: "1h",
+            required: false,
+            help: "only lines at or after T",
+        },
+        Opt {
+            name: "until",
+            value: Some("T"),
+            example: "2026-11-27T10:00:00Z",
+            required: false,
+            help: "only lines before T",
+        },
+        Opt {
+            name: "limit",
+            value: Some("N"),
+            example: "20",
+            required: false,
+            help: "print at most N lines (default 100)",
+        },
+        JSON,
+    ],
+    notes: concat!(
+        "\
 T is a duration before now (90s, 30m, 1h, 2d, 1w) or an RFC 3339 time
 (2026-11-27T10:00:00Z, or a date: 2026-11-27).
 With ELASTICSEARCH_URL set, the query goes to Elasticsearch (query_string).
 
 ",
-            query_help!()
-        ))
-}
+        query_help!()
+    ),
+};
 
 /// `logs tail`.
-pub(crate) fn tail_command() -> Command {
-    Command::new("tail")
-        .about("print matching lines as they are stored, until Ctrl-C")
-        .arg(query())
-        .arg(json())
-        .after_help(concat!(
-            "\
+pub(crate) const TAIL: Spec = Spec {
+    words: "logs tail",
+    about: "print matching lines as they are stored, until Ctrl-C",
+    operands: Operands::Query { required: false },
+    options: &[JSON],
+    notes: concat!(
+        "\
 It prints the last 10 matching lines first; without QUERY, every line.
 
 ",
-            query_help!()
-        ))
-}
-
-fn query() -> Arg {
-    Arg::new("QUERY").num_args(1..).trailing_var_arg(true)
-}
-
-fn time(name: &'static str, help: &'static str) -> Arg {
-    Arg::new(name).long(name).value_name("T").help(help)
-}
-
-fn json() -> Arg {
-    Arg::new("json")
-        .long("json")
-        .action(ArgAction::SetTrue)
-        .help("print the stored ECS JSON lines")
-}
+        query_help!()
+    ),
+};
 
 /// `hyperkit-obs logs search`.
 pub(crate) fn search(args: &Args) -> Result<(), Failure> {
@@ -154,10 +160,18 @@ impl Request {
                 })
                 .transpose()
         };
-        let limit = match args.0.try_get_one::<u64>("limit").ok().flatten() {
+        let limit = match args.value("--limit") {
             None if tail => 10,
             None => 100,
-            Some(n) => usize::try_from(*n).unwrap_or(usize::MAX),
+            Some(n) => match n.parse::<usize>() {
+                Ok(n) if n > 0 => n,
+                _ => {
+                    return Err(Failure::Usage(format!(
+                        "`--limit {}`: write a positive whole number, as in `--limit 20`",
+                        shown(n)
+                    )));
+                }
+            },
         };
         let options = SearchOptions {
             since_ms: time("--since")?,

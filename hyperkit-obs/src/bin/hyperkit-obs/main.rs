@@ -1,60 +1,67 @@
 //! `hyperkit-obs`: the command line of hyperkit-obs.
 //!
 //! This file reads the command line: it finds the command, parses its
-//! options as the command's [`Spec`] declares them, prints help, and turns a
-//! [`Failure`] into one line on stderr and an exit code: 2 when the command
+//! options as the command's [`Spec`] declares them (see `args`), prints
+//! help, and turns a [`Failure`] into one line on stderr and an exit code:
+//! 2 when the command
 //! line is wrong, 1 when the command failed. The usage text is printed only
 //! when asked for (`--help`, `-h`, `help`: stdout, exit 0) and after an
 //! unknown command (stderr, exit 2). Each command lives in its own module
 //! (`check`, `logs`, `mlflow`), which calls the library and prints.
 
+mod args;
 mod check;
 mod logs;
 mod mlflow;
 
 use std::process::ExitCode;
 
-use clap::error::ErrorKind;
-use clap::{ArgMatches, Command};
+use args::{Args, Spec};
 
 /// Said after the list of commands in the overview.
 const OVERVIEW_NOTES: &str = "\
 The configuration comes from the environment (HYPERKIT_*, SENTRY_*, MLFLOW_*,
 ELASTICSEARCH_*, RUST_LOG) and the TOML file named by HYPERKIT_CONFIG.
+`hyperkit-obs <command> --help` prints a command's help.
 
 Exit status: 0 done; 1 the command failed (store unreadable, server unreachable,
 bad configuration); 2 the command line is wrong.";
 
-/// Every command.
-fn command() -> Command {
-    Command::new("hyperkit-obs")
-        .version(env!("CARGO_PKG_VERSION"))
-        .about("The command line of hyperkit-obs.")
-        .after_help(OVERVIEW_NOTES)
-        .subcommand_required(true)
-        .subcommand(check::command())
-        .subcommand(
-            Command::new("logs")
-                .about("search or follow the local log store")
-                .subcommand_required(true)
-                .subcommand(logs::search_command())
-                .subcommand(logs::tail_command()),
-        )
-        .subcommand(
-            Command::new("mlflow")
-                .about("read acceptance rates from MLflow, push a file store to a server")
-                .subcommand_required(true)
-                .subcommand(mlflow::acceptance_command())
-                .subcommand(mlflow::push_command()),
-        )
+/// A command and what runs it.
+struct Command {
+    spec: &'static Spec,
+    run: fn(&Args) -> Result<(), Failure>,
 }
 
+/// Every command, in the order the overview lists them.
+const COMMANDS: &[Command] = &[
+    Command {
+        spec: &check::CHECK,
+        run: check::check,
+    },
+    Command {
+        spec: &logs::SEARCH,
+        run: logs::search,
+    },
+    Command {
+        spec: &logs::TAIL,
+        run: logs::tail,
+    },
+    Command {
+        spec: &mlflow::ACCEPTANCE,
+        run: mlflow::acceptance,
+    },
+    Command {
+        spec: &mlflow::PUSH,
+        run: mlflow::push,
+    },
+];
+
+/// The groups of commands (`logs search`, `logs tail`).
+const GROUPS: &[&str] = &["logs", "mlflow"];
+
 fn main() -> ExitCode {
-    let mut cli = command();
-    let result = match cli.try_get_matches_from_mut(std::env::args_os()) {
-        Ok(matches) => dispatch(&matches),
-        Err(e) => usage_failure(&mut cli, &e),
-    };
+    let result = words().and_then(|words| run(&words));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Usage(problem)) => {
@@ -72,60 +79,151 @@ fn main() -> ExitCode {
     }
 }
 
-fn dispatch(matches: &ArgMatches) -> Result<(), Failure> {
-    match matches.subcommand() {
-        Some(("check", m)) => check::check(&Args(m)),
-        Some(("logs", m)) => match m.subcommand() {
-            Some(("search", m)) => logs::search(&Args(m)),
-            Some(("tail", m)) => logs::tail(&Args(m)),
-            _ => Ok(()),
+/// The arguments, each checked to be UTF-8.
+fn words() -> Result<Vec<String>, Failure> {
+    std::env::args_os()
+        .skip(1)
+        .enumerate()
+        .map(|(i, word)| {
+            word.into_string().map_err(|word| {
+                Failure::Usage(format!(
+                    "argument {} ({}) is not UTF-8",
+                    i + 1,
+                    shown(&word.to_string_lossy())
+                ))
+            })
+        })
+        .collect()
+}
+
+/// Finds the command `words` name and runs it.
+fn run(words: &[String]) -> Result<(), Failure> {
+    let Some((first, rest)) = words.split_first() else {
+        return Err(unknown("which command?", &overview()));
+    };
+    match first.as_str() {
+        "help" => help(rest),
+        "--help" | "-h" => {
+            print!("{}", overview());
+            Ok(())
+        }
+        "--version" | "-V" => {
+            println!("hyperkit-obs {}", env!("CARGO_PKG_VERSION"));
+            Ok(())
+        }
+        group if GROUPS.contains(&group) => {
+            let Some((sub, rest)) = rest.split_first() else {
+                return Err(unknown(
+                    &format!("`{group}` needs a command ({})", group_commands(group)),
+                    &group_usage(group),
+                ));
+            };
+            if matches!(sub.as_str(), "--help" | "-h" | "help") {
+                print!("{}", group_usage(group));
+                return Ok(());
+            }
+            match find(&format!("{group} {sub}")) {
+                Some(command) => leaf(command, rest),
+                None => Err(unknown(
+                    &format!(
+                        "unknown {group} command `{}` ({})",
+                        shown(sub),
+                        group_commands(group)
+                    ),
+                    &group_usage(group),
+                )),
+            }
+        }
+        name => match find(name) {
+            Some(command) => leaf(command, rest),
+            None => Err(unknown(
+                &format!("unknown command `{}`", shown(name)),
+                &overview(),
+            )),
         },
-        Some(("mlflow", m)) => match m.subcommand() {
-            Some(("acceptance", m)) => mlflow::acceptance(&Args(m)),
-            Some(("push", m)) => mlflow::push(&Args(m)),
-            _ => Ok(()),
-        },
-        _ => Ok(()),
     }
 }
 
-/// What clap's error `e` means for the user: help printed, the usage text
-/// after an unknown command, or one line.
-fn usage_failure(cli: &mut Command, e: &clap::Error) -> Result<(), Failure> {
-    let text = e.render().to_string();
-    match e.kind() {
-        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
-            print!("{text}");
-            Ok(())
-        }
-        ErrorKind::InvalidSubcommand
-        | ErrorKind::MissingSubcommand
-        | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
-            // The level of the command tree where the command is unknown.
-            let mut level = cli.clone();
-            for word in std::env::args().skip(1) {
-                match level.find_subcommand(&word) {
-                    Some(sub) => level = sub.clone(),
-                    None => break,
-                }
-            }
-            Err(Failure::UnknownCommand {
-                problem: text
-                    .lines()
-                    .next()
-                    .unwrap_or_default()
-                    .replace("error: ", ""),
-                usage: level.render_help().to_string(),
-            })
-        }
-        _ => {
-            let lines: Vec<&str> = text
-                .lines()
-                .map(str::trim)
-                .filter(|l| !l.is_empty() && !l.starts_with("Usage:"))
-                .collect();
-            Err(Failure::Usage(lines.join(" ").replacen("error: ", "", 1)))
-        }
+/// Runs `command` with the words after its name, or prints its help when
+/// they ask for it (before a `--`).
+fn leaf(command: &Command, words: &[String]) -> Result<(), Failure> {
+    let asks_help = words
+        .iter()
+        .take_while(|w| *w != "--")
+        .any(|w| w == "--help" || w == "-h");
+    if asks_help {
+        print!("{}", command.spec.help());
+        return Ok(());
+    }
+    let args = command.spec.parse(words)?;
+    (command.run)(&args)
+}
+
+/// `help [command]`.
+fn help(words: &[String]) -> Result<(), Failure> {
+    let name = words.join(" ");
+    if name.is_empty() {
+        print!("{}", overview());
+    } else if GROUPS.contains(&name.as_str()) {
+        print!("{}", group_usage(&name));
+    } else if let Some(command) = find(&name) {
+        print!("{}", command.spec.help());
+    } else {
+        return Err(unknown(
+            &format!("no command `{}` to help with", shown(&name)),
+            &overview(),
+        ));
+    }
+    Ok(())
+}
+
+fn find(words: &str) -> Option<&'static Command> {
+    COMMANDS.iter().find(|c| c.spec.words == words)
+}
+
+/// `search, tail`.
+fn group_commands(group: &str) -> String {
+    let names: Vec<&str> = COMMANDS
+        .iter()
+        .filter_map(|c| c.spec.words.strip_prefix(group)?.strip_prefix(' '))
+        .collect();
+    names.join(", ")
+}
+
+/// The commands whose words start with `prefix`, one synopsis and its line
+/// each.
+fn listing(prefix: &str) -> String {
+    let mut text = String::from("commands:\n");
+    for command in COMMANDS.iter().filter(|c| c.spec.words.starts_with(prefix)) {
+        text.push_str(&format!(
+            "  {}\n      {}\n",
+            command.spec.synopsis(),
+            command.spec.about
+        ));
+    }
+    text
+}
+
+/// The usage text of every command.
+fn overview() -> String {
+    format!(
+        "usage: hyperkit-obs <command>\n\nThe command line of hyperkit-obs.\n\n{}  help [COMMAND]\n      print this help, or a command's\n\n{OVERVIEW_NOTES}\n",
+        listing("")
+    )
+}
+
+/// The usage text of a group's commands.
+fn group_usage(group: &str) -> String {
+    format!(
+        "usage: hyperkit-obs {group} <command>\n\n{}\n`hyperkit-obs {group} <command> --help` prints a command's help.\n",
+        listing(&format!("{group} "))
+    )
+}
+
+fn unknown(problem: &str, usage: &str) -> Failure {
+    Failure::UnknownCommand {
+        problem: problem.to_owned(),
+        usage: usage.to_owned(),
     }
 }
 
@@ -143,48 +241,6 @@ enum Failure {
     },
     /// The command ran and failed.
     Failed(String),
-}
-
-/// A command's arguments, by the names its options have on the command
-/// line.
-struct Args<'a>(&'a ArgMatches);
-
-impl Args<'_> {
-    /// The value of option `name` (`--since`), if given.
-    fn value(&self, name: &str) -> Option<&str> {
-        let id = name.trim_start_matches("--");
-        self.0
-            .try_get_one::<String>(id)
-            .ok()
-            .flatten()
-            .map(String::as_str)
-    }
-
-    /// The value of a required option.
-    fn required(&self, name: &str) -> &str {
-        self.value(name).unwrap_or_default()
-    }
-
-    /// Whether switch `name` was given.
-    fn switch(&self, name: &str) -> bool {
-        self.0
-            .try_get_one::<bool>(name.trim_start_matches("--"))
-            .ok()
-            .flatten()
-            .copied()
-            .unwrap_or(false)
-    }
-
-    /// The operands.
-    fn operands(&self) -> Vec<String> {
-        let id = self
-            .0
-            .ids()
-            .find(|id| id.as_str() == "QUERY" || id.as_str() == "DIR");
-        id.and_then(|id| self.0.get_many::<String>(id.as_str()))
-            .map(|v| v.cloned().collect())
-            .unwrap_or_default()
-    }
 }
 
 /// `problem` on one line: a message from a server or a library may hold

@@ -12,77 +12,80 @@ use hyperkit_obs::mlflow::{
     push_store_with,
 };
 
-use clap::{Arg, ArgAction, Command};
-
+use crate::args::{Operands, Opt, Spec};
 use crate::{Args, Failure, block_on, config_error};
 
+/// `--experiment E`, as both commands take it.
+const fn experiment(help: &'static str) -> Opt {
+    Opt {
+        name: "experiment",
+        value: Some("E"),
+        example: "hyperkit-model-calls",
+        required: false,
+        help,
+    }
+}
+
 /// `mlflow acceptance`.
-pub(crate) fn acceptance_command() -> Command {
-    Command::new("acceptance")
-        .about("print the acceptance rate of model M, from MLflow")
-        .arg(
-            Arg::new("model")
-                .long("model")
-                .value_name("M")
-                .required(true)
-                .help("the model's runs (param `model`)"),
-        )
-        .arg(
-            Arg::new("task")
-                .long("task")
-                .value_name("T")
-                .help("only the runs of task T (param `task`)"),
-        )
-        .arg(
-            Arg::new("experiment")
-                .long("experiment")
-                .value_name("E")
-                .help("the experiment (default: MLFLOW_EXPERIMENT_NAME, or hyperkit-model-calls)"),
-        )
-        .arg(
-            Arg::new("json")
-                .long("json")
-                .action(ArgAction::SetTrue)
-                .help("print one JSON object"),
-        )
-        .after_help(
-            "\
+pub(crate) const ACCEPTANCE: Spec = Spec {
+    words: "mlflow acceptance",
+    about: "print the acceptance rate of model M, from MLflow",
+    operands: Operands::None,
+    options: &[
+        Opt {
+            name: "model",
+            value: Some("M"),
+            example: "small-1",
+            required: true,
+            help: "the model's runs (param `model`)",
+        },
+        Opt {
+            name: "task",
+            value: Some("T"),
+            example: "codegen",
+            required: false,
+            help: "only the runs of task T (param `task`)",
+        },
+        experiment("the experiment (default: MLFLOW_EXPERIMENT_NAME, or hyperkit-model-calls)"),
+        Opt {
+            name: "json",
+            value: None,
+            example: "",
+            required: false,
+            help: "print one JSON object",
+        },
+    ],
+    notes: "\
 The runs are read from the tracking server or file store MLFLOW_TRACKING_URI
 names (default ./mlruns), every page of them. A run is accepted when its metric
 `accepted` is 1, rejected when it is 0, undecided without it; the rate is
 accepted / (accepted + rejected). An experiment that does not exist is an
 error (exit status 1), and is not created.",
-        )
-}
+};
 
 /// `mlflow push`.
-pub(crate) fn push_command() -> Command {
-    Command::new("push")
-        .about("copy the runs of a local file store to a tracking server, once")
-        .arg(Arg::new("DIR"))
-        .arg(
-            Arg::new("to")
-                .long("to")
-                .value_name("URL")
-                .required(true)
-                .help("the tracking server (replaces MLFLOW_TRACKING_URI)"),
-        )
-        .arg(
-            Arg::new("experiment")
-                .long("experiment")
-                .value_name("E")
-                .help("only the runs of experiment E (default: every experiment with runs)"),
-        )
-        .after_help(
-            "\
+pub(crate) const PUSH: Spec = Spec {
+    words: "mlflow push",
+    about: "copy the runs of a local file store to a tracking server, once",
+    operands: Operands::Dir,
+    options: &[
+        Opt {
+            name: "to",
+            value: Some("URL"),
+            example: "http://127.0.0.1:5000",
+            required: true,
+            help: "the tracking server (replaces MLFLOW_TRACKING_URI)",
+        },
+        experiment("only the runs of experiment E (default: every experiment with runs)"),
+    ],
+    notes: "\
 DIR is the file store (default ./mlruns); it is only read. Each experiment goes
 to the server's experiment of the same name, created when missing. Runs pushed
 before are skipped (tag hyperkit.source_run_id), a run a stopped push left half
 done is finished, and a run deleted on the server since is not pushed again: it
 is safe to run again after an interruption. MLFLOW_TRACKING_TOKEN and the other
 MLFLOW_* variables apply to the server at URL.",
-        )
-}
+};
 
 /// `hyperkit-obs mlflow acceptance`.
 pub(crate) fn acceptance(args: &Args) -> Result<(), Failure> {
