@@ -129,12 +129,7 @@ async fn readiness_follows_a_required_check_as_it_fails_and_recovers() {
 
     let (status, healthy) = ready(&url).await;
     up.store(false, Ordering::SeqCst);
-    let failing = ready_until(
-        &url,
-        StatusCode::SERVICE_UNAVAILABLE,
-        CONDITION_WITHIN,
-    )
-    .await;
+    let failing = ready_until(&url, StatusCode::SERVICE_UNAVAILABLE, CONDITION_WITHIN).await;
     up.store(true, Ordering::SeqCst);
     let recovered = ready_until(&url, StatusCode::OK, CONDITION_WITHIN).await;
 
@@ -217,12 +212,7 @@ async fn a_panicking_check_fails_and_the_endpoint_keeps_answering() {
         "{body}"
     );
     assert_eq!(body["checks"]["steady"]["status"], "pass", "{body}");
-    let again = ready_until(
-        &url,
-        StatusCode::SERVICE_UNAVAILABLE,
-        CONDITION_WITHIN,
-    )
-    .await;
+    let again = ready_until(&url, StatusCode::SERVICE_UNAVAILABLE, CONDITION_WITHIN).await;
     assert_eq!(again["checks"]["panicking"]["status"], "fail", "{again}");
 }
 
