@@ -244,6 +244,7 @@ impl Builder {
                         max_age_days: logs.retention_days,
                         max_bytes: logs.max_bytes,
                     },
+                    cache_bytes: logs.cache_bytes,
                     ..Default::default()
                 };
                 let dir = crate::logs::store_dir(&self.config.data_dir);

@@ -41,6 +41,11 @@ pub struct LogsConfig {
     /// `HYPERKIT_LOG_MAX_BYTES`: size the store is kept under by dropping
     /// its oldest days (`1073741824`, `512MiB`, `2GiB`). Default 1 GiB.
     pub max_bytes: u64,
+    /// `HYPERKIT_LOG_STORE_CACHE`: memory the store's writer keeps for
+    /// database pages (`32MiB`, `4MiB`, …, at least 1 MiB). Default 32 MiB:
+    /// a process's resident memory grows by up to this much as the store
+    /// grows, then stays.
+    pub cache_bytes: u64,
 }
 
 impl Default for LogsConfig {
@@ -50,6 +55,7 @@ impl Default for LogsConfig {
             store: cfg!(feature = "log-store"),
             retention_days: 7,
             max_bytes: 1 << 30,
+            cache_bytes: 32 << 20,
         }
     }
 }
@@ -115,6 +121,16 @@ impl LogsConfig {
                 )
             })?;
         }
+        if let Some(v) = var("HYPERKIT_LOG_STORE_CACHE") {
+            c.cache_bytes = parse_bytes(&v).filter(|b| *b >= 1 << 20).ok_or_else(|| {
+                invalid(
+                    "HYPERKIT_LOG_STORE_CACHE",
+                    &v,
+                    "must be a size of at least 1MiB, in bytes or with a unit (KiB, MiB, GiB, KB, MB, GB)",
+                    "8MiB",
+                )
+            })?;
+        }
         Ok(c)
     }
 
@@ -135,6 +151,7 @@ impl LogsConfig {
                 self.retention_days.to_string(),
             ),
             ("HYPERKIT_LOG_MAX_BYTES", self.max_bytes.to_string()),
+            ("HYPERKIT_LOG_STORE_CACHE", self.cache_bytes.to_string()),
         ]
     }
 }
@@ -185,11 +202,18 @@ mod tests {
             ("HYPERKIT_LOG_RETENTION_DAYS", "30"),
             ("HYPERKIT_LOG_MAX_BYTES", "512MiB"),
             ("HYPERKIT_LOG_STORE", "off"),
+            ("HYPERKIT_LOG_STORE_CACHE", "4MiB"),
         ])
         .unwrap();
         assert_eq!(
-            (c.format, c.store, c.retention_days, c.max_bytes),
-            (LogFormat::Json, false, 30, 512 << 20)
+            (
+                c.format,
+                c.store,
+                c.retention_days,
+                c.max_bytes,
+                c.cache_bytes
+            ),
+            (LogFormat::Json, false, 30, 512 << 20, 4 << 20)
         );
         for (var, value) in [
             ("HYPERKIT_LOG_FORMAT", "xml"),
@@ -197,6 +221,7 @@ mod tests {
             ("HYPERKIT_LOG_MAX_BYTES", "10"),
             ("HYPERKIT_LOG_MAX_BYTES", "5 parsecs"),
             ("HYPERKIT_LOG_STORE", "maybe"),
+            ("HYPERKIT_LOG_STORE_CACHE", "100KiB"),
         ] {
             let e = from(&[(var, value)]).unwrap_err().to_string();
             assert!(e.starts_with(&format!("{var}=")), "{e}");

@@ -376,6 +376,15 @@ impl LogStore {
         Ok(found)
     }
 
+    /// Keeps at most `bytes` (at least 64 KiB) of database pages in memory
+    /// for this connection; [`open`](Self::open) sets 32 MiB.
+    pub fn set_cache_bytes(&self, bytes: u64) -> Result<(), StoreError> {
+        let kib = (bytes / 1024).max(64);
+        self.conn
+            .execute_batch(&format!("PRAGMA cache_size = -{kib};"))
+            .map_err(self.err())
+    }
+
     /// The number of stored events.
     pub fn count(&self) -> Result<u64, StoreError> {
         let mut total = 0u64;
@@ -656,6 +665,8 @@ pub struct WriterOptions {
     pub batch_size: usize,
     /// What the store keeps.
     pub retention: Retention,
+    /// Memory the writer's connection keeps for database pages.
+    pub cache_bytes: u64,
 }
 
 impl Default for WriterOptions {
@@ -667,6 +678,7 @@ impl Default for WriterOptions {
                 max_age_days: 7,
                 max_bytes: 1 << 30,
             },
+            cache_bytes: 32 << 20,
         }
     }
 }
@@ -687,6 +699,7 @@ pub fn start(
     options: WriterOptions,
 ) -> Result<(StoreSink, LogStoreGuard), StoreError> {
     let mut store = LogStore::open(dir)?;
+    store.set_cache_bytes(options.cache_bytes)?;
     store.apply_retention(options.retention, now_millis())?;
     let target = store.path().display().to_string();
     let writer = Writer {
@@ -887,6 +900,25 @@ mod tests {
             [20261124, 20261125, 20261126]
         );
         assert_eq!(store.count().unwrap(), 1, "today's events stay");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_page_cache_is_what_it_is_set_to() {
+        let dir = temp_dir("cache");
+        let store = LogStore::open(&dir).unwrap();
+        let cache = |store: &LogStore| -> i64 {
+            store
+                .conn
+                .query_row("PRAGMA cache_size", [], |r| r.get(0))
+                .unwrap()
+        };
+        assert_eq!(cache(&store), -32768, "32 MiB when opened");
+        store.set_cache_bytes(4 << 20).unwrap();
+        assert_eq!(cache(&store), -4096);
+        store.set_cache_bytes(1).unwrap();
+        assert_eq!(cache(&store), -64, "never below 64 KiB");
+        drop(store);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

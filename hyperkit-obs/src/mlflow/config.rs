@@ -113,6 +113,13 @@ pub struct MlflowConfig {
     /// request on a kept-alive connection), without slowing a one-worker
     /// server, whose CPU is the bound either way.
     pub concurrency: usize,
+    /// `HYPERKIT_MLFLOW_REMEMBERED_RUNS` (default 100000): the most recent
+    /// runs whose id the exporter keeps, so that an acceptance recorded after
+    /// its call finished ([`record_acceptance`](crate::record_acceptance))
+    /// still finds its run; about 100 bytes each. An acceptance for an older
+    /// call is not recorded. It also bounds the acceptances kept for calls
+    /// that have not finished yet.
+    pub remembered_runs: usize,
 }
 
 impl Default for MlflowConfig {
@@ -126,6 +133,7 @@ impl Default for MlflowConfig {
             experiment_name: DEFAULT_EXPERIMENT.to_owned(),
             queue_capacity: 10_000,
             concurrency: 8,
+            remembered_runs: 100_000,
         }
     }
 }
@@ -191,6 +199,9 @@ impl MlflowConfig {
         if let Some(v) = var("HYPERKIT_MLFLOW_CONCURRENCY") {
             c.concurrency = parse_count("HYPERKIT_MLFLOW_CONCURRENCY", &v, "8")?.min(64);
         }
+        if let Some(v) = var("HYPERKIT_MLFLOW_REMEMBERED_RUNS") {
+            c.remembered_runs = parse_count("HYPERKIT_MLFLOW_REMEMBERED_RUNS", &v, "100000")?;
+        }
         Ok(c)
     }
 
@@ -228,6 +239,10 @@ impl MlflowConfig {
                 self.queue_capacity.to_string(),
             ),
             ("HYPERKIT_MLFLOW_CONCURRENCY", self.concurrency.to_string()),
+            (
+                "HYPERKIT_MLFLOW_REMEMBERED_RUNS",
+                self.remembered_runs.to_string(),
+            ),
         ]);
         described
     }
@@ -384,6 +399,8 @@ mod tests {
         );
         let c = from(&[("MLFLOW_TRACKING_TOKEN", "tok-123456")]).unwrap();
         assert!(!format!("{c:?} {:?}", c.describe()).contains("tok-123456"));
+        let c = from(&[("HYPERKIT_MLFLOW_REMEMBERED_RUNS", "500")]).unwrap();
+        assert_eq!(c.remembered_runs, 500);
     }
 
     #[test]
@@ -396,6 +413,7 @@ mod tests {
             ("MLFLOW_HTTP_REQUEST_TIMEOUT", "-1"),
             ("MLFLOW_TRACKING_INSECURE_TLS", "maybe"),
             ("HYPERKIT_MLFLOW_QUEUE_CAPACITY", "0"),
+            ("HYPERKIT_MLFLOW_REMEMBERED_RUNS", "lots"),
         ] {
             let e = from(&[(var, value)]).unwrap_err().to_string();
             assert!(e.starts_with(&format!("{var}=")), "{var}: {e}");

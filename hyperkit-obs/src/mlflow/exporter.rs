@@ -37,8 +37,6 @@ use crate::track::Status;
 
 /// The sink name: its `sink` label, readiness check and thread.
 pub const SINK: &str = "mlflow";
-/// Runs whose id the exporter remembers for late acceptances.
-const REMEMBERED: usize = 100_000;
 /// The default time the guard's drop waits for queued runs.
 pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(5);
 /// Items per batch: enough to keep the concurrency busy.
@@ -178,6 +176,7 @@ fn start_with(config: &MlflowConfig, target: Target) -> Result<MlflowGuard, Mlfl
         early: HashMap::new(),
         remembered: HashMap::new(),
         remembered_order: VecDeque::new(),
+        remember: config.remembered_runs.max(1),
         concurrency: config.concurrency.max(1),
         description: description.clone(),
     };
@@ -250,6 +249,8 @@ struct RunExporter {
     early: HashMap<u64, Vec<(bool, i64)>>,
     remembered: HashMap<u64, String>,
     remembered_order: VecDeque<u64>,
+    /// How many runs `remembered` keeps (and `early` waits for).
+    remember: usize,
     concurrency: usize,
     description: String,
 }
@@ -376,7 +377,7 @@ impl RunExporter {
                         });
                     } else if let Some(Job::Run(run)) = run_at.get(&seq).map(|&i| &mut jobs[i]) {
                         run.record.metrics.push(acceptance_metric(accepted, at_ms));
-                    } else if self.early.len() < REMEMBERED {
+                    } else if self.early.len() < self.remember {
                         // Recorded inside the call, before it finished.
                         self.early.entry(seq).or_default().push((accepted, at_ms));
                     }
@@ -446,7 +447,7 @@ impl RunExporter {
     }
 
     fn remember(&mut self, seq: u64, run_id: String) {
-        if self.remembered_order.len() >= REMEMBERED
+        if self.remembered_order.len() >= self.remember
             && let Some(old) = self.remembered_order.pop_front()
         {
             self.remembered.remove(&old);
