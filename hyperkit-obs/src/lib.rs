@@ -140,6 +140,9 @@ pub mod __private {
     pub use crate::track::query::{QUERIES, QueryHandles};
     pub use crate::track::site::{Site, resolve};
     pub use crate::track::{Call, Finished, Outcome, Prepared, Status, call};
+    /// For the `hyperkit-obs` binary: quotes its messages as the library's
+    /// errors do.
+    pub use crate::util::shown;
     pub use tracing;
 
     /// Type-checks a label value where the user wrote it, once, so a type

@@ -1,6 +1,7 @@
 //! Small pieces every exporter needs, written once: wall-clock time and the
 //! civil calendar, random numbers for ids and jitter, exponential backoff,
-//! and failure logs limited to one line every ten seconds.
+//! failure logs limited to one line every ten seconds, and text quoted in
+//! error messages.
 
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -103,4 +104,24 @@ impl LogLimiter {
         self.last = Some(now);
         Some(std::mem::take(&mut self.suppressed))
     }
+}
+
+/// `text` as an error message quotes it: control characters and line breaks
+/// escaped, so the message stays one line, and cut after 40 characters, so
+/// it stays short.
+pub fn shown(text: &str) -> String {
+    const LONGEST: usize = 40;
+    let mut out = String::new();
+    for (i, c) in text.chars().enumerate() {
+        if i == LONGEST {
+            out.push('…');
+            break;
+        }
+        if c.is_control() || (c.is_whitespace() && c != ' ') {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }

@@ -32,6 +32,8 @@ mod stdout;
 #[cfg(feature = "log-store")]
 #[cfg_attr(docsrs, doc(cfg(feature = "log-store")))]
 pub mod store;
+#[cfg(test)]
+mod testing;
 mod text;
 mod time;
 

@@ -28,6 +28,8 @@
 
 use std::fmt::{self, Write as _};
 
+use crate::util::shown;
+
 /// A parsed query.
 ///
 /// [`Display`](fmt::Display) writes it back in the query language, and what
@@ -315,26 +317,6 @@ fn too_deep(position: usize) -> ParseError {
             Query::MAX_DEPTH
         ),
     }
-}
-
-/// `text` as an error message quotes it: control characters and line breaks
-/// escaped, so the message stays one line, and cut after 40 characters, so
-/// it stays short.
-fn shown(text: &str) -> String {
-    const LONGEST: usize = 40;
-    let mut out = String::new();
-    for (i, c) in text.chars().enumerate() {
-        if i == LONGEST {
-            out.push('…');
-            break;
-        }
-        if c.is_control() || (c.is_whitespace() && c != ' ') {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 /// A recursive-descent parser whose recursion is bounded: every `(` and

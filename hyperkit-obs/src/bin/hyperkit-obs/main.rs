@@ -17,6 +17,7 @@ mod mlflow;
 use std::process::ExitCode;
 
 use args::{Args, Spec};
+use hyperkit_obs::__private::shown;
 
 /// Said after the list of commands in the overview.
 const OVERVIEW_NOTES: &str = "\
@@ -252,25 +253,6 @@ fn one_line(problem: &str) -> String {
         .filter(|l| !l.is_empty())
         .collect();
     lines.join(" ")
-}
-
-/// An argument as a message quotes it: at most 40 characters, control
-/// characters escaped, so that a 40 KB argument is not echoed back.
-fn shown(text: &str) -> String {
-    const LONGEST: usize = 40;
-    let mut out = String::new();
-    for (i, c) in text.chars().enumerate() {
-        if i == LONGEST {
-            out.push('…');
-            break;
-        }
-        if c.is_control() {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 /// Runs `future` to completion on a current-thread runtime.
