@@ -407,3 +407,15 @@ pub(crate) fn percent_decode(s: &str) -> Option<String> {
     }
     String::from_utf8(out).ok()
 }
+
+/// A lookup over `pairs`, as the configuration readers' `from_lookup` take
+/// it: each test states its environment as a list.
+#[cfg(test)]
+pub(crate) fn lookup<'a>(pairs: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
+    move |name| {
+        pairs
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| (*v).to_owned())
+    }
+}

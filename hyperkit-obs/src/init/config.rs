@@ -411,14 +411,9 @@ mod file {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
 
     fn from(vars: &[(&str, &str)]) -> Result<MonitoringConfig, ConfigError> {
-        let vars: HashMap<String, String> = vars
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
-        MonitoringConfig::from_lookup(|k| vars.get(k).cloned())
+        MonitoringConfig::from_lookup(crate::config::lookup(vars))
     }
 
     #[test]

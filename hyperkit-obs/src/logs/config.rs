@@ -179,11 +179,7 @@ mod tests {
     use super::*;
 
     fn from(vars: &[(&str, &str)]) -> Result<LogsConfig, ConfigError> {
-        LogsConfig::from_lookup(|k| {
-            vars.iter()
-                .find(|(n, _)| *n == k)
-                .map(|(_, v)| (*v).to_owned())
-        })
+        LogsConfig::from_lookup(crate::config::lookup(vars))
     }
 
     #[test]

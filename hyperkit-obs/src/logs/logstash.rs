@@ -448,11 +448,7 @@ mod tests {
     use super::*;
 
     fn from(vars: &[(&str, &str)]) -> Result<Option<LogstashConfig>, ConfigError> {
-        LogstashConfig::from_lookup(|k| {
-            vars.iter()
-                .find(|(name, _)| *name == k)
-                .map(|(_, v)| (*v).to_owned())
-        })
+        LogstashConfig::from_lookup(crate::config::lookup(vars))
     }
 
     #[test]

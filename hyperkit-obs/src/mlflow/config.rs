@@ -340,15 +340,7 @@ mod tests {
     use crate::config::Secret;
 
     fn from(vars: &[(&str, &str)]) -> Result<MlflowConfig, ConfigError> {
-        let vars: Vec<(String, String)> = vars
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
-        MlflowConfig::from_lookup(|k| {
-            vars.iter()
-                .find(|(name, _)| name == k)
-                .map(|(_, v)| v.clone())
-        })
+        MlflowConfig::from_lookup(crate::config::lookup(vars))
     }
 
     #[test]

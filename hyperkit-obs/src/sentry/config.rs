@@ -135,14 +135,9 @@ fn parse_dsn(variable: &'static str, v: String) -> Result<Secret, ConfigError> {
 mod tests {
     use super::*;
     use crate::MonitoringConfig;
-    use std::collections::HashMap;
 
     fn from(vars: &[(&str, &str)]) -> Result<MonitoringConfig, ConfigError> {
-        let vars: HashMap<String, String> = vars
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
-        MonitoringConfig::from_lookup(|k| vars.get(k).cloned())
+        MonitoringConfig::from_lookup(crate::config::lookup(vars))
     }
 
     #[test]

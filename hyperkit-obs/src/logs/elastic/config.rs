@@ -351,11 +351,7 @@ mod tests {
     use crate::config::Secret;
 
     fn from(vars: &[(&str, &str)]) -> Result<Option<ElasticsearchConfig>, ConfigError> {
-        ElasticsearchConfig::from_lookup(|k| {
-            vars.iter()
-                .find(|(name, _)| *name == k)
-                .map(|(_, v)| (*v).to_owned())
-        })
+        ElasticsearchConfig::from_lookup(crate::config::lookup(vars))
     }
 
     #[test]
