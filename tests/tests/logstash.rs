@@ -193,7 +193,13 @@ fn a_logstash_that_is_down_never_blocks_send_and_a_full_queue_counts_drops_exact
         shipper.send(Document::new(doc(id), 0));
         slowest = slowest.max(started.elapsed());
     }
-    assert!(slowest < Duration::from_millis(5), "send took {slowest:?}");
+    // A bound with margin, not a speed: nothing listens, so a send that
+    // waited for room would wait forever; 250 ms leaves room for a
+    // descheduled thread on a loaded machine.
+    assert!(
+        slowest < Duration::from_millis(250),
+        "send took {slowest:?}"
+    );
     let status = shipper.status();
     assert_eq!(status.queued, 100);
     assert_eq!(status.dropped, 900);
