@@ -1,0 +1,119 @@
+//! The store's background writer, a sink on the shared export runtime: the
+//! logging caller only sends on a bounded queue and never waits on disk;
+//! a full queue drops and counts. A disk that is full or failing keeps
+//! the batch for a retry; a store that refuses it for good drops it,
+//! counted.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use super::{LogStore, Retention, StoreEntry, StoreError};
+use crate::util::unix_ms as now_millis;
+
+/// The sink name of the store's writer: its `sink` label and readiness check.
+pub const SINK: &str = "logstore";
+
+/// How long dropping a [`LogStoreGuard`] waits for queued events to be written.
+pub const FLUSH_DEADLINE: Duration = Duration::from_secs(2);
+
+/// How the background writer runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WriterOptions {
+    /// Events the queue holds before new ones are dropped.
+    pub queue_capacity: usize,
+    /// Events written per transaction at most.
+    pub batch_size: usize,
+    /// What the store keeps.
+    pub retention: Retention,
+    /// Memory the writer's connection keeps for database pages.
+    pub cache_bytes: u64,
+}
+
+impl Default for WriterOptions {
+    fn default() -> Self {
+        WriterOptions {
+            queue_capacity: 65_536,
+            batch_size: 4_096,
+            retention: Retention {
+                max_age_days: 7,
+                max_bytes: 1 << 30,
+            },
+            cache_bytes: 32 << 20,
+        }
+    }
+}
+
+/// The sending side of the store's queue, held by the log layer. Cloning is
+/// cheap; sending never blocks: a full queue drops the event and counts it
+/// in `hyperkit_obs_dropped_total{sink="logstore"}`.
+pub type StoreSink = crate::export::Handle<StoreEntry>;
+
+/// Owns the writer: dropping it writes what is queued within
+/// [`FLUSH_DEADLINE`] and stops; what is left is dropped and counted.
+pub type LogStoreGuard = crate::export::Guard<StoreEntry>;
+
+/// Opens the store in `dir`, applies retention once, and starts its writer
+/// on the shared export runtime (readiness check `logstore`).
+pub fn start(
+    dir: impl AsRef<Path>,
+    options: WriterOptions,
+) -> Result<(StoreSink, LogStoreGuard), StoreError> {
+    let mut store = LogStore::open(dir)?;
+    store.set_cache_bytes(options.cache_bytes)?;
+    store.apply_retention(options.retention, now_millis())?;
+    let target = store.path().display().to_string();
+    let writer = Writer {
+        store,
+        retention: options.retention,
+        last_retention: Instant::now(),
+    };
+    let runtime = crate::export::Options::new(SINK, target)
+        .capacity(options.queue_capacity)
+        .batch(options.batch_size, 0)
+        // A disk that is full or failing is tried again soon, and at most
+        // every 5 s while it stays so.
+        .retry(Duration::from_millis(100), Duration::from_secs(5))
+        .shutdown_deadline(FLUSH_DEADLINE);
+    let guard = crate::export::spawn(runtime, writer).map_err(|e| StoreError::Dir {
+        path: PathBuf::from("(writer thread)"),
+        source: e.source,
+    })?;
+    Ok((guard.handle(), guard))
+}
+
+struct Writer {
+    store: LogStore,
+    retention: Retention,
+    last_retention: Instant,
+}
+
+impl crate::export::Exporter for Writer {
+    type Item = StoreEntry;
+
+    fn export(
+        &mut self,
+        batch: Vec<StoreEntry>,
+        delivery: &mut crate::export::Delivery<'_, StoreEntry>,
+    ) {
+        if let Err(e) = self.store.insert(&batch) {
+            delivery.fail(format!("cannot write to the log store: {e}"));
+            if e.is_transient() {
+                // Kept, in order, until the disk takes them again (or the
+                // queue fills and newer events are dropped, counted).
+                delivery.retry_all(batch);
+            } else {
+                delivery.reject(batch.len());
+            }
+        }
+    }
+
+    fn tick(&mut self, house: &mut crate::export::Housekeeping<'_>) {
+        const RETENTION_EVERY: Duration = Duration::from_secs(60);
+        if self.last_retention.elapsed() >= RETENTION_EVERY {
+            self.last_retention = Instant::now();
+            if let Err(e) = self.store.apply_retention(self.retention, now_millis()) {
+                house.fail(format!("cannot apply the log store's retention: {e}"));
+            }
+        }
+    }
+}
