@@ -1,16 +1,21 @@
 //! Reading runs back from the directories of a store: `meta.yaml`, params,
-//! tags and metric histories. A store may have been written by another
-//! program (MLflow itself, a copy, a disk that filled up), so every read is
-//! bounded (file sizes, nesting, file counts) and a file MLflow would not
-//! have written is a [`MlflowError::Store`] naming it, never a panic.
+//! tags and metric histories, and the [`FileStore`] methods that list runs
+//! and read one. A store may have been written by another program (MLflow
+//! itself, a copy, a disk that filled up), so every read is bounded (file
+//! sizes, nesting, file counts) and a file MLflow would not have written is
+//! a [`MlflowError::Store`] naming it, never a panic.
 
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use super::yaml::Yaml;
-use super::{META, METRICS, PARAMS, RUN_NAME_TAG, TAGS, io, read_dir};
-use crate::mlflow::{KeyValue, Metric, MlflowError, Run, RunData, RunInfo, RunStatus};
+use super::{
+    FileStore, META, METRICS, PARAMS, RESERVED, RUN_NAME_TAG, TAGS, check_id, io, no_run, read_dir,
+};
+use crate::mlflow::{
+    KeyValue, Metric, MlflowError, Run, RunData, RunInfo, RunStatus, validate_key,
+};
 
 /// The deepest a key's `/` may nest (`metrics/a/b/…`).
 pub(super) const MAX_KEY_DEPTH: usize = 32;
@@ -23,6 +28,68 @@ pub(super) const MAX_VALUE_FILE: u64 = 1 << 20;
 pub(super) const MAX_METRIC_FILE: u64 = 64 << 20;
 /// The largest `meta.yaml` read.
 pub(super) const MAX_META_FILE: u64 = 1 << 20;
+
+impl FileStore {
+    /// Every active run of experiment `experiment_id` with its params, tags
+    /// and the latest value of each metric, newest first (start time
+    /// descending, then id). Params, tags and metrics are sorted by key.
+    pub fn runs(&self, experiment_id: &str) -> Result<Vec<Run>, MlflowError> {
+        check_id(&self.root, "experiment", experiment_id, 64)?;
+        let exp_dir = self.root.join(experiment_id);
+        if self.read_experiment(&exp_dir)?.is_none() {
+            return Err(MlflowError::ExperimentNotFound {
+                experiment_id: experiment_id.to_owned(),
+            });
+        }
+        let mut runs = Vec::new();
+        for entry in read_dir(&exp_dir)? {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let path = entry.path();
+            if RESERVED.contains(&name.as_str()) || !path.is_dir() {
+                continue;
+            }
+            let Some(info) = read_run_info(&path)? else {
+                continue; // being written, or not a run
+            };
+            if info.experiment_id != experiment_id || info.lifecycle_stage != "active" {
+                continue; // MLflow ignores both
+            }
+            runs.push(read_run(&path, info)?);
+        }
+        runs.sort_by(|a, b| {
+            b.info
+                .start_time
+                .cmp(&a.info.start_time)
+                .then_with(|| a.info.run_id.cmp(&b.info.run_id))
+        });
+        Ok(runs)
+    }
+
+    /// The run `run_id`, active or deleted, if it exists.
+    pub fn run(&self, run_id: &str) -> Result<Option<Run>, MlflowError> {
+        let Some(dir) = self.find_run_dir(run_id)? else {
+            return Ok(None);
+        };
+        let Some(info) = read_run_info(&dir)? else {
+            return Ok(None);
+        };
+        Ok(Some(read_run(&dir, info)?))
+    }
+
+    /// Every value of metric `key` of run `run_id`, in the order logged;
+    /// empty when the run has no such metric.
+    pub fn metric_history(&self, run_id: &str, key: &str) -> Result<Vec<Metric>, MlflowError> {
+        validate_key(key)?;
+        let Some(dir) = self.find_run_dir(run_id)? else {
+            return Err(no_run(&self.root, run_id));
+        };
+        let path = dir.join(METRICS).join(key);
+        if !path.is_file() {
+            return Ok(Vec::new());
+        }
+        read_metric_file(&path, key)
+    }
+}
 
 /// The bytes of `path`, refusing a file larger than `cap` without reading
 /// more than `cap + 1` bytes of it.
