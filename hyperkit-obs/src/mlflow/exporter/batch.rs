@@ -1,0 +1,287 @@
+//! One batch of the sink's queue: calls become runs (with the acceptances
+//! that came before or with them), acceptances of delivered runs become
+//! jobs of their own, and each job's result is settled: the run id
+//! remembered, the job kept for a retry when MLflow may recover, or
+//! rejected, counted and reported once. Never blocks a caller: it runs
+//! on the sink's worker thread.
+
+use std::collections::HashMap;
+
+use super::deliver::{deliver_concurrently, deliver_file, waits};
+use super::{Item, RunExporter, RunJob, Target};
+use crate::export::{Delivery, Exporter};
+use crate::mlflow::error::MlflowError;
+use crate::mlflow::run::{CALL_ID_TAG, ModelRun, acceptance_metric};
+
+/// One unit of delivery work.
+pub(super) enum Job {
+    Run(Box<RunJob>),
+    Accept {
+        run_id: String,
+        accepted: bool,
+        at_ms: i64,
+    },
+}
+
+impl Job {
+    fn into_item(self) -> Item {
+        match self {
+            Job::Run(run) => Item::Run(run),
+            Job::Accept {
+                run_id,
+                accepted,
+                at_ms,
+            } => Item::Accept {
+                run_id,
+                accepted,
+                at_ms,
+            },
+        }
+    }
+}
+
+pub(super) type Done = (Job, Result<String, MlflowError>);
+
+impl RunExporter {
+    fn resolve_experiment(&mut self, delivery: &mut Delivery<'_, Item>) -> Option<String> {
+        if let Some(id) = &self.experiment_id {
+            return Some(id.clone());
+        }
+        let result = match &self.target {
+            Target::Rest(client) => self
+                .runtime
+                .run_until(
+                    || delivery.deadline(),
+                    client.get_or_create_experiment(&self.experiment),
+                )
+                .unwrap_or_else(|| {
+                    Err(MlflowError::Setup(
+                        "stopped before the experiment was resolved".to_owned(),
+                    ))
+                }),
+            Target::File(store) => store.get_or_create_experiment(&self.experiment),
+            Target::Discard => Ok(String::new()),
+        };
+        match result {
+            Ok(id) => {
+                self.experiment_id = Some(id.clone());
+                Some(id)
+            }
+            Err(e) => {
+                delivery.fail(format!(
+                    "cannot get or create MLflow experiment {:?} at {}: {e}; retrying",
+                    self.experiment, self.description
+                ));
+                None
+            }
+        }
+    }
+
+    /// Turns the batch into jobs: calls become runs (with the acceptances
+    /// that came before or with them), acceptances of delivered runs
+    /// become their own jobs.
+    fn jobs(&mut self, batch: Vec<Item>) -> Vec<Job> {
+        let mut jobs: Vec<Job> = Vec::with_capacity(batch.len());
+        let mut run_at: HashMap<u64, usize> = HashMap::new();
+        for item in batch {
+            match item {
+                Item::Call {
+                    id,
+                    status,
+                    end_ms,
+                    elapsed,
+                    usage,
+                    error_type,
+                } => {
+                    let usage = usage.unwrap_or_default();
+                    let mut record = ModelRun {
+                        model: id.model(),
+                        task: id.task(),
+                        status,
+                        end_ms,
+                        latency: elapsed,
+                        input_tokens: usage.input_tokens,
+                        output_tokens: usage.output_tokens,
+                        accepted: usage.accepted,
+                        error_type,
+                        call_id: Some(id.to_string()),
+                    }
+                    .record();
+                    for (accepted, at) in self.early.remove(&id.seq()).unwrap_or_default() {
+                        record.metrics.push(acceptance_metric(accepted, at));
+                    }
+                    run_at.insert(id.seq(), jobs.len());
+                    jobs.push(Job::Run(Box::new(RunJob {
+                        seq: id.seq(),
+                        record,
+                        run_id: None,
+                        ambiguous: false,
+                    })));
+                }
+                Item::Run(run) => {
+                    run_at.insert(run.seq, jobs.len());
+                    jobs.push(Job::Run(run));
+                }
+                Item::Acceptance {
+                    seq,
+                    accepted,
+                    at_ms,
+                } => {
+                    if let Some(run_id) = self.remembered.get(&seq) {
+                        jobs.push(Job::Accept {
+                            run_id: run_id.clone(),
+                            accepted,
+                            at_ms,
+                        });
+                    } else if let Some(Job::Run(run)) = run_at.get(&seq).map(|&i| &mut jobs[i]) {
+                        run.record.metrics.push(acceptance_metric(accepted, at_ms));
+                    } else if self.early.len() < self.remember {
+                        // Recorded inside the call, before it finished.
+                        self.early.entry(seq).or_default().push((accepted, at_ms));
+                    }
+                }
+                Item::Accept {
+                    run_id,
+                    accepted,
+                    at_ms,
+                } => jobs.push(Job::Accept {
+                    run_id,
+                    accepted,
+                    at_ms,
+                }),
+            }
+        }
+        jobs
+    }
+
+    /// Delivers `jobs`, runs before acceptances (an acceptance of a run of
+    /// this batch is part of that run's log-batch already). Returns each
+    /// job attempted with its result, and the jobs not attempted (after a
+    /// failure the rest must wait for, in order).
+    fn deliver(
+        &mut self,
+        experiment_id: &str,
+        jobs: Vec<Job>,
+        delivery: &mut Delivery<'_, Item>,
+    ) -> (Vec<Done>, Vec<Job>) {
+        match self.target.clone() {
+            Target::Discard => (
+                jobs.into_iter().map(|j| (j, Ok(String::new()))).collect(),
+                Vec::new(),
+            ),
+            Target::File(store) => {
+                let mut done = Vec::with_capacity(jobs.len());
+                let mut jobs = jobs.into_iter();
+                for job in jobs.by_ref() {
+                    let result = deliver_file(&store, experiment_id, &job);
+                    let stop = result.as_ref().is_err_and(|e| waits(&job, e));
+                    done.push((job, result));
+                    if stop {
+                        break;
+                    }
+                }
+                (done, jobs.collect())
+            }
+            Target::Rest(client) => {
+                let total = jobs.len();
+                let mut done = Vec::with_capacity(total);
+                let finished = self.runtime.run_until(
+                    || delivery.deadline(),
+                    deliver_concurrently(&client, experiment_id, jobs, self.concurrency, &mut done),
+                );
+                if finished.is_none() {
+                    // The stop deadline passed: what did not finish is lost,
+                    // and counted.
+                    let lost = total - done.len();
+                    delivery.give_up(lost);
+                    delivery.fail(format!(
+                        "{lost} MLflow runs were not delivered before shutdown; they are \
+                         counted in hyperkit_obs_dropped_total{{sink=\"mlflow\"}}"
+                    ));
+                }
+                (done, Vec::new())
+            }
+        }
+    }
+
+    fn remember(&mut self, seq: u64, run_id: String) {
+        if self.remembered_order.len() >= self.remember
+            && let Some(old) = self.remembered_order.pop_front()
+        {
+            self.remembered.remove(&old);
+        }
+        self.remembered_order.push_back(seq);
+        self.remembered.insert(seq, run_id);
+    }
+}
+
+impl Exporter for RunExporter {
+    type Item = Item;
+
+    /// Runs take the places of `HYPERKIT_MLFLOW_QUEUE_CAPACITY`; late
+    /// acceptances are bounded apart, by as many again.
+    fn counted(item: &Item) -> bool {
+        matches!(item, Item::Call { .. } | Item::Run(_))
+    }
+
+    fn export(&mut self, batch: Vec<Item>, delivery: &mut Delivery<'_, Item>) {
+        let Some(experiment_id) = self.resolve_experiment(delivery) else {
+            delivery.retry_all(batch);
+            return;
+        };
+        let jobs = self.jobs(batch);
+        let (mut done, untried) = self.deliver(&experiment_id, jobs, delivery);
+        // Retried in the order they came, whatever order they finished in.
+        done.sort_by_key(|(job, _)| match job {
+            Job::Run(run) => (0, run.seq),
+            Job::Accept { .. } => (1, 0),
+        });
+        let mut waiting = 0;
+        let mut last_wait = None;
+        for (job, result) in done {
+            match (job, result) {
+                (Job::Run(run), Ok(run_id)) => self.remember(run.seq, run_id),
+                (Job::Accept { .. }, Ok(_)) => {}
+                (job, Err(e)) if waits(&job, &e) => {
+                    if e.is_experiment_gone() {
+                        // Deleted or purged since it was resolved: resolved
+                        // again by name before the next create, which finds
+                        // it restored, makes it anew, or waits.
+                        self.experiment_id = None;
+                    }
+                    waiting += 1;
+                    last_wait = Some(e);
+                    delivery.retry(job.into_item());
+                }
+                (Job::Run(run), Err(e)) => {
+                    delivery.reject(1);
+                    let call = run.record.tag(CALL_ID_TAG).unwrap_or("?");
+                    delivery.fail(match &run.run_id {
+                        Some(run_id) => format!(
+                            "MLflow refused run {run_id} (call {call}) after creating it; the run \
+                             is marked FAILED and the call counted as dropped: {e}"
+                        ),
+                        None => format!(
+                            "the MLflow run {:?} of call {call} could not be delivered and is \
+                             dropped: {e}",
+                            run.record.run_name
+                        ),
+                    });
+                }
+                (Job::Accept { run_id, .. }, Err(e)) => {
+                    delivery.reject(1);
+                    delivery.fail(format!(
+                        "the acceptance of MLflow run {run_id} could not be logged: {e}"
+                    ));
+                }
+            }
+        }
+        delivery.retry_all(untried.into_iter().map(Job::into_item));
+        if let Some(e) = last_wait {
+            delivery.fail(format!(
+                "MLflow at {} is not accepting runs ({e}); {waiting} runs wait and will be retried",
+                self.description
+            ));
+        }
+    }
+}
