@@ -375,7 +375,7 @@ impl Query {
     /// around a term counts one level as written; and each
     /// [`And`](Query::And), [`Or`](Query::Or) and [`Not`](Query::Not) around
     /// it counts one level in the parsed query, which is how
-    /// [`Display`](fmt::Display) writes it (it parenthesises every
+    /// [`Display`](std::fmt::Display) writes it (it parenthesises every
     /// combination), so what it prints parses back. A deeper query is a
     /// [`ParseError`] ("query nests deeper than 64 levels"): the limit keeps
     /// parsing, printing, searching and dropping a query within a small,

@@ -42,9 +42,9 @@ impl MlflowClient {
     }
 
     /// Logs metrics, params and tags to a run, in as few `runs/log-batch`
-    /// requests as MLflow's limits allow (see [`limits`]). Every key is
-    /// checked before anything is sent; values longer than MLflow accepts
-    /// are cut as its Python client cuts them, with a warning.
+    /// requests as MLflow's limits allow (see [`limits`](super::limits)).
+    /// Every key is checked before anything is sent; values longer than
+    /// MLflow accepts are cut as its Python client cuts them, with a warning.
     pub async fn log_batch(
         &self,
         run_id: &str,
