@@ -54,7 +54,11 @@ impl Arg {
 /// A value written without the name of its label (`"ethereum"`,
 /// `spec.chain`): the error shows it with each label name in front.
 fn unnamed(kind: Kind, input: ParseStream<'_>) -> syn::Error {
-    let example = kind.required()[0];
+    let Some(example) = kind.required().first().copied() else {
+        return input.error(
+            "expected a label, like `env` (a parameter of that name) or `region = \"eu-west-1\"`",
+        );
+    };
     let fallback = input.error(format!(
         "expected a label name, like `{example}` (a parameter) or `{example} = {}`",
         kind.example(example)
@@ -74,12 +78,49 @@ fn unnamed(kind: Kind, input: ParseStream<'_>) -> syn::Error {
     )
 }
 
-/// All arguments of one attribute.
-pub(crate) struct Args(pub(crate) Vec<Arg>);
+/// All arguments of one attribute: for `#[track]`, the domain first.
+pub(crate) struct Args {
+    pub(crate) domain: Option<syn::Path>,
+    pub(crate) args: Vec<Arg>,
+}
+
+const NO_DOMAIN: &str = "`#[track]` needs a domain first: write `#[track(Deploy, env, region = \"eu-west-1\")]`, where `Deploy` is a struct with `#[derive(hyperkit_obs::Domain)]`";
+
+/// The domain path `#[track]` starts with.
+fn domain(input: ParseStream<'_>) -> syn::Result<syn::Path> {
+    if input.is_empty() {
+        return Err(input.error(NO_DOMAIN));
+    }
+    let fork = input.fork();
+    let path = fork.call(syn::Path::parse_mod_style);
+    match path {
+        Ok(path) if fork.is_empty() || fork.peek(Token![,]) => {
+            input.call(syn::Path::parse_mod_style)?;
+            Ok(path)
+        }
+        Ok(path) if fork.peek(Token![=]) => Err(syn::Error::new_spanned(
+            &path,
+            format!(
+                "`#[track]` needs a domain first, before its labels: write `#[track(Deploy, {} = …)]`, where `Deploy` is a struct with `#[derive(hyperkit_obs::Domain)]`",
+                path.to_token_stream()
+            ),
+        )),
+        _ => Err(input.error(NO_DOMAIN)),
+    }
+}
 
 impl Args {
     /// Parses the arguments of macro `kind`.
     pub(crate) fn parse(kind: Kind, input: ParseStream<'_>) -> syn::Result<Self> {
+        let domain = if kind == Kind::Domain {
+            let path = domain(input)?;
+            if !input.is_empty() {
+                input.parse::<Token![,]>()?;
+            }
+            Some(path)
+        } else {
+            None
+        };
         let mut args = Vec::new();
         while !input.is_empty() {
             args.push(Arg::parse(kind, input)?);
@@ -87,6 +128,6 @@ impl Args {
                 input.parse::<Token![,]>()?;
             }
         }
-        Ok(Args(args))
+        Ok(Args { domain, args })
     }
 }

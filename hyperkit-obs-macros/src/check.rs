@@ -23,7 +23,10 @@ pub(crate) enum Source {
 
 /// A label with its value.
 pub(crate) struct Label {
-    pub(crate) name: &'static str,
+    pub(crate) name: String,
+    /// Where the user named it (the label's name, or the macro for a
+    /// label left to its default).
+    pub(crate) ident: Ident,
     pub(crate) source: Source,
 }
 
@@ -37,7 +40,10 @@ pub(crate) enum SuccessLevel {
 
 /// Checked arguments, ready to expand.
 pub(crate) struct Checked {
-    /// The required labels, in [`Kind::required`] order.
+    /// `#[track]`'s domain.
+    pub(crate) domain: Option<syn::Path>,
+    /// The labels: a built-in domain's in [`Kind::required`] order, a user
+    /// domain's as written.
     pub(crate) labels: Vec<Label>,
     /// Optional labels that were given.
     pub(crate) extra: Vec<Label>,
@@ -55,7 +61,7 @@ pub(crate) fn check(kind: Kind, args: Args, sig: &Signature) -> syn::Result<Chec
     let mut seen: Vec<Ident> = Vec::new();
     // Labels the user wrote, even with a rejected value or a typo in the
     // name: already reported, so not reported again as missing.
-    let mut attempted: Vec<&'static str> = Vec::new();
+    let mut attempted: Vec<String> = Vec::new();
     let mut level = SuccessLevel::Info;
     let mut krate = None;
 
@@ -66,7 +72,19 @@ pub(crate) fn check(kind: Kind, args: Args, sig: &Signature) -> syn::Result<Chec
         ));
     }
 
-    for arg in args.0 {
+    if let Some(domain) = &args.domain
+        && let Some(ident) = domain.get_ident()
+        && params.contains(ident)
+    {
+        errors.push(syn::Error::new(
+            ident.span(),
+            format!(
+                "`#[track]` needs a domain first, and `{ident}` is a parameter: write `#[track(Deploy, {ident}, …)]`, where `Deploy` is a struct with `#[derive(hyperkit_obs::Domain)]`"
+            ),
+        ));
+    }
+
+    for arg in args.args {
         let name = arg.name().clone();
         let key = name.to_string();
         if seen.contains(&name) {
@@ -92,28 +110,33 @@ pub(crate) fn check(kind: Kind, args: Args, sig: &Signature) -> syn::Result<Chec
             }
             continue;
         }
-        let Some(label) = kind
+        let known = kind
             .required()
             .iter()
             .chain(kind.optional())
             .copied()
-            .find(|l| *l == key)
-        else {
-            attempted.extend(closest(&key, kind.required()));
-            errors.push(unknown(kind, &name, &arg));
-            continue;
+            .find(|l| *l == key);
+        let label = match known {
+            Some(label) => label.to_owned(),
+            // A user domain's labels are its fields: the compiler checks them.
+            None if kind == Kind::Domain => key.clone(),
+            None => {
+                attempted.extend(closest(&key, kind.required()).map(str::to_owned));
+                errors.push(unknown(kind, &name, &arg));
+                continue;
+            }
         };
-        attempted.push(label);
+        attempted.push(label.clone());
         let source = match arg {
             Arg::Shorthand(ident) => {
                 if params.contains(&ident) {
                     Source::Param(ident)
                 } else {
-                    errors.push(no_such_parameter(kind, label, &ident, sig, &params));
+                    errors.push(no_such_parameter(kind, &label, &ident, sig, &params));
                     continue;
                 }
             }
-            Arg::Assign { value, .. } => match literal(label, value) {
+            Arg::Assign { value, .. } => match literal(&label, value) {
                 Ok(source) => source,
                 Err(e) => {
                     errors.push(e);
@@ -123,6 +146,7 @@ pub(crate) fn check(kind: Kind, args: Args, sig: &Signature) -> syn::Result<Chec
         };
         found.push(Label {
             name: label,
+            ident: name,
             source,
         });
     }
@@ -131,7 +155,7 @@ pub(crate) fn check(kind: Kind, args: Args, sig: &Signature) -> syn::Result<Chec
     for required in kind.required() {
         match found.iter().position(|l| l.name == *required) {
             Some(i) => labels.push(found.remove(i)),
-            None if attempted.contains(required) => {}
+            None if attempted.iter().any(|a| a == required) => {}
             None => errors.push(syn::Error::new(
                 Span::call_site(),
                 format!(
@@ -150,7 +174,11 @@ pub(crate) fn check(kind: Kind, args: Args, sig: &Signature) -> syn::Result<Chec
         }
         return Err(first);
     }
+    if kind == Kind::Domain {
+        labels = std::mem::take(&mut found);
+    }
     Ok(Checked {
+        domain: args.domain,
         labels,
         extra: found,
         level,

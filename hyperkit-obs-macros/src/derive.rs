@@ -111,6 +111,10 @@ pub(crate) fn derive(input: DeriveInput) -> syn::Result<TokenStream> {
                 ::std::borrow::Cow::Borrowed(match *self { #(#arms_name,)* })
             }
         }
+
+        // A domain field of this type takes values of this type.
+        #[automatically_derived]
+        impl #impl_generics #krate::__private::Fits<#ident #ty_generics> for #ident #ty_generics #where_clause {}
     })
 }
 
@@ -134,7 +138,7 @@ fn crate_path(attrs: &[syn::Attribute]) -> syn::Result<Option<syn::Path>> {
 }
 
 /// `BinanceSmartChain` → `binance_smart_chain`, `HTTPServer` → `http_server`.
-fn snake_case(ident: &str) -> String {
+pub(crate) fn snake_case(ident: &str) -> String {
     let ident = ident.strip_prefix("r#").unwrap_or(ident);
     let chars: Vec<char> = ident.chars().collect();
     let mut out = String::with_capacity(ident.len() + 4);

@@ -47,9 +47,12 @@ pub(crate) fn expand(kind: Kind, checked: Checked, item: ItemFn) -> TokenStream 
 
     // Label values: each evaluated once and type-checked where the user
     // wrote it. `let v = &(expr);` keeps a temporary alive for the block.
+    // A built-in domain's value must be a `LabelValue`; a user domain's must
+    // fit its field's type (`Fits`), checked as the label struct is filled.
+    let user_domain = kind == Kind::Domain;
     let mut bindings = Vec::new();
-    let mut values = Vec::new();
-    let mut fields = Vec::new();
+    let mut label_fields = Vec::new();
+    let mut span_fields = Vec::new();
     for (i, label) in checked.labels.iter().chain(&checked.extra).enumerate() {
         let var = hyg(&format!("__hk_label{i}"));
         let (span, value) = match &label.source {
@@ -58,24 +61,47 @@ pub(crate) fn expand(kind: Kind, checked: Checked, item: ItemFn) -> TokenStream 
             Source::Expr(expr) => (expr.span(), quote!(&(#expr))),
         };
         // Same hygiene as `var`, but located at the user's value, so a type
-        // that is not a `LabelValue` is reported there.
+        // that does not fit is reported there.
         let at_value = syn::Ident::new(&var.to_string(), Span::mixed_site().located_at(span));
-        bindings.push(quote_spanned! {span=>
-            let #var = #value;
-            let #var = #private::label(#at_value);
-        });
-        let field = format_ident!("{}", label.name);
-        fields.push(quote!(#field = %#var));
-        if i < checked.labels.len() {
-            values.push(var);
+        let field = format_ident!("{}", label.name, span = label.ident.span());
+        let is_label = i < checked.labels.len();
+        if user_domain && is_label {
+            bindings.push(quote_spanned! {span=>
+                let #var = #value;
+                let #var = #private::field(#at_value);
+            });
+            span_fields.push(quote!(#field = %#var.label()));
+            label_fields.push(quote!(#field: #var));
+        } else {
+            bindings.push(quote_spanned! {span=>
+                let #var = #value;
+                let #var = #private::label(#at_value);
+            });
+            span_fields.push(quote!(#field = %#var));
+            if is_label {
+                label_fields.push(quote!(#field: #private::any_field(#var)));
+            }
         }
     }
 
-    let (handles, sets) = match kind {
-        Kind::Build => (quote!(BuildHandles), quote!(BUILDS)),
-        Kind::Model => (quote!(ModelHandles), quote!(MODELS)),
-        Kind::Query => (quote!(QueryHandles), quote!(QUERIES)),
+    // The domain: the user's path, or the built-in one of the macro. Its
+    // label struct, filled in below, makes the compiler check the labels:
+    // a missing field is reported at the domain, a field that does not
+    // exist or a value that does not fit at the user's label.
+    let (domain, domain_span) = match (&checked.domain, kind.builtin()) {
+        (Some(path), _) => (quote!(#path), path.span()),
+        (None, Some(name)) => {
+            let name = format_ident!("{}", name);
+            (quote!(#private::domains::#name), Span::call_site())
+        }
+        (None, None) => (
+            quote!(::core::compile_error!("no domain")),
+            Span::call_site(),
+        ),
     };
+    let labels_ty = syn::Ident::new("__HkLabels", Span::mixed_site().located_at(domain_span));
+    let domain_trait = quote_spanned!(domain_span=> #krate::Domain);
+
     let ok_level = match checked.level {
         SuccessLevel::Trace => quote!(TRACE),
         SuccessLevel::Debug => quote!(DEBUG),
@@ -86,20 +112,25 @@ pub(crate) fn expand(kind: Kind, checked: Checked, item: ItemFn) -> TokenStream 
     // the call, so the user's body can neither see nor collide with them.
     let prepare = quote! {
         let #prepared = {
-            static #site: #private::Site<#private::#handles> =
+            static #site: #private::Site<#private::DomainHandles> =
                 #private::Site::new(#fn_name, ::core::module_path!());
             fn #log(finished: &#private::Finished<'_>) {
                 #private::finished_event!(finished, #ok_level, #fn_name);
             }
+            type #labels_ty<'a> = <#domain as #domain_trait>::Labels<'a>;
             #(#bindings)*
             #private::Prepared::new(
                 &#site,
-                #private::resolve(&#site, &#private::#sets, [#(#values),*]),
+                <#domain as #domain_trait>::__resolve(
+                    &#site,
+                    #labels_ty { #(#label_fields),* },
+                ),
                 #private::tracing::span!(
                     target: ::core::module_path!(),
                     #private::tracing::Level::INFO,
                     #fn_name,
-                    #(#fields),*
+                    hyperkit.call = #private::tracing::field::Empty,
+                    #(#span_fields),*
                 ),
                 #log,
             )
@@ -113,7 +144,7 @@ pub(crate) fn expand(kind: Kind, checked: Checked, item: ItemFn) -> TokenStream 
                 (&&&#private::Wrap(#out)).__hk_usage(),
             )
         },
-        Kind::Build | Kind::Query => quote! {
+        Kind::Build | Kind::Query | Kind::Domain => quote! {
             #call.finish((&&&#private::Wrap(#out)).__hk_outcome())
         },
     };
@@ -173,7 +204,7 @@ pub(crate) fn expand(kind: Kind, checked: Checked, item: ItemFn) -> TokenStream 
                 #private::Tracked::new(
                     #prepared,
                     #private::call(move || #block),
-                    |#call: &mut #private::Call<#private::#handles>, #out #out_ty| {
+                    |#call: &mut #private::Call, #out #out_ty| {
                         #traits
                         #record;
                     },

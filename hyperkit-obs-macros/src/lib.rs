@@ -6,6 +6,7 @@
 mod attr;
 mod check;
 mod derive;
+mod domain;
 mod expand;
 mod kind;
 
@@ -25,7 +26,7 @@ use crate::kind::Kind;
 /// spec.chain`). Option: `level = "debug"` lowers the success event.
 #[proc_macro_attribute]
 pub fn track_build(args: TokenStream, item: TokenStream) -> TokenStream {
-    track(Kind::Build, args, item)
+    track_with(Kind::Build, args, item)
 }
 
 /// Tracks an AI model call: `#[track_model(model, task = "codegen")]`.
@@ -37,7 +38,7 @@ pub fn track_build(args: TokenStream, item: TokenStream) -> TokenStream {
 /// `hyperkit_model_acceptance_total{model,task,accepted}`.
 #[proc_macro_attribute]
 pub fn track_model(args: TokenStream, item: TokenStream) -> TokenStream {
-    track(Kind::Model, args, item)
+    track_with(Kind::Model, args, item)
 }
 
 /// Tracks a database query: `#[track_query(operation = "select_builds")]`.
@@ -47,7 +48,32 @@ pub fn track_model(args: TokenStream, item: TokenStream) -> TokenStream {
 /// is recorded on the span only.
 #[proc_macro_attribute]
 pub fn track_query(args: TokenStream, item: TokenStream) -> TokenStream {
-    track(Kind::Query, args, item)
+    track_with(Kind::Query, args, item)
+}
+
+/// Tracks a function under a domain of your own:
+/// `#[track(Deploy, env, region = spec.region.as_str())]`.
+///
+/// The first argument is the domain, a struct with `#[derive(Domain)]`; then
+/// one label per field of the domain, in any order, each a parameter name,
+/// a literal or an expression over the parameters. Options: `level =
+/// "debug"` lowers the success event; `crate = path` names hyperkit-obs when
+/// the dependency is renamed. The compiler checks the labels against the
+/// domain's fields and their types.
+#[proc_macro_attribute]
+pub fn track(args: TokenStream, item: TokenStream) -> TokenStream {
+    track_with(Kind::Domain, args, item)
+}
+
+/// Declares a tracked domain: `#[derive(Domain)]` on a struct whose fields
+/// are its labels, with `#[domain(prefix = "…", buckets = […], …)]`. See
+/// `hyperkit_obs::Domain` for the families and options.
+#[proc_macro_derive(Domain, attributes(domain))]
+pub fn derive_domain(input: TokenStream) -> TokenStream {
+    let input = syn::parse_macro_input!(input as syn::DeriveInput);
+    domain::derive(input)
+        .unwrap_or_else(syn::Error::into_compile_error)
+        .into()
 }
 
 /// Derives `hyperkit_obs::LabelValue` for a fieldless enum: each variant's
@@ -60,7 +86,7 @@ pub fn derive_label_value(input: TokenStream) -> TokenStream {
         .into()
 }
 
-fn track(kind: Kind, args: TokenStream, item: TokenStream) -> TokenStream {
+fn track_with(kind: Kind, args: TokenStream, item: TokenStream) -> TokenStream {
     let original = proc_macro2::TokenStream::from(item.clone());
     let func = match syn::parse::<syn::ItemFn>(item) {
         Ok(func) => func,

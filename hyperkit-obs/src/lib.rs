@@ -80,6 +80,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod calls;
+mod clock;
 pub mod config;
 pub mod export;
 #[cfg(feature = "http")]
@@ -112,8 +113,9 @@ pub mod sentry;
 mod track;
 mod util;
 
+pub use clock::{ClockSource, clock_source};
 pub use config::{ConfigError, Credentials, MetricsAuth, Secret};
-pub use hyperkit_obs_macros::{LabelValue, track_build, track_model, track_query};
+pub use hyperkit_obs_macros::{Domain, LabelValue, track, track_build, track_model, track_query};
 pub use init::{Builder, DEFAULT_METRICS_ADDR, InitError, MonitoringConfig, ObsGuard, init};
 pub use label::{LabelValue, MAX_LABEL_LEN, OVERFLOW_VALUE, sanitize};
 pub use metrics::registry;
@@ -121,6 +123,7 @@ pub use model::ModelOutput;
 #[cfg(feature = "sentry")]
 pub use sentry::SentryConfig;
 pub use track::Status;
+pub use track::domain::{DEFAULT_BUCKETS, Domain};
 
 /// The `prometheus` crate, at the version hyperkit-obs registers its metrics
 /// with; register your own metrics against it.
@@ -131,15 +134,16 @@ pub use prometheus;
 #[doc(hidden)]
 pub mod __private {
     pub use crate::label::{LabelRef, Literal};
-    pub use crate::track::build::{BUILDS, BuildHandles};
+    pub use crate::metrics::{DomainHandles, DomainMetrics, DomainSpec, Entry, SpecParts};
+    pub use crate::track::domain::builtin as domains;
+    pub use crate::track::domain::{AnyLabel, Field, Fits, any_field, field};
     pub use crate::track::future::{InCall, Tracked};
-    pub use crate::track::model::{MODELS, ModelHandles};
     pub use crate::track::outcome::{
         NoUsage, ResultDisplayOutcome, ResultOutcome, ResultUsage, ValueOutcome, ValueUsage, Wrap,
     };
-    pub use crate::track::query::{QUERIES, QueryHandles};
     pub use crate::track::site::{Site, resolve};
-    pub use crate::track::{Call, Finished, Outcome, Prepared, Status, call};
+    pub use crate::track::spans::MARKER;
+    pub use crate::track::{Call, Finished, LogFn, Outcome, Prepared, Status, call};
     /// For the `hyperkit-obs` binary: quotes its messages as the library's
     /// errors do.
     pub use crate::util::shown;

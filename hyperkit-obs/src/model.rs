@@ -92,15 +92,12 @@ impl Usage {
 #[derive(Clone, Copy)]
 pub struct CallId {
     seq: std::num::NonZeroU64,
-    handles: &'static crate::track::model::ModelHandles,
+    set: &'static crate::track::LabelSet,
 }
 
 impl CallId {
-    pub(crate) fn new(
-        seq: std::num::NonZeroU64,
-        handles: &'static crate::track::model::ModelHandles,
-    ) -> Self {
-        CallId { seq, handles }
+    pub(crate) fn new(seq: std::num::NonZeroU64, set: &'static crate::track::LabelSet) -> Self {
+        CallId { seq, set }
     }
 
     /// The call's sequence number in this process.
@@ -110,16 +107,12 @@ impl CallId {
 
     /// The `model` label of the call.
     pub fn model(&self) -> &'static str {
-        self.handles.model()
+        self.set.value(0)
     }
 
     /// The `task` label of the call.
     pub fn task(&self) -> &'static str {
-        self.handles.task()
-    }
-
-    pub(crate) fn handles(&self) -> &'static crate::track::model::ModelHandles {
-        self.handles
+        self.set.value(1)
     }
 }
 
@@ -216,7 +209,7 @@ impl Drop for CurrentCall {
 /// blocks. Record each call once, and only when its output's
 /// [`ModelOutput::accepted`] did not already say.
 pub fn record_acceptance(id: CallId, accepted: bool) {
-    id.handles().record_acceptance(accepted);
+    crate::track::model::record_acceptance(&id.set.handles, accepted);
     crate::calls::feedback(&crate::calls::Feedback::Acceptance {
         call: id,
         accepted,

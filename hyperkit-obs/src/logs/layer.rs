@@ -344,7 +344,8 @@ mod tests {
                 .with_filter(filter),
         );
         tracing::subscriber::with_default(subscriber, || {
-            let span = tracing::info_span!("deploy", chain = "ethereum");
+            let span = // As the macros make it: marked, its labels as fields.
+            tracing::info_span!("deploy", hyperkit.call = tracing::field::Empty, chain = "ethereum");
             let _e = span.enter();
             tracing::info!("hidden by RUST_LOG");
             tracing::error!(status = "failure", event.duration = 5u64, "deploy failed");

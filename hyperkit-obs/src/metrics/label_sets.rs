@@ -116,10 +116,24 @@ impl<H> Entry<H> {
     pub fn values(&self) -> impl Iterator<Item = &str> {
         self.values.iter().map(|v| &**v)
     }
+
+    /// The values as stored.
+    pub(crate) fn value_slice(&self) -> &[Box<str>] {
+        &self.values
+    }
+}
+
+impl<H> Entry<H> {
+    /// Value `i`, or `""` past the last.
+    pub(crate) fn value(&'static self, i: usize) -> &'static str {
+        self.values.get(i).map_or("", |v| &**v)
+    }
 }
 
 struct Inner<H: 'static> {
     sets: HashMap<Key, &'static Entry<H>>,
+    /// The entries in the order they were made, for collection.
+    order: Vec<&'static Entry<H>>,
     /// Distinct values admitted per label position.
     distinct: Vec<HashSet<Box<str>>>,
 }
@@ -188,6 +202,7 @@ impl<H: Sync + 'static> LabelSets<H> {
         let mut guard = self.inner.write().unwrap_or_else(PoisonError::into_inner);
         let inner = guard.get_or_insert_with(|| Inner {
             sets: HashMap::new(),
+            order: Vec::new(),
             distinct: self.label_names.iter().map(|_| HashSet::new()).collect(),
         });
         if let Some(e) = inner.sets.get(&KeyRef(&values)) {
@@ -208,6 +223,7 @@ impl<H: Sync + 'static> LabelSets<H> {
             }
         }
         inner.sets.insert(Key(entry.values.clone()), entry);
+        inner.order.push(entry);
         entry
     }
 
@@ -218,6 +234,16 @@ impl<H: Sync + 'static> LabelSets<H> {
             .unwrap_or_else(PoisonError::into_inner)
             .as_ref()
             .map_or(0, |i| i.sets.len())
+    }
+
+    /// Every label set, in the order they were made. Holds the read lock
+    /// only while the pointers are copied.
+    pub fn entries(&self) -> Vec<&'static Entry<H>> {
+        self.inner
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .map_or_else(Vec::new, |i| i.order.clone())
     }
 
     /// Whether no label set was created yet.

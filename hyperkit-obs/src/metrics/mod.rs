@@ -5,6 +5,8 @@
 //! runtime labels are `Family` collectors keyed by the exact label tuple (see
 //! `family.rs` for why `prometheus::*Vec` is not used).
 
+mod cells;
+mod domain;
 mod family;
 mod histogram;
 mod label_sets;
@@ -14,6 +16,11 @@ use std::sync::LazyLock;
 use prometheus::proto::MetricType;
 use prometheus::{Encoder, IntCounter, IntGauge, Opts, Registry, TextEncoder};
 
+#[doc(hidden)]
+pub use domain::SpecParts;
+#[cfg(feature = "sentry")]
+pub(crate) use domain::label_names;
+pub use domain::{DomainHandles, DomainMetrics, DomainSpec};
 pub(crate) use family::Family;
 use family::Registered;
 pub use histogram::DurationHistogram;
@@ -59,15 +66,8 @@ fn histogram(buckets: &[f64]) -> DurationHistogram {
 
 /// Every family hyperkit-obs owns.
 pub(crate) struct Families {
-    pub(crate) builds_total: Family<IntCounter>,
-    pub(crate) build_duration: Family<DurationHistogram>,
-    pub(crate) active_builds: Family<IntGauge>,
-    pub(crate) model_calls_total: Family<IntCounter>,
-    pub(crate) model_latency: Family<DurationHistogram>,
     pub(crate) model_tokens_total: Family<IntCounter>,
     pub(crate) model_acceptance_total: Family<IntCounter>,
-    pub(crate) db_queries_total: Family<IntCounter>,
-    pub(crate) db_query_duration: Family<DurationHistogram>,
     pub(crate) http_requests_total: Family<IntCounter>,
     pub(crate) http_duration: Family<DurationHistogram>,
     pub(crate) http_in_flight: Family<IntGauge>,
@@ -76,41 +76,6 @@ pub(crate) struct Families {
 }
 
 pub(crate) static FAMILIES: LazyLock<Families> = LazyLock::new(|| Families {
-    builds_total: Family::new(
-        "hyperkit_builds_total",
-        "Tracked builds that finished, by status (success, failure, panic, cancelled) and chain.",
-        &["status", "chain"],
-        MetricType::COUNTER,
-        counter,
-    ),
-    build_duration: Family::new(
-        "hyperkit_build_duration_seconds",
-        "Duration of tracked builds in seconds, by chain.",
-        &["chain"],
-        MetricType::HISTOGRAM,
-        |_, _| histogram(BUILD_DURATION_BUCKETS),
-    ),
-    active_builds: Family::new(
-        "hyperkit_active_builds",
-        "Tracked builds currently running, by chain.",
-        &["chain"],
-        MetricType::GAUGE,
-        gauge,
-    ),
-    model_calls_total: Family::new(
-        "hyperkit_model_calls_total",
-        "Tracked model calls that finished, by model, task and status.",
-        &["model", "task", "status"],
-        MetricType::COUNTER,
-        counter,
-    ),
-    model_latency: Family::new(
-        "hyperkit_model_latency_seconds",
-        "Latency of tracked model calls in seconds, by model and task.",
-        &["model", "task"],
-        MetricType::HISTOGRAM,
-        |_, _| histogram(MODEL_LATENCY_BUCKETS),
-    ),
     model_tokens_total: Family::new(
         "hyperkit_model_tokens_total",
         "Tokens used by tracked model calls, by model, task and type (input or output).",
@@ -124,20 +89,6 @@ pub(crate) static FAMILIES: LazyLock<Families> = LazyLock::new(|| Families {
         &["model", "task", "accepted"],
         MetricType::COUNTER,
         counter,
-    ),
-    db_queries_total: Family::new(
-        "hyperkit_db_queries_total",
-        "Tracked database queries that finished, by operation and status.",
-        &["operation", "status"],
-        MetricType::COUNTER,
-        counter,
-    ),
-    db_query_duration: Family::new(
-        "hyperkit_db_query_duration_seconds",
-        "Duration of tracked database queries in seconds, by operation.",
-        &["operation"],
-        MetricType::HISTOGRAM,
-        |_, _| histogram(QUERY_DURATION_BUCKETS),
     ),
     http_requests_total: Family::new(
         "hyperkit_http_requests_total",
@@ -180,15 +131,8 @@ static REGISTRY: LazyLock<Registry> = LazyLock::new(|| {
     let registry = Registry::new();
     let f: &'static Families = &FAMILIES;
     let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
-        Box::new(Registered(&f.builds_total)),
-        Box::new(Registered(&f.build_duration)),
-        Box::new(Registered(&f.active_builds)),
-        Box::new(Registered(&f.model_calls_total)),
-        Box::new(Registered(&f.model_latency)),
         Box::new(Registered(&f.model_tokens_total)),
         Box::new(Registered(&f.model_acceptance_total)),
-        Box::new(Registered(&f.db_queries_total)),
-        Box::new(Registered(&f.db_query_duration)),
         Box::new(Registered(&f.http_requests_total)),
         Box::new(Registered(&f.http_duration)),
         Box::new(Registered(&f.http_in_flight)),

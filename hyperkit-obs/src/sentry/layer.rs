@@ -20,7 +20,7 @@ use tracing::{Level, Metadata, Subscriber};
 use tracing_subscriber::layer::{Context, Filter, Layer};
 use tracing_subscriber::registry::LookupSpan;
 
-use crate::track::spans::{TRACKED_LABELS as LABELS, is_closing_event, is_tracked_span};
+use crate::track::spans::{is_closing_event, is_tracked_span};
 
 /// First element of the fingerprints this module sets.
 const FINGERPRINT_MARK: &str = "hyperkit";
@@ -115,9 +115,11 @@ where
         }
         let mut fields = Fields::default();
         attrs.record(&mut fields);
-        let labels = LABELS
+        // Every recorded field of a tracked span is one of its labels.
+        let labels = meta
+            .fields()
             .iter()
-            .filter_map(|name| Some((*name, fields.take_string(name)?)))
+            .filter_map(|f| Some((f.name(), fields.take_string(f.name())?)))
             .collect();
         if let Some(span) = ctx.span(id) {
             span.extensions_mut().insert(TrackedCall {
@@ -204,9 +206,9 @@ fn error_event(
 /// using the label values the event's tags carry.
 pub(super) fn finish_fingerprint(mut event: Event<'static>) -> Event<'static> {
     if event.fingerprint.len() == 4 && event.fingerprint[0] == FINGERPRINT_MARK {
-        let labels: Vec<(&str, String)> = LABELS
-            .iter()
-            .filter_map(|name| Some((*name, event.tags.get(*name)?.clone())))
+        let labels: Vec<(&str, String)> = crate::metrics::label_names()
+            .into_iter()
+            .filter_map(|name| Some((name, event.tags.get(name)?.clone())))
             .collect();
         let template = message_template(&event.fingerprint[3], &labels);
         event.fingerprint.to_mut()[3] = Cow::Owned(template);
@@ -382,7 +384,8 @@ mod tests {
             ::sentry::Hub::run(hub, || {
                 tracing::info!("hidden by RUST_LOG");
                 tracing::warn!("kept");
-                let span = tracing::info_span!("deploy", chain = "ethereum");
+                let span = // As the macros make it: marked, its labels as fields.
+            tracing::info_span!("deploy", hyperkit.call = tracing::field::Empty, chain = "ethereum");
                 let _entered = span.enter();
                 tracing::error!(
                     status = "failure",

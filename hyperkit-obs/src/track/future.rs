@@ -9,29 +9,28 @@ use std::task::{Context, Poll};
 
 use pin_project_lite::pin_project;
 
-use super::{Call, Handles, Prepared};
+use super::{Call, Prepared};
 
 pin_project! {
     /// A future that drives a [`Call`] around an inner future. It is `Send`,
     /// `Sync` and `Unpin` exactly when the inner future is.
-    pub struct Tracked<F, H: Handles, Fin> {
+    pub struct Tracked<F, Fin> {
         #[pin]
         inner: F,
-        prepared: Option<Prepared<H>>,
-        call: Option<Call<H>>,
+        prepared: Option<Prepared>,
+        call: Option<Call>,
         finish: Option<Fin>,
     }
 }
 
-impl<F, H, Fin> Tracked<F, H, Fin>
+impl<F, Fin> Tracked<F, Fin>
 where
     F: Future,
-    H: Handles,
-    Fin: FnOnce(&mut Call<H>, &F::Output),
+    Fin: FnOnce(&mut Call, &F::Output),
 {
     /// Tracks `inner`; `finish` records the outcome from its output.
     #[inline]
-    pub fn new(prepared: Prepared<H>, inner: F, finish: Fin) -> Self {
+    pub fn new(prepared: Prepared, inner: F, finish: Fin) -> Self {
         Tracked {
             inner,
             prepared: Some(prepared),
@@ -41,11 +40,10 @@ where
     }
 }
 
-impl<F, H, Fin> Future for Tracked<F, H, Fin>
+impl<F, Fin> Future for Tracked<F, Fin>
 where
     F: Future,
-    H: Handles,
-    Fin: FnOnce(&mut Call<H>, &F::Output),
+    Fin: FnOnce(&mut Call, &F::Output),
 {
     type Output = F::Output;
 

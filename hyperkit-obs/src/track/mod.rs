@@ -9,20 +9,20 @@
 //! locks or blocks on the path of a call whose labels are already known, and
 //! nothing here panics.
 
-pub(crate) mod build;
+pub(crate) mod domain;
 pub(crate) mod future;
 pub(crate) mod model;
 pub(crate) mod outcome;
-pub(crate) mod query;
 pub(crate) mod site;
 pub(crate) mod spans;
 
 use std::fmt;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
-use prometheus::IntGauge;
 use tracing::Span;
 
+use crate::clock::clock;
+use crate::metrics::{DomainHandles, Entry};
 use crate::model::{CallId, Usage};
 use site::Site;
 
@@ -99,63 +99,57 @@ impl Finished<'_> {
 }
 
 /// Emits the closing event of a call; generated per call site.
-pub(crate) type LogFn = fn(&Finished<'_>);
+pub type LogFn = fn(&Finished<'_>);
 
-/// The metric handles of one label set of one macro.
-pub trait Handles: Sync + 'static {
-    /// The domain the handles belong to (`build`, `model`, `query`).
-    fn domain(&self) -> &'static str;
-    /// The label names of the domain and this set's values, in order.
-    fn labels(&self) -> (&'static [&'static str], &[Box<str>]);
-    /// Records a finished call.
-    fn record(&self, status: Status, elapsed: Duration);
-    /// The in-flight gauge, for macros that keep one.
-    fn in_flight(&self) -> Option<&IntGauge> {
-        None
-    }
-    /// Records token usage and acceptance, for macros that track them.
-    fn record_usage(&self, _usage: &Usage) {}
-    /// A new call id, for macros whose calls have one (`#[track_model]`).
-    fn call_id(&'static self) -> Option<CallId> {
-        None
-    }
-}
+/// The label set of a call: its values and its metrics.
+pub(crate) type LabelSet = Entry<DomainHandles>;
 
 /// A call whose labels are resolved but which has not started yet: the state
 /// of a returned future before its first poll.
-pub struct Prepared<H: Handles> {
-    site: &'static Site<H>,
-    handles: &'static H,
+pub struct Prepared {
+    site: &'static Site<DomainHandles>,
+    set: &'static LabelSet,
     span: Span,
     log: LogFn,
 }
 
-impl<H: Handles> Prepared<H> {
-    /// A call at `site` whose labels resolved to `handles`; `span` carries
+impl Prepared {
+    /// A call at `site` whose labels resolved to `set`; `span` carries
     /// them for logs.
-    #[inline]
-    pub fn new(site: &'static Site<H>, handles: &'static H, span: Span, log: LogFn) -> Self {
+    #[inline(always)]
+    pub fn new(
+        site: &'static Site<DomainHandles>,
+        set: &'static LabelSet,
+        span: Span,
+        log: LogFn,
+    ) -> Self {
         Prepared {
             site,
-            handles,
+            set,
             span,
             log,
         }
     }
 
-    /// Starts the clock and raises the in-flight gauge.
-    #[inline]
-    pub fn start(self) -> Call<H> {
-        if let Some(g) = self.handles.in_flight() {
-            g.inc();
+    /// Counts the call as started and starts the clock.
+    #[inline(always)]
+    pub fn start(self) -> Call {
+        let handles = &self.set.handles;
+        if handles.counts_in_flight() {
+            handles.cells.start();
         }
+        let id = if handles.model.is_some() {
+            model::next_call_id(self.set)
+        } else {
+            None
+        };
         Call {
             site: self.site,
-            handles: self.handles,
+            set: self.set,
             span: self.span,
             log: self.log,
-            id: self.handles.call_id(),
-            start: Instant::now(),
+            id,
+            start: clock().now(),
             done: false,
         }
     }
@@ -164,25 +158,26 @@ impl<H: Handles> Prepared<H> {
 /// A running call. Records on [`finish`](Call::finish), or on drop as
 /// `panic` (when unwinding) or `cancelled`.
 #[must_use = "a call records when it is finished or dropped"]
-pub struct Call<H: Handles> {
-    site: &'static Site<H>,
-    handles: &'static H,
+pub struct Call {
+    site: &'static Site<DomainHandles>,
+    set: &'static LabelSet,
     span: Span,
     log: LogFn,
     id: Option<CallId>,
-    start: Instant,
+    /// The clock's ticks at the start.
+    start: u64,
     done: bool,
 }
 
-impl<H: Handles> Call<H> {
+impl Call {
     /// The call's span, to enter around the body.
-    #[inline]
+    #[inline(always)]
     pub fn span(&self) -> &Span {
         &self.span
     }
 
     /// The call's id (model calls only).
-    #[inline]
+    #[inline(always)]
     pub fn id(&self) -> Option<CallId> {
         self.id
     }
@@ -190,7 +185,7 @@ impl<H: Handles> Call<H> {
     /// Enters the call's span and makes it the current call of this thread
     /// (see [`current_call_id`](crate::model::current_call_id)) until the
     /// guard drops.
-    #[inline]
+    #[inline(always)]
     pub fn enter(&self) -> Entered<'_> {
         Entered {
             _span: self.span.enter(),
@@ -199,17 +194,17 @@ impl<H: Handles> Call<H> {
     }
 
     /// Records the call as finished with `outcome`.
-    #[inline]
+    #[inline(always)]
     pub fn finish(&mut self, outcome: Outcome<'_>) {
         self.finish_with_usage(outcome, None);
     }
 
     /// Records a model call as finished with `outcome` and the token usage
     /// and acceptance read from its output.
-    #[inline]
+    #[inline(always)]
     pub fn finish_with_usage(&mut self, outcome: Outcome<'_>, usage: Option<Usage>) {
         if let Some(usage) = &usage {
-            self.handles.record_usage(usage);
+            model::record_usage(&self.set.handles, usage);
         }
         let (status, error, error_type) = match outcome {
             Outcome::Success => (Status::Success, None, None),
@@ -218,7 +213,7 @@ impl<H: Handles> Call<H> {
         self.record(status, error, usage, error_type);
     }
 
-    #[inline]
+    #[inline(always)]
     fn record(
         &mut self,
         status: Status,
@@ -227,12 +222,15 @@ impl<H: Handles> Call<H> {
         error_type: Option<&'static str>,
     ) {
         self.done = true;
-        let elapsed = self.start.elapsed();
-        self.handles.record(status, elapsed);
+        let clock = clock();
+        let ns = clock.nanos(self.start, clock.now());
+        let handles = &self.set.handles;
+        handles.cells.finish(status.index(), ns);
+        let elapsed = Duration::from_nanos(ns);
         if crate::calls::any() {
-            let (label_names, label_values) = self.handles.labels();
+            let spec = handles.spec();
             crate::calls::dispatch(&crate::calls::FinishedCall {
-                domain: self.handles.domain(),
+                domain: spec.name(),
                 function: self.site.function,
                 module: self.site.module,
                 status,
@@ -242,8 +240,8 @@ impl<H: Handles> Call<H> {
                 error_type,
                 usage,
                 call_id: self.id,
-                label_names,
-                label_values,
+                label_names: spec.labels(),
+                label_values: self.set.value_slice(),
             });
         }
         let _entered = self.span.enter();
@@ -255,8 +253,8 @@ impl<H: Handles> Call<H> {
     }
 }
 
-impl<H: Handles> Drop for Call<H> {
-    #[inline]
+impl Drop for Call {
+    #[inline(always)]
     fn drop(&mut self) {
         if !self.done {
             let status = if std::thread::panicking() {
@@ -265,9 +263,6 @@ impl<H: Handles> Drop for Call<H> {
                 Status::Cancelled
             };
             self.record(status, None, None, None);
-        }
-        if let Some(g) = self.handles.in_flight() {
-            g.dec();
         }
     }
 }

@@ -1,103 +1,107 @@
-//! Handles of `#[track_model]`: `hyperkit_model_calls_total{model,task,status}`,
-//! `hyperkit_model_latency_seconds{model,task}`,
+//! What only model calls have: call ids, token usage and acceptance, in
 //! `hyperkit_model_tokens_total{model,task,type}` and
 //! `hyperkit_model_acceptance_total{model,task,accepted}`.
 
-use std::time::Duration;
-
-use prometheus::IntCounter;
-
+use std::cell::Cell;
 use std::num::NonZeroU64;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::{Handles, Status};
-use crate::metrics::{DurationHistogram, FAMILIES, LabelSets};
+use super::LabelSet;
+use crate::metrics::DomainHandles;
 use crate::model::{CallId, Usage};
 
-/// The pre-resolved metrics of one (model, task) pair.
-pub struct ModelHandles {
-    /// `model` and `task`.
-    values: Box<[Box<str>]>,
-    calls: [IntCounter; 4],
-    latency: DurationHistogram,
-    input_tokens: IntCounter,
-    output_tokens: IntCounter,
-    /// Indexed by `accepted as usize`.
-    acceptance: [IntCounter; 2],
+/// Ids each thread takes from the process-wide sequence at once, so that
+/// threads making model calls do not all write one shared counter.
+const BLOCK: u64 = 1024;
+
+/// The next unclaimed block of the process's call ids.
+static NEXT_BLOCK: AtomicU64 = AtomicU64::new(1);
+
+thread_local! {
+    /// This thread's next id and the end of its block.
+    static IDS: Cell<(u64, u64)> = const { Cell::new((0, 0)) };
 }
 
-impl ModelHandles {
-    fn new(labels: &[&str]) -> Self {
-        let (model, task) = (labels[0], labels[1]);
-        let f = &*FAMILIES;
-        ModelHandles {
-            values: Box::new([Box::from(model), Box::from(task)]),
-            calls: Status::ALL.map(|s| f.model_calls_total.child(&[model, task, s.as_str()])),
-            latency: f.model_latency.child(&[model, task]),
-            input_tokens: f.model_tokens_total.child(&[model, task, "input"]),
-            output_tokens: f.model_tokens_total.child(&[model, task, "output"]),
-            acceptance: ["false", "true"]
-                .map(|a| f.model_acceptance_total.child(&[model, task, a])),
-        }
-    }
-
-    /// The `model` label.
-    pub fn model(&self) -> &str {
-        &self.values[0]
-    }
-
-    /// The `task` label.
-    pub fn task(&self) -> &str {
-        &self.values[1]
-    }
-
-    /// Counts one output whose acceptance became known.
-    pub fn record_acceptance(&self, accepted: bool) {
-        self.acceptance[usize::from(accepted)].inc();
-    }
+/// The next id of this thread's block, claiming a new block when it is
+/// used up.
+#[inline]
+fn take(ids: &Cell<(u64, u64)>) -> u64 {
+    let (next, end) = ids.get();
+    let (next, end) = if next < end {
+        (next, end)
+    } else {
+        let start = NEXT_BLOCK.fetch_add(BLOCK, Ordering::Relaxed);
+        (start, start + BLOCK)
+    };
+    ids.set((next + 1, end));
+    next
 }
 
-/// The sequence of model call ids in this process.
-static NEXT_CALL: AtomicU64 = AtomicU64::new(1);
+/// A new id for a call of label set `set`: unique in the process (and, with
+/// the process key, across processes), increasing on each thread.
+#[inline]
+pub(crate) fn next_call_id(set: &'static LabelSet) -> Option<CallId> {
+    let seq = IDS
+        .try_with(take)
+        // A call made while this thread's locals are destroyed takes an id
+        // of its own from the sequence.
+        .unwrap_or_else(|_| NEXT_BLOCK.fetch_add(1, Ordering::Relaxed));
+    NonZeroU64::new(seq).map(|seq| CallId::new(seq, set))
+}
 
-impl Handles for ModelHandles {
-    fn domain(&self) -> &'static str {
-        "model"
+/// Records the token usage and acceptance read from a model call's output.
+#[inline]
+pub(crate) fn record_usage(handles: &DomainHandles, usage: &Usage) {
+    let Some(m) = &handles.model else {
+        return;
+    };
+    if let Some(n) = usage.input_tokens {
+        m.input_tokens.inc_by(n);
     }
-
-    fn labels(&self) -> (&'static [&'static str], &[Box<str>]) {
-        (&["model", "task"], &self.values)
+    if let Some(n) = usage.output_tokens {
+        m.output_tokens.inc_by(n);
     }
-
-    #[inline]
-    fn call_id(&'static self) -> Option<CallId> {
-        let seq = NEXT_CALL.fetch_add(1, Ordering::Relaxed);
-        NonZeroU64::new(seq).map(|seq| CallId::new(seq, self))
-    }
-
-    #[inline]
-    fn record(&self, status: Status, elapsed: Duration) {
-        self.calls[status.index()].inc();
-        self.latency.observe(elapsed);
-    }
-
-    #[inline]
-    fn record_usage(&self, usage: &Usage) {
-        if let Some(n) = usage.input_tokens {
-            self.input_tokens.inc_by(n);
-        }
-        if let Some(n) = usage.output_tokens {
-            self.output_tokens.inc_by(n);
-        }
-        if let Some(a) = usage.accepted {
-            self.record_acceptance(a);
-        }
+    if let Some(a) = usage.accepted {
+        record_acceptance(handles, a);
     }
 }
 
-/// Every (model, task) pair seen by `#[track_model]`.
-pub static MODELS: LabelSets<ModelHandles> = LabelSets::new(
-    "hyperkit_model_calls_total",
-    &["model", "task"],
-    ModelHandles::new,
-);
+/// Counts one output whose acceptance became known.
+pub(crate) fn record_acceptance(handles: &DomainHandles, accepted: bool) {
+    if let Some(m) = &handles.model {
+        m.acceptance[usize::from(accepted)].inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn call_ids_are_unique_across_threads_and_increase_on_each() {
+        let per_thread = BLOCK * 3 + 7;
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                std::thread::spawn(move || {
+                    (0..per_thread)
+                        .map(|_| IDS.with(take))
+                        .collect::<Vec<u64>>()
+                })
+            })
+            .collect();
+        let mut all = Vec::new();
+        for t in threads {
+            let ids = t.join().expect("no panic");
+            assert!(
+                ids.windows(2).all(|w| w[0] < w[1]),
+                "increasing on a thread"
+            );
+            all.extend(ids);
+        }
+        let n = all.len();
+        all.sort_unstable();
+        all.dedup();
+        assert_eq!(all.len(), n, "no id given twice");
+        assert!(all.iter().all(|id| *id > 0));
+    }
+}

@@ -72,21 +72,30 @@ fn same_set(a: &'static [&'static str], b: &'static [&'static str]) -> bool {
     std::ptr::eq(a, b) || a == b
 }
 
-/// The handles for the labels of one call, in the macro's label order.
-#[inline]
+/// The label set of one call, its labels in the domain's order.
+#[inline(always)]
 pub fn resolve<H: Sync + 'static, const N: usize>(
     site: &Site<H>,
     sets: &'static LabelSets<H>,
     labels: [LabelRef<'_>; N],
-) -> &'static H {
+) -> &'static Entry<H> {
     if let Some(entry) = resolve_fixed(site, sets, &labels) {
-        return &entry.handles;
+        return entry;
     }
+    resolve_open(site, sets, labels)
+}
+
+#[inline]
+fn resolve_open<H: Sync + 'static, const N: usize>(
+    site: &Site<H>,
+    sets: &'static LabelSets<H>,
+    labels: [LabelRef<'_>; N],
+) -> &'static Entry<H> {
     let values: [Cow<'_, str>; N] = labels.map(|l| l.text());
     if let Some(last) = site.last()
         && last.is(&values)
     {
-        return &last.handles;
+        return last;
     }
     let open = labels
         .iter()
@@ -97,10 +106,10 @@ pub fn resolve<H: Sync + 'static, const N: usize>(
     if entry.is(&values) {
         site.remember(entry);
     }
-    &entry.handles
+    entry
 }
 
-#[inline]
+#[inline(always)]
 fn resolve_fixed<H: Sync + 'static, const N: usize>(
     site: &Site<H>,
     sets: &'static LabelSets<H>,

@@ -1,0 +1,392 @@
+//! The call metrics of one label set, written without contention.
+//!
+//! A tracked call updates a calls counter, a histogram bucket, the
+//! histogram's sum and (at its start) a started counter. Shared atomics
+//! would put those on one cache line that every thread calling the function
+//! fights over, and a locked read-modify-write costs more than the rest of
+//! the call. Instead each thread that records holds a *slot* (one of a fixed
+//! number, given out when the thread first records and handed back when it
+//! exits), and each label set keeps one shard of counters per slot, made on
+//! the slot's first use. A shard is written only by the thread holding its
+//! slot, with a plain load and store; the collector sums the shards.
+//! Threads beyond the number of slots (and a thread's last calls while its
+//! thread-locals are being destroyed) share one more shard, updated with
+//! atomic additions. Every count stays exact.
+//!
+//! The in-flight gauge is not stored: it is the started counter minus the
+//! finished ones, read finished first, so it never reads below zero.
+//!
+//! Nothing here locks on the path of a call (a slot is claimed with one
+//! compare-and-swap per thread), allocates after a slot's first use, or
+//! panics.
+
+use std::cell::Cell;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Index of the started counter in a shard.
+const STARTED: usize = 0;
+/// Index of the first of the four finished counters (success, failure,
+/// panic, cancelled).
+const FINISHED: usize = 1;
+/// Index of the sum of durations, in nanoseconds.
+const SUM_NS: usize = 5;
+/// Index of the first histogram bucket (not cumulative; the last is `+Inf`).
+const BUCKETS: usize = 6;
+
+/// Counters per block: one block is two cache lines, so no two threads'
+/// shards share a line, nor one the adjacent-line prefetcher pairs.
+const PER_BLOCK: usize = 16;
+
+#[repr(align(128))]
+struct Block([AtomicU64; PER_BLOCK]);
+
+/// One thread's (or the shared) counters of one label set.
+struct Shard(Box<[Block]>);
+
+impl Shard {
+    fn new(counters: usize) -> Self {
+        let blocks = counters.div_ceil(PER_BLOCK);
+        Shard(
+            (0..blocks)
+                .map(|_| Block(std::array::from_fn(|_| AtomicU64::new(0))))
+                .collect(),
+        )
+    }
+
+    #[inline(always)]
+    fn at(&self, i: usize) -> Option<&AtomicU64> {
+        self.0.get(i / PER_BLOCK).map(|b| &b.0[i % PER_BLOCK])
+    }
+
+    #[inline(always)]
+    fn read(&self, i: usize) -> u64 {
+        self.at(i).map_or(0, |c| c.load(Ordering::Acquire))
+    }
+}
+
+/// How a shard is written: by its owner alone, or by anyone.
+#[derive(Clone, Copy)]
+enum Writer<'a> {
+    Owned(&'a Shard),
+    Shared(&'a Shard),
+}
+
+impl Writer<'_> {
+    #[inline(always)]
+    fn add(self, i: usize, n: u64) {
+        match self {
+            Writer::Owned(shard) => {
+                if let Some(c) = shard.at(i) {
+                    // Only this thread writes an owned shard: no other write
+                    // can come between the load and the store. Release pairs
+                    // with the collector's acquire (see `in_flight`).
+                    c.store(c.load(Ordering::Relaxed).wrapping_add(n), Ordering::Release);
+                }
+            }
+            Writer::Shared(shard) => {
+                if let Some(c) = shard.at(i) {
+                    c.fetch_add(n, Ordering::Release);
+                }
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Thread slots
+// ---------------------------------------------------------------------------
+
+/// The most slots there can be (bits of `CLAIMED`).
+const MAX_SLOTS: usize = 64;
+
+/// Bit `i` set: slot `i` is held by a live thread.
+static CLAIMED: AtomicU64 = AtomicU64::new(0);
+
+/// How many slots this process uses: four per CPU, at least 8 and at most
+/// 64. A label set allocates shards only for the slots that recorded in it.
+fn slot_count() -> usize {
+    static COUNT: OnceLock<usize> = OnceLock::new();
+    *COUNT.get_or_init(|| {
+        let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+        (cpus * 4).clamp(8, MAX_SLOTS)
+    })
+}
+
+/// This thread's slot, handed back when the thread exits.
+struct Slot(Option<usize>);
+
+impl Slot {
+    fn claim() -> Slot {
+        let count = slot_count();
+        let mut claimed = CLAIMED.load(Ordering::Relaxed);
+        loop {
+            let free = (!claimed).trailing_zeros() as usize;
+            if free >= count {
+                return Slot(None);
+            }
+            // Acquire: the previous holder's writes to its shards happen
+            // before this thread's first load of them.
+            match CLAIMED.compare_exchange_weak(
+                claimed,
+                claimed | (1 << free),
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return Slot(Some(free)),
+                Err(now) => claimed = now,
+            }
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Some(i) = self.0 {
+            // A call made later in this thread's exit (from another
+            // thread-local's destructor) must not write the slot once it may
+            // belong to another thread: forget it first, then hand it back.
+            let _ = CACHED.try_with(|c| c.set(None));
+            // Release: this thread's last writes happen before the next
+            // holder's first read.
+            CLAIMED.fetch_and(!(1 << i), Ordering::Release);
+        }
+    }
+}
+
+thread_local! {
+    static SLOT: Slot = Slot::claim();
+    /// `SLOT`'s value once claimed, so the hot path reads one `Cell` (no
+    /// lazy-initialisation check); cleared by `SLOT`'s destructor.
+    static CACHED: Cell<Option<usize>> = const { Cell::new(None) };
+}
+
+/// This thread's slot, or `None` when it has none (all taken, or its
+/// thread-locals are being destroyed).
+#[inline(always)]
+fn slot() -> Option<usize> {
+    match CACHED.try_with(Cell::get) {
+        Ok(Some(slot)) => Some(slot),
+        _ => claim_slot(),
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn claim_slot() -> Option<usize> {
+    // Fails once `SLOT` is destroyed: the thread is exiting.
+    let slot = SLOT.try_with(|s| s.0).ok().flatten();
+    if slot.is_some() {
+        let _ = CACHED.try_with(|c| c.set(slot));
+    }
+    slot
+}
+
+// ---------------------------------------------------------------------------
+// Cells
+// ---------------------------------------------------------------------------
+
+/// The counters of one label set: calls by status, a duration histogram
+/// and, through the started counter, the calls in flight.
+pub(crate) struct Cells {
+    /// Upper bounds of the histogram's buckets, in nanoseconds.
+    bounds_ns: &'static [u64],
+    /// Counters per shard.
+    len: usize,
+    slots: Box<[OnceLock<Shard>]>,
+    shared: OnceLock<Shard>,
+}
+
+/// What the collector reads of one label set.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Snapshot {
+    /// Calls finished: success, failure, panic, cancelled.
+    pub(crate) finished: [u64; 4],
+    /// Calls running.
+    pub(crate) in_flight: u64,
+    /// Sum of the finished calls' durations, in nanoseconds.
+    pub(crate) sum_ns: u64,
+    /// Observations per bucket, not cumulative; the last is `+Inf`.
+    pub(crate) buckets: Vec<u64>,
+}
+
+impl Snapshot {
+    /// Observations in the histogram (the `+Inf` bucket's cumulative count).
+    pub(crate) fn count(&self) -> u64 {
+        self.buckets.iter().sum()
+    }
+}
+
+impl Cells {
+    /// Empty cells for a histogram with these bounds.
+    pub(crate) fn new(bounds_ns: &'static [u64]) -> Self {
+        Cells {
+            bounds_ns,
+            len: BUCKETS + bounds_ns.len() + 1,
+            slots: (0..slot_count()).map(|_| OnceLock::new()).collect(),
+            shared: OnceLock::new(),
+        }
+    }
+
+    #[inline(always)]
+    fn writer(&self) -> Writer<'_> {
+        match slot().and_then(|i| self.slots.get(i)) {
+            Some(cell) => match cell.get() {
+                Some(shard) => Writer::Owned(shard),
+                None => Writer::Owned(self.make(cell)),
+            },
+            None => Writer::Shared(self.make(&self.shared)),
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn make<'a>(&self, cell: &'a OnceLock<Shard>) -> &'a Shard {
+        cell.get_or_init(|| Shard::new(self.len))
+    }
+
+    /// Counts a call that started (for the in-flight gauge).
+    #[inline(always)]
+    pub(crate) fn start(&self) {
+        self.writer().add(STARTED, 1);
+    }
+
+    /// Counts a call that finished with status number `status` (in the
+    /// order success, failure, panic, cancelled) after `ns` nanoseconds.
+    #[inline(always)]
+    pub(crate) fn finish(&self, status: usize, ns: u64) {
+        let w = self.writer();
+        let bucket = self.bounds_ns.partition_point(|b| *b < ns);
+        w.add(BUCKETS + bucket, 1);
+        w.add(SUM_NS, ns);
+        w.add(FINISHED + status.min(3), 1);
+    }
+
+    fn shards(&self) -> impl Iterator<Item = &Shard> {
+        self.slots
+            .iter()
+            .chain(std::iter::once(&self.shared))
+            .filter_map(OnceLock::get)
+    }
+
+    /// The sums over every shard.
+    pub(crate) fn snapshot(&self) -> Snapshot {
+        let mut s = Snapshot {
+            buckets: vec![0; self.bounds_ns.len() + 1],
+            ..Snapshot::default()
+        };
+        // Finished counts first, started last: a call counted as finished
+        // was counted as started before (its start happened before its
+        // finish, and each store releases what came before it), so the
+        // difference never goes below zero.
+        for shard in self.shards() {
+            for (i, n) in s.finished.iter_mut().enumerate() {
+                *n = n.wrapping_add(shard.read(FINISHED + i));
+            }
+            for (i, n) in s.buckets.iter_mut().enumerate() {
+                *n = n.wrapping_add(shard.read(BUCKETS + i));
+            }
+            s.sum_ns = s.sum_ns.wrapping_add(shard.read(SUM_NS));
+        }
+        let finished: u64 = s.finished.iter().fold(0u64, |a, n| a.wrapping_add(*n));
+        let started = self
+            .shards()
+            .fold(0u64, |a, shard| a.wrapping_add(shard.read(STARTED)));
+        s.in_flight = started.saturating_sub(finished);
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    const BOUNDS: &[u64] = &[1_000, 1_000_000];
+
+    #[test]
+    fn a_call_is_counted_by_status_bucket_and_sum_and_leaves_nothing_in_flight() {
+        let cells = Cells::new(BOUNDS);
+        cells.start();
+        cells.start();
+        assert_eq!(cells.snapshot().in_flight, 2);
+        cells.finish(0, 1_000);
+        cells.finish(1, 5_000_000);
+        let s = cells.snapshot();
+        assert_eq!(s.finished, [1, 1, 0, 0]);
+        assert_eq!(
+            s.buckets,
+            [1, 0, 1],
+            "le is inclusive; past the last bound is +Inf"
+        );
+        assert_eq!(s.sum_ns, 5_001_000);
+        assert_eq!(s.count(), 2);
+        assert_eq!(s.in_flight, 0);
+    }
+
+    #[test]
+    fn threads_beyond_the_slots_share_a_shard_and_every_count_is_exact() {
+        let cells = Arc::new(Cells::new(BOUNDS));
+        // Twice as many threads as there can be slots, all alive at once.
+        let threads = slot_count() * 2 + 3;
+        let per_thread = 2_000u64;
+        let barrier = Arc::new(std::sync::Barrier::new(threads));
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let cells = Arc::clone(&cells);
+                let barrier = Arc::clone(&barrier);
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    for i in 0..per_thread {
+                        cells.start();
+                        let status = (t + i as usize) % 4;
+                        cells.finish(status, i);
+                    }
+                    barrier.wait();
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().expect("no panic");
+        }
+        let s = cells.snapshot();
+        let total = threads as u64 * per_thread;
+        assert_eq!(s.finished.iter().sum::<u64>(), total);
+        assert_eq!(s.count(), total);
+        assert_eq!(s.in_flight, 0);
+        assert_eq!(
+            s.sum_ns,
+            threads as u64 * (per_thread * (per_thread - 1) / 2)
+        );
+        assert!(cells.shared.get().is_some(), "some thread had no slot");
+    }
+
+    #[test]
+    fn a_slot_is_handed_to_the_next_thread_and_its_counts_are_kept() {
+        let cells = Arc::new(Cells::new(BOUNDS));
+        for _ in 0..(slot_count() * 3) {
+            let cells = Arc::clone(&cells);
+            std::thread::spawn(move || cells.finish(0, 1))
+                .join()
+                .expect("no panic");
+        }
+        let s = cells.snapshot();
+        assert_eq!(s.finished[0], slot_count() as u64 * 3);
+        assert!(
+            cells.shared.get().is_none(),
+            "threads that ran one after another all found a free slot"
+        );
+    }
+
+    #[test]
+    fn the_gauge_reads_calls_started_on_one_thread_and_finished_on_another() {
+        let cells = Arc::new(Cells::new(BOUNDS));
+        cells.start();
+        let other = Arc::clone(&cells);
+        std::thread::spawn(move || other.finish(3, 10))
+            .join()
+            .expect("no panic");
+        let s = cells.snapshot();
+        assert_eq!((s.in_flight, s.finished[3]), (0, 1));
+    }
+}
