@@ -108,12 +108,25 @@ pub(crate) fn expand(kind: Kind, checked: Checked, item: ItemFn) -> TokenStream 
         SuccessLevel::Info => quote!(INFO),
     };
 
+    // A generic function's instances share its site but may give labels of
+    // other types: its site checks them.
+    let generic = sig.generics.type_params().next().is_some()
+        || sig.inputs.iter().any(|input| match input {
+            syn::FnArg::Typed(t) => has_impl_trait(&t.ty),
+            syn::FnArg::Receiver(_) => false,
+        });
+    let site_kind = if generic {
+        quote!(generic)
+    } else {
+        quote!(new)
+    };
+
     // The site and the log function are items inside the block that prepares
     // the call, so the user's body can neither see nor collide with them.
     let prepare = quote! {
         let #prepared = {
             static #site: #private::Site<#private::DomainHandles> =
-                #private::Site::new(#fn_name, ::core::module_path!());
+                #private::Site::#site_kind(#fn_name, ::core::module_path!());
             fn #log(finished: &#private::Finished<'_>) {
                 #private::finished_event!(finished, #ok_level, #fn_name);
             }
@@ -125,13 +138,19 @@ pub(crate) fn expand(kind: Kind, checked: Checked, item: ItemFn) -> TokenStream 
                     &#site,
                     #labels_ty { #(#label_fields),* },
                 ),
-                #private::tracing::span!(
-                    target: ::core::module_path!(),
-                    #private::tracing::Level::INFO,
-                    #fn_name,
-                    hyperkit.call = #private::tracing::field::Empty,
-                    #(#span_fields),*
-                ),
+                // The same level check `span!` makes first, done here so a
+                // call with spans off carries no span at all.
+                if #private::tracing::level_enabled!(#private::tracing::Level::INFO) {
+                    ::core::option::Option::Some(#private::tracing::span!(
+                        target: ::core::module_path!(),
+                        #private::tracing::Level::INFO,
+                        #fn_name,
+                        hyperkit.call = #private::tracing::field::Empty,
+                        #(#span_fields),*
+                    ))
+                } else {
+                    ::core::option::Option::None
+                },
                 #log,
             )
         };
@@ -176,7 +195,7 @@ pub(crate) fn expand(kind: Kind, checked: Checked, item: ItemFn) -> TokenStream 
                 quote! {
                     #private::tracing::Instrument::instrument(
                         #private::InCall::new(#call.id(), async move #block),
-                        ::core::clone::Clone::clone(#call.span()),
+                        #call.span(),
                     ).await
                 }
             } else {

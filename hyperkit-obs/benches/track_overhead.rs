@@ -7,11 +7,14 @@
 //! | variant | instrumentation |
 //! |---|---|
 //! | `baseline` | none |
-//! | `hand_best` | prometheus handles resolved once, before the loop |
+//! | `hand_best` | prometheus handles resolved once, before the loop, timed with `std::time::Instant` |
+//! | `hand_tsc` | the same handles, timed with the TSC (`quanta`'s raw counter), the clock the runtime uses |
 //! | `hand_seed_style` | `with_label_values` on every call, as the original Python design does |
 //! | `track_build_literal` | `#[track_build(chain = "ethereum")]` |
 //! | `track_build_enum` | `#[track_build(chain)]`, `chain: Chain` (a `LabelValue` enum) |
 //! | `track_build_str` | `#[track_build(chain)]`, `chain: &str` |
+//! | `track_domain_literal` | `#[track(Deploy, env = Env::Staging, region = "eu-west-1")]`, a domain of the bench's own |
+//! | `track_domain_enum` | `#[track(Deploy, env, region = "eu-west-1")]`, `env: Env` |
 //! | `autometrics` | `#[autometrics]`, prometheus 0.14 backend |
 //!
 //! Tracing is disabled by level: this binary installs no subscriber at all,
@@ -34,7 +37,7 @@ use hyperkit_obs::prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry,
 };
-use hyperkit_obs::{LabelValue, track_build};
+use hyperkit_obs::{Domain, LabelValue, track, track_build};
 use support::{criterion_median, median};
 
 /// The error every variant could return (none does).
@@ -52,6 +55,22 @@ impl std::fmt::Display for Error {
 enum Chain {
     Ethereum,
     Solana,
+}
+
+/// A deployment environment: a fixed-set label of the bench's domain.
+#[derive(LabelValue, Clone, Copy)]
+enum Env {
+    Staging,
+    Production,
+}
+
+/// Deployments, the bench's own domain (with the build buckets, so its
+/// histogram scan is the same length as `track_build`'s).
+#[derive(Domain)]
+#[domain(prefix = "bench_deploy", buckets = [10.0, 30.0, 60.0, 90.0, 120.0, 180.0])]
+struct Deploy {
+    env: Env,
+    region: String,
 }
 
 /// Buckets of `hyperkit_build_duration_seconds`.
@@ -141,6 +160,21 @@ fn hand_best(h: &BestHandles, x: u64) -> Result<u64, Error> {
     out
 }
 
+#[inline(never)]
+fn hand_tsc(h: &BestHandles, clock: &quanta::Clock, x: u64) -> Result<u64, Error> {
+    let start = clock.raw();
+    h.active.inc();
+    let out: Result<u64, Error> = Ok(black_box(x).wrapping_mul(3));
+    match out {
+        Ok(_) => h.success.inc(),
+        Err(_) => h.failure.inc(),
+    }
+    let ns = clock.delta_as_nanos(start, clock.raw());
+    h.duration.observe(ns as f64 / 1e9);
+    h.active.dec();
+    out
+}
+
 /// Hand-written the way the original Python design does it: the metric vecs,
 /// with every label looked up on every call.
 struct SeedMetrics {
@@ -195,6 +229,18 @@ fn track_build_str(chain: &str, x: u64) -> Result<u64, Error> {
 }
 
 #[inline(never)]
+#[track(Deploy, env = Env::Staging, region = "eu-west-1")]
+fn track_domain_literal(x: u64) -> Result<u64, Error> {
+    Ok(black_box(x).wrapping_mul(3))
+}
+
+#[inline(never)]
+#[track(Deploy, env, region = "eu-west-1")]
+fn track_domain_enum(env: Env, x: u64) -> Result<u64, Error> {
+    Ok(black_box(x).wrapping_mul(3))
+}
+
+#[inline(never)]
 #[autometrics::autometrics]
 fn autometrics_fn(x: u64) -> Result<u64, Error> {
     Ok(black_box(x).wrapping_mul(3))
@@ -206,6 +252,7 @@ fn autometrics_fn(x: u64) -> Result<u64, Error> {
 
 struct Fixture {
     best: BestHandles,
+    tsc: quanta::Clock,
     seed: SeedMetrics,
 }
 
@@ -217,6 +264,7 @@ impl Fixture {
             .init();
         Fixture {
             best: BestHandles::new(),
+            tsc: quanta::Clock::new(),
             seed: SeedMetrics::new(),
         }
     }
@@ -227,11 +275,14 @@ impl Fixture {
         let chain = "ethereum";
         assert_eq!(baseline(2).ok(), Some(6));
         assert_eq!(hand_best(&self.best, 2).ok(), Some(6));
+        assert_eq!(hand_tsc(&self.best, &self.tsc, 2).ok(), Some(6));
         assert_eq!(hand_seed_style(&self.seed, chain, 2).ok(), Some(6));
         assert_eq!(track_build_literal(2).ok(), Some(6));
         assert_eq!(track_build_enum(Chain::Ethereum, 2).ok(), Some(6));
         assert_eq!(track_build_enum(Chain::Solana, 2).ok(), Some(6));
         assert_eq!(track_build_str(chain, 2).ok(), Some(6));
+        assert_eq!(track_domain_literal(2).ok(), Some(6));
+        assert_eq!(track_domain_enum(Env::Production, 2).ok(), Some(6));
         assert_eq!(autometrics_fn(2).ok(), Some(6));
 
         assert!(self.best.success.get() >= 1);
@@ -248,6 +299,16 @@ impl Fixture {
             .map(|m| m.get_counter().get_value())
             .sum();
         assert!(successes >= 4.0, "track_build recorded {successes} calls");
+        let deploys = families
+            .iter()
+            .find(|f| f.name() == "bench_deploy_calls_total")
+            .expect("track(Deploy) registered bench_deploy_calls_total");
+        let deployed: f64 = deploys
+            .get_metric()
+            .iter()
+            .map(|m| m.get_counter().get_value())
+            .sum();
+        assert!(deployed >= 2.0, "track(Deploy) recorded {deployed} calls");
     }
 }
 
@@ -261,6 +322,9 @@ fn bench_group(c: &mut Criterion, fx: &Fixture) {
     group.bench_function("hand_best", |b| {
         b.iter(|| hand_best(&fx.best, black_box(7)))
     });
+    group.bench_function("hand_tsc", |b| {
+        b.iter(|| hand_tsc(&fx.best, &fx.tsc, black_box(7)))
+    });
     group.bench_function("hand_seed_style", |b| {
         b.iter(|| hand_seed_style(&fx.seed, black_box("ethereum"), black_box(7)))
     });
@@ -273,6 +337,12 @@ fn bench_group(c: &mut Criterion, fx: &Fixture) {
     group.bench_function("track_build_str", |b| {
         b.iter(|| track_build_str(black_box("ethereum"), black_box(7)))
     });
+    group.bench_function("track_domain_literal", |b| {
+        b.iter(|| track_domain_literal(black_box(7)))
+    });
+    group.bench_function("track_domain_enum", |b| {
+        b.iter(|| track_domain_enum(black_box(Env::Staging), black_box(7)))
+    });
     group.bench_function("autometrics", |b| b.iter(|| autometrics_fn(black_box(7))));
     group.finish();
 }
@@ -281,22 +351,28 @@ fn bench_group(c: &mut Criterion, fx: &Fixture) {
 // In-process timing and the ratio table.
 // ---------------------------------------------------------------------------
 
-const VARIANTS: [&str; 7] = [
+const VARIANTS: [&str; 10] = [
     "baseline",
     "hand_best",
+    "hand_tsc",
     "hand_seed_style",
     "track_build_literal",
     "track_build_enum",
     "track_build_str",
+    "track_domain_literal",
+    "track_domain_enum",
     "autometrics",
 ];
 const BASELINE: usize = 0;
 const HAND_BEST: usize = 1;
-const HAND_SEED: usize = 2;
-const LITERAL: usize = 3;
-const ENUM: usize = 4;
-const STR: usize = 5;
-const AUTOMETRICS: usize = 6;
+const HAND_TSC: usize = 2;
+const HAND_SEED: usize = 3;
+const LITERAL: usize = 4;
+const ENUM: usize = 5;
+const STR: usize = 6;
+const DOMAIN_LITERAL: usize = 7;
+const DOMAIN_ENUM: usize = 8;
+const AUTOMETRICS: usize = 9;
 
 /// Calls per timed round.
 const CALLS: u64 = 1_000_000;
@@ -314,16 +390,20 @@ fn per_call_ns(mut f: impl FnMut(u64) -> Result<u64, Error>, n: u64) -> f64 {
 }
 
 /// One round of every variant, `n` calls each, in table order.
-fn round(fx: &Fixture, n: u64) -> [f64; 7] {
+fn round(fx: &Fixture, n: u64) -> [f64; 10] {
     let chain = black_box("ethereum");
     let enum_chain = black_box(Chain::Ethereum);
+    let env = black_box(Env::Staging);
     [
         per_call_ns(baseline, n),
         per_call_ns(|x| hand_best(&fx.best, x), n),
+        per_call_ns(|x| hand_tsc(&fx.best, &fx.tsc, x), n),
         per_call_ns(|x| hand_seed_style(&fx.seed, chain, x), n),
         per_call_ns(track_build_literal, n),
         per_call_ns(|x| track_build_enum(enum_chain, x), n),
         per_call_ns(|x| track_build_str(chain, x), n),
+        per_call_ns(track_domain_literal, n),
+        per_call_ns(|x| track_domain_enum(env, x), n),
         per_call_ns(autometrics_fn, n),
     ]
 }
@@ -353,7 +433,7 @@ fn ratio_table(fx: &Fixture, started: SystemTime) {
         "track_overhead: median ns/call over {ROUNDS} rounds x {CALLS} calls (no tracing subscriber installed)"
     );
     println!(
-        "{:<20} {:>9} {:>17} {:>9} {:>9} {:>9} {:>9} {:>10} {:>10}",
+        "{:<21} {:>9} {:>17} {:>9} {:>9} {:>9} {:>9} {:>10} {:>10}",
         "variant",
         "ns/call",
         "[min .. max]",
@@ -368,7 +448,7 @@ fn ratio_table(fx: &Fixture, started: SystemTime) {
         let crit = criterion_median("track_overhead", name, started)
             .map_or_else(|| "-".to_owned(), |ns| format!("{ns:.2}"));
         println!(
-            "{:<20} {:>9.2} {:>17} {:>8.2}x {:>8.2}x {:>8.2}x {:>8.2}x {:>10.2} {:>10}",
+            "{:<21} {:>9.2} {:>17} {:>8.2}x {:>8.2}x {:>8.2}x {:>8.2}x {:>10.2} {:>10}",
             name,
             med[i],
             format!("[{:.1} .. {:.1}]", spread[i].0, spread[i].1),
@@ -393,12 +473,24 @@ fn ratio_table(fx: &Fixture, started: SystemTime) {
             ratio,
         );
     };
-    target("literal", LITERAL, HAND_BEST, 1.3);
-    target("enum", ENUM, HAND_BEST, 1.3);
-    target("&str", STR, HAND_SEED, 0.6);
-    for (what, v) in [("literal", LITERAL), ("enum", ENUM), ("&str", STR)] {
+    let tracked = [
+        ("literal", LITERAL),
+        ("enum", ENUM),
+        ("&str", STR),
+        ("domain literal", DOMAIN_LITERAL),
+        ("domain enum", DOMAIN_ENUM),
+    ];
+    for (what, v) in tracked {
+        target(what, v, HAND_BEST, 0.5);
+    }
+    for (what, v) in tracked {
+        target(what, v, HAND_TSC, 1.0);
+    }
+    for (what, v) in tracked {
         target(what, v, AUTOMETRICS, 0.5);
     }
+    target("domain literal", DOMAIN_LITERAL, LITERAL, 1.05);
+    target("domain enum", DOMAIN_ENUM, ENUM, 1.05);
 }
 
 fn main() {

@@ -156,6 +156,9 @@ impl LabelValue for Literal {
 pub struct LabelRef<'a> {
     /// The type's fixed value set and this value's index in it.
     pub(crate) fixed: Option<(&'static [&'static str], usize)>,
+    /// An open value that is borrowed text (`&str`, `String`, …), read once
+    /// here so the lookup neither calls through `value` nor allocates.
+    borrowed: Option<&'a str>,
     value: &'a dyn LabelText,
 }
 
@@ -178,13 +181,27 @@ impl<'a> LabelRef<'a> {
             let i = value.index();
             (i < values.len()).then_some((values, i))
         });
-        LabelRef { fixed, value }
+        let borrowed = match (fixed, L::VALUES) {
+            (None, None) => match value.as_label() {
+                Cow::Borrowed(text) => Some(text),
+                Cow::Owned(_) => None,
+            },
+            _ => None,
+        };
+        LabelRef {
+            fixed,
+            borrowed,
+            value,
+        }
     }
 
     /// The value as text, not yet sanitised.
     #[inline]
     pub fn text(&self) -> Cow<'a, str> {
-        self.value.text()
+        match self.borrowed {
+            Some(text) => Cow::Borrowed(text),
+            None => self.value.text(),
+        }
     }
 }
 

@@ -91,13 +91,16 @@ fn build_enum(chain: Chain) {}
 
 #[test]
 fn enum_labels_use_snake_case_or_their_rename() {
+    // Counted from what is there already: the next test builds on Ethereum
+    // too, and may run first.
+    let before = ["ethereum", "bsc", "polygon_zk_evm"].map(|c| builds(c, "success"));
     build_enum(Chain::Ethereum);
     build_enum(Chain::BnbSmart);
     build_enum(Chain::BnbSmart);
     build_enum(Chain::PolygonZkEvm);
-    assert_eq!(builds("ethereum", "success"), 1);
-    assert_eq!(builds("bsc", "success"), 2);
-    assert_eq!(builds("polygon_zk_evm", "success"), 1);
+    assert_eq!(builds("ethereum", "success") - before[0], 1);
+    assert_eq!(builds("bsc", "success") - before[1], 2);
+    assert_eq!(builds("polygon_zk_evm", "success") - before[2], 1);
 }
 
 #[test]

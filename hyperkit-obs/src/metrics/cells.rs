@@ -24,45 +24,51 @@ use std::cell::Cell;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Index of the started counter in a shard.
-const STARTED: usize = 0;
-/// Index of the first of the four finished counters (success, failure,
-/// panic, cancelled).
-const FINISHED: usize = 1;
-/// Index of the sum of durations, in nanoseconds.
-const SUM_NS: usize = 5;
-/// Index of the first histogram bucket (not cumulative; the last is `+Inf`).
-const BUCKETS: usize = 6;
+/// Buckets kept in a shard's first two cache lines; a histogram with more
+/// keeps the rest beside it.
+const INLINE_BUCKETS: usize = 8;
 
-/// Counters per block: one block is two cache lines, so no two threads'
-/// shards share a line, nor one the adjacent-line prefetcher pairs.
-const PER_BLOCK: usize = 16;
-
+/// One thread's (or the shared) counters of one label set: 128 bytes,
+/// aligned so that no two threads' shards share a cache line, nor a pair of
+/// lines the adjacent-line prefetcher fetches together.
 #[repr(align(128))]
-struct Block([AtomicU64; PER_BLOCK]);
-
-/// One thread's (or the shared) counters of one label set.
-struct Shard(Box<[Block]>);
+struct Shard {
+    started: AtomicU64,
+    /// Calls finished: success, failure, panic, cancelled.
+    finished: [AtomicU64; 4],
+    /// Sum of the finished calls' durations, in nanoseconds.
+    sum_ns: AtomicU64,
+    /// The first buckets (not cumulative).
+    buckets: [AtomicU64; INLINE_BUCKETS],
+    /// The buckets past the inline ones (the last is `+Inf`).
+    more: Box<[AtomicU64]>,
+}
 
 impl Shard {
-    fn new(counters: usize) -> Self {
-        let blocks = counters.div_ceil(PER_BLOCK);
-        Shard(
-            (0..blocks)
-                .map(|_| Block(std::array::from_fn(|_| AtomicU64::new(0))))
+    /// A shard for `buckets` buckets (bounds and `+Inf`).
+    fn new(buckets: usize) -> Self {
+        Shard {
+            started: AtomicU64::new(0),
+            finished: Default::default(),
+            sum_ns: AtomicU64::new(0),
+            buckets: Default::default(),
+            more: (INLINE_BUCKETS..buckets)
+                .map(|_| AtomicU64::new(0))
                 .collect(),
-        )
+        }
     }
 
     #[inline(always)]
-    fn at(&self, i: usize) -> Option<&AtomicU64> {
-        self.0.get(i / PER_BLOCK).map(|b| &b.0[i % PER_BLOCK])
+    fn bucket(&self, i: usize) -> Option<&AtomicU64> {
+        match self.buckets.get(i) {
+            Some(c) => Some(c),
+            None => self.more.get(i - INLINE_BUCKETS),
+        }
     }
+}
 
-    #[inline(always)]
-    fn read(&self, i: usize) -> u64 {
-        self.at(i).map_or(0, |c| c.load(Ordering::Acquire))
-    }
+fn read(c: &AtomicU64) -> u64 {
+    c.load(Ordering::Acquire)
 }
 
 /// How a shard is written: by its owner alone, or by anyone.
@@ -72,22 +78,25 @@ enum Writer<'a> {
     Shared(&'a Shard),
 }
 
-impl Writer<'_> {
+impl<'a> Writer<'a> {
     #[inline(always)]
-    fn add(self, i: usize, n: u64) {
+    fn shard(self) -> &'a Shard {
         match self {
-            Writer::Owned(shard) => {
-                if let Some(c) = shard.at(i) {
-                    // Only this thread writes an owned shard: no other write
-                    // can come between the load and the store. Release pairs
-                    // with the collector's acquire (see `in_flight`).
-                    c.store(c.load(Ordering::Relaxed).wrapping_add(n), Ordering::Release);
-                }
+            Writer::Owned(s) | Writer::Shared(s) => s,
+        }
+    }
+
+    #[inline(always)]
+    fn add(self, c: &AtomicU64, n: u64) {
+        match self {
+            // Only this thread writes an owned shard: no other write can
+            // come between the load and the store. Release pairs with the
+            // collector's acquire (see `snapshot`).
+            Writer::Owned(_) => {
+                c.store(c.load(Ordering::Relaxed).wrapping_add(n), Ordering::Release)
             }
-            Writer::Shared(shard) => {
-                if let Some(c) = shard.at(i) {
-                    c.fetch_add(n, Ordering::Release);
-                }
+            Writer::Shared(_) => {
+                c.fetch_add(n, Ordering::Release);
             }
         }
     }
@@ -191,8 +200,6 @@ fn claim_slot() -> Option<usize> {
 pub(crate) struct Cells {
     /// Upper bounds of the histogram's buckets, in nanoseconds.
     bounds_ns: &'static [u64],
-    /// Counters per shard.
-    len: usize,
     slots: Box<[OnceLock<Shard>]>,
     shared: OnceLock<Shard>,
 }
@@ -222,7 +229,6 @@ impl Cells {
     pub(crate) fn new(bounds_ns: &'static [u64]) -> Self {
         Cells {
             bounds_ns,
-            len: BUCKETS + bounds_ns.len() + 1,
             slots: (0..slot_count()).map(|_| OnceLock::new()).collect(),
             shared: OnceLock::new(),
         }
@@ -242,13 +248,14 @@ impl Cells {
     #[cold]
     #[inline(never)]
     fn make<'a>(&self, cell: &'a OnceLock<Shard>) -> &'a Shard {
-        cell.get_or_init(|| Shard::new(self.len))
+        cell.get_or_init(|| Shard::new(self.bounds_ns.len() + 1))
     }
 
     /// Counts a call that started (for the in-flight gauge).
     #[inline(always)]
     pub(crate) fn start(&self) {
-        self.writer().add(STARTED, 1);
+        let w = self.writer();
+        w.add(&w.shard().started, 1);
     }
 
     /// Counts a call that finished with status number `status` (in the
@@ -256,10 +263,22 @@ impl Cells {
     #[inline(always)]
     pub(crate) fn finish(&self, status: usize, ns: u64) {
         let w = self.writer();
-        let bucket = self.bounds_ns.partition_point(|b| *b < ns);
-        w.add(BUCKETS + bucket, 1);
-        w.add(SUM_NS, ns);
-        w.add(FINISHED + status.min(3), 1);
+        let shard = w.shard();
+        // A scan from the smallest bound: a fast call (the common case, and
+        // the one where a few instructions show) stops at once; a call slow
+        // enough to go far up the buckets does not notice the scan.
+        let bucket = self
+            .bounds_ns
+            .iter()
+            .position(|b| ns <= *b)
+            .unwrap_or(self.bounds_ns.len());
+        if let Some(c) = shard.bucket(bucket) {
+            w.add(c, 1);
+        }
+        w.add(&shard.sum_ns, ns);
+        if let Some(c) = shard.finished.get(status) {
+            w.add(c, 1);
+        }
     }
 
     fn shards(&self) -> impl Iterator<Item = &Shard> {
@@ -280,18 +299,18 @@ impl Cells {
         // finish, and each store releases what came before it), so the
         // difference never goes below zero.
         for shard in self.shards() {
-            for (i, n) in s.finished.iter_mut().enumerate() {
-                *n = n.wrapping_add(shard.read(FINISHED + i));
+            for (n, c) in s.finished.iter_mut().zip(&shard.finished) {
+                *n = n.wrapping_add(read(c));
             }
             for (i, n) in s.buckets.iter_mut().enumerate() {
-                *n = n.wrapping_add(shard.read(BUCKETS + i));
+                *n = n.wrapping_add(shard.bucket(i).map_or(0, read));
             }
-            s.sum_ns = s.sum_ns.wrapping_add(shard.read(SUM_NS));
+            s.sum_ns = s.sum_ns.wrapping_add(read(&shard.sum_ns));
         }
         let finished: u64 = s.finished.iter().fold(0u64, |a, n| a.wrapping_add(*n));
         let started = self
             .shards()
-            .fold(0u64, |a, shard| a.wrapping_add(shard.read(STARTED)));
+            .fold(0u64, |a, shard| a.wrapping_add(read(&shard.started)));
         s.in_flight = started.saturating_sub(finished);
         s
     }

@@ -109,7 +109,12 @@ impl<H> Entry<H> {
     /// Whether this entry's values are exactly `values`.
     #[inline]
     pub fn is(&self, values: &[Cow<'_, str>]) -> bool {
-        self.values.len() == values.len() && self.values.iter().zip(values).all(|(a, b)| **a == **b)
+        self.values.len() == values.len()
+            && self
+                .values
+                .iter()
+                .zip(values)
+                .all(|(a, b)| same_text(a.as_bytes(), b.as_bytes()))
     }
 
     /// The label values, sanitised, in label order.
@@ -127,6 +132,27 @@ impl<H> Entry<H> {
     /// Value `i`, or `""` past the last.
     pub(crate) fn value(&'static self, i: usize) -> &'static str {
         self.values.get(i).map_or("", |v| &**v)
+    }
+}
+
+/// Byte equality, inlined for the short values labels usually hold
+/// (`memcmp` is a call into libc, which costs more than comparing up to
+/// sixteen bytes as two words).
+#[inline(always)]
+fn same_text(a: &[u8], b: &[u8]) -> bool {
+    let word = |s: &[u8], at: usize| {
+        s.get(at..at + 8)
+            .and_then(|w| <[u8; 8]>::try_from(w).ok())
+            .map_or(0, u64::from_ne_bytes)
+    };
+    let n = a.len();
+    if n != b.len() {
+        false
+    } else if (8..=16).contains(&n) {
+        // Two words, overlapping when shorter than sixteen bytes.
+        word(a, 0) == word(b, 0) && word(a, n - 8) == word(b, n - 8)
+    } else {
+        a == b
     }
 }
 
@@ -305,5 +331,26 @@ impl<H: Sync + 'static> LabelSets<H> {
             }
         }
         replaced
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_text;
+
+    #[test]
+    fn text_is_equal_exactly_when_every_byte_is() {
+        for n in 0..40usize {
+            let a: Vec<u8> = (0..n).map(|i| b'a' + (i % 26) as u8).collect();
+            assert!(same_text(&a, &a.clone()), "length {n}");
+            for at in 0..n {
+                let mut b = a.clone();
+                b[at] ^= 0x20;
+                assert!(!same_text(&a, &b), "length {n}, byte {at} differs");
+            }
+            let mut longer = a.clone();
+            longer.push(b'z');
+            assert!(!same_text(&a, &longer), "length {n} against {}", n + 1);
+        }
     }
 }

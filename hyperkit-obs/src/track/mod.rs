@@ -109,7 +109,8 @@ pub(crate) type LabelSet = Entry<DomainHandles>;
 pub struct Prepared {
     site: &'static Site<DomainHandles>,
     set: &'static LabelSet,
-    span: Span,
+    /// `None` when INFO spans are off: nothing to move, enter or drop.
+    span: Option<Span>,
     log: LogFn,
 }
 
@@ -120,7 +121,7 @@ impl Prepared {
     pub fn new(
         site: &'static Site<DomainHandles>,
         set: &'static LabelSet,
-        span: Span,
+        span: Option<Span>,
         log: LogFn,
     ) -> Self {
         Prepared {
@@ -161,7 +162,7 @@ impl Prepared {
 pub struct Call {
     site: &'static Site<DomainHandles>,
     set: &'static LabelSet,
-    span: Span,
+    span: Option<Span>,
     log: LogFn,
     id: Option<CallId>,
     /// The clock's ticks at the start.
@@ -170,10 +171,11 @@ pub struct Call {
 }
 
 impl Call {
-    /// The call's span, to enter around the body.
+    /// The call's span (a disabled one when spans are off), to enter
+    /// around the body.
     #[inline(always)]
-    pub fn span(&self) -> &Span {
-        &self.span
+    pub fn span(&self) -> Span {
+        self.span.clone().unwrap_or_else(Span::none)
     }
 
     /// The call's id (model calls only).
@@ -188,7 +190,7 @@ impl Call {
     #[inline(always)]
     pub fn enter(&self) -> Entered<'_> {
         Entered {
-            _span: self.span.enter(),
+            _span: self.span.as_ref().map(Span::enter),
             _call: self.id.map(crate::model::CurrentCall::enter),
         }
     }
@@ -226,8 +228,16 @@ impl Call {
         let ns = clock.nanos(self.start, clock.now());
         let handles = &self.set.handles;
         handles.cells.finish(status.index(), ns);
+        // One load each when there is no sink and nothing logs (no
+        // subscriber, or one that takes no ERROR): then no record is built,
+        // no span entered, no event made.
+        let to_sinks = crate::calls::any();
+        let to_logs = tracing::level_enabled!(tracing::Level::ERROR);
+        if !(to_sinks || to_logs) {
+            return;
+        }
         let elapsed = Duration::from_nanos(ns);
-        if crate::calls::any() {
+        if to_sinks {
             let spec = handles.spec();
             crate::calls::dispatch(&crate::calls::FinishedCall {
                 domain: spec.name(),
@@ -244,12 +254,30 @@ impl Call {
                 label_values: self.set.value_slice(),
             });
         }
-        let _entered = self.span.enter();
-        (self.log)(&Finished {
-            status,
-            elapsed,
-            error,
-        });
+        if to_logs {
+            let _entered = self.span.as_ref().map(Span::enter);
+            (self.log)(&Finished {
+                status,
+                elapsed,
+                error,
+            });
+        }
+    }
+}
+
+impl Call {
+    /// Records a call dropped before it was finished: a panic or a
+    /// cancellation. Kept out of line, so the common drop (a finished call)
+    /// stays a flag test.
+    #[cold]
+    #[inline(never)]
+    fn record_unfinished(&mut self) {
+        let status = if std::thread::panicking() {
+            Status::Panic
+        } else {
+            Status::Cancelled
+        };
+        self.record(status, None, None, None);
     }
 }
 
@@ -257,19 +285,14 @@ impl Drop for Call {
     #[inline(always)]
     fn drop(&mut self) {
         if !self.done {
-            let status = if std::thread::panicking() {
-                Status::Panic
-            } else {
-                Status::Cancelled
-            };
-            self.record(status, None, None, None);
+            self.record_unfinished();
         }
     }
 }
 
 /// The guard of [`Call::enter`].
 pub struct Entered<'a> {
-    _span: tracing::span::Entered<'a>,
+    _span: Option<tracing::span::Entered<'a>>,
     _call: Option<crate::model::CurrentCall>,
 }
 

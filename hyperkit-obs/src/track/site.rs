@@ -8,9 +8,9 @@
 //! same open values again (the common case) compares strings instead of
 //! hashing; on a miss it looks the tuple up in the macro's [`LabelSets`].
 //!
-//! A `static` in a generic function is shared by all its instances, so a
-//! site remembers which value sets its slots were built for and resolves
-//! calls with other sets by lookup.
+//! A `static` in a generic function is shared by all its instances, so the
+//! site of a generic function remembers which value sets its slots were
+//! built for and resolves calls with other sets by lookup.
 
 use std::borrow::Cow;
 use std::sync::OnceLock;
@@ -35,6 +35,9 @@ pub struct Site<H: 'static> {
     /// The function's module path.
     pub module: &'static str,
     slots: OnceLock<Slots<H>>,
+    /// A generic function's site: its instances may give labels of other
+    /// types, so the slots' value sets are checked on each call.
+    generic: bool,
     /// The entry of the last open label set resolved here (null at first).
     /// Only ever holds pointers from `&'static Entry`, which are never freed.
     last: AtomicPtr<Entry<H>>,
@@ -47,6 +50,19 @@ impl<H: Sync + 'static> Site<H> {
             function,
             module,
             slots: OnceLock::new(),
+            generic: false,
+            last: AtomicPtr::new(std::ptr::null_mut()),
+        }
+    }
+
+    /// An empty site for a generic function, whose label types may differ
+    /// between its instances.
+    pub const fn generic(function: &'static str, module: &'static str) -> Self {
+        Site {
+            function,
+            module,
+            slots: OnceLock::new(),
+            generic: true,
             last: AtomicPtr::new(std::ptr::null_mut()),
         }
     }
@@ -129,14 +145,18 @@ fn resolve_fixed<H: Sync + 'static, const N: usize>(
         sets: labels.iter().filter_map(|l| l.fixed.map(|f| f.0)).collect(),
         cells: (0..total).map(|_| OnceLock::new()).collect(),
     });
-    let built_for_these = slots.cells.len() == total
-        && slots
-            .sets
-            .iter()
-            .zip(labels)
-            .all(|(s, l)| l.fixed.is_some_and(|(set, _)| same_set(s, set)));
-    if !built_for_these {
-        return None;
+    // A non-generic function's labels always have the same types, so the
+    // slots fit them; a generic one's are checked.
+    if site.generic {
+        let built_for_these = slots.cells.len() == total
+            && slots
+                .sets
+                .iter()
+                .zip(labels)
+                .all(|(s, l)| l.fixed.is_some_and(|(set, _)| same_set(s, set)));
+        if !built_for_these {
+            return None;
+        }
     }
     let cell = slots.cells.get(index)?;
     Some(*cell.get_or_init(|| {
