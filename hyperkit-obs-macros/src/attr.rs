@@ -89,7 +89,7 @@ const NO_DOMAIN: &str = "`#[track]` needs a domain first: write `#[track(Deploy,
 /// The domain path `#[track]` starts with.
 fn domain(input: ParseStream<'_>) -> syn::Result<syn::Path> {
     if input.is_empty() {
-        return Err(input.error(NO_DOMAIN));
+        return Err(syn::Error::new(proc_macro2::Span::call_site(), NO_DOMAIN));
     }
     let fork = input.fork();
     let path = fork.call(syn::Path::parse_mod_style);

@@ -115,6 +115,9 @@ pub(crate) fn derive(input: DeriveInput) -> syn::Result<TokenStream> {
         // A domain field of this type takes values of this type.
         #[automatically_derived]
         impl #impl_generics #krate::__private::Fits<#ident #ty_generics> for #ident #ty_generics #where_clause {}
+        #[automatically_derived]
+        #[diagnostic::do_not_recommend]
+        impl #impl_generics #krate::__private::Fits<#krate::__private::Undecided> for #ident #ty_generics #where_clause {}
     })
 }
 

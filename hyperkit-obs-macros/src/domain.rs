@@ -199,7 +199,7 @@ fn checked_name(
         errors.push(syn::Error::new(
             span,
             format!(
-                "the {what} name `{name}` {problem}: Prometheus names are `[a-zA-Z_:][a-zA-Z0-9_:]*`, like `acme_deploy`"
+                "the {what} `{name}` {problem}: Prometheus names are `[a-zA-Z_:][a-zA-Z0-9_:]*`, like `acme_deploy`"
             ),
         ));
     }
@@ -274,6 +274,8 @@ pub(crate) fn derive(input: DeriveInput) -> syn::Result<TokenStream> {
         Some(p) => checked_name(p.value(), Some(p), "prefix", &mut errors),
         None => snake.clone(),
     };
+    // A bad prefix is one mistake: the names made from it are not checked.
+    let prefix_ok = metric_name_problem(&prefix).is_none();
     let name = o.name.as_ref().map_or(snake, LitStr::value);
     if name.is_empty() || name.chars().any(char::is_control) {
         errors.push(syn::Error::new(
@@ -283,15 +285,21 @@ pub(crate) fn derive(input: DeriveInput) -> syn::Result<TokenStream> {
     }
     let metric = |lit: &Option<LitStr>, suffix: &str, what: &str, errors: &mut Vec<_>| match lit {
         Some(l) => checked_name(l.value(), Some(l), what, errors),
-        None => checked_name(
+        None if prefix_ok => checked_name(
             format!("{prefix}_{suffix}"),
             o.prefix.as_ref(),
             what,
             errors,
         ),
+        None => format!("{prefix}_{suffix}"),
     };
-    let calls = metric(&o.counter, "calls_total", "counter", &mut errors);
-    let duration = metric(&o.histogram, "duration_seconds", "histogram", &mut errors);
+    let calls = metric(&o.counter, "calls_total", "counter name", &mut errors);
+    let duration = metric(
+        &o.histogram,
+        "duration_seconds",
+        "histogram name",
+        &mut errors,
+    );
     let in_flight = o.in_flight.unwrap_or(true);
     if !in_flight && let Some(g) = &o.gauge {
         errors.push(syn::Error::new(
@@ -299,7 +307,7 @@ pub(crate) fn derive(input: DeriveInput) -> syn::Result<TokenStream> {
             "`gauge` names the in-flight gauge, but `in_flight = false` turns it off: remove one of them",
         ));
     }
-    let gauge = in_flight.then(|| metric(&o.gauge, "in_flight", "gauge", &mut errors));
+    let gauge = in_flight.then(|| metric(&o.gauge, "in_flight", "gauge name", &mut errors));
     let names: Vec<&String> = [Some(&calls), Some(&duration), gauge.as_ref()]
         .into_iter()
         .flatten()
@@ -338,7 +346,8 @@ pub(crate) fn derive(input: DeriveInput) -> syn::Result<TokenStream> {
         field_types.push(&field.ty);
     }
 
-    if let Some(mut first) = errors.pop() {
+    let mut errors = errors.into_iter();
+    if let Some(mut first) = errors.next() {
         for e in errors {
             first.combine(e);
         }
@@ -425,11 +434,22 @@ pub(crate) fn derive(input: DeriveInput) -> syn::Result<TokenStream> {
                 }
 
                 #[inline(always)]
-                fn __resolve(
+                fn __resolve_labels(
                     site: &'static #private::Site<#private::DomainHandles>,
                     labels: Self::Labels<'_>,
                 ) -> &'static #private::Entry<#private::DomainHandles> {
                     #private::resolve(site, METRICS.sets(), [#(labels.#field_idents.label()),*])
+                }
+            }
+
+            #[automatically_derived]
+            impl #lifetime #private::DomainLabels for #labels_struct #lifetime {
+                #[inline(always)]
+                fn __resolve(
+                    self,
+                    site: &'static #private::Site<#private::DomainHandles>,
+                ) -> &'static #private::Entry<#private::DomainHandles> {
+                    <#ident as #krate::Domain>::__resolve_labels(site, self)
                 }
             }
         };

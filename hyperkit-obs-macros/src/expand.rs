@@ -66,12 +66,21 @@ pub(crate) fn expand(kind: Kind, checked: Checked, item: ItemFn) -> TokenStream 
         let field = format_ident!("{}", label.name, span = label.ident.span());
         let is_label = i < checked.labels.len();
         if user_domain && is_label {
-            bindings.push(quote_spanned! {span=>
-                let #var = #value;
-                let #var = #private::field(#at_value);
-            });
-            span_fields.push(quote!(#field = %#var.label()));
-            label_fields.push(quote!(#field: #var));
+            // The value is checked where it fills its field, so the field's
+            // type is known there: "a label of type `String` cannot take a
+            // value of type `u32`", at the value.
+            bindings.push(quote_spanned! {span=> let #var = #value; });
+            // Every token of the call at the value, so an error about the
+            // call (a literal for a field that takes none) points there too.
+            let private_here = respan(private.clone(), span);
+            let fill = match &label.source {
+                Source::Literal(_) => {
+                    quote_spanned!(span=> #private_here::literal_field(#at_value))
+                }
+                _ => quote_spanned!(span=> #private_here::field(#at_value)),
+            };
+            label_fields.push(quote!(#field: #fill));
+            span_fields.push(quote!(#field = %(&&#private::Wrap(#var)).__hk_label()));
         } else {
             bindings.push(quote_spanned! {span=>
                 let #var = #value;
@@ -131,13 +140,12 @@ pub(crate) fn expand(kind: Kind, checked: Checked, item: ItemFn) -> TokenStream 
                 #private::finished_event!(finished, #ok_level, #fn_name);
             }
             type #labels_ty<'a> = <#domain as #domain_trait>::Labels<'a>;
+            #[allow(unused_imports)]
+            use #private::{DomainLabels as _, NoValueLabel as _, ValueLabel as _};
             #(#bindings)*
             #private::Prepared::new(
                 &#site,
-                <#domain as #domain_trait>::__resolve(
-                    &#site,
-                    #labels_ty { #(#label_fields),* },
-                ),
+                #private::DomainLabels::__resolve(#labels_ty { #(#label_fields),* }, &#site),
                 // The same level check `span!` makes first, done here so a
                 // call with spans off carries no span at all.
                 if #private::tracing::level_enabled!(#private::tracing::Level::INFO) {
@@ -247,6 +255,23 @@ pub(crate) fn expand(kind: Kind, checked: Checked, item: ItemFn) -> TokenStream 
             #body
         }
     }
+}
+
+/// `tokens` with every token placed at `span`.
+fn respan(tokens: TokenStream, span: Span) -> TokenStream {
+    tokens
+        .into_iter()
+        .map(|mut tree| {
+            if let proc_macro2::TokenTree::Group(g) = &tree {
+                let mut group = proc_macro2::Group::new(g.delimiter(), respan(g.stream(), span));
+                group.set_span(span);
+                tree = proc_macro2::TokenTree::Group(group);
+            } else {
+                tree.set_span(span);
+            }
+            tree
+        })
+        .collect()
 }
 
 fn hyg(name: &str) -> syn::Ident {

@@ -136,10 +136,14 @@ pub mod __private {
     pub use crate::label::{LabelRef, Literal};
     pub use crate::metrics::{DomainHandles, DomainMetrics, DomainSpec, Entry, SpecParts};
     pub use crate::track::domain::builtin as domains;
-    pub use crate::track::domain::{AnyLabel, Field, Fits, any_field, field};
+    pub use crate::track::domain::{
+        AnyLabel, DomainLabels, Field, Fits, TakesLiteral, Undecided, any_field, field,
+        literal_field,
+    };
     pub use crate::track::future::{InCall, Tracked};
     pub use crate::track::outcome::{
-        NoUsage, ResultDisplayOutcome, ResultOutcome, ResultUsage, ValueOutcome, ValueUsage, Wrap,
+        NoUsage, NoValueLabel, ResultDisplayOutcome, ResultOutcome, ResultUsage, ValueLabel,
+        ValueOutcome, ValueUsage, Wrap,
     };
     pub use crate::track::site::{Site, resolve};
     pub use crate::track::spans::MARKER;

@@ -22,13 +22,28 @@ fn select() -> usize {
     1
 }
 
+/// Deployments: a domain of the user's, found through `crate = obs` too.
+#[derive(obs::Domain)]
+#[domain(crate = obs, prefix = "renamed_deploy")]
+struct Deploy {
+    chain: Chain,
+    region: String,
+}
+
+#[obs::track(Deploy, chain, region = "eu-west-1", crate = obs)]
+fn deploy(chain: Chain) -> Result<(), String> {
+    let _ = chain;
+    Ok(())
+}
+
 fn main() {
+    assert_eq!(deploy(Chain::Ethereum), Ok(()));
     assert_eq!(build(Chain::Ethereum), Ok(2));
     let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
     assert_eq!(rt.block_on(complete("small-1")), "small-1");
     assert_eq!(select(), 1);
     let families = obs::registry().gather();
-    for name in ["hyperkit_builds_total", "hyperkit_model_calls_total", "hyperkit_db_queries_total"] {
+    for name in ["hyperkit_builds_total", "hyperkit_model_calls_total", "hyperkit_db_queries_total", "renamed_deploy_calls_total"] {
         assert!(families.iter().any(|f| f.name() == name), "{name}");
     }
 }

@@ -111,10 +111,19 @@ pub trait Domain: 'static {
 
     /// The label set of one call. Not a public API.
     #[doc(hidden)]
-    fn __resolve(
+    fn __resolve_labels(
         site: &'static Site<DomainHandles>,
         labels: Self::Labels<'_>,
     ) -> &'static Entry<DomainHandles>;
+}
+
+/// A domain's label struct: resolving a call's labels from it, so the
+/// generated code names the domain once (a path that is not a domain is
+/// then one error, not one per mention). Not a public API.
+#[doc(hidden)]
+pub trait DomainLabels {
+    /// The label set of one call.
+    fn __resolve(self, site: &'static Site<DomainHandles>) -> &'static Entry<DomainHandles>;
 }
 
 /// Buckets of a domain's duration histogram when it names none: Prometheus'
@@ -183,20 +192,51 @@ pub fn any_field(label: LabelRef<'_>) -> Field<'_, AnyLabel> {
 )]
 pub trait Fits<F: ?Sized>: LabelValue {}
 
+#[diagnostic::do_not_recommend]
 impl<F: ?Sized, T: Fits<F> + ?Sized> Fits<F> for &T {}
+#[diagnostic::do_not_recommend]
 impl<F: ?Sized, T: Fits<F> + ?Sized> Fits<F> for &mut T {}
 
-impl Fits<String> for str {}
-impl Fits<String> for String {}
-impl Fits<String> for Cow<'_, str> {}
-impl Fits<String> for Box<str> {}
-impl Fits<String> for Arc<str> {}
-impl Fits<String> for Rc<str> {}
-impl Fits<String> for Literal {}
-impl Fits<bool> for bool {}
+/// A second field type every value type fits, so that the compiler does not
+/// settle a value's field type from the value alone (it would, with one
+/// candidate, and then report "mismatched types" at the macro instead of
+/// "cannot take a value" at the value). No field has this type.
+#[doc(hidden)]
+pub enum Undecided {}
+
+macro_rules! fits {
+    ($field:ty: $($ty:ty),*) => {$(
+        impl Fits<$field> for $ty {}
+        #[diagnostic::do_not_recommend]
+        impl Fits<Undecided> for $ty {}
+    )*};
+}
+fits!(String: str, String, Cow<'_, str>, Box<str>, Arc<str>, Rc<str>, Literal);
+fits!(bool: bool);
+
+/// A field type that a string literal in `#[track]` can fill. Not a public
+/// API.
+#[doc(hidden)]
+#[diagnostic::on_unimplemented(
+    message = "a label of type `{Self}` cannot take a string literal",
+    label = "write a `{Self}` value here",
+    note = "a string literal fills a `String` label; an enum label takes the enum's value, like `env = Env::Staging`; an integer or `bool` label a value of that type"
+)]
+pub trait TakesLiteral {}
+
+impl TakesLiteral for String {}
+
+/// The value of a label written as a string literal.
+#[inline(always)]
+pub fn literal_field<F: TakesLiteral + ?Sized>(value: &Literal) -> Field<'_, F> {
+    Field {
+        label: LabelRef::new(value),
+        field: PhantomData,
+    }
+}
 
 macro_rules! integer_fields {
-    ($($ty:ty),*) => {$( impl Fits<$ty> for $ty {} )*};
+    ($($ty:ty),*) => {$( fits!($ty: $ty); )*};
 }
 integer_fields!(
     u8, u16, u32, u64, u128, usize, i8, i16, i32, i64, i128, isize

@@ -100,6 +100,34 @@ impl<T: ?Sized> NoUsage for Wrap<'_, T> {
     }
 }
 
+/// A label value whose type is a `LabelValue`: its text, for the call's
+/// span.
+pub trait ValueLabel<'a> {
+    /// The value, sanitised when displayed.
+    fn __hk_label(&self) -> crate::label::LabelRef<'a>;
+}
+
+impl<'a, T: crate::LabelValue> ValueLabel<'a> for &Wrap<'a, T> {
+    #[inline]
+    fn __hk_label(&self) -> crate::label::LabelRef<'a> {
+        crate::label::LabelRef::new(self.0)
+    }
+}
+
+/// Any other value: only in code the compiler already rejects (the value
+/// does not fit its field), so that no second error follows from the span.
+pub trait NoValueLabel {
+    /// Nothing.
+    fn __hk_label(&self) -> &'static str;
+}
+
+impl<T: ?Sized> NoValueLabel for Wrap<'_, T> {
+    #[inline]
+    fn __hk_label(&self) -> &'static str {
+        ""
+    }
+}
+
 // The tests write the receiver exactly as the generated code does.
 #[cfg(test)]
 #[allow(clippy::needless_borrow)]

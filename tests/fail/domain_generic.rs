@@ -1,0 +1,8 @@
+use hyperkit_obs::Domain;
+
+#[derive(Domain)]
+struct Deploy<E> {
+    env: E,
+}
+
+fn main() {}

@@ -1,0 +1,9 @@
+use hyperkit_obs::Domain;
+
+#[derive(Domain)]
+enum Deploy {
+    Staging,
+    Production,
+}
+
+fn main() {}

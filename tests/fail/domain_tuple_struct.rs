@@ -1,0 +1,6 @@
+use hyperkit_obs::Domain;
+
+#[derive(Domain)]
+struct Deploy(String, String);
+
+fn main() {}

@@ -1,0 +1,6 @@
+use hyperkit_obs::track;
+
+#[track(env = "prod")]
+fn deploy() {}
+
+fn main() {}

@@ -1,0 +1,6 @@
+use hyperkit_obs::track;
+
+#[track]
+fn deploy() {}
+
+fn main() {}

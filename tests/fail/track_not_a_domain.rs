@@ -1,0 +1,10 @@
+use hyperkit_obs::track;
+
+struct Deploy {
+    env: String,
+}
+
+#[track(Deploy, env = "prod")]
+fn deploy() {}
+
+fn main() {}

@@ -1,0 +1,6 @@
+use hyperkit_obs::track;
+
+#[track(env, region)]
+fn deploy(env: &str, region: &str) {}
+
+fn main() {}
