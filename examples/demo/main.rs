@@ -35,7 +35,7 @@ use axum::Router;
 use axum::extract::Path;
 use axum::routing::get;
 use hyperkit_obs::logs::HumanDuration;
-use hyperkit_obs::{LabelValue, ModelOutput, track_build, track_model, track_query};
+use hyperkit_obs::{Domain, LabelValue, ModelOutput, track, track_build, track_model, track_query};
 use summary::Style;
 use tokio::task::JoinSet;
 
@@ -56,6 +56,24 @@ const CHAINS: [Chain; 5] = [
     Chain::Arbitrum,
     Chain::BnbSmart,
 ];
+
+/// Where a built artifact is deployed.
+#[derive(Clone, Copy, Debug, LabelValue)]
+enum Env {
+    Staging,
+    Production,
+}
+
+/// Deployments of built artifacts: the demo's own tracked domain, beside
+/// the built-in builds, model calls and queries.
+#[derive(Domain)]
+#[domain(prefix = "demo_deploy", buckets = [1.0, 2.5, 5.0, 10.0, 20.0, 40.0])]
+struct Deploy {
+    env: Env,
+    region: String,
+}
+
+const REGIONS: [&str; 3] = ["eu-west-1", "us-east-2", "ap-south-1"];
 
 /// (model, mean latency s, acceptance rate, failure rate)
 const MODELS: [(&str, f64, f64, f64); 3] = [
@@ -127,7 +145,27 @@ async fn build(chain: Chain, settings: Arc<Settings>, seed: u64) -> Result<u64, 
         return Err(BuildError(format!("{chain:?}: {reason}")));
     }
     insert_artifact(&settings, &mut rng).await?;
+    // Every artifact goes to staging; one in three goes on to production.
+    let region = rng.pick(&REGIONS);
+    deploy(Env::Staging, region, &settings, &mut rng).await?;
+    if rng.next() < 0.33 {
+        deploy(Env::Production, region, &settings, &mut rng).await?;
+    }
     Ok((rng.next() * 4_000_000.0) as u64)
+}
+
+#[track(Deploy, env, region)]
+async fn deploy(
+    env: Env,
+    region: &str,
+    settings: &Settings,
+    rng: &mut Rng,
+) -> Result<(), BuildError> {
+    pause(settings, rng.around(6.0).clamp(1.0, 60.0)).await;
+    if rng.next() < settings.failure_rate / 4.0 {
+        return Err(BuildError(format!("{env:?} {region}: health check failed")));
+    }
+    Ok(())
 }
 
 #[track_query(operation = "select_queue_entry", db = "postgres", level = "debug")]

@@ -189,6 +189,9 @@ impl Builder {
     pub fn init(self) -> Result<ObsGuard, InitError> {
         metrics::set_max_label_values(self.config.max_label_values);
         metrics::set_max_label_sets(self.config.max_label_sets);
+        // Chooses the clock and calibrates the TSC now, so no tracked call
+        // waits for it.
+        crate::clock::clock_source();
         let filter = |config: &MonitoringConfig| {
             EnvFilter::try_new(&config.log_filter).map_err(|e| ConfigError::Invalid {
                 variable: "RUST_LOG",

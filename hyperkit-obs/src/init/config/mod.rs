@@ -202,6 +202,13 @@ impl MonitoringConfig {
         if let Some(v) = var("HYPERKIT_MAX_LABEL_SETS") {
             config.max_label_sets = parse_limit("HYPERKIT_MAX_LABEL_SETS", &v)?;
         }
+        if let Some(v) = var(crate::clock::CLOCK_VAR) {
+            // Read again where the clock is chosen (on its first use, which
+            // may come before `init()`); checked here so a typo fails.
+            crate::clock::ClockChoice::parse(Some(&v)).map_err(|problem| {
+                crate::config::invalid(crate::clock::CLOCK_VAR, &v, problem, "auto")
+            })?;
+        }
         if let Some(v) = var("HYPERKIT_METRICS_ADDR") {
             config.metrics_addr = parse_addr("HYPERKIT_METRICS_ADDR", &v)?;
         }
@@ -287,6 +294,10 @@ impl MonitoringConfig {
                 self.max_label_values.to_string(),
             ),
             ("HYPERKIT_MAX_LABEL_SETS", self.max_label_sets.to_string()),
+            (
+                crate::clock::CLOCK_VAR,
+                format!("{} in use", crate::clock::clock_source()),
+            ),
             ("HYPERKIT_METRICS_ADDR", self.metrics_addr.to_string()),
             ("HYPERKIT_DATA_DIR", self.data_dir.display().to_string()),
             ("RUST_LOG", self.log_filter.clone()),
