@@ -141,6 +141,8 @@ pub struct DomainHandles {
     metrics: &'static DomainMetrics,
     pub(crate) cells: Cells,
     pub(crate) model: Option<ModelCounters>,
+    /// `name="value",…` of this label set, escaped, for the exposition.
+    label_text: Box<str>,
 }
 
 impl DomainHandles {
@@ -153,6 +155,10 @@ impl DomainHandles {
             metrics,
             cells: Cells::new(metrics.bounds_ns()),
             model: metrics.spec.model.then(|| ModelCounters::new(values)),
+            label_text: super::render::label_text(
+                metrics.spec.labels.iter().copied(),
+                values.iter().copied(),
+            ),
         }
     }
 
@@ -173,6 +179,8 @@ pub struct DomainMetrics {
     spec: &'static DomainSpec,
     sets: LabelSets<DomainHandles>,
     bounds_ns: OnceLock<Box<[u64]>>,
+    /// The `le="…"` label of each bucket, for the exposition.
+    le: OnceLock<Vec<String>>,
     descs: OnceLock<Vec<Desc>>,
     registered: AtomicBool,
 }
@@ -187,6 +195,7 @@ impl DomainMetrics {
             spec,
             sets: LabelSets::new(spec.calls, spec.labels, make),
             bounds_ns: OnceLock::new(),
+            le: OnceLock::new(),
             descs: OnceLock::new(),
             registered: AtomicBool::new(false),
         }
@@ -231,6 +240,12 @@ impl DomainMetrics {
             }
         }
         let registry = super::registry();
+        use super::render::{Native, add};
+        add(Native::DomainCalls(self));
+        add(Native::DomainDuration(self));
+        if self.spec.in_flight.is_some() {
+            add(Native::DomainInFlight(self));
+        }
         if let Err(e) = registry.register(Box::new(Registered(self))) {
             tracing::warn!(
                 domain = self.spec.name,
@@ -377,6 +392,104 @@ pub(crate) fn label_names() -> Vec<&'static str> {
         .clone()
 }
 
+impl DomainMetrics {
+    /// `status="…",<labels>` or `<labels>,status="…"` of one label set.
+    fn with_status(&self, out: &mut Vec<u8>, labels: &str, status: &str) {
+        out.clear();
+        let status_pair = |out: &mut Vec<u8>| {
+            out.extend_from_slice(b"status=\"");
+            out.extend_from_slice(status.as_bytes());
+            out.push(b'"');
+        };
+        if !self.spec.status_last {
+            status_pair(out);
+            if !labels.is_empty() {
+                out.push(b',');
+            }
+        }
+        out.extend_from_slice(labels.as_bytes());
+        if self.spec.status_last {
+            if !labels.is_empty() {
+                out.push(b',');
+            }
+            status_pair(out);
+        }
+    }
+
+    /// The calls counter in the text format.
+    pub(crate) fn write_calls(&'static self, out: &mut Vec<u8>) {
+        let sets = self.sets.entries();
+        if sets.is_empty() {
+            return;
+        }
+        let spec = self.spec;
+        super::render::header(out, spec.calls, spec.calls_help, "counter");
+        let mut labels = Vec::with_capacity(64);
+        for entry in sets {
+            let h = &entry.handles;
+            for (status, n) in STATUSES.iter().zip(h.cells.finished()) {
+                self.with_status(&mut labels, &h.label_text, status);
+                super::render::sample(out, spec.calls, "", &labels, "", n);
+            }
+        }
+    }
+
+    /// The duration histogram in the text format.
+    pub(crate) fn write_durations(&'static self, out: &mut Vec<u8>) {
+        let sets = self.sets.entries();
+        if sets.is_empty() {
+            return;
+        }
+        let spec = self.spec;
+        let le = self
+            .le
+            .get_or_init(|| super::render::le_labels(spec.buckets));
+        super::render::header(out, spec.duration, spec.duration_help, "histogram");
+        let mut buckets = Vec::with_capacity(spec.buckets.len() + 1);
+        for entry in sets {
+            let h = &entry.handles;
+            let sum_ns = h.cells.histogram(&mut buckets);
+            let count: u64 = buckets.iter().sum();
+            let cumulative = buckets.iter().scan(0u64, |total, n| {
+                *total += n;
+                Some(*total)
+            });
+            super::render::histogram(
+                out,
+                spec.duration,
+                h.label_text.as_bytes(),
+                le,
+                cumulative,
+                count,
+                |out| super::render::seconds(out, sum_ns),
+            );
+        }
+    }
+
+    /// The in-flight gauge in the text format.
+    pub(crate) fn write_in_flight(&'static self, out: &mut Vec<u8>) {
+        let Some((name, help)) = self.spec.in_flight else {
+            return;
+        };
+        let sets = self.sets.entries();
+        if sets.is_empty() {
+            return;
+        }
+        super::render::header(out, name, help, "gauge");
+        for entry in sets {
+            let h = &entry.handles;
+            super::render::sample(
+                out,
+                name,
+                "",
+                h.label_text.as_bytes(),
+                "",
+                h.cells.in_flight(),
+            );
+        }
+    }
+}
+
 fn label_pair(name: &str, value: &str) -> LabelPair {
     let mut pair = LabelPair::default();
     pair.set_name(name.to_owned());
@@ -393,6 +506,9 @@ impl Collector for Registered {
     }
 
     fn collect(&self) -> Vec<MetricFamily> {
+        if super::render::native_pass() {
+            return Vec::new();
+        }
         self.0.families()
     }
 }

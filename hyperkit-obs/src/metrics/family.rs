@@ -21,6 +21,8 @@ use prometheus::proto::{LabelPair, MetricFamily, MetricType};
 /// child costs one hash, whatever the family's size.
 struct Children<M> {
     list: Vec<(Box<[Box<str>]>, M)>,
+    /// Each child's `name="value",…`, escaped, for the exposition.
+    texts: Vec<Box<str>>,
     index: HashTable<usize>,
     hasher: hashbrown::DefaultHashBuilder,
 }
@@ -78,6 +80,7 @@ impl<M: Metric + Clone> Family<M> {
             make,
             children: Mutex::new(Children {
                 list: Vec::new(),
+                texts: Vec::new(),
                 index: HashTable::new(),
                 hasher: hashbrown::DefaultHashBuilder::default(),
             }),
@@ -101,15 +104,44 @@ impl<M: Metric + Clone> Family<M> {
         children
             .list
             .push((values.iter().map(|v| Box::from(*v)).collect(), m.clone()));
+        children.texts.push(super::render::label_text(
+            self.label_names.iter().copied(),
+            values.iter().copied(),
+        ));
         let Children {
             list,
             index,
             hasher,
+            ..
         } = children;
         index.insert_unique(hash, i, |j| {
             hash_of(hasher, list[*j].0.iter().map(|v| &**v))
         });
         m
+    }
+
+    /// The family's name.
+    pub(crate) fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// Writes the family in the text format: its header, then `series` for
+    /// each child with its label text. Holds the family's lock meanwhile,
+    /// which only a new child (never a tracked call) waits for.
+    pub(crate) fn write(
+        &self,
+        out: &mut Vec<u8>,
+        kind: &str,
+        series: impl Fn(&mut Vec<u8>, &str, &[u8], &M),
+    ) {
+        let children = self.lock();
+        if children.list.is_empty() {
+            return;
+        }
+        super::render::header(out, self.name, self.help, kind);
+        for ((_, child), labels) in children.list.iter().zip(&children.texts) {
+            series(out, self.name, labels.as_bytes(), child);
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, Children<M>> {
@@ -123,6 +155,9 @@ impl<M: Metric + Clone + Send + Sync> Collector for Family<M> {
     }
 
     fn collect(&self) -> Vec<MetricFamily> {
+        if super::render::native_pass() {
+            return Vec::new();
+        }
         let children = self.lock();
         let mut metrics = Vec::with_capacity(children.list.len());
         for (values, child) in children.list.iter() {

@@ -67,6 +67,29 @@ impl DurationHistogram {
     pub fn sum_seconds(&self) -> f64 {
         self.0.sum_ns.load(Ordering::Relaxed) as f64 / 1e9
     }
+
+    /// The upper bounds, in seconds.
+    pub(crate) fn bounds(&self) -> &[f64] {
+        &self.0.bounds
+    }
+
+    /// The cumulative count at each bound, and the total (the `+Inf`
+    /// bucket's).
+    pub(crate) fn cumulative(&self) -> (Vec<u64>, u64) {
+        let mut total = 0u64;
+        let mut counts: Vec<u64> = self
+            .0
+            .buckets
+            .iter()
+            .map(|b| {
+                total += b.load(Ordering::Relaxed);
+                total
+            })
+            .collect();
+        // The last bucket is `+Inf`: its cumulative count is the total.
+        counts.truncate(self.0.bounds.len());
+        (counts, total)
+    }
 }
 
 fn duration_ns(d: Duration) -> u64 {

@@ -10,11 +10,12 @@ mod domain;
 mod family;
 mod histogram;
 mod label_sets;
+mod render;
 
 use std::sync::LazyLock;
 
 use prometheus::proto::MetricType;
-use prometheus::{Encoder, IntCounter, IntGauge, Opts, Registry, TextEncoder};
+use prometheus::{IntCounter, IntGauge, Opts, Registry};
 
 #[doc(hidden)]
 pub use domain::SpecParts;
@@ -139,6 +140,20 @@ static REGISTRY: LazyLock<Registry> = LazyLock::new(|| {
         Box::new(Registered(&f.label_overflow_total)),
         Box::new(Registered(&f.dropped_total)),
     ];
+    {
+        use render::{Native, add};
+        for counters in [
+            &f.model_tokens_total,
+            &f.model_acceptance_total,
+            &f.http_requests_total,
+            &f.label_overflow_total,
+            &f.dropped_total,
+        ] {
+            add(Native::Counters(counters));
+        }
+        add(Native::Durations(&f.http_duration));
+        add(Native::Gauges(&f.http_in_flight));
+    }
     #[cfg(target_os = "linux")]
     let collectors = {
         let mut c = collectors;
@@ -174,17 +189,7 @@ pub fn registry() -> &'static Registry {
 /// The content type of the Prometheus text format [`render`] writes.
 pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-/// The registry in the Prometheus text format, as `/metrics` serves it.
-pub fn render(registry: &Registry) -> Vec<u8> {
-    let families = registry.gather();
-    let mut out = Vec::with_capacity(64 * 1024);
-    // Encoding into a Vec only fails on invalid families, which the registry
-    // has already rejected; an empty answer is then the safe fallback.
-    if TextEncoder::new().encode(&families, &mut out).is_err() {
-        out.clear();
-    }
-    out
-}
+pub use render::render;
 
 /// Counts `n` telemetry items dropped by `sink` in
 /// `hyperkit_obs_dropped_total{sink}`. Exporters call it; it never blocks for
