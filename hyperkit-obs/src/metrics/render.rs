@@ -224,7 +224,7 @@ pub(crate) fn seconds(out: &mut Vec<u8>, ns: u64) {
         return;
     }
     let mut width = 9;
-    while frac % 10 == 0 {
+    while frac.is_multiple_of(10) {
         frac /= 10;
         width -= 1;
     }
