@@ -396,3 +396,48 @@ fn a_domains_spec_says_its_names() {
     assert_eq!(spec.in_flight(), Some("test_deploy_in_flight"));
     assert_eq!(Tenant::spec().buckets(), hyperkit_obs::DEFAULT_BUCKETS);
 }
+
+#[track(Deploy, env = Env::Production, region = "threads")]
+fn hammered(i: u64) -> Result<u64, DeployError> {
+    if i % 7 == 0 {
+        Err(DeployError("every seventh"))
+    } else {
+        Ok(i)
+    }
+}
+
+#[test]
+fn calls_from_many_threads_at_once_are_counted_exactly() {
+    // More threads than this machine's slots, so some share a shard.
+    let threads = 80u64;
+    let per_thread = 5_000u64;
+    let barrier = Arc::new(std::sync::Barrier::new(threads as usize));
+    let handles: Vec<_> = (0..threads)
+        .map(|_| {
+            let barrier = Arc::clone(&barrier);
+            std::thread::spawn(move || {
+                barrier.wait();
+                for i in 0..per_thread {
+                    let _ = hammered(i);
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().expect("no panic");
+    }
+    let failures = threads * (0..per_thread).filter(|i| i % 7 == 0).count() as u64;
+    assert_eq!(deploys("production", "threads", "failure"), failures);
+    assert_eq!(
+        deploys("production", "threads", "success"),
+        threads * per_thread - failures
+    );
+    assert_eq!(
+        histogram_count(
+            "test_deploy_duration_seconds",
+            &[("env", "production"), ("region", "threads")]
+        ),
+        threads * per_thread
+    );
+    assert_eq!(in_flight("production", "threads"), 0);
+}
