@@ -111,15 +111,15 @@ fn hand_same_set(h: &Hand, x: u64) -> Result<u64, Error> {
 
 #[derive(Clone, Copy, PartialEq)]
 enum Variant {
-    TrackSameSet,
-    TrackOwnSet,
-    HandSameSet,
+    TrackShared,
+    TrackOwn,
+    HandShared,
 }
 
 const VARIANTS: [(Variant, &str); 3] = [
-    (Variant::TrackSameSet, "track_same_set"),
-    (Variant::TrackOwnSet, "track_own_set"),
-    (Variant::HandSameSet, "hand_same_set"),
+    (Variant::TrackShared, "track_same_set"),
+    (Variant::TrackOwn, "track_own_set"),
+    (Variant::HandShared, "hand_same_set"),
 ];
 
 /// Calls per thread per timed round.
@@ -156,9 +156,9 @@ fn measure(variant: Variant, threads: usize, calls: u64, hand: &Arc<Hand>) -> Me
                 let cpu = thread_cpu_ns();
                 for i in 0..calls {
                     let _ = black_box(match variant {
-                        Variant::TrackSameSet => track_same_set(black_box(i)),
-                        Variant::TrackOwnSet => track_own_set(chain, black_box(i)),
-                        Variant::HandSameSet => hand_same_set(&hand, black_box(i)),
+                        Variant::TrackShared => track_same_set(black_box(i)),
+                        Variant::TrackOwn => track_own_set(chain, black_box(i)),
+                        Variant::HandShared => hand_same_set(&hand, black_box(i)),
                     });
                 }
                 let cpu = cpu.zip(thread_cpu_ns()).map(|(a, b)| b.saturating_sub(a));
@@ -186,9 +186,9 @@ fn run(variant: Variant, threads: usize, calls: u64, hand: &Arc<Hand>) -> Durati
 /// Each thread's calls were all counted.
 fn check(hand: &Arc<Hand>) {
     let before = builds("ethereum");
-    run(Variant::TrackSameSet, 4, 1_000, hand);
+    run(Variant::TrackShared, 4, 1_000, hand);
     assert_eq!(builds("ethereum") - before, 4_000, "every call counted");
-    run(Variant::TrackOwnSet, 4, 1_000, hand);
+    run(Variant::TrackOwn, 4, 1_000, hand);
     for chain in ["ethereum", "solana", "polygon", "arbitrum"] {
         assert!(builds(chain) >= 1_000, "{chain}");
     }
@@ -302,7 +302,7 @@ fn main() {
     let mut group = criterion.benchmark_group("track_threads");
     for threads in THREADS {
         for (variant, name) in VARIANTS {
-            if variant == Variant::HandSameSet {
+            if variant == Variant::HandShared {
                 continue;
             }
             let hand = Arc::clone(&hand);
