@@ -1,0 +1,296 @@
+//! The cost a tracked call puts on its caller with logging on, as `init()`
+//! sets it up by default, against the same function instrumented by hand
+//! the way a careful `tracing` user would.
+//!
+//! | variant | what one call does |
+//! |---|---|
+//! | `hand_instrument_json` | `#[tracing::instrument(fields(chain))]`, pre-resolved `prometheus` handles (counter, histogram, gauge) timed with `Instant`, and an `info!` closing event, under `tracing_subscriber::fmt().json()` writing through `tracing_appender::non_blocking` |
+//! | `track_build_logged` | `#[track_build(chain)]` under the layers `init()` installs: the ECS JSON layer (writing through the same kind of non-blocking writer) and the local log store (its queue and writer thread on a temporary directory), with the tracked-span filter |
+//! | `track_model_logged` | `#[track_model(model, task)]` under the same layers, and the MLflow file store exporter on a temporary directory: a run per call |
+//!
+//! JSON lines go to `io::sink()` through a non-blocking writer in every
+//! variant, as `init()`'s go to stdout through its non-blocking sink: what
+//! is measured is the caller's thread. Each variant is timed in chunks;
+//! between chunks (untimed) the queues are flushed, so what is measured is a
+//! caller with room in the queues, not the cost of dropping.
+//!
+//! Targets (issue 17): a tracked call at most 1.5 µs, and at most 0.5x
+//! `hand_instrument_json`, in the same run.
+
+mod support;
+
+use std::hint::black_box;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use criterion::Criterion;
+use hyperkit_obs::logs::store::{self, LogStoreGuard, WriterOptions};
+use hyperkit_obs::mlflow::{MlflowConfig, MlflowGuard, TrackingTarget};
+use hyperkit_obs::prometheus::{Histogram, HistogramOpts, IntCounter, IntGauge};
+use hyperkit_obs::{ModelOutput, track_build, track_model};
+use support::median;
+use tracing::Dispatch;
+use tracing_subscriber::filter::{FilterExt, LevelFilter};
+use tracing_subscriber::layer::{Layer, SubscriberExt};
+
+/// Calls per timed chunk.
+const CHUNK: u64 = 2_000;
+
+#[derive(Debug)]
+struct Error;
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("build failed")
+    }
+}
+
+struct Completion(u64);
+
+impl ModelOutput for Completion {
+    fn input_tokens(&self) -> Option<u64> {
+        Some(900)
+    }
+    fn output_tokens(&self) -> Option<u64> {
+        Some(self.0)
+    }
+}
+
+struct Hand {
+    success: IntCounter,
+    duration: Histogram,
+    active: IntGauge,
+}
+
+#[inline(never)]
+#[tracing::instrument(level = "info", skip(h, x))]
+fn hand_build(h: &Hand, chain: &str, x: u64) -> Result<u64, Error> {
+    let start = Instant::now();
+    h.active.inc();
+    let out: Result<u64, Error> = Ok(black_box(x).wrapping_mul(3));
+    h.success.inc();
+    let elapsed = start.elapsed();
+    h.duration.observe(elapsed.as_secs_f64());
+    h.active.dec();
+    tracing::info!(
+        status = "success",
+        event.duration = elapsed.as_nanos() as u64,
+        "hand_build succeeded"
+    );
+    out
+}
+
+#[inline(never)]
+#[track_build(chain)]
+fn tracked_build(chain: &str, x: u64) -> Result<u64, Error> {
+    Ok(black_box(x).wrapping_mul(3))
+}
+
+#[inline(never)]
+#[track_model(model, task = "codegen")]
+fn tracked_model(model: &str, x: u64) -> Result<Completion, Error> {
+    Ok(Completion(black_box(x) % 500))
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "hyperkit-bench-logging-{name}-{}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    Hand,
+    TrackBuild,
+    TrackModel,
+}
+
+struct Variant {
+    name: &'static str,
+    kind: Kind,
+    dispatch: Dispatch,
+    store: Option<LogStoreGuard>,
+    _appender: tracing_appender::non_blocking::WorkerGuard,
+}
+
+impl Variant {
+    fn hand() -> Self {
+        let (writer, guard) = tracing_appender::non_blocking(std::io::sink());
+        let subscriber = tracing_subscriber::fmt()
+            .json()
+            .with_max_level(LevelFilter::INFO)
+            .with_writer(writer)
+            .finish();
+        Variant {
+            name: "hand_instrument_json",
+            kind: Kind::Hand,
+            dispatch: Dispatch::new(subscriber),
+            store: None,
+            _appender: guard,
+        }
+    }
+
+    /// The layers `init()` installs by default, writing JSON lines through
+    /// a non-blocking writer to `io::sink()`.
+    fn tracked(name: &'static str, kind: Kind, dir: &std::path::Path) -> Self {
+        let (writer, guard) = tracing_appender::non_blocking(std::io::sink());
+        let (sink, store) =
+            store::start(&dir.join(name), WriterOptions::default()).expect("a log store");
+        let layer = hyperkit_obs::logs::layer("bench")
+            .with_writer(writer)
+            .with_store(sink);
+        let filter = LevelFilter::INFO.or(hyperkit_obs::logs::TrackedSpans);
+        let subscriber = tracing_subscriber::registry().with(layer.with_filter(filter));
+        Variant {
+            name,
+            kind,
+            dispatch: Dispatch::new(subscriber),
+            store: Some(store),
+            _appender: guard,
+        }
+    }
+
+    /// Time for `n` calls, in chunks, with the queues flushed untimed
+    /// between chunks.
+    fn time(&self, hand: &Hand, n: u64) -> Duration {
+        let mut total = Duration::ZERO;
+        let mut left = n;
+        while left > 0 {
+            let chunk = left.min(CHUNK);
+            total += tracing::dispatcher::with_default(&self.dispatch, || {
+                let chain = black_box("ethereum");
+                let start = Instant::now();
+                for i in 0..chunk {
+                    match self.kind {
+                        Kind::Hand => drop(black_box(hand_build(hand, chain, i))),
+                        Kind::TrackBuild => drop(black_box(tracked_build(chain, i))),
+                        Kind::TrackModel => drop(black_box(tracked_model("small-1", i))),
+                    }
+                }
+                start.elapsed()
+            });
+            if let Some(store) = &self.store {
+                assert!(store.flush(Duration::from_secs(60)), "the store keeps up");
+            }
+            if self.kind == Kind::TrackModel {
+                assert!(
+                    hyperkit_obs::mlflow::flush(Duration::from_secs(60)),
+                    "the MLflow exporter keeps up"
+                );
+            }
+            left -= chunk;
+        }
+        total
+    }
+}
+
+fn hand_handles() -> Hand {
+    Hand {
+        success: IntCounter::new("hand_builds_total", "b").expect("valid"),
+        duration: Histogram::with_opts(
+            HistogramOpts::new("hand_build_duration_seconds", "d")
+                .buckets(vec![10.0, 30.0, 60.0, 90.0, 120.0, 180.0]),
+        )
+        .expect("valid"),
+        active: IntGauge::new("hand_active_builds", "a").expect("valid"),
+    }
+}
+
+fn start_mlflow(dir: &std::path::Path) -> MlflowGuard {
+    let mut config = MlflowConfig::default();
+    config.target = TrackingTarget::FileStore(dir.join("mlruns"));
+    hyperkit_obs::mlflow::start(&config).expect("the MLflow file store exporter")
+}
+
+fn table(variants: &[Variant], hand: &Hand) {
+    const ROUNDS: usize = 9;
+    const CALLS: u64 = 20_000;
+    for v in variants {
+        v.time(hand, CALLS / 4);
+    }
+    let mut samples = vec![Vec::new(); variants.len()];
+    for _ in 0..ROUNDS {
+        for (v, s) in variants.iter().zip(&mut samples) {
+            s.push(v.time(hand, CALLS).as_nanos() as f64 / CALLS as f64);
+        }
+    }
+    let med: Vec<f64> = samples.into_iter().map(median).collect();
+    println!(
+        "\ntrack_logging: median ns per call on the caller's thread, {ROUNDS} interleaved rounds x {CALLS} calls"
+    );
+    println!("{:<22} {:>10} {:>10}", "variant", "ns/call", "/hand");
+    for (v, ns) in variants.iter().zip(&med) {
+        println!("{:<22} {:>10.0} {:>9.2}x", v.name, ns, ns / med[0]);
+    }
+    println!();
+    println!("targets:");
+    for (v, ns) in variants.iter().zip(&med).skip(1) {
+        let ratio = ns / med[0];
+        println!(
+            "  {} {:<20} {:>7.0} ns (target <= 1500 ns), {:.2}x hand_instrument_json (target <= 0.5x)",
+            if *ns <= 1500.0 && ratio <= 0.5 {
+                "PASS"
+            } else {
+                "MISS"
+            },
+            v.name,
+            ns,
+            ratio
+        );
+    }
+}
+
+fn main() {
+    let dir = temp_dir("run");
+    let hand = hand_handles();
+    let mlflow = start_mlflow(&dir);
+    let variants = [
+        Variant::hand(),
+        Variant::tracked("track_build_logged", Kind::TrackBuild, &dir),
+        Variant::tracked("track_model_logged", Kind::TrackModel, &dir),
+    ];
+    // Each variant makes its calls, and the model calls their runs.
+    for v in &variants {
+        v.time(&hand, 10);
+    }
+    assert!(hand.success.get() >= 10);
+    for v in &variants[1..] {
+        let status = v.store.as_ref().map(|s| s.status());
+        assert!(
+            status.is_some_and(|s| s.delivered >= 10),
+            "{} stored its lines",
+            v.name
+        );
+    }
+    assert!(
+        hyperkit_obs::mlflow::status().is_some_and(|s| s.delivered >= 10),
+        "the model calls were logged as runs"
+    );
+
+    let mut criterion = Criterion::default()
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(3))
+        .sample_size(20)
+        .configure_from_args();
+    let mut group = criterion.benchmark_group("track_logging");
+    for v in &variants {
+        group.bench_function(v.name, |b| b.iter_custom(|iters| v.time(&hand, iters)));
+    }
+    group.finish();
+    criterion.final_summary();
+
+    let args: Vec<String> = std::env::args().collect();
+    let has = |flag: &str| {
+        args.iter()
+            .any(|a| a == flag || a.starts_with(&format!("{flag}=")))
+    };
+    if has("--bench") && !has("--profile-time") && !has("--list") {
+        table(&variants, &hand);
+    }
+    drop(variants);
+    drop(mlflow);
+    let _ = std::fs::remove_dir_all(&dir);
+}
