@@ -138,7 +138,7 @@ impl Variant {
     fn tracked(name: &'static str, kind: Kind, dir: &std::path::Path) -> Self {
         let (writer, guard) = tracing_appender::non_blocking(std::io::sink());
         let (sink, store) =
-            store::start(&dir.join(name), WriterOptions::default()).expect("a log store");
+            store::start(dir.join(name), WriterOptions::default()).expect("a log store");
         let layer = hyperkit_obs::logs::layer("bench")
             .with_writer(writer)
             .with_store(sink);
