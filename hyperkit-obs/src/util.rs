@@ -51,6 +51,55 @@ pub(crate) fn civil_from_days(z: i64) -> (i64, u32, u32) {
 /// 64 random bits: the standard library's randomly keyed hasher over the
 /// time, the process and a counter, so every call differs. Enough for ids
 /// and jitter; not for secrets.
+/// Appends `n` in decimal (no allocation, no formatting machinery: this is
+/// on the path of every log line and every scraped sample).
+#[inline]
+pub(crate) fn write_u64(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
+/// Appends `n` in decimal, with its sign.
+#[inline]
+pub(crate) fn write_i64(out: &mut Vec<u8>, n: i64) {
+    if n < 0 {
+        out.push(b'-');
+    }
+    write_u64(out, n.unsigned_abs());
+}
+
+/// Appends the low `width` digits of `n`, zero-padded.
+#[inline]
+pub(crate) fn write_padded(out: &mut Vec<u8>, mut n: u64, width: usize) {
+    let mut digits = [b'0'; 20];
+    let width = width.min(digits.len());
+    for i in (0..width).rev() {
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
+    out.extend_from_slice(&digits[..width]);
+}
+
+/// Appends `n` as 16 lower-case hex digits.
+#[inline]
+pub(crate) fn write_hex16(out: &mut Vec<u8>, n: u64) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut digits = [0u8; 16];
+    for (i, d) in digits.iter_mut().enumerate() {
+        *d = HEX[((n >> (60 - 4 * i)) & 0xf) as usize];
+    }
+    out.extend_from_slice(&digits);
+}
+
 pub(crate) fn random_u64() -> u64 {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
@@ -124,4 +173,29 @@ pub fn shown(text: &str) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(f: impl FnOnce(&mut Vec<u8>)) -> String {
+        let mut out = Vec::new();
+        f(&mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn numbers_are_written_as_std_formats_them() {
+        for n in [0u64, 9, 10, 99, 12_345, u64::MAX] {
+            assert_eq!(text(|o| write_u64(o, n)), n.to_string());
+            assert_eq!(text(|o| write_hex16(o, n)), format!("{n:016x}"));
+        }
+        for n in [0i64, -1, 42, i64::MIN, i64::MAX] {
+            assert_eq!(text(|o| write_i64(o, n)), n.to_string());
+        }
+        assert_eq!(text(|o| write_padded(o, 7, 3)), "007");
+        assert_eq!(text(|o| write_padded(o, 2026, 4)), "2026");
+        assert_eq!(text(|o| write_padded(o, 12_345, 2)), "45");
+    }
 }

@@ -40,8 +40,8 @@ impl FieldValue {
     fn write_json(&self, out: &mut Vec<u8>) {
         match self {
             FieldValue::Str(s) => write_json_str(s, out),
-            FieldValue::I64(v) => out.extend_from_slice(v.to_string().as_bytes()),
-            FieldValue::U64(v) => out.extend_from_slice(v.to_string().as_bytes()),
+            FieldValue::I64(v) => crate::util::write_i64(out, *v),
+            FieldValue::U64(v) => crate::util::write_u64(out, *v),
             FieldValue::F64(v) if v.is_finite() => {
                 // serde_json writes the shortest representation that
                 // round-trips; writing to a Vec cannot fail.
@@ -202,10 +202,14 @@ pub fn ecs_document(record: &LogRecord, service_name: &str, out: &mut Vec<u8>) {
         out.extend_from_slice(b",\"log.origin.function\":");
         write_json_str(function, out);
     }
-    for (key, id) in [("trace.id", record.trace_id), ("span.id", record.span_id)] {
+    for (key, id) in [
+        (&b",\"trace.id\":\""[..], record.trace_id),
+        (&b",\"span.id\":\""[..], record.span_id),
+    ] {
         if let Some(id) = id {
-            use std::io::Write;
-            let _ = write!(out, ",\"{key}\":\"{id:016x}\"");
+            out.extend_from_slice(key);
+            crate::util::write_hex16(out, id);
+            out.push(b'"');
         }
     }
     out.push(b'}');
@@ -218,17 +222,66 @@ fn write_field(name: &str, value: &FieldValue, out: &mut Vec<u8>) {
     value.write_json(out);
 }
 
-/// Writes `s` as a JSON string literal.
-fn write_json_str(s: &str, out: &mut Vec<u8>) {
-    // serde_json escapes exactly what JSON requires; writing to a Vec cannot
-    // fail.
-    let _ = serde_json::to_writer(&mut *out, s);
+/// Writes `s` as a JSON string literal: `"` and `\\` escaped, control
+/// characters as `\\n`, `\\t`, … or `\\u00XX`, everything else as is (JSON
+/// allows any other character in a string). Runs without anything to
+/// escape are copied whole.
+pub(crate) fn write_json_str(s: &str, out: &mut Vec<u8>) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let needs_escape = |b: &u8| *b < 0x20 || *b == b'"' || *b == b'\\';
+    out.reserve(s.len() + 2);
+    out.push(b'"');
+    let mut rest = s.as_bytes();
+    // A tight scan for the next byte to escape, then one copy of the run
+    // before it: most strings are a single run.
+    while let Some(i) = rest.iter().position(needs_escape) {
+        out.extend_from_slice(&rest[..i]);
+        let b = rest[i];
+        match b {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            0x08 => out.extend_from_slice(b"\\b"),
+            0x0c => out.extend_from_slice(b"\\f"),
+            _ => {
+                out.extend_from_slice(b"\\u00");
+                out.push(HEX[usize::from(b >> 4)]);
+                out.push(HEX[usize::from(b & 0xf)]);
+            }
+        }
+        rest = &rest[i + 1..];
+    }
+    out.extend_from_slice(rest);
+    out.push(b'"');
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::{Value, json};
+
+    #[test]
+    fn strings_are_escaped_exactly_as_serde_json_escapes_them() {
+        let mut every: String = (0u8..0x80).map(char::from).collect();
+        every.push_str("é日🦀\u{2028}\u{7f}");
+        for s in [
+            "",
+            "plain",
+            "quote \" and \\ back",
+            "\n\r\t\u{8}\u{c}\u{1}",
+            &every,
+        ] {
+            let mut ours = Vec::new();
+            write_json_str(s, &mut ours);
+            assert_eq!(
+                String::from_utf8(ours).unwrap(),
+                serde_json::to_string(s).unwrap(),
+                "{s:?}"
+            );
+        }
+    }
 
     fn doc(record: &LogRecord) -> (String, Value) {
         let mut out = Vec::new();

@@ -199,21 +199,7 @@ pub(crate) fn label_text<'a>(
     String::from_utf8(out).map_or_else(|_| Box::from(""), String::into_boxed_str)
 }
 
-/// Appends `n` in decimal.
-#[inline]
-pub(crate) fn number(out: &mut Vec<u8>, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[i..]);
-}
+use crate::util::write_u64 as number;
 
 /// Appends `ns` nanoseconds as seconds, as few digits as exactness needs
 /// (`1.5`, `0.000000941`, `3`).
@@ -429,9 +415,6 @@ mod tests {
 
     #[test]
     fn numbers_and_seconds_are_written_exactly() {
-        for n in [0, 7, 10, 1_000_000, u64::MAX] {
-            assert_eq!(text(|o| number(o, n)), n.to_string());
-        }
         assert_eq!(text(|o| seconds(o, 0)), "0");
         assert_eq!(text(|o| seconds(o, 941)), "0.000000941");
         assert_eq!(text(|o| seconds(o, 1_500_000_000)), "1.5");
