@@ -80,13 +80,14 @@ pub(crate) fn expand(kind: Kind, checked: Checked, item: ItemFn) -> TokenStream 
                 _ => quote_spanned!(span=> #private_here::field(#at_value)),
             };
             label_fields.push(quote!(#field: #fill));
-            span_fields.push(quote!(#field = %(&&#private::Wrap(#var)).__hk_label()));
+            span_fields.push(quote!(#field = &*(&&#private::Wrap(#var)).__hk_label()));
         } else {
             bindings.push(quote_spanned! {span=>
                 let #var = #value;
                 let #var = #private::label(#at_value);
             });
-            span_fields.push(quote!(#field = %#var));
+            // A `str`, which layers record without formatting.
+            span_fields.push(quote!(#field = &*#var.sanitized()));
             if is_label {
                 label_fields.push(quote!(#field: #private::any_field(#var)));
             }

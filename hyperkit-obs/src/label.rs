@@ -205,6 +205,22 @@ impl<'a> LabelRef<'a> {
     }
 }
 
+impl<'a> LabelRef<'a> {
+    /// The value as the metrics carry it ([`sanitize`]d), borrowed when it
+    /// can be: what the call's span records (as a `str`, which layers take
+    /// without formatting).
+    #[inline]
+    pub fn sanitized(&self) -> Cow<'a, str> {
+        match self.text() {
+            Cow::Borrowed(text) => sanitize(text),
+            Cow::Owned(text) => match sanitize(&text) {
+                Cow::Borrowed(_) => Cow::Owned(text),
+                Cow::Owned(clean) => Cow::Owned(clean),
+            },
+        }
+    }
+}
+
 impl fmt::Display for LabelRef<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&sanitize(&self.text()))

@@ -228,13 +228,12 @@ fn write_field(name: &str, value: &FieldValue, out: &mut Vec<u8>) {
 /// escape are copied whole.
 pub(crate) fn write_json_str(s: &str, out: &mut Vec<u8>) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let needs_escape = |b: &u8| *b < 0x20 || *b == b'"' || *b == b'\\';
     out.reserve(s.len() + 2);
     out.push(b'"');
     let mut rest = s.as_bytes();
-    // A tight scan for the next byte to escape, then one copy of the run
-    // before it: most strings are a single run.
-    while let Some(i) = rest.iter().position(needs_escape) {
+    // Runs without anything to escape (most strings are one) are found a
+    // word at a time and copied whole.
+    while let Some(i) = first_to_escape(rest) {
         out.extend_from_slice(&rest[..i]);
         let b = rest[i];
         match b {
@@ -257,10 +256,60 @@ pub(crate) fn write_json_str(s: &str, out: &mut Vec<u8>) {
     out.push(b'"');
 }
 
+/// The position of the first byte JSON needs escaped (a control character,
+/// `"` or `\\`), eight bytes at a time.
+#[inline]
+fn first_to_escape(bytes: &[u8]) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    // A byte of `w` is zero exactly where the high bit of the result is set
+    // (the classic test, exact once masked by `!w`).
+    let zero = |w: u64| w.wrapping_sub(ONES) & !w & HIGHS;
+    let mut chunks = bytes.chunks_exact(8);
+    let mut at = 0;
+    for chunk in &mut chunks {
+        let w = <[u8; 8]>::try_from(chunk).map_or(0, u64::from_le_bytes);
+        // Bytes below 0x20 (and not above 0x7f), `"` and `\\`.
+        let control = w.wrapping_sub(0x2020_2020_2020_2020) & !w & HIGHS;
+        let hits = control | zero(w ^ 0x2222_2222_2222_2222) | zero(w ^ 0x5c5c_5c5c_5c5c_5c5c);
+        if hits != 0 {
+            // The lowest flagged byte may be a false alarm from a borrow;
+            // the bytes are checked one by one from the chunk's start.
+            if let Some(i) = chunk.iter().position(escaped) {
+                return Some(at + i);
+            }
+        }
+        at += 8;
+    }
+    chunks.remainder().iter().position(escaped).map(|i| at + i)
+}
+
+fn escaped(b: &u8) -> bool {
+    *b < 0x20 || *b == b'"' || *b == b'\\'
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::{Value, json};
+
+    #[test]
+    fn an_escape_is_found_at_every_position_of_a_word_or_the_rest() {
+        for special in ["\"", "\\", "\n", "\u{1f}", "\u{0}"] {
+            for at in 0..40 {
+                let base: Vec<char> = "ééé".chars().chain("abcdefgh".repeat(5).chars()).collect();
+                let s: String = base[..at].iter().collect::<String>()
+                    + special
+                    + &base[at..].iter().collect::<String>();
+                let mut ours = Vec::new();
+                write_json_str(&s, &mut ours);
+                assert_eq!(
+                    String::from_utf8(ours).unwrap(),
+                    serde_json::to_string(&s).unwrap()
+                );
+            }
+        }
+    }
 
     #[test]
     fn strings_are_escaped_exactly_as_serde_json_escapes_them() {

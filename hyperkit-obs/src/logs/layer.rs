@@ -157,6 +157,15 @@ struct Collector {
 }
 
 impl Collector {
+    /// Room for the fields of `metadata` (all of them, at most: a declared
+    /// field may be left unrecorded), so recording never grows the vector.
+    fn for_fields(metadata: &Metadata<'_>) -> Self {
+        Collector {
+            message: None,
+            fields: Vec::with_capacity(metadata.fields().len()),
+        }
+    }
+
     fn set(&mut self, field: &Field, value: FieldValue) {
         if field.name() == "message" {
             self.message = Some(match value {
@@ -212,7 +221,7 @@ where
 {
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
         let Some(span) = ctx.span(id) else { return };
-        let mut fields = Collector::default();
+        let mut fields = Collector::for_fields(attrs.metadata());
         attrs.record(&mut fields);
         span.extensions_mut().insert(SpanFields(fields.fields));
     }
@@ -233,7 +242,7 @@ where
 
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
         let meta = event.metadata();
-        let mut fields = Collector::default();
+        let mut fields = Collector::for_fields(meta);
         event.record(&mut fields);
         let mut record = LogRecord::new(
             now_millis(),

@@ -100,17 +100,17 @@ impl<T: ?Sized> NoUsage for Wrap<'_, T> {
     }
 }
 
-/// A label value whose type is a `LabelValue`: its text, for the call's
-/// span.
+/// A label value whose type is a `LabelValue`: its sanitised text, for the
+/// call's span.
 pub trait ValueLabel<'a> {
-    /// The value, sanitised when displayed.
-    fn __hk_label(&self) -> crate::label::LabelRef<'a>;
+    /// The value as the metrics carry it.
+    fn __hk_label(&self) -> std::borrow::Cow<'a, str>;
 }
 
 impl<'a, T: crate::LabelValue> ValueLabel<'a> for &Wrap<'a, T> {
     #[inline]
-    fn __hk_label(&self) -> crate::label::LabelRef<'a> {
-        crate::label::LabelRef::new(self.0)
+    fn __hk_label(&self) -> std::borrow::Cow<'a, str> {
+        crate::label::LabelRef::new(self.0).sanitized()
     }
 }
 
@@ -118,13 +118,13 @@ impl<'a, T: crate::LabelValue> ValueLabel<'a> for &Wrap<'a, T> {
 /// does not fit its field), so that no second error follows from the span.
 pub trait NoValueLabel {
     /// Nothing.
-    fn __hk_label(&self) -> &'static str;
+    fn __hk_label(&self) -> std::borrow::Cow<'static, str>;
 }
 
 impl<T: ?Sized> NoValueLabel for Wrap<'_, T> {
     #[inline]
-    fn __hk_label(&self) -> &'static str {
-        ""
+    fn __hk_label(&self) -> std::borrow::Cow<'static, str> {
+        std::borrow::Cow::Borrowed("")
     }
 }
 
