@@ -21,6 +21,8 @@ use prometheus::{IntCounter, IntGauge, Opts, Registry};
 pub use domain::SpecParts;
 #[cfg(feature = "sentry")]
 pub(crate) use domain::label_names;
+#[cfg(feature = "http")]
+pub(crate) use domain::user_domains;
 pub use domain::{DomainHandles, DomainMetrics, DomainSpec};
 pub(crate) use family::Family;
 use family::Registered;
