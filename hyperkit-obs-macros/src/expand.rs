@@ -213,9 +213,15 @@ pub(crate) fn expand(kind: Kind, checked: Checked, item: ItemFn) -> TokenStream 
                     #private::call(move || #block)
                 }}
             };
+            // A synchronous body finishes on the thread it started on.
+            let start = if matches!(shape, Shape::Async) {
+                quote!(start)
+            } else {
+                quote!(start_here)
+            };
             quote! {
                 #prepare
-                let mut #call = #prepared.start();
+                let mut #call = #prepared.#start();
                 let #out #annotation = #run;
                 {
                     #traits

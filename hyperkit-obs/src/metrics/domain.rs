@@ -143,6 +143,9 @@ pub struct DomainHandles {
     pub(crate) model: Option<ModelCounters>,
     /// `name="value",…` of this label set, escaped, for the exposition.
     label_text: Box<str>,
+    /// Whether calls raise the in-flight gauge (the spec's, kept here: one
+    /// load on a call's path instead of three).
+    in_flight: bool,
 }
 
 impl DomainHandles {
@@ -159,6 +162,7 @@ impl DomainHandles {
                 metrics.spec.labels.iter().copied(),
                 values.iter().copied(),
             ),
+            in_flight: metrics.spec.in_flight.is_some(),
         }
     }
 
@@ -170,7 +174,7 @@ impl DomainHandles {
     /// Whether calls raise the in-flight gauge.
     #[inline(always)]
     pub(crate) fn counts_in_flight(&self) -> bool {
-        self.metrics.spec.in_flight.is_some()
+        self.in_flight
     }
 }
 

@@ -6,6 +6,7 @@
 //! `family.rs` for why `prometheus::*Vec` is not used).
 
 mod cells;
+pub(crate) use cells::Writer;
 mod domain;
 mod family;
 mod histogram;

@@ -22,7 +22,7 @@ use std::time::{Duration, SystemTime};
 use tracing::Span;
 
 use crate::clock::clock;
-use crate::metrics::{DomainHandles, Entry};
+use crate::metrics::{DomainHandles, Entry, Writer};
 use crate::model::{CallId, Usage};
 use site::Site;
 
@@ -132,13 +132,29 @@ impl Prepared {
         }
     }
 
-    /// Counts the call as started and starts the clock.
+    /// Counts the call as started and starts the clock, for a call that
+    /// may finish on another thread (a future).
     #[inline(always)]
     pub fn start(self) -> Call {
         let handles = &self.set.handles;
         if handles.counts_in_flight() {
             handles.cells.start();
         }
+        self.begin(None)
+    }
+
+    /// [`start`](Self::start) for a call that finishes on this thread (a
+    /// synchronous body): the thread's counters are found once, not twice.
+    #[inline(always)]
+    pub fn start_here(self) -> Call {
+        let handles = &self.set.handles;
+        let here = handles.cells.start_here(handles.counts_in_flight());
+        self.begin(Some(here))
+    }
+
+    #[inline(always)]
+    fn begin(self, here: Option<Writer<'static>>) -> Call {
+        let handles = &self.set.handles;
         let id = if handles.model.is_some() {
             model::next_call_id(self.set)
         } else {
@@ -150,6 +166,7 @@ impl Prepared {
             span: self.span,
             log: self.log,
             id,
+            here,
             start: clock().now(),
             done: false,
         }
@@ -165,6 +182,9 @@ pub struct Call {
     span: Option<Span>,
     log: LogFn,
     id: Option<CallId>,
+    /// The counters of the thread the call started on, for a call that
+    /// finishes there ([`Prepared::start_here`]); `None` for a future.
+    here: Option<Writer<'static>>,
     /// The clock's ticks at the start.
     start: u64,
     done: bool,
@@ -227,7 +247,10 @@ impl Call {
         let clock = clock();
         let ns = clock.nanos(self.start, clock.now());
         let handles = &self.set.handles;
-        handles.cells.finish(status.index(), ns);
+        match self.here {
+            Some(here) => handles.cells.finish_with(here, status.index(), ns),
+            None => handles.cells.finish(status.index(), ns),
+        }
         // One load each when there is no sink and nothing logs (no
         // subscriber, or one that takes no ERROR): then no record is built,
         // no span entered, no event made.
