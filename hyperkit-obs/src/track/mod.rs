@@ -17,6 +17,7 @@ pub(crate) mod site;
 pub(crate) mod spans;
 
 use std::fmt;
+use std::num::NonZeroU64;
 use std::time::{Duration, SystemTime};
 
 use tracing::Span;
@@ -111,7 +112,6 @@ pub struct Prepared {
     set: &'static LabelSet,
     /// `None` when INFO spans are off: nothing to move, enter or drop.
     span: Option<Span>,
-    log: LogFn,
 }
 
 impl Prepared {
@@ -122,14 +122,8 @@ impl Prepared {
         site: &'static Site<DomainHandles>,
         set: &'static LabelSet,
         span: Option<Span>,
-        log: LogFn,
     ) -> Self {
-        Prepared {
-            site,
-            set,
-            span,
-            log,
-        }
+        Prepared { site, set, span }
     }
 
     /// Counts the call as started and starts the clock, for a call that
@@ -156,7 +150,7 @@ impl Prepared {
     fn begin(self, here: Option<Writer<'static>>) -> Call {
         let handles = &self.set.handles;
         let id = if handles.model.is_some() {
-            model::next_call_id(self.set)
+            model::next_call_id()
         } else {
             None
         };
@@ -164,7 +158,6 @@ impl Prepared {
             site: self.site,
             set: self.set,
             span: self.span,
-            log: self.log,
             id,
             here,
             start: clock().now(),
@@ -180,8 +173,8 @@ pub struct Call {
     site: &'static Site<DomainHandles>,
     set: &'static LabelSet,
     span: Option<Span>,
-    log: LogFn,
-    id: Option<CallId>,
+    /// A model call's sequence number (its id with `set`).
+    id: Option<NonZeroU64>,
     /// The counters of the thread the call started on, for a call that
     /// finishes there ([`Prepared::start_here`]); `None` for a future.
     here: Option<Writer<'static>>,
@@ -201,7 +194,7 @@ impl Call {
     /// The call's id (model calls only).
     #[inline(always)]
     pub fn id(&self) -> Option<CallId> {
-        self.id
+        self.id.map(|seq| CallId::new(seq, self.set))
     }
 
     /// Enters the call's span and makes it the current call of this thread
@@ -211,7 +204,7 @@ impl Call {
     pub fn enter(&self) -> Entered<'_> {
         Entered {
             _span: self.span.as_ref().map(Span::enter),
-            _call: self.id.map(crate::model::CurrentCall::enter),
+            _call: self.id().map(crate::model::CurrentCall::enter),
         }
     }
 
@@ -272,14 +265,14 @@ impl Call {
                 error,
                 error_type,
                 usage,
-                call_id: self.id,
+                call_id: self.id(),
                 label_names: spec.labels(),
                 label_values: self.set.value_slice(),
             });
         }
         if to_logs {
             let _entered = self.span.as_ref().map(Span::enter);
-            (self.log)(&Finished {
+            (self.site.log)(&Finished {
                 status,
                 elapsed,
                 error,
