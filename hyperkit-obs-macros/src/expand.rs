@@ -202,7 +202,7 @@ pub(crate) fn expand(kind: Kind, checked: Checked, item: ItemFn) -> TokenStream 
                 // current call (a model call's id, if any) on every poll.
                 quote! {
                     #private::tracing::Instrument::instrument(
-                        #private::InCall::new(#call.id(), async move #block),
+                        #private::InCall::new(#call.current(), async move #block),
                         #call.span(),
                     ).await
                 }

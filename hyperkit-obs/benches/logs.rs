@@ -262,8 +262,8 @@ fn event(i: u64, ts: i64) -> StoreEntry {
         ),
     ];
     r.span_name = Some("complete");
-    r.trace_id = Some(x % 4096 + 1);
-    r.span_id = Some(x % 4096 + 2);
+    r.trace_id = hyperkit_obs::trace::TraceId::from_u128(u128::from(x % 4096 + 1));
+    r.span_id = hyperkit_obs::trace::SpanId::from_u64(x % 4096 + 2);
     let mut document = Vec::with_capacity(512);
     ecs_document(&r, "bench", &mut document);
     StoreEntry {

@@ -48,6 +48,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, SystemTime};
 
 use crate::model::{CallId, Usage};
+use crate::trace::{SpanContext, SpanId};
 use crate::track::Status;
 
 /// A tracked call that has finished, as sinks receive it.
@@ -74,6 +75,12 @@ pub struct FinishedCall<'a> {
     pub usage: Option<Usage>,
     /// The id of a model call.
     pub call_id: Option<CallId>,
+    /// The call's trace context (`None` while trace context is off: see
+    /// [`crate::trace`]).
+    pub trace: Option<&'a SpanContext>,
+    /// The span the call ran under: an enclosing tracked call, or the
+    /// request or context it joined.
+    pub parent_span_id: Option<SpanId>,
     pub(crate) label_names: &'static [&'static str],
     pub(crate) label_values: &'a [Box<str>],
 }
@@ -108,6 +115,7 @@ impl fmt::Debug for FinishedCall<'_> {
             .field("labels", &self.labels().collect::<Vec<_>>())
             .field("duration", &self.duration)
             .field("error", &self.error.map(ToString::to_string))
+            .field("trace", &self.trace)
             .finish_non_exhaustive()
     }
 }
@@ -148,17 +156,57 @@ impl<S: CallSink> CallSink for Arc<S> {
 
 type Sinks = Arc<[(u64, Arc<dyn CallSink>)]>;
 
-/// Whether any sink is registered: the one load a call pays without sinks.
-static ANY: AtomicBool = AtomicBool::new(false);
-/// Bumped on every change, so each thread knows its copy is stale.
-static GENERATION: AtomicU64 = AtomicU64::new(0);
-static SINKS: RwLock<Option<Sinks>> = RwLock::new(None);
+/// One list of sinks: read without a lock from each thread's copy.
+struct List {
+    /// Whether any sink is registered: the one load a call pays without
+    /// sinks.
+    any: AtomicBool,
+    /// Bumped on every change, so each thread knows its copy is stale.
+    generation: AtomicU64,
+    sinks: RwLock<Option<Sinks>>,
+}
+
+impl List {
+    const fn new() -> Self {
+        List {
+            any: AtomicBool::new(false),
+            generation: AtomicU64::new(0),
+            sinks: RwLock::new(None),
+        }
+    }
+
+    fn change(&self, edit: impl FnOnce(&mut Vec<(u64, Arc<dyn CallSink>)>)) {
+        let mut guard = self.sinks.write().unwrap_or_else(PoisonError::into_inner);
+        let mut sinks: Vec<(u64, Arc<dyn CallSink>)> =
+            guard.as_deref().map(<[_]>::to_vec).unwrap_or_default();
+        edit(&mut sinks);
+        self.any.store(!sinks.is_empty(), Ordering::Release);
+        *guard = (!sinks.is_empty()).then(|| Sinks::from(sinks));
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    fn current(&self) -> Option<Sinks> {
+        self.sinks
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+/// The sinks of every call.
+static ALL: List = List::new();
+/// The sinks of sampled calls only (span exporters).
+static SAMPLED: List = List::new();
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
+/// A thread's copy of a list, with the generation it was taken at.
+type Copy = RefCell<(u64, Option<Sinks>)>;
+
 thread_local! {
-    /// This thread's copy of the sinks: reading it takes no lock and
+    /// This thread's copies of the lists: reading them takes no lock and
     /// touches no shared cache line.
-    static LOCAL: RefCell<(u64, Option<Sinks>)> = const { RefCell::new((u64::MAX, None)) };
+    static LOCAL_ALL: Copy = const { RefCell::new((u64::MAX, None)) };
+    static LOCAL_SAMPLED: Copy = const { RefCell::new((u64::MAX, None)) };
 }
 
 /// Keeps a sink registered; dropping it removes the sink.
@@ -166,58 +214,70 @@ thread_local! {
 #[derive(Debug)]
 pub struct Registration {
     id: u64,
+    sampled_only: bool,
 }
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        change(|sinks| sinks.retain(|(id, _)| *id != self.id));
+        let list = if self.sampled_only { &SAMPLED } else { &ALL };
+        list.change(|sinks| sinks.retain(|(id, _)| *id != self.id));
     }
 }
 
 /// Adds `sink`: every call that finishes from now on is handed to it until
 /// the registration is dropped.
 pub fn register(sink: impl CallSink) -> Registration {
-    let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-    let sink: Arc<dyn CallSink> = Arc::new(sink);
-    change(|sinks| sinks.push((id, sink)));
-    Registration { id }
+    add(&ALL, sink, false)
 }
 
-fn change(edit: impl FnOnce(&mut Vec<(u64, Arc<dyn CallSink>)>)) {
-    let mut guard = SINKS.write().unwrap_or_else(PoisonError::into_inner);
-    let mut sinks: Vec<(u64, Arc<dyn CallSink>)> =
-        guard.as_deref().map(<[_]>::to_vec).unwrap_or_default();
-    edit(&mut sinks);
-    ANY.store(!sinks.is_empty(), Ordering::Release);
-    *guard = (!sinks.is_empty()).then(|| Sinks::from(sinks));
-    GENERATION.fetch_add(1, Ordering::AcqRel);
+/// Adds `sink` for the calls whose trace is sampled only (see
+/// [`crate::trace`]): a span exporter's way in. An unsampled call never
+/// reaches it, and costs nothing more for its being registered.
+pub fn register_sampled(sink: impl CallSink) -> Registration {
+    add(&SAMPLED, sink, true)
+}
+
+fn add(list: &List, sink: impl CallSink, sampled_only: bool) -> Registration {
+    let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+    let sink: Arc<dyn CallSink> = Arc::new(sink);
+    list.change(|sinks| sinks.push((id, sink)));
+    Registration { id, sampled_only }
 }
 
 /// Whether a finished call has anyone to go to.
 #[inline]
 pub(crate) fn any() -> bool {
-    ANY.load(Ordering::Relaxed)
+    ALL.any.load(Ordering::Relaxed)
 }
 
-/// Hands each registered sink to `f`, from this thread's copy of the list
+/// Whether a sampled call has a span sink to go to.
+#[inline]
+pub(crate) fn any_sampled() -> bool {
+    SAMPLED.any.load(Ordering::Relaxed)
+}
+
+/// Hands each sink of `list` to `f`, from this thread's copy of the list
 /// (no lock, no reference count touched).
-fn each(f: impl Fn(&dyn CallSink)) {
+fn each(
+    list: &'static List,
+    local: &'static std::thread::LocalKey<Copy>,
+    f: impl Fn(&dyn CallSink),
+) {
     let call = |sinks: &Sinks| {
         for (_, sink) in sinks.iter() {
             // A sink's panic must not reach the caller, nor skip the others.
             let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&**sink)));
         }
     };
-    let current = || SINKS.read().unwrap_or_else(PoisonError::into_inner).clone();
-    let generation = GENERATION.load(Ordering::Acquire);
-    LOCAL.with(|local| {
+    let generation = list.generation.load(Ordering::Acquire);
+    let ran = local.try_with(|local| {
         if local.borrow().0 != generation {
             match local.try_borrow_mut() {
-                Ok(mut copy) => *copy = (generation, current()),
+                Ok(mut copy) => *copy = (generation, list.current()),
                 Err(_) => {
                     // A sink made a tracked call while the list changed: the
                     // outer call still reads this thread's copy.
-                    if let Some(sinks) = current() {
+                    if let Some(sinks) = list.current() {
                         call(&sinks);
                     }
                     return;
@@ -228,16 +288,27 @@ fn each(f: impl Fn(&dyn CallSink)) {
             call(sinks);
         }
     });
+    if ran.is_err() {
+        // This thread's locals are being destroyed: read the list itself.
+        if let Some(sinks) = list.current() {
+            call(&sinks);
+        }
+    }
 }
 
 /// Hands `call` to every sink.
 pub(crate) fn dispatch(call: &FinishedCall<'_>) {
-    each(|sink| sink.on_call(call));
+    each(&ALL, &LOCAL_ALL, |sink| sink.on_call(call));
+}
+
+/// Hands a sampled `call` to every span sink.
+pub(crate) fn dispatch_sampled(call: &FinishedCall<'_>) {
+    each(&SAMPLED, &LOCAL_SAMPLED, |sink| sink.on_call(call));
 }
 
 /// Hands `feedback` to every sink.
 pub(crate) fn feedback(feedback: &Feedback) {
     if any() {
-        each(|sink| sink.on_feedback(feedback));
+        each(&ALL, &LOCAL_ALL, |sink| sink.on_feedback(feedback));
     }
 }

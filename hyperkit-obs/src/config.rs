@@ -287,7 +287,6 @@ pub(crate) fn parse_number(
 }
 
 /// `true`/`false` as people write them (`1`, `yes`, `on`, …).
-#[cfg(any(feature = "mlflow", feature = "elasticsearch", feature = "sentry"))]
 pub(crate) fn parse_bool(variable: &'static str, v: &str) -> Result<bool, ConfigError> {
     match v.trim().to_ascii_lowercase().as_str() {
         "1" | "true" | "yes" | "on" => Ok(true),
@@ -391,7 +390,6 @@ pub(crate) fn redact_userinfo(v: &str) -> String {
 
 /// Decodes `%XX` escapes; `None` when one is malformed or the result is not
 /// UTF-8.
-#[cfg(any(feature = "mlflow", feature = "elasticsearch"))]
 pub(crate) fn percent_decode(s: &str) -> Option<String> {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());

@@ -110,6 +110,7 @@ pub mod push;
 #[cfg(feature = "sentry")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sentry")))]
 pub mod sentry;
+pub mod trace;
 mod track;
 mod util;
 
@@ -147,7 +148,7 @@ pub mod __private {
     };
     pub use crate::track::site::{Site, resolve};
     pub use crate::track::spans::MARKER;
-    pub use crate::track::{Call, Finished, LogFn, Outcome, Prepared, Status, call};
+    pub use crate::track::{Call, Current, Finished, LogFn, Outcome, Prepared, Status, call};
     /// For the `hyperkit-obs` binary: quotes its messages as the library's
     /// errors do.
     pub use crate::util::shown;

@@ -192,6 +192,8 @@ impl Builder {
         // Chooses the clock and calibrates the TSC now, so no tracked call
         // waits for it.
         crate::clock::clock_source();
+        crate::trace::set_sampler(self.config.trace.sampler);
+        crate::trace::enable();
         let filter = |config: &MonitoringConfig| {
             EnvFilter::try_new(&config.log_filter).map_err(|e| ConfigError::Invalid {
                 variable: "RUST_LOG",
@@ -325,6 +327,7 @@ impl Builder {
             let sentry_layer: Option<tracing_subscriber::layer::Identity> = None;
             let ecs_filter = filter(&self.config)?.or(crate::logs::TrackedSpans);
             let _ = tracing_subscriber::registry()
+                .with(crate::trace::ContextLayer)
                 .with(
                     (!json)
                         .then(fmt_layer)

@@ -6,6 +6,8 @@
 use std::borrow::Cow;
 use std::fmt;
 
+use crate::trace::{SpanId, TraceId};
+
 /// The ECS version the documents follow.
 pub const ECS_VERSION: &str = "8.11";
 
@@ -80,10 +82,12 @@ pub struct LogRecord {
     /// The innermost span's name (`log.origin.function`: the tracking
     /// macros name their span after the function).
     pub span_name: Option<&'static str>,
-    /// The root span's id (`trace.id`).
-    pub trace_id: Option<u64>,
-    /// The innermost span's id (`span.id`).
-    pub span_id: Option<u64>,
+    /// The trace the event happened in (`trace.id`, 32 hex digits): the
+    /// trace context current when it happened (see [`crate::trace`]).
+    pub trace_id: Option<TraceId>,
+    /// The span it happened in (`span.id`, 16 hex digits): the innermost
+    /// tracked call or traced request.
+    pub span_id: Option<SpanId>,
 }
 
 impl LogRecord {
@@ -140,7 +144,7 @@ const RESERVED: &[&str] = &[
 /// `error.message`, `error.type`, `status`, … under their own dotted names,
 /// `error` as `error.message`), then span fields not already written (the
 /// tracking macros' `chain`, `model`, `task`, `operation`), then
-/// `log.origin.function`, `trace.id` and `span.id` (16 hex digits).
+/// `log.origin.function`, `trace.id` (32 hex digits) and `span.id` (16).
 ///
 /// ```
 /// use hyperkit_obs::logs::{ecs_document, FieldValue, LogRecord};
@@ -202,15 +206,15 @@ pub fn ecs_document(record: &LogRecord, service_name: &str, out: &mut Vec<u8>) {
         out.extend_from_slice(b",\"log.origin.function\":");
         write_json_str(function, out);
     }
-    for (key, id) in [
-        (&b",\"trace.id\":\""[..], record.trace_id),
-        (&b",\"span.id\":\""[..], record.span_id),
-    ] {
-        if let Some(id) = id {
-            out.extend_from_slice(key);
-            crate::util::write_hex16(out, id);
-            out.push(b'"');
-        }
+    if let Some(id) = record.trace_id {
+        out.extend_from_slice(b",\"trace.id\":\"");
+        id.write_hex(out);
+        out.push(b'"');
+    }
+    if let Some(id) = record.span_id {
+        out.extend_from_slice(b",\"span.id\":\"");
+        id.write_hex(out);
+        out.push(b'"');
     }
     out.push(b'}');
 }
@@ -358,8 +362,8 @@ mod tests {
             ("task", FieldValue::Str("codegen".into())),
         ];
         r.span_name = Some("build");
-        r.trace_id = Some(1);
-        r.span_id = Some(0xab);
+        r.trace_id = TraceId::from_u128(1);
+        r.span_id = SpanId::from_u64(0xab);
         r
     }
 
@@ -382,7 +386,7 @@ mod tests {
                 "chain": "ethereum",
                 "task": "codegen",
                 "log.origin.function": "build",
-                "trace.id": "0000000000000001",
+                "trace.id": "00000000000000000000000000000001",
                 "span.id": "00000000000000ab",
             })
         );

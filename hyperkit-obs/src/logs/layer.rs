@@ -55,7 +55,11 @@ impl<W> fmt::Debug for EcsLayer<W> {
 /// A layer writing ECS JSON lines to stdout for `service_name`; add a store
 /// with [`EcsLayer::with_store`], change the writer with
 /// [`EcsLayer::with_writer`].
+///
+/// Making it turns trace context on ([`crate::trace::enable`]), so that
+/// `trace.id` and `span.id` name every tracked call's span.
 pub fn layer(service_name: impl Into<String>) -> EcsLayer {
+    crate::trace::enable();
     EcsLayer {
         service: Arc::from(service_name.into()),
         writer: Some(std::io::stdout as fn() -> std::io::Stdout),
@@ -253,15 +257,17 @@ where
         record.fields = fields.fields;
         if let Some(scope) = ctx.event_scope(event) {
             for span in scope {
-                if record.span_id.is_none() {
-                    record.span_id = Some(span.id().into_u64());
+                if record.span_name.is_none() {
                     record.span_name = Some(span.name());
                 }
-                record.trace_id = Some(span.id().into_u64());
                 if let Some(SpanFields(f)) = span.extensions().get::<SpanFields>() {
                     record.span_fields.extend(f.iter().cloned());
                 }
             }
+        }
+        if let Some(context) = crate::trace::current() {
+            record.trace_id = Some(context.trace_id());
+            record.span_id = Some(context.span_id());
         }
         let mut document = Vec::with_capacity(384);
         ecs_document(&record, &self.service, &mut document);
@@ -337,7 +343,7 @@ mod tests {
             (Some("ethereum"), Some("codegen"), Some("gpt"))
         );
         assert_eq!(v["log.origin.function"], "complete");
-        assert_ne!(v["trace.id"], v["span.id"], "trace id is the root span's");
+        assert!(v.get("trace.id").is_none(), "plain spans carry no trace");
         assert!(v["log.logger"].as_str().unwrap().contains("layer"));
     }
 
@@ -366,6 +372,25 @@ mod tests {
             (v["chain"].as_str(), v["log.origin.function"].as_str()),
             (Some("ethereum"), Some("deploy"))
         );
+    }
+
+    #[test]
+    fn an_event_in_a_trace_context_carries_its_ids() {
+        let lines = Lines::default();
+        let subscriber =
+            tracing_subscriber::registry().with(layer("agent").with_writer(lines.clone()));
+        let parent = crate::trace::parse_traceparent(
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        )
+        .unwrap();
+        tracing::subscriber::with_default(subscriber, || {
+            let _g = parent.attach();
+            tracing::info!("in the request");
+        });
+        let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+        let v: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+        assert_eq!(v["trace.id"], "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(v["span.id"], "00f067aa0ba902b7");
     }
 
     #[test]

@@ -20,6 +20,7 @@ use prometheus::core::{Collector, Desc};
 use prometheus::proto::{self, LabelPair, MetricFamily, MetricType};
 
 use super::cells::{Cells, Snapshot};
+use super::exemplars::{Exemplar, Exemplars, Slots};
 use super::label_sets::{Entry, LabelSets};
 
 /// The statuses, in the order of the cells' finished counters.
@@ -146,6 +147,8 @@ pub struct DomainHandles {
     /// Whether calls raise the in-flight gauge (the spec's, kept here: one
     /// load on a call's path instead of three).
     in_flight: bool,
+    /// The exemplars of sampled calls, made on the first one.
+    exemplars: OnceLock<Box<Exemplars>>,
 }
 
 impl DomainHandles {
@@ -163,7 +166,40 @@ impl DomainHandles {
                 values.iter().copied(),
             ),
             in_flight: metrics.spec.in_flight.is_some(),
+            exemplars: OnceLock::new(),
         }
+    }
+
+    /// Records a sampled call as the exemplar of its bucket and of its
+    /// status's counter.
+    pub(crate) fn record_exemplar(
+        &self,
+        context: &crate::trace::SpanContext,
+        status: usize,
+        ns: u64,
+        at: std::time::SystemTime,
+    ) {
+        let bounds = self.metrics.bounds_ns();
+        let exemplars = self
+            .exemplars
+            .get_or_init(|| Box::new(Exemplars::new(bounds.len() + 1)));
+        let bucket = bounds.iter().position(|b| ns <= *b).unwrap_or(bounds.len());
+        exemplars.offer(
+            bucket,
+            status,
+            Exemplar {
+                trace_id: context.trace_id(),
+                span_id: context.span_id(),
+                value_ns: ns,
+                at,
+            },
+        );
+    }
+
+    /// The exemplars of this label set, if a sampled call has made any.
+    #[allow(dead_code)] // read by the OpenMetrics exposition, which comes next
+    pub(crate) fn exemplars(&self) -> Option<Slots> {
+        self.exemplars.get().map(|e| e.snapshot())
     }
 
     /// The domain these handles belong to.

@@ -8,6 +8,7 @@
 mod cells;
 pub(crate) use cells::Writer;
 mod domain;
+mod exemplars;
 mod family;
 mod histogram;
 mod label_sets;

@@ -19,7 +19,7 @@ pub use error::{ErrorCode, MlflowError};
 pub use exporter::{MlflowGuard, SHUTDOWN_DEADLINE, SINK, flush, start, start_discarding, status};
 pub use file_store::FileStore;
 pub use push::{ExperimentPush, PushError, PushReport, push_store, push_store_with};
-pub use run::{CALL_ID_TAG, ModelRun, SOURCE_RUN_TAG};
+pub use run::{CALL_ID_TAG, ModelRun, SOURCE_RUN_TAG, TRACE_ID_TAG};
 pub use tracker::{AcceptanceRate, ExperimentTracker};
 pub use types::{
     Experiment, KeyValue, MAX_KEY_LENGTH, MAX_PARAM_VALUE_LENGTH, MAX_TAG_VALUE_LENGTH, Metric,

@@ -9,6 +9,9 @@ use crate::track::Status;
 /// Tag holding the call id (unique across processes), so a run whose
 /// creation may or may not have reached the server is found, not duplicated.
 pub const CALL_ID_TAG: &str = "hyperkit.call_id";
+/// Tag holding the trace id of the call (32 hex digits), as its log lines'
+/// `trace.id` and its spans carry it.
+pub const TRACE_ID_TAG: &str = "trace_id";
 /// Tag holding the run id in the file store a pushed run came from.
 pub const SOURCE_RUN_TAG: &str = "hyperkit.source_run_id";
 
@@ -35,12 +38,15 @@ pub struct ModelRun<'a> {
     pub error_type: Option<&'a str>,
     /// The call id, when the run comes from a tracked call.
     pub call_id: Option<String>,
+    /// The trace the call ran in (32 hex digits), when trace context is on:
+    /// the run's `trace_id` tag, shared with its log lines and spans.
+    pub trace_id: Option<String>,
 }
 
 impl ModelRun<'_> {
     /// The run: params `model`, `task`; metrics `input_tokens`,
     /// `output_tokens`, `latency_seconds`, `accepted` (0/1) when known; tags
-    /// `status`, `error.type`, the call id and the OpenTelemetry GenAI names
+    /// `status`, `error.type`, the call id, `trace_id` and the OpenTelemetry GenAI names
     /// (`gen_ai.request.model`, `gen_ai.operation.name`,
     /// `gen_ai.usage.input_tokens`, `gen_ai.usage.output_tokens`).
     pub fn record(&self) -> RunRecord {
@@ -76,6 +82,9 @@ impl ModelRun<'_> {
         }
         if let Some(id) = &self.call_id {
             tags.push(KeyValue::new(CALL_ID_TAG, id.clone()));
+        }
+        if let Some(id) = &self.trace_id {
+            tags.push(KeyValue::new(TRACE_ID_TAG, id.clone()));
         }
         RunRecord {
             run_name: format!("{}-{}", self.task, self.model),
@@ -124,8 +133,13 @@ mod tests {
             accepted: Some(false),
             error_type: Some("my::errors::ModelError<u8>"),
             call_id: Some("abc-1".into()),
+            trace_id: Some("4bf92f3577b34da6a3ce929d0e0e4736".into()),
         }
         .record();
+        assert_eq!(
+            run.tag("trace_id"),
+            Some("4bf92f3577b34da6a3ce929d0e0e4736")
+        );
         assert_eq!(run.start_time, 8_500);
         assert_eq!(run.status, RunStatus::Failed);
         assert_eq!(run.tag("error.type"), Some("ModelError"));

@@ -165,6 +165,7 @@ impl ExperimentTracker {
             accepted,
             error_type: None,
             call_id: None,
+            trace_id: crate::trace::current().map(|c| c.trace_id().to_string()),
         }
         .record();
         match &self.store {

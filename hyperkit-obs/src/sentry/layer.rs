@@ -301,9 +301,11 @@ impl Visit for Fields {
     }
 }
 
-/// Tags events captured inside a tracked call by other means than the
-/// layer (the panic integration, `sentry::capture_*`) with that call's
-/// labels, `function` and, for a panic, `status = panic`.
+/// Gives every event the trace context current where it was captured
+/// (Sentry's `trace` context), and tags events captured inside a tracked
+/// call by other means than the layer (the panic integration,
+/// `sentry::capture_*`) with that call's labels, `function` and, for a
+/// panic, `status = panic`.
 pub(super) struct TrackedCallTags;
 
 impl Integration for TrackedCallTags {
@@ -316,6 +318,21 @@ impl Integration for TrackedCallTags {
         mut event: Event<'static>,
         _: &ClientOptions,
     ) -> Option<Event<'static>> {
+        // The trace the event happened in: the call's, the request's, or
+        // the context attached around it. It replaces the scope's own
+        // (random) propagation context, so Sentry links the event to the
+        // same trace as the logs, the spans and the MLflow run.
+        if let Some(context) = crate::trace::current() {
+            event.contexts.insert(
+                "trace".to_owned(),
+                ::sentry::protocol::TraceContext {
+                    trace_id: context.trace_id().to_bytes().into(),
+                    span_id: context.span_id().to_bytes().into(),
+                    ..Default::default()
+                }
+                .into(),
+            );
+        }
         if !event.tags.contains_key("function")
             && let Some(call) = current_tracked_call()
         {

@@ -9,7 +9,7 @@ use std::task::{Context, Poll};
 
 use pin_project_lite::pin_project;
 
-use super::{Call, Prepared};
+use super::{Call, Current, Prepared};
 
 pin_project! {
     /// A future that drives a [`Call`] around an inner future. It is `Send`,
@@ -73,10 +73,11 @@ where
 pin_project! {
     /// The body of a tracked `async fn`: a model call is the current call of
     /// the thread (see [`current_call_id`](crate::model::current_call_id))
-    /// while the body is polled; other calls have no id, and it only checks
-    /// that. `Send` and `Sync` exactly when the body is.
+    /// and the call's trace context the current context while the body is
+    /// polled; a call with neither only checks that. `Send` and `Sync`
+    /// exactly when the body is.
     pub struct InCall<F> {
-        id: Option<crate::model::CallId>,
+        current: Current,
         #[pin]
         inner: F,
     }
@@ -85,8 +86,8 @@ pin_project! {
 impl<F: Future> InCall<F> {
     /// Wraps `inner`.
     #[inline]
-    pub fn new(id: Option<crate::model::CallId>, inner: F) -> Self {
-        InCall { id, inner }
+    pub fn new(current: Current, inner: F) -> Self {
+        InCall { current, inner }
     }
 }
 
@@ -96,7 +97,8 @@ impl<F: Future> Future for InCall<F> {
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let this = self.project();
-        let _current = this.id.map(crate::model::CurrentCall::enter);
+        let _current = this.current.id.map(crate::model::CurrentCall::enter);
+        let _trace = this.current.trace.as_ref().map(crate::trace::Scope::enter);
         this.inner.poll(cx)
     }
 }

@@ -25,6 +25,7 @@ use tracing::Span;
 use crate::clock::clock;
 use crate::metrics::{DomainHandles, Entry, Writer};
 use crate::model::{CallId, Usage};
+use crate::trace::{CallTrace, SpanContext};
 use site::Site;
 
 /// How a tracked call ended: the `status` label.
@@ -154,11 +155,18 @@ impl Prepared {
         } else {
             None
         };
+        // One load when trace context is off.
+        let trace = if crate::trace::enabled() {
+            Some(crate::trace::start_span())
+        } else {
+            None
+        };
         Call {
             site: self.site,
             set: self.set,
             span: self.span,
             id,
+            trace,
             here,
             start: clock().now(),
             done: false,
@@ -175,6 +183,8 @@ pub struct Call {
     span: Option<Span>,
     /// A model call's sequence number (its id with `set`).
     id: Option<NonZeroU64>,
+    /// The call's span in its trace, when trace context is on.
+    trace: Option<CallTrace>,
     /// The counters of the thread the call started on, for a call that
     /// finishes there ([`Prepared::start_here`]); `None` for a future.
     here: Option<Writer<'static>>,
@@ -197,14 +207,34 @@ impl Call {
         self.id.map(|seq| CallId::new(seq, self.set))
     }
 
+    /// The call's trace context (`None` while trace context is off).
+    #[inline(always)]
+    pub fn trace_context(&self) -> Option<&SpanContext> {
+        self.trace.as_ref().map(|t| &t.context)
+    }
+
+    /// What an async body needs to make the call current on each poll: its
+    /// id and its trace context.
+    #[inline(always)]
+    pub fn current(&self) -> Current {
+        Current {
+            id: self.id(),
+            trace: self.trace.as_ref().map(|t| t.context.clone()),
+        }
+    }
+
     /// Enters the call's span and makes it the current call of this thread
-    /// (see [`current_call_id`](crate::model::current_call_id)) until the
-    /// guard drops.
+    /// (see [`current_call_id`](crate::model::current_call_id)) and its
+    /// trace context the current one until the guard drops.
     #[inline(always)]
     pub fn enter(&self) -> Entered<'_> {
         Entered {
             _span: self.span.as_ref().map(Span::enter),
             _call: self.id().map(crate::model::CurrentCall::enter),
+            _trace: self
+                .trace
+                .as_ref()
+                .map(|t| crate::trace::Scope::enter(&t.context)),
         }
     }
 
@@ -244,34 +274,53 @@ impl Call {
             Some(here) => handles.cells.finish_with(here, status.index(), ns),
             None => handles.cells.finish(status.index(), ns),
         }
-        // One load each when there is no sink and nothing logs (no
-        // subscriber, or one that takes no ERROR): then no record is built,
-        // no span entered, no event made.
+        // One load each when there is no sink, nothing logs (no subscriber,
+        // or one that takes no ERROR) and the call is not sampled: then no
+        // record is built, no span entered, no event made.
+        let sampled = self.trace.as_ref().is_some_and(|t| t.context.is_sampled());
         let to_sinks = crate::calls::any();
+        let to_spans = sampled && crate::calls::any_sampled();
         let to_logs = tracing::level_enabled!(tracing::Level::ERROR);
-        if !(to_sinks || to_logs) {
+        if !(to_sinks || to_spans || to_logs || sampled) {
             return;
         }
         let elapsed = Duration::from_nanos(ns);
-        if to_sinks {
+        let end = (to_sinks || to_spans || sampled).then(SystemTime::now);
+        if sampled && let (Some(trace), Some(end)) = (&self.trace, end) {
+            handles.record_exemplar(&trace.context, status.index(), ns, end);
+        }
+        if let Some(end) = end.filter(|_| to_sinks || to_spans) {
             let spec = handles.spec();
-            crate::calls::dispatch(&crate::calls::FinishedCall {
+            let call = crate::calls::FinishedCall {
                 domain: spec.name(),
                 function: self.site.function,
                 module: self.site.module,
                 status,
-                end: SystemTime::now(),
+                end,
                 duration: elapsed,
                 error,
                 error_type,
                 usage,
                 call_id: self.id(),
+                trace: self.trace_context(),
+                parent_span_id: self.trace.as_ref().and_then(|t| t.parent),
                 label_names: spec.labels(),
                 label_values: self.set.value_slice(),
-            });
+            };
+            if to_sinks {
+                crate::calls::dispatch(&call);
+            }
+            if to_spans {
+                crate::calls::dispatch_sampled(&call);
+            }
         }
         if to_logs {
             let _entered = self.span.as_ref().map(Span::enter);
+            // The closing line carries the call's own ids.
+            let _trace = self
+                .trace
+                .as_ref()
+                .map(|t| crate::trace::Scope::enter(&t.context));
             (self.site.log)(&Finished {
                 status,
                 elapsed,
@@ -310,6 +359,15 @@ impl Drop for Call {
 pub struct Entered<'a> {
     _span: Option<tracing::span::Entered<'a>>,
     _call: Option<crate::model::CurrentCall>,
+    _trace: Option<crate::trace::Scope>,
+}
+
+/// What makes a call current while its async body is polled
+/// ([`Call::current`]).
+#[derive(Clone)]
+pub struct Current {
+    pub(crate) id: Option<CallId>,
+    pub(crate) trace: Option<SpanContext>,
 }
 
 /// Runs a synchronous body as a `FnOnce`, so that `return` and `?` in it end

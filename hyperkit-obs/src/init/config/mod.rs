@@ -109,6 +109,9 @@ pub struct MonitoringConfig {
     pub logstash: Option<crate::logs::logstash::LogstashConfig>,
     /// Log format and the local log store (`HYPERKIT_LOG_*`).
     pub logs: crate::logs::LogsConfig,
+    /// Sampling and the resource of traces (`OTEL_TRACES_SAMPLER`,
+    /// `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`, `OTEL_SDK_DISABLED`).
+    pub trace: crate::trace::TraceConfig,
 }
 
 impl Default for MonitoringConfig {
@@ -136,6 +139,7 @@ impl Default for MonitoringConfig {
             #[cfg(feature = "logstash")]
             logstash: None,
             logs: crate::logs::LogsConfig::default(),
+            trace: crate::trace::TraceConfig::default(),
         }
     }
 }
@@ -249,6 +253,11 @@ impl MonitoringConfig {
         #[cfg(not(feature = "logstash"))]
         compiled_out(&var, &["LOGSTASH_URL"], "logstash")?;
         config.logs = crate::logs::LogsConfig::from_lookup(var)?;
+        config.trace = crate::trace::TraceConfig::from_lookup(var)?;
+        // The standard variable wins over the project's own.
+        if let Some(name) = &config.trace.service_name {
+            config.service_name = name.clone();
+        }
         #[cfg(not(feature = "http"))]
         compiled_out(
             &var,
@@ -319,6 +328,7 @@ impl MonitoringConfig {
         #[cfg(feature = "sentry")]
         described.extend(self.sentry.describe());
         described.extend(self.logs.describe());
+        described.extend(self.trace.describe());
         #[cfg(feature = "mlflow")]
         described.extend(self.mlflow.describe());
         #[cfg(feature = "elasticsearch")]

@@ -136,7 +136,10 @@ fn write_attrs(r: &LogRecord, out: &mut String) {
     if let Some(function) = r.span_name {
         let _ = write!(out, "{function} ; ");
     }
-    for id in [r.trace_id, r.span_id].into_iter().flatten() {
-        let _ = write!(out, "{id:016x} ; ");
+    if let Some(id) = r.trace_id {
+        let _ = write!(out, "{id} ; ");
+    }
+    if let Some(id) = r.span_id {
+        let _ = write!(out, "{id} ; ");
     }
 }

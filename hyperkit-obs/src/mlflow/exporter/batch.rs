@@ -92,6 +92,7 @@ impl RunExporter {
                     elapsed,
                     usage,
                     error_type,
+                    trace_id,
                 } => {
                     let usage = usage.unwrap_or_default();
                     let mut record = ModelRun {
@@ -105,6 +106,7 @@ impl RunExporter {
                         accepted: usage.accepted,
                         error_type,
                         call_id: Some(id.to_string()),
+                        trace_id: trace_id.map(|t| t.to_string()),
                     }
                     .record();
                     for (accepted, at) in self.early.remove(&id.seq()).unwrap_or_default() {

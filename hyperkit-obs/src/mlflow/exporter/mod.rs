@@ -58,6 +58,7 @@ pub(crate) enum Item {
         elapsed: Duration,
         usage: Option<Usage>,
         error_type: Option<&'static str>,
+        trace_id: Option<crate::trace::TraceId>,
     },
     /// An acceptance recorded after the call returned.
     Acceptance {
@@ -219,6 +220,7 @@ impl CallSink for ModelCalls {
             elapsed: call.duration,
             usage: call.usage,
             error_type: call.error_type,
+            trace_id: call.trace.map(crate::trace::SpanContext::trace_id),
         });
     }
 

@@ -1,0 +1,432 @@
+//! Trace context: OpenTelemetry-compatible trace and span ids on every
+//! tracked call, the context current on each thread, W3C Trace Context
+//! propagation, and sampling.
+//!
+//! Each tracked call gets a span id (16 hex digits) under a trace id (32
+//! hex digits): a call inside another tracked call (or inside an HTTP
+//! request the [`HttpMetricsLayer`](crate::http::HttpMetricsLayer) received
+//! with a `traceparent`, or a `tracing` span given a context) is its child,
+//! any other call starts a trace. The ids are what `trace.id` and `span.id`
+//! of every log line carry, what Sentry events and MLflow runs name, what
+//! `/metrics` exemplars point to and what the OTLP exporter sends.
+//!
+//! ```
+//! use hyperkit_obs::{track_build, trace};
+//!
+//! #[track_build(chain = "ethereum")]
+//! fn build() -> Option<trace::SpanContext> {
+//!     trace::current() // the call's own context, inside its body
+//! }
+//!
+//! trace::enable();
+//! let parent = trace::parse_traceparent(
+//!     "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").unwrap();
+//! let inside = {
+//!     let _in_request = parent.clone().attach();
+//!     build().unwrap()
+//! };
+//! assert_eq!(inside.trace_id(), parent.trace_id());   // same trace
+//! assert_ne!(inside.span_id(), parent.span_id());     // its own span
+//! assert!(inside.is_sampled());                       // the parent's decision
+//! assert!(trace::current().is_none());                // nothing leaks out
+//! ```
+//!
+//! Trace context is on once [`enable`] ran: [`init()`](crate::init), the log
+//! layer, the HTTP layer and the span exporters turn it on. Before that a
+//! tracked call pays one relaxed load for all of this. With it on, an
+//! unsampled call draws a span id (a thread-local generator) and sets the
+//! thread's current context around its body: no lock, no allocation, no
+//! clock read. Nothing here panics on input: a malformed `traceparent` is
+//! a typed error and the caller starts a new trace.
+
+mod config;
+mod id;
+mod layer;
+mod propagation;
+mod sampler;
+mod w3c;
+
+use std::cell::RefCell;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+
+pub use config::TraceConfig;
+pub use id::{SpanId, TraceFlags, TraceId};
+pub use layer::{ContextLayer, SpanExt};
+pub use propagation::{extract, headers, inject_with};
+#[cfg(any(
+    feature = "http",
+    feature = "elasticsearch",
+    feature = "mlflow",
+    feature = "sentry",
+    feature = "push"
+))]
+pub use propagation::{extract_headers, header_map, inject};
+pub use sampler::{Sampler, sampler, set_sampler};
+pub use w3c::{TRACEPARENT, TRACESTATE, TraceState, TraceparentError, parse_traceparent};
+
+/// The context of one span: its trace, its own id, its sampled flag and
+/// the vendors' state of its trace, as W3C Trace Context carries them.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SpanContext {
+    trace_id: TraceId,
+    span_id: SpanId,
+    flags: TraceFlags,
+    remote: bool,
+    state: TraceState,
+}
+
+impl SpanContext {
+    /// A local span's context.
+    pub fn new(trace_id: TraceId, span_id: SpanId, flags: TraceFlags, state: TraceState) -> Self {
+        SpanContext {
+            trace_id,
+            span_id,
+            flags,
+            remote: false,
+            state,
+        }
+    }
+
+    /// The context of a span in another process (read from a request).
+    pub fn remote(trace_id: TraceId, span_id: SpanId, flags: TraceFlags) -> Self {
+        SpanContext {
+            trace_id,
+            span_id,
+            flags,
+            remote: true,
+            state: TraceState::NONE,
+        }
+    }
+
+    /// The same context with `state` as its trace state.
+    #[must_use]
+    pub fn with_trace_state(mut self, state: TraceState) -> Self {
+        self.state = state;
+        self
+    }
+
+    /// The trace.
+    pub fn trace_id(&self) -> TraceId {
+        self.trace_id
+    }
+
+    /// The span.
+    pub fn span_id(&self) -> SpanId {
+        self.span_id
+    }
+
+    /// The flags.
+    pub fn flags(&self) -> TraceFlags {
+        self.flags
+    }
+
+    /// Whether the span is sampled (recorded and exported).
+    pub fn is_sampled(&self) -> bool {
+        self.flags.is_sampled()
+    }
+
+    /// Whether the span is in another process.
+    pub fn is_remote(&self) -> bool {
+        self.remote
+    }
+
+    /// The vendors' state of the trace.
+    pub fn trace_state(&self) -> &TraceState {
+        &self.state
+    }
+
+    /// The `traceparent` header value naming this span as the parent.
+    ///
+    /// ```
+    /// use hyperkit_obs::trace::parse_traceparent;
+    /// let header = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    /// assert_eq!(parse_traceparent(header).unwrap().traceparent(), header);
+    /// ```
+    pub fn traceparent(&self) -> String {
+        w3c::format_traceparent(self)
+    }
+
+    /// Makes this the current context of this thread until the guard drops
+    /// (as OpenTelemetry's `Context::attach`): tracked calls made meanwhile
+    /// are its children, and log lines carry its ids.
+    pub fn attach(self) -> ContextGuard {
+        ContextGuard {
+            previous: swap(Some(self)),
+            _not_send: std::marker::PhantomData,
+        }
+    }
+}
+
+impl std::fmt::Debug for SpanContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SpanContext")
+            .field("trace_id", &format_args!("{}", self.trace_id))
+            .field("span_id", &format_args!("{}", self.span_id))
+            .field("sampled", &self.is_sampled())
+            .field("remote", &self.remote)
+            .field("state", &self.state.as_str())
+            .finish()
+    }
+}
+
+// ---------------------------------------------------------------------------
+// On or off
+// ---------------------------------------------------------------------------
+
+static ON: AtomicBool = AtomicBool::new(false);
+
+/// Turns trace context on for the rest of the process: from now on every
+/// tracked call gets ids. [`init()`](crate::init), the log layer, the HTTP
+/// layer and the span exporters call it; call it yourself when none of
+/// them runs.
+pub fn enable() {
+    ON.store(true, Ordering::Relaxed);
+}
+
+/// Whether trace context is on (see [`enable`]).
+#[inline(always)]
+pub fn enabled() -> bool {
+    ON.load(Ordering::Relaxed)
+}
+
+// ---------------------------------------------------------------------------
+// The current context
+// ---------------------------------------------------------------------------
+
+thread_local! {
+    static CURRENT: RefCell<Option<SpanContext>> = const { RefCell::new(None) };
+}
+
+/// The context current on this thread: the innermost tracked call whose
+/// body runs here, or the request or context attached around it.
+pub fn current() -> Option<SpanContext> {
+    CURRENT
+        .try_with(|c| c.try_borrow().ok().and_then(|c| c.clone()))
+        .ok()
+        .flatten()
+}
+
+/// Makes `context` current on this thread, returning what was.
+#[inline]
+pub(crate) fn swap(context: Option<SpanContext>) -> Option<SpanContext> {
+    CURRENT
+        .try_with(|c| match c.try_borrow_mut() {
+            Ok(mut c) => std::mem::replace(&mut *c, context),
+            Err(_) => None,
+        })
+        .ok()
+        .flatten()
+}
+
+/// Restores the context that was current before [`SpanContext::attach`].
+#[must_use = "the context is current only while the guard lives"]
+pub struct ContextGuard {
+    previous: Option<SpanContext>,
+    /// The context is this thread's: the guard stays on it.
+    _not_send: std::marker::PhantomData<*const ()>,
+}
+
+impl Drop for ContextGuard {
+    fn drop(&mut self) {
+        swap(self.previous.take());
+    }
+}
+
+impl std::fmt::Debug for ContextGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ContextGuard").finish_non_exhaustive()
+    }
+}
+
+/// A context made current while a value lives, restored when it drops (the
+/// scope of a tracked call's body).
+pub(crate) struct Scope {
+    previous: Option<SpanContext>,
+}
+
+impl Scope {
+    #[inline]
+    pub(crate) fn enter(context: &SpanContext) -> Scope {
+        Scope {
+            previous: swap(Some(context.clone())),
+        }
+    }
+}
+
+impl Drop for Scope {
+    #[inline]
+    fn drop(&mut self) {
+        swap(self.previous.take());
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Futures
+// ---------------------------------------------------------------------------
+
+pin_project_lite::pin_project! {
+    /// A future polled with a context current ([`FutureExt`]).
+    pub struct WithContext<F> {
+        context: Option<SpanContext>,
+        #[pin]
+        inner: F,
+    }
+}
+
+impl<F: Future> Future for WithContext<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        let _scope = this.context.as_ref().map(Scope::enter);
+        this.inner.poll(cx)
+    }
+}
+
+/// Carries a trace context into a future that runs elsewhere (a spawned
+/// task), as OpenTelemetry's `FutureExt::with_context` does.
+///
+/// ```
+/// use hyperkit_obs::trace::{self, FutureExt};
+///
+/// # let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+/// # rt.block_on(async {
+/// let parent = trace::parse_traceparent(
+///     "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").unwrap();
+/// let _request = parent.clone().attach();
+/// let task = async { trace::current() }.in_current_trace();
+/// drop(_request);
+/// assert_eq!(task.await.unwrap().trace_id(), parent.trace_id());
+/// # });
+/// ```
+pub trait FutureExt: Future + Sized {
+    /// Polls the future with `context` current.
+    fn with_trace_context(self, context: SpanContext) -> WithContext<Self> {
+        WithContext {
+            context: Some(context),
+            inner: self,
+        }
+    }
+
+    /// Polls the future with the context current now (if any) current.
+    fn in_current_trace(self) -> WithContext<Self> {
+        WithContext {
+            context: current(),
+            inner: self,
+        }
+    }
+}
+
+impl<F: Future> FutureExt for F {}
+
+// ---------------------------------------------------------------------------
+// A tracked call's span
+// ---------------------------------------------------------------------------
+
+/// The trace context of one tracked call: its own and its parent's span.
+#[derive(Clone, Debug)]
+pub(crate) struct CallTrace {
+    pub(crate) context: SpanContext,
+    pub(crate) parent: Option<SpanId>,
+}
+
+/// The context of a new span started here: a child of the current context,
+/// or the root of a new trace. Sampling follows the process's sampler.
+#[inline]
+pub(crate) fn start_span() -> CallTrace {
+    let span_id = id::new_span_id();
+    child_of(current().as_ref(), span_id)
+}
+
+/// The context of a new span `span_id` under `parent` (a new trace when
+/// there is none).
+#[inline]
+pub(crate) fn child_of(parent: Option<&SpanContext>, span_id: SpanId) -> CallTrace {
+    match parent {
+        Some(p) => {
+            let sampled = sampler::decide(Some(p.is_sampled()), p.trace_id);
+            CallTrace {
+                context: SpanContext {
+                    trace_id: p.trace_id,
+                    span_id,
+                    flags: if sampled {
+                        TraceFlags::SAMPLED
+                    } else {
+                        TraceFlags::NOT_SAMPLED
+                    },
+                    remote: false,
+                    state: p.state.clone(),
+                },
+                parent: Some(p.span_id),
+            }
+        }
+        None => {
+            let trace_id = id::new_trace_id();
+            let sampled = sampler::decide(None, trace_id);
+            CallTrace {
+                context: SpanContext {
+                    trace_id,
+                    span_id,
+                    flags: if sampled {
+                        TraceFlags::SAMPLED
+                    } else {
+                        TraceFlags::NOT_SAMPLED
+                    },
+                    remote: false,
+                    state: TraceState::NONE,
+                },
+                parent: None,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn remote(sampled: bool) -> SpanContext {
+        SpanContext::remote(
+            TraceId::from_u128(7).unwrap(),
+            SpanId::from_u64(9).unwrap(),
+            if sampled {
+                TraceFlags::SAMPLED
+            } else {
+                TraceFlags::NOT_SAMPLED
+            },
+        )
+        .with_trace_state(TraceState::parse(["a=b"]))
+    }
+
+    #[test]
+    fn a_child_keeps_its_parents_trace_state_and_sampled_flag() {
+        for sampled in [true, false] {
+            let child = child_of(Some(&remote(sampled)), id::new_span_id());
+            assert_eq!(child.context.trace_id(), TraceId::from_u128(7).unwrap());
+            assert_eq!(child.parent, SpanId::from_u64(9));
+            assert_eq!(child.context.is_sampled(), sampled);
+            assert_eq!(child.context.trace_state().as_str(), "a=b");
+            assert!(!child.context.is_remote());
+        }
+        let root = child_of(None, id::new_span_id());
+        assert!(root.parent.is_none());
+    }
+
+    #[test]
+    fn attaching_nests_and_restores() {
+        assert!(current().is_none());
+        let outer = remote(true);
+        let g = outer.clone().attach();
+        {
+            let inner = child_of(Some(&outer), id::new_span_id()).context;
+            let _s = Scope::enter(&inner);
+            assert_eq!(current(), Some(inner));
+        }
+        assert_eq!(current(), Some(outer));
+        drop(g);
+        assert!(current().is_none());
+    }
+}
