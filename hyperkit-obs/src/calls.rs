@@ -1,4 +1,5 @@
-//! The one thing sinks receive from a tracked call: a [`FinishedCall`],
+//! The one thing sinks receive from a tracked call: a [`FinishedCall`]
+//! (and span sinks, from a traced HTTP request, a [`FinishedRequest`]),
 //! handed to every [`CallSink`] registered, on the caller's thread, after
 //! the call's metrics are recorded. MLflow is one such sink (registered by
 //! [`init()`](crate::init) or [`mlflow::start`](crate::mlflow::start)); a
@@ -120,6 +121,33 @@ impl fmt::Debug for FinishedCall<'_> {
     }
 }
 
+/// An HTTP request the [`HttpMetricsLayer`](crate::http::HttpMetricsLayer)
+/// served with its trace sampled, as span sinks receive it
+/// ([`CallSink::on_request`]).
+#[non_exhaustive]
+#[derive(Debug)]
+pub struct FinishedRequest<'a> {
+    /// `GET`, `POST`, … (`other` for extension methods).
+    pub method: &'static str,
+    /// The route template (`/builds/{id}`), or `unmatched`.
+    pub route: &'a str,
+    /// The path requested (`url.path`).
+    pub path: &'a str,
+    /// `1.1`, `2`, … (`network.protocol.version`).
+    pub protocol_version: &'static str,
+    /// The response's status code; `None` when the service failed or the
+    /// request was dropped before it answered.
+    pub status_code: Option<u16>,
+    /// When it arrived, by the wall clock.
+    pub start: SystemTime,
+    /// When it was answered (or dropped).
+    pub end: SystemTime,
+    /// The request's span.
+    pub trace: &'a SpanContext,
+    /// The caller's span, from its `traceparent`.
+    pub parent_span_id: Option<SpanId>,
+}
+
 /// What was learnt about a model call after it returned.
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
@@ -143,6 +171,10 @@ pub trait CallSink: Send + Sync + 'static {
 
     /// Something was learnt about a call after it returned.
     fn on_feedback(&self, _feedback: &Feedback) {}
+
+    /// An HTTP request with a sampled trace was served (span sinks only:
+    /// see [`register_sampled`]).
+    fn on_request(&self, _request: &FinishedRequest<'_>) {}
 }
 
 impl<S: CallSink> CallSink for Arc<S> {
@@ -151,6 +183,9 @@ impl<S: CallSink> CallSink for Arc<S> {
     }
     fn on_feedback(&self, feedback: &Feedback) {
         (**self).on_feedback(feedback);
+    }
+    fn on_request(&self, request: &FinishedRequest<'_>) {
+        (**self).on_request(request);
     }
 }
 
@@ -304,6 +339,14 @@ pub(crate) fn dispatch(call: &FinishedCall<'_>) {
 /// Hands a sampled `call` to every span sink.
 pub(crate) fn dispatch_sampled(call: &FinishedCall<'_>) {
     each(&SAMPLED, &LOCAL_SAMPLED, |sink| sink.on_call(call));
+}
+
+/// Hands a sampled request's span to every span sink.
+#[cfg_attr(not(feature = "http"), allow(dead_code))]
+pub(crate) fn dispatch_request(request: &FinishedRequest<'_>) {
+    if any_sampled() {
+        each(&SAMPLED, &LOCAL_SAMPLED, |sink| sink.on_request(request));
+    }
 }
 
 /// Hands `feedback` to every sink.

@@ -1,5 +1,11 @@
 //! RED metrics for any tower service: requests by method, route template
-//! and status, their duration, and the requests in flight.
+//! and status, their duration, and the requests in flight; and W3C trace
+//! context: the request's `traceparent` and `tracestate` name the parent of
+//! the request's span, which is current while the service handles it (so
+//! every tracked call under it is its child). A missing or malformed
+//! `traceparent` starts a new trace; it never fails the request. A sampled
+//! request's span goes to the span sinks (OTLP) with the HTTP semantic
+//! conventions' attributes.
 //!
 //! The route label is axum's `MatchedPath` (the template, `/builds/{id}`),
 //! never the raw path, so ids in paths cannot blow up cardinality; requests
@@ -12,7 +18,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{LazyLock, OnceLock};
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use axum::extract::MatchedPath;
 use axum::http::{Method, Request, Response};
@@ -21,6 +27,7 @@ use prometheus::IntCounter;
 use tower::{Layer, Service};
 
 use crate::metrics::{DurationHistogram, FAMILIES, LabelSets};
+use crate::trace::{CallTrace, Scope};
 
 /// The layer; see the module documentation.
 #[derive(Clone, Copy, Debug, Default)]
@@ -36,6 +43,8 @@ impl HttpMetricsLayer {
 impl<S> Layer<S> for HttpMetricsLayer {
     type Service = HttpMetrics<S>;
     fn layer(&self, inner: S) -> HttpMetrics<S> {
+        // The requests' spans are the parents of the calls under them.
+        crate::trace::enable();
         HttpMetrics { inner }
     }
 }
@@ -124,14 +133,51 @@ where
             .map_or("unmatched", MatchedPath::as_str);
         let handles = &HTTP.get(&[method.into(), route.into()]).handles;
         IN_FLIGHT.inc();
+        let trace = crate::trace::enabled().then(|| {
+            let parent = crate::trace::extract_headers(req.headers());
+            crate::trace::start_span_under(parent.as_ref())
+        });
+        // What the span of a sampled request carries; nothing for others.
+        let span = trace.as_ref().filter(|t| t.context.is_sampled()).map(|_| {
+            Box::new(RequestSpan {
+                path: req.uri().path().to_owned(),
+                protocol_version: protocol_version(req.version()),
+                start: SystemTime::now(),
+            })
+        });
+        let inner = {
+            // The service may do its work in `call` itself.
+            let _scope = trace.as_ref().map(|t| Scope::enter(&t.context));
+            self.inner.call(req)
+        };
         ResponseFuture {
-            inner: self.inner.call(req),
+            inner,
             guard: InFlight {
                 handles,
                 start: Instant::now(),
                 done: false,
+                trace,
+                span,
             },
         }
+    }
+}
+
+/// What a sampled request's span needs besides its metrics' labels.
+struct RequestSpan {
+    path: String,
+    protocol_version: &'static str,
+    start: SystemTime,
+}
+
+fn protocol_version(v: axum::http::Version) -> &'static str {
+    match v {
+        axum::http::Version::HTTP_09 => "0.9",
+        axum::http::Version::HTTP_10 => "1.0",
+        axum::http::Version::HTTP_11 => "1.1",
+        axum::http::Version::HTTP_2 => "2",
+        axum::http::Version::HTTP_3 => "3",
+        _ => "",
     }
 }
 
@@ -140,6 +186,10 @@ struct InFlight {
     handles: &'static HttpHandles,
     start: Instant,
     done: bool,
+    /// The request's span, when trace context is on.
+    trace: Option<CallTrace>,
+    /// A sampled request's span data.
+    span: Option<Box<RequestSpan>>,
 }
 
 impl InFlight {
@@ -147,7 +197,36 @@ impl InFlight {
         self.done = true;
         self.handles.duration.observe(self.start.elapsed());
         self.handles.counter(status).inc();
+        self.export(status);
     }
+
+    /// Hands a sampled request's span to the span sinks.
+    fn export(&mut self, status: Option<u16>) {
+        let (Some(trace), Some(span)) = (&self.trace, self.span.take()) else {
+            return;
+        };
+        crate::calls::dispatch_request(&crate::calls::FinishedRequest {
+            method: method_of(&self.handles.method),
+            route: &self.handles.route,
+            path: &span.path,
+            protocol_version: span.protocol_version,
+            status_code: status,
+            start: span.start,
+            end: SystemTime::now(),
+            trace: &trace.context,
+            parent_span_id: trace.parent,
+        });
+    }
+}
+
+/// The `'static` method label of a label set's method.
+fn method_of(method: &str) -> &'static str {
+    [
+        "GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "CONNECT", "TRACE",
+    ]
+    .into_iter()
+    .find(|m| *m == method)
+    .unwrap_or("other")
 }
 
 impl Drop for InFlight {
@@ -159,6 +238,7 @@ impl Drop for InFlight {
                 .http_requests_total
                 .child(&[&self.handles.method, &self.handles.route, "cancelled"])
                 .inc();
+            self.export(None);
         }
         IN_FLIGHT.dec();
     }
@@ -181,7 +261,10 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let out = std::task::ready!(this.inner.poll(cx));
+        let out = {
+            let _scope = this.guard.trace.as_ref().map(|t| Scope::enter(&t.context));
+            std::task::ready!(this.inner.poll(cx))
+        };
         match &out {
             Ok(resp) => this.guard.finish(Some(resp.status().as_u16())),
             Err(_) => this.guard.finish(None),

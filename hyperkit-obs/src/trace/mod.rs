@@ -341,6 +341,13 @@ pub(crate) fn start_span() -> CallTrace {
     child_of(current().as_ref(), span_id)
 }
 
+/// The context of a new span under `parent` (a new trace when there is
+/// none): an HTTP request's, under the caller named by its `traceparent`.
+#[cfg_attr(not(feature = "http"), allow(dead_code))]
+pub(crate) fn start_span_under(parent: Option<&SpanContext>) -> CallTrace {
+    child_of(parent, id::new_span_id())
+}
+
 /// The context of a new span `span_id` under `parent` (a new trace when
 /// there is none).
 #[inline]
