@@ -186,8 +186,24 @@ async fn metrics(State(options): State<Arc<HttpOptions>>, headers: HeaderMap) ->
         )
             .into_response();
     }
-    let body = render_metrics(crate::metrics::registry());
-    let content_type = HeaderValue::from_static(METRICS_CONTENT_TYPE);
+    // OpenMetrics (with exemplars) to a scraper that prefers it; the text
+    // format to everyone else.
+    let openmetrics = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(crate::metrics::prefers_openmetrics);
+    let (body, content_type) = if openmetrics {
+        (
+            crate::metrics::render_openmetrics(crate::metrics::registry()),
+            HeaderValue::from_static(crate::metrics::OPENMETRICS_CONTENT_TYPE),
+        )
+    } else {
+        (
+            render_metrics(crate::metrics::registry()),
+            HeaderValue::from_static(METRICS_CONTENT_TYPE),
+        )
+    };
     if accepts_gzip(&headers)
         && let Some(gz) = gzip(&body)
     {
@@ -195,7 +211,10 @@ async fn metrics(State(options): State<Arc<HttpOptions>>, headers: HeaderMap) ->
             [
                 (header::CONTENT_TYPE, content_type),
                 (header::CONTENT_ENCODING, HeaderValue::from_static("gzip")),
-                (header::VARY, HeaderValue::from_static("accept-encoding")),
+                (
+                    header::VARY,
+                    HeaderValue::from_static("accept, accept-encoding"),
+                ),
             ],
             gz,
         )
@@ -204,7 +223,10 @@ async fn metrics(State(options): State<Arc<HttpOptions>>, headers: HeaderMap) ->
     (
         [
             (header::CONTENT_TYPE, content_type),
-            (header::VARY, HeaderValue::from_static("accept-encoding")),
+            (
+                header::VARY,
+                HeaderValue::from_static("accept, accept-encoding"),
+            ),
         ],
         body,
     )

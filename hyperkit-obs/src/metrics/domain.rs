@@ -22,6 +22,7 @@ use prometheus::proto::{self, LabelPair, MetricFamily, MetricType};
 use super::cells::{Cells, Snapshot};
 use super::exemplars::{Exemplar, Exemplars, Slots};
 use super::label_sets::{Entry, LabelSets};
+use super::render::Format;
 
 /// The statuses, in the order of the cells' finished counters.
 const STATUSES: [&str; 4] = ["success", "failure", "panic", "cancelled"];
@@ -197,7 +198,6 @@ impl DomainHandles {
     }
 
     /// The exemplars of this label set, if a sampled call has made any.
-    #[allow(dead_code)] // read by the OpenMetrics exposition, which comes next
     pub(crate) fn exemplars(&self) -> Option<Slots> {
         self.exemplars.get().map(|e| e.snapshot())
     }
@@ -485,26 +485,37 @@ impl DomainMetrics {
         }
     }
 
-    /// The calls counter in the text format.
-    pub(crate) fn write_calls(&'static self, out: &mut Vec<u8>) {
+    /// The calls counter, each status's sample with the exemplar of its
+    /// last sampled call in OpenMetrics.
+    pub(crate) fn write_calls(&'static self, out: &mut Vec<u8>, format: Format) {
         let sets = self.sets.entries();
         if sets.is_empty() {
             return;
         }
         let spec = self.spec;
-        super::render::header(out, spec.calls, spec.calls_help, "counter");
+        super::render::header(out, spec.calls, spec.calls_help, "counter", format);
         let mut labels = Vec::with_capacity(64);
         for entry in sets {
             let h = &entry.handles;
-            for (status, n) in STATUSES.iter().zip(h.cells.finished()) {
+            let exemplars = match format {
+                Format::OpenMetrics => h.exemplars(),
+                Format::Text => None,
+            };
+            for (i, (status, n)) in STATUSES.iter().zip(h.cells.finished()).enumerate() {
                 self.with_status(&mut labels, &h.label_text, status);
-                super::render::sample(out, spec.calls, "", &labels, "", n);
+                super::render::line(out, spec.calls, "", &labels, "");
+                crate::util::write_u64(out, n);
+                if let Some(Some(e)) = exemplars.as_ref().map(|x| x.calls[i]) {
+                    super::exemplars::write(out, &e, |out| out.push(b'1'));
+                }
+                out.push(b'\n');
             }
         }
     }
 
-    /// The duration histogram in the text format.
-    pub(crate) fn write_durations(&'static self, out: &mut Vec<u8>) {
+    /// The duration histogram, each bucket with the exemplar of its last
+    /// sampled call in OpenMetrics.
+    pub(crate) fn write_durations(&'static self, out: &mut Vec<u8>, format: Format) {
         let sets = self.sets.entries();
         if sets.is_empty() {
             return;
@@ -513,10 +524,14 @@ impl DomainMetrics {
         let le = self
             .le
             .get_or_init(|| super::render::le_labels(spec.buckets));
-        super::render::header(out, spec.duration, spec.duration_help, "histogram");
+        super::render::header(out, spec.duration, spec.duration_help, "histogram", format);
         let mut buckets = Vec::with_capacity(spec.buckets.len() + 1);
         for entry in sets {
             let h = &entry.handles;
+            let exemplars = match format {
+                Format::OpenMetrics => h.exemplars(),
+                Format::Text => None,
+            };
             let sum_ns = h.cells.histogram(&mut buckets);
             let count: u64 = buckets.iter().sum();
             let cumulative = buckets.iter().scan(0u64, |total, n| {
@@ -530,13 +545,14 @@ impl DomainMetrics {
                 le,
                 cumulative,
                 count,
+                exemplars.as_ref().map(|e| e.buckets.as_slice()),
                 |out| super::render::seconds(out, sum_ns),
             );
         }
     }
 
-    /// The in-flight gauge in the text format.
-    pub(crate) fn write_in_flight(&'static self, out: &mut Vec<u8>) {
+    /// The in-flight gauge.
+    pub(crate) fn write_in_flight(&'static self, out: &mut Vec<u8>, format: Format) {
         let Some((name, help)) = self.spec.in_flight else {
             return;
         };
@@ -544,7 +560,7 @@ impl DomainMetrics {
         if sets.is_empty() {
             return;
         }
-        super::render::header(out, name, help, "gauge");
+        super::render::header(out, name, help, "gauge", format);
         for entry in sets {
             let h = &entry.handles;
             super::render::sample(

@@ -9,9 +9,6 @@
 //! label set, or a scrape reading it) leaves the exemplar to the next call
 //! rather than wait. Nothing here blocks or panics.
 
-// Read by the OpenMetrics exposition, which comes next.
-#![allow(dead_code)]
-
 use std::sync::{Mutex, PoisonError};
 use std::time::SystemTime;
 

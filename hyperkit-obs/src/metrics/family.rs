@@ -131,14 +131,15 @@ impl<M: Metric + Clone> Family<M> {
     pub(crate) fn write(
         &self,
         out: &mut Vec<u8>,
-        kind: &str,
+        kind: &'static str,
+        format: super::render::Format,
         series: impl Fn(&mut Vec<u8>, &str, &[u8], &M),
     ) {
         let children = self.lock();
         if children.list.is_empty() {
             return;
         }
-        super::render::header(out, self.name, self.help, kind);
+        super::render::header(out, self.name, self.help, kind, format);
         for ((_, child), labels) in children.list.iter().zip(&children.texts) {
             series(out, self.name, labels.as_bytes(), child);
         }

@@ -12,6 +12,7 @@ mod exemplars;
 mod family;
 mod histogram;
 mod label_sets;
+mod openmetrics;
 mod render;
 
 use std::sync::LazyLock;
@@ -193,7 +194,8 @@ pub fn registry() -> &'static Registry {
 /// The content type of the Prometheus text format [`render`] writes.
 pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-pub use render::render;
+pub use openmetrics::{OPENMETRICS_CONTENT_TYPE, prefers_openmetrics};
+pub use render::{render, render_openmetrics};
 
 /// Counts `n` telemetry items dropped by `sink` in
 /// `hyperkit_obs_dropped_total{sink}`. Exporters call it; it never blocks for

@@ -1,5 +1,6 @@
-//! The Prometheus text exposition of the registry, with hyperkit-obs's own
-//! families written straight from their cells.
+//! The Prometheus text exposition of the registry (and its OpenMetrics
+//! form, with exemplars), with hyperkit-obs's own families written straight
+//! from their cells.
 //!
 //! `prometheus::TextEncoder` needs every family as protobuf messages first:
 //! a `Metric` and `LabelPair`s with owned strings per series, then a string
@@ -22,6 +23,7 @@ use std::sync::{PoisonError, RwLock};
 use prometheus::{Encoder, IntCounter, IntGauge, Registry, TextEncoder};
 
 use super::domain::DomainMetrics;
+use super::exemplars::Exemplar;
 use super::family::Family;
 use super::histogram::DurationHistogram;
 
@@ -35,6 +37,14 @@ thread_local! {
 /// should return nothing.
 pub(crate) fn native_pass() -> bool {
     NATIVE_PASS.with(Cell::get)
+}
+
+/// The exposition format: Prometheus text (the default) or OpenMetrics
+/// (on request, with exemplars and `# EOF`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Format {
+    Text,
+    OpenMetrics,
 }
 
 /// A family written natively.
@@ -60,15 +70,15 @@ impl Native {
         }
     }
 
-    fn write(self, out: &mut Vec<u8>) {
+    fn write(self, out: &mut Vec<u8>, format: Format) {
         match self {
-            Native::DomainCalls(d) => d.write_calls(out),
-            Native::DomainDuration(d) => d.write_durations(out),
-            Native::DomainInFlight(d) => d.write_in_flight(out),
-            Native::Counters(f) => f.write(out, "counter", |out, name, labels, c| {
+            Native::DomainCalls(d) => d.write_calls(out, format),
+            Native::DomainDuration(d) => d.write_durations(out, format),
+            Native::DomainInFlight(d) => d.write_in_flight(out, format),
+            Native::Counters(f) => f.write(out, "counter", format, |out, name, labels, c| {
                 sample(out, name, "", labels, "", c.get());
             }),
-            Native::Gauges(f) => f.write(out, "gauge", |out, name, labels, g| {
+            Native::Gauges(f) => f.write(out, "gauge", format, |out, name, labels, g| {
                 line(out, name, "", labels, "");
                 let v = g.get();
                 if v < 0 {
@@ -77,11 +87,11 @@ impl Native {
                 number(out, v.unsigned_abs());
                 out.push(b'\n');
             }),
-            Native::Durations(f) => f.write(out, "histogram", |out, name, labels, h| {
+            Native::Durations(f) => f.write(out, "histogram", format, |out, name, labels, h| {
                 let le = le_labels(h.bounds());
                 let (cumulative, count) = h.cumulative();
                 let sum = h.sum_seconds();
-                histogram(out, name, labels, &le, cumulative, count, |out| {
+                histogram(out, name, labels, &le, cumulative, count, None, |out| {
                     out.extend_from_slice(sum.to_string().as_bytes());
                 });
             }),
@@ -105,14 +115,34 @@ static LAST_LEN: AtomicUsize = AtomicUsize::new(64 * 1024);
 
 /// The registry in the Prometheus text format, as `/metrics` serves it.
 pub fn render(registry: &Registry) -> Vec<u8> {
+    render_as(registry, Format::Text)
+}
+
+/// The registry in the OpenMetrics text format, with the exemplars of
+/// sampled tracked calls on the calls counters and the duration buckets,
+/// ending in `# EOF`, as `/metrics` serves it to a scraper that asks for
+/// it ([`prefers_openmetrics`](super::prefers_openmetrics)).
+pub fn render_openmetrics(registry: &Registry) -> Vec<u8> {
+    render_as(registry, Format::OpenMetrics)
+}
+
+fn render_as(registry: &Registry, format: Format) -> Vec<u8> {
     let mut out = Vec::with_capacity(LAST_LEN.load(Ordering::Relaxed) + 4096);
     if !std::ptr::eq(registry, super::registry()) {
         // Someone else's registry holds none of our families natively.
-        if TextEncoder::new()
-            .encode(&registry.gather(), &mut out)
-            .is_err()
-        {
-            out.clear();
+        let families = registry.gather();
+        match format {
+            Format::Text => {
+                if TextEncoder::new().encode(&families, &mut out).is_err() {
+                    out.clear();
+                }
+            }
+            Format::OpenMetrics => {
+                for f in &families {
+                    super::openmetrics::encode_family(f, &mut out);
+                }
+                out.extend_from_slice(b"# EOF\n");
+            }
         }
         return out;
     }
@@ -129,32 +159,50 @@ pub fn render(registry: &Registry) -> Vec<u8> {
     natives.sort_by_key(|(name, _)| *name);
     let mut foreign = foreign.into_iter().peekable();
     let encoder = TextEncoder::new();
-    let write_foreign = |out: &mut Vec<u8>, family| {
-        let start = out.len();
-        // A family the encoder refuses is left out, not the whole scrape.
-        if encoder.encode(std::slice::from_ref(&family), out).is_err() {
-            out.truncate(start);
+    let write_foreign = |out: &mut Vec<u8>, family| match format {
+        Format::Text => {
+            let start = out.len();
+            // A family the encoder refuses is left out, not the whole scrape.
+            if encoder.encode(std::slice::from_ref(&family), out).is_err() {
+                out.truncate(start);
+            }
         }
+        Format::OpenMetrics => super::openmetrics::encode_family(&family, out),
     };
     for (name, native) in natives {
         while let Some(f) = foreign.next_if(|f| f.name() < name) {
             write_foreign(&mut out, f);
         }
-        native.write(&mut out);
+        native.write(&mut out, format);
     }
     for f in foreign {
         write_foreign(&mut out, f);
+    }
+    if format == Format::OpenMetrics {
+        out.extend_from_slice(b"# EOF\n");
     }
     LAST_LEN.store(out.len(), Ordering::Relaxed);
     out
 }
 
-/// `# HELP` and `# TYPE` lines.
-pub(crate) fn header(out: &mut Vec<u8>, name: &str, help: &str, kind: &str) {
+/// `# HELP` and `# TYPE` lines of family `name` of Prometheus type `kind`
+/// (in OpenMetrics a counter's family name has no `_total`, and its help
+/// escapes `"` too).
+pub(crate) fn header(
+    out: &mut Vec<u8>,
+    name: &str,
+    help: &str,
+    kind: &'static str,
+    format: Format,
+) {
+    let (name, kind) = match format {
+        Format::Text => (name, kind),
+        Format::OpenMetrics => super::openmetrics::family_of(name, kind),
+    };
     out.extend_from_slice(b"# HELP ");
     out.extend_from_slice(name.as_bytes());
     out.push(b' ');
-    escape(out, help, false);
+    escape(out, help, format == Format::OpenMetrics);
     out.extend_from_slice(b"\n# TYPE ");
     out.extend_from_slice(name.as_bytes());
     out.push(b' ');
@@ -268,7 +316,9 @@ pub(crate) fn le_labels(bounds: &[f64]) -> Vec<String> {
 }
 
 /// The lines of one histogram series: the cumulative buckets (their `le`
-/// labels from [`le_labels`]), `+Inf`, the sum and the count.
+/// labels from [`le_labels`]), `+Inf`, the sum and the count; each bucket
+/// with its exemplar when `exemplars` are given (OpenMetrics only).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn histogram(
     out: &mut Vec<u8>,
     name: &str,
@@ -276,12 +326,21 @@ pub(crate) fn histogram(
     le: &[String],
     cumulative: impl IntoIterator<Item = u64>,
     count: u64,
+    exemplars: Option<&[Option<Exemplar>]>,
     sum: impl FnOnce(&mut Vec<u8>),
 ) {
-    for (le, n) in le.iter().zip(cumulative) {
-        sample(out, name, "_bucket", labels, le, n);
+    let bucket = |out: &mut Vec<u8>, i: usize, le: &str, n: u64| {
+        line(out, name, "_bucket", labels, le);
+        number(out, n);
+        if let Some(Some(e)) = exemplars.and_then(|e| e.get(i)) {
+            super::exemplars::write(out, e, |out| seconds(out, e.value_ns));
+        }
+        out.push(b'\n');
+    };
+    for (i, (bound, n)) in le.iter().zip(cumulative).enumerate() {
+        bucket(out, i, bound, n);
     }
-    sample(out, name, "_bucket", labels, "le=\"+Inf\"", count);
+    bucket(out, le.len(), "le=\"+Inf\"", count);
     line(out, name, "_sum", labels, "");
     sum(out);
     out.push(b'\n');
@@ -360,6 +419,37 @@ mod tests {
         assert!(!samples(&theirs).is_empty());
     }
 
+    #[crate::track(RenderTest, kind = "exemplary", attempt, crate = crate)]
+    fn sampled_job(attempt: u8) {}
+
+    #[test]
+    fn openmetrics_gives_counters_their_family_name_exemplars_and_an_eof() {
+        crate::trace::enable();
+        sampled_job(7);
+        let text = String::from_utf8(render_openmetrics(crate::registry())).unwrap();
+        assert!(text.ends_with("# EOF\n"), "{text}");
+        assert!(
+            text.contains("# TYPE render_test_calls counter\n"),
+            "{text}"
+        );
+        let calls = text
+            .lines()
+            .find(|l| {
+                l.starts_with("render_test_calls_total{status=\"success\",kind=\"exemplary\"")
+            })
+            .expect("the success series");
+        let (sample, exemplar) = calls.split_once(" # ").expect("an exemplar");
+        assert!(sample.ends_with(" 1"), "{calls}");
+        assert!(exemplar.starts_with("{trace_id=\""), "{calls}");
+        let bucket = text
+            .lines()
+            .find(|l| l.starts_with("render_test_duration_seconds_bucket{kind=\"exemplary\",attempt=\"7\",le=\"0.5\"}"))
+            .expect("the first bucket");
+        assert!(bucket.contains(" # {trace_id=\""), "{bucket}");
+        let plain = String::from_utf8(render(crate::registry())).unwrap();
+        assert!(!plain.contains("# EOF") && !plain.contains("trace_id"));
+    }
+
     #[test]
     fn families_of_counters_gauges_and_histograms_are_written_as_the_encoder_does() {
         use prometheus::core::Collector;
@@ -401,7 +491,7 @@ mod tests {
             Native::Gauges(gauges),
             Native::Durations(durations),
         ] {
-            native.write(&mut ours);
+            native.write(&mut ours, Format::Text);
         }
         let ours = String::from_utf8(ours).unwrap();
         let mut families = counters.collect();
