@@ -83,7 +83,7 @@ pub struct FinishedCall<'a> {
     /// request or context it joined.
     pub parent_span_id: Option<SpanId>,
     pub(crate) label_names: &'static [&'static str],
-    pub(crate) label_values: &'a [Box<str>],
+    pub(crate) label_values: &'static [Box<str>],
 }
 
 impl FinishedCall<'_> {
@@ -130,7 +130,7 @@ pub struct FinishedRequest<'a> {
     /// `GET`, `POST`, … (`other` for extension methods).
     pub method: &'static str,
     /// The route template (`/builds/{id}`), or `unmatched`.
-    pub route: &'a str,
+    pub route: &'static str,
     /// The path requested (`url.path`).
     pub path: &'a str,
     /// `1.1`, `2`, … (`network.protocol.version`).

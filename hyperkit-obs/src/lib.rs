@@ -101,7 +101,8 @@ pub mod model;
     feature = "elasticsearch",
     feature = "mlflow",
     feature = "sentry",
-    feature = "push"
+    feature = "push",
+    feature = "otlp"
 ))]
 mod net;
 #[cfg(feature = "push")]

@@ -18,7 +18,7 @@ pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
 }
 
 /// `Retry-After` in seconds or as an HTTP date.
-#[cfg(any(feature = "elasticsearch", feature = "mlflow"))]
+#[cfg(any(feature = "elasticsearch", feature = "mlflow", feature = "otlp"))]
 pub(crate) fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<std::time::Duration> {
     use std::time::{Duration, SystemTime};
     let v = headers
@@ -85,10 +85,20 @@ pub(crate) async fn read_text_capped(
 }
 
 /// The runtime an exporter runs its requests on, from its own thread.
-#[cfg(any(feature = "elasticsearch", feature = "mlflow", feature = "sentry"))]
+#[cfg(any(
+    feature = "elasticsearch",
+    feature = "mlflow",
+    feature = "sentry",
+    feature = "otlp"
+))]
 pub(crate) struct Blocking(tokio::runtime::Runtime);
 
-#[cfg(any(feature = "elasticsearch", feature = "mlflow", feature = "sentry"))]
+#[cfg(any(
+    feature = "elasticsearch",
+    feature = "mlflow",
+    feature = "sentry",
+    feature = "otlp"
+))]
 impl Blocking {
     /// A single-threaded runtime with I/O and timers.
     pub(crate) fn new() -> std::io::Result<Self> {

@@ -113,6 +113,13 @@ pub(crate) fn random_u64() -> u64 {
     h.finish()
 }
 
+/// `my_crate::errors::ModelError<T>` → `ModelError`.
+#[cfg_attr(not(any(feature = "mlflow", feature = "otlp")), allow(dead_code))]
+pub(crate) fn short_type_name(name: &str) -> &str {
+    let base = name.split('<').next().unwrap_or(name);
+    base.rsplit("::").next().unwrap_or(base)
+}
+
 /// A number in `[0, 1)`, for jitter.
 pub(crate) fn random_unit() -> f64 {
     (random_u64() >> 11) as f64 / (1u64 << 53) as f64

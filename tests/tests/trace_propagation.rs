@@ -71,11 +71,17 @@ fn client() -> reqwest::Client {
         .unwrap()
 }
 
+/// A request's span as the sink saw it: trace, span, parent, status code,
+/// `method route path`.
+type SeenRequest = (String, String, Option<String>, Option<u16>, String);
+/// A call's span: trace, span, parent.
+type SeenCall = (String, String, Option<String>);
+
 /// What the span sink saw: requests and calls, by span id.
 #[derive(Default, Clone)]
 struct Spans {
-    requests: Arc<Mutex<Vec<(String, String, Option<String>, Option<u16>, String)>>>,
-    calls: Arc<Mutex<Vec<(String, String, Option<String>)>>>,
+    requests: Arc<Mutex<Vec<SeenRequest>>>,
+    calls: Arc<Mutex<Vec<SeenCall>>>,
 }
 
 impl CallSink for Spans {

@@ -48,6 +48,10 @@ pub enum InitError {
     #[cfg(feature = "log-store")]
     #[error("the local log store cannot start: {0}")]
     LogStore(#[from] crate::logs::store::StoreError),
+    /// A span exporter could not start (OTLP, MLflow traces).
+    #[cfg(any(feature = "otlp", feature = "mlflow"))]
+    #[error(transparent)]
+    Spans(#[from] crate::trace::OtlpError),
     /// A log shipper could not start (its HTTP client failed to build, or
     /// its index name cannot be used).
     #[cfg(any(feature = "elasticsearch", feature = "logstash"))]
@@ -232,6 +236,40 @@ impl Builder {
         } else {
             None
         };
+        #[cfg(feature = "otlp")]
+        let otlp = match &self.config.trace.otlp {
+            Some(config) if !self.config.trace.disabled => Some(crate::trace::otlp_start(
+                config,
+                &self.config.service_name,
+                &resource(&self.config),
+            )?),
+            _ => None,
+        };
+        // Model calls' spans to MLflow 3 when it is the only place for them.
+        #[cfg(feature = "mlflow")]
+        let mlflow_traces = {
+            #[cfg(feature = "otlp")]
+            let other_endpoint = self.config.trace.otlp.is_some();
+            #[cfg(not(feature = "otlp"))]
+            let other_endpoint = false;
+            let server = matches!(
+                self.config.mlflow.target,
+                crate::mlflow::TrackingTarget::Server(_)
+            );
+            if self.config.mlflow.enabled
+                && server
+                && !other_endpoint
+                && !self.config.trace.disabled
+            {
+                Some(crate::mlflow::start_traces(
+                    &self.config.mlflow,
+                    &self.config.service_name,
+                    &resource(&self.config),
+                )?)
+            } else {
+                None
+            }
+        };
         #[cfg(feature = "log-store")]
         let mut logstore = None;
         #[cfg(any(feature = "elasticsearch", feature = "logstash"))]
@@ -343,6 +381,10 @@ impl Builder {
         *ACTIVE.write().unwrap_or_else(PoisonError::into_inner) = Some(self.config.clone());
         Ok(ObsGuard {
             config: self.config,
+            #[cfg(feature = "otlp")]
+            otlp,
+            #[cfg(feature = "mlflow")]
+            mlflow_traces,
             #[cfg(feature = "sentry")]
             sentry,
             #[cfg(feature = "mlflow")]
@@ -365,6 +407,22 @@ where
     crate::logs::text_layer().with_writer(crate::logs::NonBlockingStdout)
 }
 
+/// The resource attributes of this process's spans:
+/// `OTEL_RESOURCE_ATTRIBUTES`, and `deployment.environment.name` from
+/// `HYPERKIT_ENVIRONMENT` unless they name one.
+#[cfg(any(feature = "otlp", feature = "mlflow"))]
+fn resource(config: &MonitoringConfig) -> Vec<(String, String)> {
+    let mut attributes = config.trace.resource.clone();
+    if let Some(env) = &config.environment
+        && !attributes
+            .iter()
+            .any(|(k, _)| k.starts_with("deployment.environment"))
+    {
+        attributes.push(("deployment.environment.name".to_owned(), env.clone()));
+    }
+    attributes
+}
+
 static ACTIVE: RwLock<Option<MonitoringConfig>> = RwLock::new(None);
 
 /// The configuration `init()` applied, or the defaults before it ran.
@@ -384,6 +442,13 @@ pub(crate) fn active_config() -> MonitoringConfig {
 #[must_use = "dropping the guard shuts the sinks down"]
 pub struct ObsGuard {
     config: MonitoringConfig,
+    /// First: the spans of the last calls go out while the other sinks
+    /// still run.
+    #[cfg(feature = "otlp")]
+    otlp: Option<crate::trace::SpanSinkGuard>,
+    /// Model calls' spans to MLflow 3.
+    #[cfg(feature = "mlflow")]
+    mlflow_traces: Option<crate::trace::SpanSinkGuard>,
     #[cfg(feature = "sentry")]
     sentry: Option<crate::sentry::SentryGuard>,
     #[cfg(feature = "mlflow")]
@@ -452,6 +517,29 @@ impl ObsGuard {
         return self.mlflow.is_some();
         #[cfg(not(feature = "mlflow"))]
         false
+    }
+
+    /// The state of the OTLP span exporter, when one runs.
+    pub fn otlp_status(&self) -> Option<crate::export::SinkStatus> {
+        #[cfg(feature = "otlp")]
+        return self
+            .otlp
+            .as_ref()
+            .and_then(crate::trace::SpanSinkGuard::status);
+        #[cfg(not(feature = "otlp"))]
+        None
+    }
+
+    /// The state of the sink of model calls' spans to MLflow 3, when one
+    /// runs.
+    pub fn mlflow_traces_status(&self) -> Option<crate::export::SinkStatus> {
+        #[cfg(feature = "mlflow")]
+        return self
+            .mlflow_traces
+            .as_ref()
+            .and_then(crate::trace::SpanSinkGuard::status);
+        #[cfg(not(feature = "mlflow"))]
+        None
     }
 
     /// Whether events are being kept in the local log store.

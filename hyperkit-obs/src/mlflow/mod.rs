@@ -1,7 +1,9 @@
 //! MLflow experiment tracking: every `#[track_model]` call becomes an MLflow
 //! run, delivered off the caller's path to a tracking server
 //! (`MLFLOW_TRACKING_URI=http(s)://…`) or, by default, to a local file store
-//! (`./mlruns`) that `mlflow ui` reads.
+//! (`./mlruns`) that `mlflow ui` reads. With an MLflow 3 server, each
+//! sampled model call is also a trace in its Traces view (see
+//! [`start_traces`]).
 
 pub mod client;
 mod config;
@@ -10,6 +12,7 @@ pub(crate) mod exporter;
 pub mod file_store;
 pub mod push;
 mod run;
+mod traces;
 mod tracker;
 mod types;
 
@@ -20,6 +23,7 @@ pub use exporter::{MlflowGuard, SHUTDOWN_DEADLINE, SINK, flush, start, start_dis
 pub use file_store::FileStore;
 pub use push::{ExperimentPush, PushError, PushReport, push_store, push_store_with};
 pub use run::{CALL_ID_TAG, ModelRun, SOURCE_RUN_TAG, TRACE_ID_TAG};
+pub use traces::{TRACES_SINK, start_traces};
 pub use tracker::{AcceptanceRate, ExperimentTracker};
 pub use types::{
     Experiment, KeyValue, MAX_KEY_LENGTH, MAX_PARAM_VALUE_LENGTH, MAX_TAG_VALUE_LENGTH, Metric,

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use super::types::{KeyValue, Metric, RunRecord, RunStatus};
 use crate::track::Status;
+use crate::util::short_type_name;
 
 /// Tag holding the call id (unique across processes), so a run whose
 /// creation may or may not have reached the server is found, not duplicated.
@@ -108,12 +109,6 @@ impl ModelRun<'_> {
 /// Metric `accepted`: 1 for accepted, 0 for rejected.
 pub(crate) fn acceptance_metric(accepted: bool, timestamp: i64) -> Metric {
     Metric::new("accepted", if accepted { 1.0 } else { 0.0 }, timestamp)
-}
-
-/// `my_crate::errors::ModelError<T>` → `ModelError`.
-pub(crate) fn short_type_name(name: &str) -> &str {
-    let base = name.split('<').next().unwrap_or(name);
-    base.rsplit("::").next().unwrap_or(base)
 }
 
 #[cfg(test)]

@@ -26,6 +26,11 @@ pub struct TraceConfig {
     /// `OTEL_SDK_DISABLED=true`: no span is exported (ids are still made,
     /// logged and propagated).
     pub disabled: bool,
+    /// The OTLP exporter (`OTEL_EXPORTER_OTLP_*`): `None` unless an
+    /// endpoint is set.
+    #[cfg(feature = "otlp")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "otlp")))]
+    pub otlp: Option<super::OtlpConfig>,
 }
 
 impl TraceConfig {
@@ -71,6 +76,22 @@ impl TraceConfig {
         if let Some(v) = var("OTEL_SDK_DISABLED") {
             config.disabled = parse_bool("OTEL_SDK_DISABLED", &v)?;
         }
+        #[cfg(feature = "otlp")]
+        {
+            config.otlp = super::OtlpConfig::from_lookup(&var)?;
+        }
+        #[cfg(not(feature = "otlp"))]
+        for variable in [
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        ] {
+            if var(variable).is_some() {
+                return Err(ConfigError::FeatureDisabled {
+                    variable,
+                    feature: "otlp",
+                });
+            }
+        }
         Ok(config)
     }
 
@@ -102,7 +123,8 @@ impl TraceConfig {
             .iter()
             .map(|(k, v)| format!("{k}={v}"))
             .collect();
-        vec![
+        #[allow(unused_mut)]
+        let mut described = vec![
             ("OTEL_TRACES_SAMPLER", sampler),
             (
                 "OTEL_SERVICE_NAME",
@@ -119,7 +141,13 @@ impl TraceConfig {
                 },
             ),
             ("OTEL_SDK_DISABLED", self.disabled.to_string()),
-        ]
+        ];
+        #[cfg(feature = "otlp")]
+        match &self.otlp {
+            Some(otlp) => described.extend(otlp.describe()),
+            None => described.push(("OTEL_EXPORTER_OTLP_ENDPOINT", "(unset)".to_owned())),
+        }
+        described
     }
 }
 

@@ -42,6 +42,8 @@
 mod config;
 mod id;
 mod layer;
+#[cfg(any(feature = "otlp", feature = "mlflow"))]
+pub(crate) mod otlp;
 mod propagation;
 mod sampler;
 mod w3c;
@@ -55,13 +57,18 @@ use std::task::{Context, Poll};
 pub use config::TraceConfig;
 pub use id::{SpanId, TraceFlags, TraceId};
 pub use layer::{ContextLayer, SpanExt};
+#[cfg(feature = "otlp")]
+pub use otlp::{OtlpConfig, Protocol, SINK as OTLP_SINK, otlp_start};
+#[cfg(any(feature = "otlp", feature = "mlflow"))]
+pub use otlp::{OtlpError, SpanSinkGuard};
 pub use propagation::{extract, headers, inject_with};
 #[cfg(any(
     feature = "http",
     feature = "elasticsearch",
     feature = "mlflow",
     feature = "sentry",
-    feature = "push"
+    feature = "push",
+    feature = "otlp"
 ))]
 pub use propagation::{extract_headers, header_map, inject};
 pub use sampler::{Sampler, sampler, set_sampler};

@@ -77,7 +77,8 @@ pub fn extract<'a>(
     feature = "elasticsearch",
     feature = "mlflow",
     feature = "sentry",
-    feature = "push"
+    feature = "push",
+    feature = "otlp"
 ))]
 pub fn inject(headers: &mut http::HeaderMap) {
     for (name, value) in self::headers() {
@@ -105,7 +106,8 @@ pub fn inject(headers: &mut http::HeaderMap) {
     feature = "elasticsearch",
     feature = "mlflow",
     feature = "sentry",
-    feature = "push"
+    feature = "push",
+    feature = "otlp"
 ))]
 pub fn header_map() -> http::HeaderMap {
     let mut headers = http::HeaderMap::new();
@@ -120,7 +122,8 @@ pub fn header_map() -> http::HeaderMap {
     feature = "elasticsearch",
     feature = "mlflow",
     feature = "sentry",
-    feature = "push"
+    feature = "push",
+    feature = "otlp"
 ))]
 pub fn extract_headers(headers: &http::HeaderMap) -> Option<SpanContext> {
     let mut parents = headers.get_all(TRACEPARENT).iter();

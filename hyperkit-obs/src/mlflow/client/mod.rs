@@ -135,4 +135,47 @@ impl MlflowClient {
     pub fn base_url(&self) -> &str {
         &self.inner.base
     }
+
+    /// The `Authorization` header this client sends, if any.
+    pub(crate) fn authorization(&self) -> Option<reqwest::header::HeaderValue> {
+        use base64::Engine as _;
+        let value = match &self.inner.auth {
+            None => return None,
+            Some(MlflowAuth::Bearer(t)) => format!("Bearer {}", t.expose()),
+            Some(MlflowAuth::ApiKey(k)) => format!("ApiKey {}", k.expose()),
+            Some(MlflowAuth::Basic { username, password }) => format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD
+                    .encode(format!("{username}:{}", password.expose()))
+            ),
+        };
+        let mut value = reqwest::header::HeaderValue::from_str(&value).ok()?;
+        value.set_sensitive(true);
+        Some(value)
+    }
+
+    /// The server's version (`GET /version`, which MLflow 2 and 3 serve as
+    /// text): `Ok(None)` when the server has no such page.
+    pub(crate) async fn server_version(&self) -> Result<Option<String>, String> {
+        let mut request = self.inner.http.get(format!("{}/version", self.inner.base));
+        if let Some(auth) = self.authorization() {
+            request = request.header(reqwest::header::AUTHORIZATION, auth);
+        }
+        let response = request.send().await.map_err(|e| {
+            format!(
+                "cannot reach {}: {}",
+                self.inner.base,
+                crate::net::error_chain(&e)
+            )
+        })?;
+        let status = response.status().as_u16();
+        let text = crate::net::read_text_capped(response, 1024)
+            .await
+            .map_err(|e| e.to_string())?;
+        match status {
+            200 => Ok(Some(text.trim().to_owned())),
+            404 => Ok(None),
+            _ => Err(format!("{}/version answered {status}", self.inner.base)),
+        }
+    }
 }
