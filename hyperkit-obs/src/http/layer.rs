@@ -27,7 +27,7 @@ use prometheus::IntCounter;
 use tower::{Layer, Service};
 
 use crate::metrics::{DurationHistogram, FAMILIES, LabelSets};
-use crate::trace::{CallTrace, Scope};
+use crate::trace::CallTrace;
 
 /// The layer; see the module documentation.
 #[derive(Clone, Copy, Debug, Default)]
@@ -138,7 +138,7 @@ where
             crate::trace::start_span_under(parent.as_ref())
         });
         // What the span of a sampled request carries; nothing for others.
-        let span = trace.as_ref().filter(|t| t.context.is_sampled()).map(|_| {
+        let span = trace.as_ref().filter(|t| t.is_sampled()).map(|_| {
             Box::new(RequestSpan {
                 path: req.uri().path().to_owned(),
                 protocol_version: protocol_version(req.version()),
@@ -147,7 +147,7 @@ where
         });
         let inner = {
             // The service may do its work in `call` itself.
-            let _scope = trace.as_ref().map(|t| Scope::enter(&t.context));
+            let _scope = trace.as_ref().map(CallTrace::enter);
             self.inner.call(req)
         };
         ResponseFuture {
@@ -202,7 +202,10 @@ impl InFlight {
 
     /// Hands a sampled request's span to the span sinks.
     fn export(&mut self, status: Option<u16>) {
-        let (Some(trace), Some(span)) = (&self.trace, self.span.take()) else {
+        let (Some(context), Some(span)) = (
+            self.trace.as_ref().and_then(CallTrace::context),
+            self.span.take(),
+        ) else {
             return;
         };
         crate::calls::dispatch_request(&crate::calls::FinishedRequest {
@@ -213,8 +216,8 @@ impl InFlight {
             status_code: status,
             start: span.start,
             end: SystemTime::now(),
-            trace: &trace.context,
-            parent_span_id: trace.parent,
+            trace: &context,
+            parent_span_id: self.trace.as_ref().and_then(CallTrace::parent),
         });
     }
 }
@@ -262,7 +265,7 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let out = {
-            let _scope = this.guard.trace.as_ref().map(|t| Scope::enter(&t.context));
+            let _scope = this.guard.trace.as_ref().map(CallTrace::enter);
             std::task::ready!(this.inner.poll(cx))
         };
         match &out {

@@ -175,11 +175,14 @@ impl DomainHandles {
     /// status's counter.
     pub(crate) fn record_exemplar(
         &self,
-        context: &crate::trace::SpanContext,
+        frame: crate::trace::Frame,
         status: usize,
         ns: u64,
         at: std::time::SystemTime,
     ) {
+        let (Some(trace_id), Some(span_id)) = (frame.trace_id(), frame.span_id()) else {
+            return;
+        };
         let bounds = self.metrics.bounds_ns();
         let exemplars = self
             .exemplars
@@ -189,8 +192,8 @@ impl DomainHandles {
             bucket,
             status,
             Exemplar {
-                trace_id: context.trace_id(),
-                span_id: context.span_id(),
+                trace_id,
+                span_id,
                 value_ns: ns,
                 at,
             },

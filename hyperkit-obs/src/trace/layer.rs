@@ -20,7 +20,7 @@ use tracing_subscriber::Registry;
 use tracing_subscriber::layer::{Context, Layer};
 use tracing_subscriber::registry::LookupSpan;
 
-use super::{SpanContext, current, swap};
+use super::{Scope, SpanContext, current};
 use crate::track::spans::is_tracked_span;
 
 /// The `tracing_subscriber` layer that carries trace context on `tracing`
@@ -43,8 +43,8 @@ static CARRIERS: AtomicUsize = AtomicUsize::new(0);
 
 thread_local! {
     /// The spans entered on this thread that made their context current,
-    /// with the context each replaced.
-    static ENTERED: RefCell<Vec<(Id, Option<SpanContext>)>> = const { RefCell::new(Vec::new()) };
+    /// each with the scope that restores what it replaced.
+    static ENTERED: RefCell<Vec<(Id, Scope)>> = const { RefCell::new(Vec::new()) };
 }
 
 impl<S> Layer<S> for ContextLayer
@@ -75,10 +75,10 @@ where
         let Some(context) = span.extensions().get::<SpanTrace>().map(|t| t.0.clone()) else {
             return;
         };
-        let previous = swap(Some(context));
+        let scope = Scope::enter_context(&context);
         let _ = ENTERED.try_with(|e| {
             if let Ok(mut e) = e.try_borrow_mut() {
-                e.push((id.clone(), previous));
+                e.push((id.clone(), scope));
             }
         });
     }
@@ -88,10 +88,9 @@ where
             let Ok(mut e) = e.try_borrow_mut() else {
                 return;
             };
-            if e.last().is_some_and(|(top, _)| top == id)
-                && let Some((_, previous)) = e.pop()
-            {
-                swap(previous);
+            if e.last().is_some_and(|(top, _)| top == id) {
+                // Dropping the scope restores what the span replaced.
+                e.pop();
             }
         });
     }

@@ -40,6 +40,7 @@
 //! a typed error and the caller starts a new trace.
 
 mod config;
+mod current;
 mod id;
 mod layer;
 #[cfg(any(feature = "otlp", feature = "mlflow"))]
@@ -48,13 +49,16 @@ mod propagation;
 mod sampler;
 mod w3c;
 
-use std::cell::RefCell;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 
 pub use config::TraceConfig;
+#[cfg(feature = "http")]
+pub(crate) use current::start_span_under;
+pub(crate) use current::{CallTrace, Frame, Scope, start_span};
+pub use current::{ContextGuard, current};
 pub use id::{SpanId, TraceFlags, TraceId};
 pub use layer::{ContextLayer, SpanExt};
 #[cfg(feature = "otlp")]
@@ -160,10 +164,7 @@ impl SpanContext {
     /// (as OpenTelemetry's `Context::attach`): tracked calls made meanwhile
     /// are its children, and log lines carry its ids.
     pub fn attach(self) -> ContextGuard {
-        ContextGuard {
-            previous: swap(Some(self)),
-            _not_send: std::marker::PhantomData,
-        }
+        ContextGuard::attach(&self)
     }
 }
 
@@ -193,81 +194,16 @@ pub fn enable() {
     ON.store(true, Ordering::Relaxed);
 }
 
+/// Turns trace context off again: calls started from now on get no ids
+/// (for benchmarks and tests that compare both).
+pub fn disable() {
+    ON.store(false, Ordering::Relaxed);
+}
+
 /// Whether trace context is on (see [`enable`]).
 #[inline(always)]
 pub fn enabled() -> bool {
     ON.load(Ordering::Relaxed)
-}
-
-// ---------------------------------------------------------------------------
-// The current context
-// ---------------------------------------------------------------------------
-
-thread_local! {
-    static CURRENT: RefCell<Option<SpanContext>> = const { RefCell::new(None) };
-}
-
-/// The context current on this thread: the innermost tracked call whose
-/// body runs here, or the request or context attached around it.
-pub fn current() -> Option<SpanContext> {
-    CURRENT
-        .try_with(|c| c.try_borrow().ok().and_then(|c| c.clone()))
-        .ok()
-        .flatten()
-}
-
-/// Makes `context` current on this thread, returning what was.
-#[inline]
-pub(crate) fn swap(context: Option<SpanContext>) -> Option<SpanContext> {
-    CURRENT
-        .try_with(|c| match c.try_borrow_mut() {
-            Ok(mut c) => std::mem::replace(&mut *c, context),
-            Err(_) => None,
-        })
-        .ok()
-        .flatten()
-}
-
-/// Restores the context that was current before [`SpanContext::attach`].
-#[must_use = "the context is current only while the guard lives"]
-pub struct ContextGuard {
-    previous: Option<SpanContext>,
-    /// The context is this thread's: the guard stays on it.
-    _not_send: std::marker::PhantomData<*const ()>,
-}
-
-impl Drop for ContextGuard {
-    fn drop(&mut self) {
-        swap(self.previous.take());
-    }
-}
-
-impl std::fmt::Debug for ContextGuard {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ContextGuard").finish_non_exhaustive()
-    }
-}
-
-/// A context made current while a value lives, restored when it drops (the
-/// scope of a tracked call's body).
-pub(crate) struct Scope {
-    previous: Option<SpanContext>,
-}
-
-impl Scope {
-    #[inline]
-    pub(crate) fn enter(context: &SpanContext) -> Scope {
-        Scope {
-            previous: swap(Some(context.clone())),
-        }
-    }
-}
-
-impl Drop for Scope {
-    #[inline]
-    fn drop(&mut self) {
-        swap(self.previous.take());
-    }
 }
 
 // ---------------------------------------------------------------------------
@@ -288,7 +224,7 @@ impl<F: Future> Future for WithContext<F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let this = self.project();
-        let _scope = this.context.as_ref().map(Scope::enter);
+        let _scope = this.context.as_ref().map(Scope::enter_context);
         this.inner.poll(cx)
     }
 }
@@ -328,119 +264,3 @@ pub trait FutureExt: Future + Sized {
 }
 
 impl<F: Future> FutureExt for F {}
-
-// ---------------------------------------------------------------------------
-// A tracked call's span
-// ---------------------------------------------------------------------------
-
-/// The trace context of one tracked call: its own and its parent's span.
-#[derive(Clone, Debug)]
-pub(crate) struct CallTrace {
-    pub(crate) context: SpanContext,
-    pub(crate) parent: Option<SpanId>,
-}
-
-/// The context of a new span started here: a child of the current context,
-/// or the root of a new trace. Sampling follows the process's sampler.
-#[inline]
-pub(crate) fn start_span() -> CallTrace {
-    let span_id = id::new_span_id();
-    child_of(current().as_ref(), span_id)
-}
-
-/// The context of a new span under `parent` (a new trace when there is
-/// none): an HTTP request's, under the caller named by its `traceparent`.
-#[cfg_attr(not(feature = "http"), allow(dead_code))]
-pub(crate) fn start_span_under(parent: Option<&SpanContext>) -> CallTrace {
-    child_of(parent, id::new_span_id())
-}
-
-/// The context of a new span `span_id` under `parent` (a new trace when
-/// there is none).
-#[inline]
-pub(crate) fn child_of(parent: Option<&SpanContext>, span_id: SpanId) -> CallTrace {
-    match parent {
-        Some(p) => {
-            let sampled = sampler::decide(Some(p.is_sampled()), p.trace_id);
-            CallTrace {
-                context: SpanContext {
-                    trace_id: p.trace_id,
-                    span_id,
-                    flags: if sampled {
-                        TraceFlags::SAMPLED
-                    } else {
-                        TraceFlags::NOT_SAMPLED
-                    },
-                    remote: false,
-                    state: p.state.clone(),
-                },
-                parent: Some(p.span_id),
-            }
-        }
-        None => {
-            let trace_id = id::new_trace_id();
-            let sampled = sampler::decide(None, trace_id);
-            CallTrace {
-                context: SpanContext {
-                    trace_id,
-                    span_id,
-                    flags: if sampled {
-                        TraceFlags::SAMPLED
-                    } else {
-                        TraceFlags::NOT_SAMPLED
-                    },
-                    remote: false,
-                    state: TraceState::NONE,
-                },
-                parent: None,
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn remote(sampled: bool) -> SpanContext {
-        SpanContext::remote(
-            TraceId::from_u128(7).unwrap(),
-            SpanId::from_u64(9).unwrap(),
-            if sampled {
-                TraceFlags::SAMPLED
-            } else {
-                TraceFlags::NOT_SAMPLED
-            },
-        )
-        .with_trace_state(TraceState::parse(["a=b"]))
-    }
-
-    #[test]
-    fn a_child_keeps_its_parents_trace_state_and_sampled_flag() {
-        for sampled in [true, false] {
-            let child = child_of(Some(&remote(sampled)), id::new_span_id());
-            assert_eq!(child.context.trace_id(), TraceId::from_u128(7).unwrap());
-            assert_eq!(child.parent, SpanId::from_u64(9));
-            assert_eq!(child.context.is_sampled(), sampled);
-            assert_eq!(child.context.trace_state().as_str(), "a=b");
-            assert!(!child.context.is_remote());
-        }
-        let root = child_of(None, id::new_span_id());
-        assert!(root.parent.is_none());
-    }
-
-    #[test]
-    fn attaching_nests_and_restores() {
-        assert!(current().is_none());
-        let outer = remote(true);
-        let g = outer.clone().attach();
-        {
-            let inner = child_of(Some(&outer), id::new_span_id()).context;
-            let _s = Scope::enter(&inner);
-            assert_eq!(current(), Some(inner));
-        }
-        assert_eq!(current(), Some(outer));
-        drop(g);
-        assert!(current().is_none());
-    }
-}

@@ -98,7 +98,11 @@ impl<F: Future> Future for InCall<F> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let this = self.project();
         let _current = this.current.id.map(crate::model::CurrentCall::enter);
-        let _trace = this.current.trace.as_ref().map(crate::trace::Scope::enter);
+        let _trace = this
+            .current
+            .trace
+            .as_ref()
+            .map(crate::trace::CallTrace::enter);
         this.inner.poll(cx)
     }
 }

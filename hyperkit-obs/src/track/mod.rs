@@ -208,9 +208,8 @@ impl Call {
     }
 
     /// The call's trace context (`None` while trace context is off).
-    #[inline(always)]
-    pub fn trace_context(&self) -> Option<&SpanContext> {
-        self.trace.as_ref().map(|t| &t.context)
+    pub fn trace_context(&self) -> Option<SpanContext> {
+        self.trace.as_ref().and_then(CallTrace::context)
     }
 
     /// What an async body needs to make the call current on each poll: its
@@ -219,7 +218,7 @@ impl Call {
     pub fn current(&self) -> Current {
         Current {
             id: self.id(),
-            trace: self.trace.as_ref().map(|t| t.context.clone()),
+            trace: self.trace.clone(),
         }
     }
 
@@ -231,10 +230,7 @@ impl Call {
         Entered {
             _span: self.span.as_ref().map(Span::enter),
             _call: self.id().map(crate::model::CurrentCall::enter),
-            _trace: self
-                .trace
-                .as_ref()
-                .map(|t| crate::trace::Scope::enter(&t.context)),
+            _trace: self.trace.as_ref().map(CallTrace::enter),
         }
     }
 
@@ -277,7 +273,7 @@ impl Call {
         // One load each when there is no sink, nothing logs (no subscriber,
         // or one that takes no ERROR) and the call is not sampled: then no
         // record is built, no span entered, no event made.
-        let sampled = self.trace.as_ref().is_some_and(|t| t.context.is_sampled());
+        let sampled = self.trace.as_ref().is_some_and(CallTrace::is_sampled);
         let to_sinks = crate::calls::any();
         let to_spans = sampled && crate::calls::any_sampled();
         let to_logs = tracing::level_enabled!(tracing::Level::ERROR);
@@ -287,10 +283,11 @@ impl Call {
         let elapsed = Duration::from_nanos(ns);
         let end = (to_sinks || to_spans || sampled).then(SystemTime::now);
         if sampled && let (Some(trace), Some(end)) = (&self.trace, end) {
-            handles.record_exemplar(&trace.context, status.index(), ns, end);
+            handles.record_exemplar(trace.frame(), status.index(), ns, end);
         }
         if let Some(end) = end.filter(|_| to_sinks || to_spans) {
             let spec = handles.spec();
+            let context = self.trace_context();
             let call = crate::calls::FinishedCall {
                 domain: spec.name(),
                 function: self.site.function,
@@ -302,8 +299,8 @@ impl Call {
                 error_type,
                 usage,
                 call_id: self.id(),
-                trace: self.trace_context(),
-                parent_span_id: self.trace.as_ref().and_then(|t| t.parent),
+                trace: context.as_ref(),
+                parent_span_id: self.trace.as_ref().and_then(CallTrace::parent),
                 label_names: spec.labels(),
                 label_values: self.set.value_slice(),
             };
@@ -317,10 +314,7 @@ impl Call {
         if to_logs {
             let _entered = self.span.as_ref().map(Span::enter);
             // The closing line carries the call's own ids.
-            let _trace = self
-                .trace
-                .as_ref()
-                .map(|t| crate::trace::Scope::enter(&t.context));
+            let _trace = self.trace.as_ref().map(CallTrace::enter);
             (self.site.log)(&Finished {
                 status,
                 elapsed,
@@ -367,7 +361,7 @@ pub struct Entered<'a> {
 #[derive(Clone)]
 pub struct Current {
     pub(crate) id: Option<CallId>,
-    pub(crate) trace: Option<SpanContext>,
+    pub(crate) trace: Option<CallTrace>,
 }
 
 /// Runs a synchronous body as a `FnOnce`, so that `return` and `?` in it end

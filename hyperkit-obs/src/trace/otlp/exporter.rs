@@ -13,7 +13,7 @@ use std::time::Duration;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message;
-use reqwest::header::{CONTENT_ENCODING, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+use reqwest::header::{CONTENT_ENCODING, CONTENT_TYPE, HeaderMap};
 
 #[cfg(feature = "otlp")]
 use super::OtlpConfig;
@@ -38,6 +38,7 @@ pub(crate) struct Target {
 impl Target {
     #[cfg(feature = "otlp")]
     pub(crate) fn of(config: &OtlpConfig) -> Target {
+        use reqwest::header::{HeaderName, HeaderValue};
         let mut headers = HeaderMap::new();
         for (k, v) in &config.headers {
             // Names and values were checked when the variables were read.
@@ -61,6 +62,7 @@ impl Target {
 
 /// What a target that must be looked up first says (MLflow: which server
 /// version, which experiment).
+#[cfg_attr(not(feature = "mlflow"), allow(dead_code))]
 pub(crate) enum Resolved {
     /// Send there from now on.
     Ready(Target),

@@ -51,6 +51,7 @@ mod config_min {
 }
 
 /// The OTLP sink's name: its `sink` label, readiness check and thread.
+#[cfg(feature = "otlp")]
 pub const SINK: &str = "otlp";
 /// How long the guard's drop waits for queued spans.
 pub(crate) const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(5);
