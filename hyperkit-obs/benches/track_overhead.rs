@@ -23,6 +23,14 @@
 //! | `prom_client_per_call` | `prometheus-client` (the official client): `Family::get_or_create(&labels)` on every call, derived `EncodeLabelSet` structs |
 //! | `prom_client_handles` | the same families, handles resolved once (`get_or_create_owned`) |
 //! | `otel_sdk` | OpenTelemetry SDK metrics (counter, histogram, up-down counter as the gauge), attribute sets built once, read through `opentelemetry-prometheus` |
+//! | `traced_unsampled` | `track_build_literal` with trace context on (`trace::enable`), sampler `always_off`: ids drawn and made current, nothing recorded |
+//! | `traced_sampled` | the same, sampler `always_on`: the exemplars recorded too, no span sink |
+//! | `traced_exported` | the same, with the OTLP exporter running (batches sent over HTTP to a local receiver on its own thread); `CALLS / 10` calls a round, the queue sized to hold them |
+//! | `otel_sdk_span` | an OpenTelemetry SDK span around the body (`tracer.start`, one attribute, `end`), always sampled, batch span processor over an exporter that discards: the cost that decided against the SDK on the caller's path |
+//!
+//! The `traced_*` rows are the same function as `track_build_literal` in the
+//! same run; their targets (issue 15): an unsampled call at most 10 ns more,
+//! a sampled and exported one at most 1 µs more.
 //!
 //! Every peer records the same three metrics as `track_build` (calls by
 //! status, a duration histogram with the build buckets, an in-flight gauge,
@@ -59,7 +67,9 @@ use hyperkit_obs::{Domain, LabelValue, track, track_build};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::MeterProvider;
+use opentelemetry::trace::{Span as _, Tracer as _, TracerProvider as _};
 use opentelemetry_sdk::metrics::SdkMeterProvider;
+use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::family::Family;
 use support::{criterion_median, median};
@@ -558,6 +568,67 @@ fn sample(exposition: &str, series: &str) -> Option<f64> {
 // Set-up and the criterion group.
 // ---------------------------------------------------------------------------
 
+/// An SDK span exporter that drops what it is given.
+#[derive(Debug)]
+struct Discard;
+
+impl opentelemetry_sdk::trace::SpanExporter for Discard {
+    async fn export(
+        &self,
+        batch: Vec<opentelemetry_sdk::trace::SpanData>,
+    ) -> opentelemetry_sdk::error::OTelSdkResult {
+        black_box(batch);
+        Ok(())
+    }
+}
+
+#[inline(never)]
+fn otel_sdk_span(tracer: &SdkTracer, x: u64) -> Result<u64, Error> {
+    let mut span = tracer.start("build");
+    span.set_attribute(KeyValue::new("chain", "ethereum"));
+    let out: Result<u64, Error> = Ok(black_box(x).wrapping_mul(3));
+    span.end();
+    out
+}
+
+/// A local OTLP receiver that answers 200 to everything, on a runtime of
+/// its own, and the exporter's configuration for it.
+struct Receiver {
+    _runtime: tokio::runtime::Runtime,
+    config: hyperkit_obs::trace::OtlpConfig,
+}
+
+impl Receiver {
+    fn new() -> Self {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        let addr = runtime.block_on(async {
+            let app = axum::Router::new().route(
+                "/v1/traces",
+                axum::routing::post(|body: axum::body::Bytes| async move {
+                    black_box(body.len());
+                    ""
+                }),
+            );
+            let server = hyperkit_obs::http::serve_router("127.0.0.1:0".parse().unwrap(), app)
+                .await
+                .expect("the receiver binds");
+            let addr = server.local_addr();
+            std::mem::forget(server);
+            addr
+        });
+        let mut config = hyperkit_obs::trace::OtlpConfig::new(format!("http://{addr}/v1/traces"));
+        config.max_queue = (CALLS / 10 * 2) as usize;
+        Receiver {
+            _runtime: runtime,
+            config,
+        }
+    }
+}
+
 struct Fixture {
     best: BestHandles,
     tsc: quanta::Clock,
@@ -567,6 +638,9 @@ struct Fixture {
     client: ClientFamilies,
     client_handles: ClientHandles,
     otel: OtelInstruments,
+    tracer: SdkTracer,
+    _tracer_provider: SdkTracerProvider,
+    receiver: Receiver,
 }
 
 impl Fixture {
@@ -576,7 +650,13 @@ impl Fixture {
             .prometheus_registry(Registry::new())
             .init();
         let metrics = install_metrics_recorder();
+        let tracer_provider = SdkTracerProvider::builder()
+            .with_batch_exporter(Discard)
+            .build();
         Fixture {
+            tracer: tracer_provider.tracer("bench"),
+            _tracer_provider: tracer_provider,
+            receiver: Receiver::new(),
             best: BestHandles::new(),
             tsc: quanta::Clock::new(),
             seed: SeedMetrics::new(),
@@ -608,6 +688,21 @@ impl Fixture {
         assert_eq!(prom_client_per_call(&self.client, 2).ok(), Some(6));
         assert_eq!(prom_client_handles(&self.client_handles, 2).ok(), Some(6));
         assert_eq!(otel_sdk(&self.otel, 2).ok(), Some(6));
+        assert_eq!(otel_sdk_span(&self.tracer, 2).ok(), Some(6));
+        // With trace context on, the same function's calls carry ids and
+        // reach the exporter.
+        let exported = {
+            use hyperkit_obs::trace;
+            trace::enable();
+            trace::set_sampler(trace::Sampler::AlwaysOn);
+            let sink = trace::otlp_start(&self.receiver.config, "bench", &[]).expect("a sink");
+            assert_eq!(track_build_literal(2).ok(), Some(6));
+            assert!(sink.flush(Duration::from_secs(10)));
+            let status = sink.status().expect("a status");
+            trace::disable();
+            status
+        };
+        assert!(exported.delivered >= 1, "{exported:?}");
 
         assert!(self.best.success.get() >= 1);
         assert!(self.seed.calls.with_label_values(&["success", chain]).get() >= 1);
@@ -715,6 +810,22 @@ fn bench_group(c: &mut Criterion, fx: &Fixture) {
         b.iter(|| prom_client_handles(&fx.client_handles, black_box(7)))
     });
     group.bench_function("otel_sdk", |b| b.iter(|| otel_sdk(&fx.otel, black_box(7))));
+    group.bench_function("otel_sdk_span", |b| {
+        b.iter(|| otel_sdk_span(&fx.tracer, black_box(7)))
+    });
+    {
+        use hyperkit_obs::trace;
+        trace::enable();
+        trace::set_sampler(trace::Sampler::AlwaysOff);
+        group.bench_function("traced_unsampled", |b| {
+            b.iter(|| track_build_literal(black_box(7)))
+        });
+        trace::set_sampler(trace::Sampler::AlwaysOn);
+        group.bench_function("traced_sampled", |b| {
+            b.iter(|| track_build_literal(black_box(7)))
+        });
+        trace::disable();
+    }
     group.finish();
 }
 
@@ -722,7 +833,7 @@ fn bench_group(c: &mut Criterion, fx: &Fixture) {
 // In-process timing and the ratio table.
 // ---------------------------------------------------------------------------
 
-const VARIANTS: [&str; 15] = [
+const VARIANTS: [&str; 19] = [
     "baseline",
     "hand_best",
     "hand_tsc",
@@ -738,6 +849,10 @@ const VARIANTS: [&str; 15] = [
     "prom_client_per_call",
     "prom_client_handles",
     "otel_sdk",
+    "traced_unsampled",
+    "traced_sampled",
+    "traced_exported",
+    "otel_sdk_span",
 ];
 const BASELINE: usize = 0;
 const HAND_BEST: usize = 1;
@@ -754,6 +869,10 @@ const METRICS_HANDLES: usize = 11;
 const CLIENT_PER_CALL: usize = 12;
 const CLIENT_HANDLES: usize = 13;
 const OTEL: usize = 14;
+const TRACED_UNSAMPLED: usize = 15;
+const TRACED_SAMPLED: usize = 16;
+const TRACED_EXPORTED: usize = 17;
+const OTEL_SPAN: usize = 18;
 
 /// Calls per timed round.
 const CALLS: u64 = 1_000_000;
@@ -771,10 +890,30 @@ fn per_call_ns(mut f: impl FnMut(u64) -> Result<u64, Error>, n: u64) -> f64 {
 }
 
 /// One round of every variant, `n` calls each, in table order.
-fn round(fx: &Fixture, n: u64) -> [f64; 15] {
+fn round(fx: &Fixture, n: u64) -> [f64; 19] {
+    use hyperkit_obs::trace;
     let chain = black_box("ethereum");
     let enum_chain = black_box(Chain::Ethereum);
     let env = black_box(Env::Staging);
+    let traced = |sampler| {
+        trace::enable();
+        trace::set_sampler(sampler);
+        let ns = per_call_ns(track_build_literal, n);
+        trace::disable();
+        ns
+    };
+    let exported = || {
+        trace::enable();
+        trace::set_sampler(trace::Sampler::AlwaysOn);
+        let sink = trace::otlp_start(&fx.receiver.config, "bench", &[]).expect("a sink");
+        let ns = per_call_ns(track_build_literal, n / 10);
+        trace::disable();
+        // What the round queued is sent before the next round starts.
+        assert!(sink.flush(Duration::from_secs(60)), "{:?}", sink.status());
+        let status = sink.status().expect("a status");
+        assert_eq!(status.dropped, 0, "{status:?}");
+        ns
+    };
     [
         per_call_ns(baseline, n),
         per_call_ns(|x| hand_best(&fx.best, x), n),
@@ -791,6 +930,10 @@ fn round(fx: &Fixture, n: u64) -> [f64; 15] {
         per_call_ns(|x| prom_client_per_call(&fx.client, x), n),
         per_call_ns(|x| prom_client_handles(&fx.client_handles, x), n),
         per_call_ns(|x| otel_sdk(&fx.otel, x), n),
+        traced(trace::Sampler::AlwaysOff),
+        traced(trace::Sampler::AlwaysOn),
+        exported(),
+        per_call_ns(|x| otel_sdk_span(&fx.tracer, x), n / 10),
     ]
 }
 
@@ -889,6 +1032,25 @@ fn ratio_table(fx: &Fixture, started: SystemTime) {
             target(what, v, peer, 1.0);
         }
     }
+    // Trace context (issue 15): the same function, in the same run.
+    let more = |what: &str, variant: usize, max_ns: f64| {
+        let extra = med[variant] - med[LITERAL];
+        println!(
+            "  {:<4} {:<60} {:>+6.1} ns  (target <= +{max_ns} ns)",
+            if extra <= max_ns { "PASS" } else { "MISS" },
+            format!("{what}: {} - {}", VARIANTS[variant], VARIANTS[LITERAL]),
+            extra,
+        );
+    };
+    more("unsampled", TRACED_UNSAMPLED, 10.0);
+    more("sampled, no sink", TRACED_SAMPLED, 1000.0);
+    more("sampled, exported over OTLP", TRACED_EXPORTED, 1000.0);
+    println!(
+        "  the SDK's span for comparison: {} - {} = {:+.1} ns",
+        VARIANTS[OTEL_SPAN],
+        VARIANTS[BASELINE],
+        med[OTEL_SPAN] - med[BASELINE]
+    );
 }
 
 fn main() {
