@@ -5,19 +5,17 @@
 //! cardinality limit, and its calls in every sink under the domain's name.
 //! Each test reads the registry back as a user would.
 
-mod common;
-
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::*;
 use hyperkit_obs::calls::{self, CallSink, FinishedCall};
 use hyperkit_obs::{Domain, Status, track};
+use test_support::metrics::*;
 
 /// The domains, in a module of their own: the tracked functions name them
 /// by path.
 #[allow(unreachable_pub)]
-mod domains {
+mod declared {
     use hyperkit_obs::{Domain, LabelValue};
 
     #[derive(Clone, Copy, Debug, LabelValue)]
@@ -60,7 +58,7 @@ mod domains {
     }
 }
 
-use domains::{Deploy, Env, Heartbeat, Retry, Tenant};
+use declared::{Deploy, Env, Heartbeat, Retry, Tenant};
 
 #[derive(Debug)]
 struct DeployError(&'static str);
@@ -399,7 +397,7 @@ fn a_domains_spec_says_its_names() {
 
 #[track(Deploy, env = Env::Production, region = "threads")]
 fn hammered(i: u64) -> Result<u64, DeployError> {
-    if i % 7 == 0 {
+    if i.is_multiple_of(7) {
         Err(DeployError("every seventh"))
     } else {
         Ok(i)

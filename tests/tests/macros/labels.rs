@@ -1,11 +1,11 @@
 //! Label sets are keyed exactly and label values cannot break the exposition
 //! format or another series.
 
-mod common;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use common::*;
 use hyperkit_obs::prometheus::{Encoder, TextEncoder};
 use hyperkit_obs::{LabelValue, track_build, track_model};
+use test_support::metrics::*;
 
 #[track_model(model, task)]
 fn call(model: &str, task: &str) -> u8 {
@@ -89,8 +89,16 @@ enum Chain {
 #[track_build(chain)]
 fn build_enum(chain: Chain) {}
 
+/// The tests that build on `Chain::Ethereum` take turns: one counts what
+/// its own calls added, and the other's call must not land in between.
+fn ethereum_turn() -> MutexGuard<'static, ()> {
+    static TURN: Mutex<()> = Mutex::new(());
+    TURN.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 #[test]
 fn enum_labels_use_snake_case_or_their_rename() {
+    let _turn = ethereum_turn();
     // Counted from what is there already: the next test builds on Ethereum
     // too, and may run first.
     let before = ["ethereum", "bsc", "polygon_zk_evm"].map(|c| builds(c, "success"));
@@ -105,6 +113,7 @@ fn enum_labels_use_snake_case_or_their_rename() {
 
 #[test]
 fn every_status_series_exists_from_the_first_call() {
+    let _turn = ethereum_turn();
     build_enum(Chain::Ethereum);
     for status in ["success", "failure", "panic", "cancelled"] {
         assert!(

@@ -3,12 +3,10 @@
 //! test uses its own label values, so tests running in parallel in this
 //! process never read each other's series.
 
-mod common;
-
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
-use common::*;
 use hyperkit_obs::{ModelOutput, track_build, track_model, track_query};
+use test_support::metrics::*;
 
 #[derive(Debug)]
 struct BuildError(&'static str);

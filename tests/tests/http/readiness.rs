@@ -1,8 +1,9 @@
 //! `/health/ready` against a real server, with real registered checks.
 //!
-//! Its own test binary, because checks are process-wide: every test here
-//! takes `CHECKS_LOCK`, so while it runs the checks registered are exactly
-//! its own, and it removes them when it ends (even by a panic).
+//! Checks are process-wide: every test here takes `CHECKS_LOCK`, so while
+//! it runs the checks registered are exactly its own, and it removes them
+//! when it ends (even by a panic). The other tests of this binary that ask
+//! `/health/ready` take it too, with no checks.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -17,7 +18,7 @@ use tokio::sync::{Mutex, MutexGuard};
 static CHECKS_LOCK: Mutex<()> = Mutex::const_new(());
 
 /// Holds the checks lock and deregisters the named checks when dropped.
-struct OwnChecks {
+pub(crate) struct OwnChecks {
     names: Vec<&'static str>,
     _lock: MutexGuard<'static, ()>,
 }
@@ -30,7 +31,9 @@ impl Drop for OwnChecks {
     }
 }
 
-async fn own_checks(names: &[&'static str]) -> OwnChecks {
+/// Takes the checks lock for the checks `names` the caller registers (none
+/// for a test that only asks `/health/ready`).
+pub(crate) async fn own_checks(names: &[&'static str]) -> OwnChecks {
     OwnChecks {
         names: names.to_vec(),
         _lock: CHECKS_LOCK.lock().await,
