@@ -3,8 +3,6 @@
 //! mid-batch leaves every committed event readable, searching while the
 //! writer writes works, and tracked calls arrive with their labels.
 
-mod scratch;
-
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
@@ -17,8 +15,9 @@ use hyperkit_obs::logs::{
     ecs_document, words,
 };
 use proptest::prelude::*;
-use scratch::TempDir;
 use serde_json::Value;
+use test_support::TempDir;
+use test_support::process::test_name;
 
 fn entry(record: LogRecord) -> StoreEntry {
     let mut document = Vec::new();
@@ -235,13 +234,9 @@ fn crash_child_writer() {
 #[test]
 fn a_writer_killed_mid_batch_leaves_every_committed_event() {
     let dir = TempDir::new("logs-crash");
+    let child_test = test_name(module_path!(), "crash_child_writer");
     let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "crash_child_writer",
-            "--nocapture",
-            "--test-threads=1",
-        ])
+        .args(["--exact", &child_test, "--nocapture", "--test-threads=1"])
         .env(CRASH_DIR, dir.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

@@ -5,8 +5,6 @@
 //! <https://www.elastic.co/guide/en/logstash/current/plugins-codecs-json_lines.html>:
 //! one JSON document per line, lines end in `\n`). No Logstash runs here.
 
-mod common;
-
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,93 +13,60 @@ use std::time::{Duration, Instant};
 
 use hyperkit_obs::logs::Document;
 use hyperkit_obs::logs::logstash::{self, LogstashConfig};
+use test_support::fixture::Fixture;
+use test_support::wait::wait_for;
 use tokio::io::AsyncBufReadExt;
 
 /// Lines received: (connection number, line).
 type Received = Arc<Mutex<Vec<(usize, String)>>>;
 
-/// A `json_lines` listener on its own thread; dropping it closes the
-/// listener and every connection at once, unread bytes and all, as a
-/// Logstash that goes away would.
+/// A `json_lines` listener; dropping it closes the listener and every
+/// connection at once, unread bytes and all, as a Logstash that goes away
+/// would.
 struct Listener {
     paused: Arc<AtomicBool>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    _fixture: Fixture,
 }
 
 impl Listener {
+    /// Listens on `addr`, numbering its connections from
+    /// `first_connection`; returns the address it listens on.
     fn start(addr: SocketAddr, received: Received, first_connection: usize) -> (Self, SocketAddr) {
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let paused = Arc::new(AtomicBool::new(false));
         let paused_in = paused.clone();
-        let (bound_tx, bound_rx) = std::sync::mpsc::channel();
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
-                bound_tx.send(listener.local_addr().unwrap()).unwrap();
-                let accept = async {
-                    let mut n = first_connection;
-                    let mut tasks = tokio::task::JoinSet::new();
-                    loop {
-                        let (stream, _) = listener.accept().await.unwrap();
-                        let received = received.clone();
-                        let paused = paused_in.clone();
-                        let conn = n;
-                        n += 1;
-                        tasks.spawn(async move {
-                            let mut lines = tokio::io::BufReader::new(stream).lines();
-                            loop {
-                                if paused.load(Ordering::SeqCst) {
-                                    std::future::pending::<()>().await;
-                                }
-                                let Ok(Some(line)) = lines.next_line().await else {
-                                    break;
-                                };
-                                received.lock().unwrap().push((conn, line));
-                            }
-                        });
+        let fixture = Fixture::tcp_on(addr, move |stream, n| {
+            let received = received.clone();
+            let paused = paused_in.clone();
+            let conn = first_connection + n;
+            async move {
+                let mut lines = tokio::io::BufReader::new(stream).lines();
+                loop {
+                    if paused.load(Ordering::SeqCst) {
+                        std::future::pending::<()>().await;
                     }
-                };
-                tokio::select! {
-                    () = accept => {}
-                    _ = stopped => {}
+                    let Ok(Some(line)) = lines.next_line().await else {
+                        break;
+                    };
+                    received.lock().unwrap().push((conn, line));
                 }
-            });
+            }
         });
-        let bound = bound_rx.recv().unwrap();
+        let bound = fixture.addr();
         (
             Listener {
                 paused,
-                stop: Some(stop),
-                thread: Some(thread),
+                _fixture: fixture,
             },
             bound,
         )
     }
-}
 
-impl Listener {
     /// Stops reading, lets written lines pile up unread in the socket
     /// buffers for a moment, then goes away: those lines are lost.
     fn crash(self) {
         self.paused.store(true, Ordering::SeqCst);
         std::thread::sleep(Duration::from_millis(50));
         drop(self);
-    }
-}
-
-impl Drop for Listener {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 
@@ -134,7 +99,7 @@ fn every_line_arrives_as_json_across_a_logstash_restart_on_the_same_port() {
         }
         if id == 1000 {
             // Stop Logstash mid-stream, while lines are in flight.
-            common::wait_for("the first lines", Duration::from_secs(10), || count() > 500);
+            wait_for("the first lines", Duration::from_secs(10), || count() > 500);
             listener.take().unwrap().crash();
         }
         if id == 1500 {
@@ -144,7 +109,7 @@ fn every_line_arrives_as_json_across_a_logstash_restart_on_the_same_port() {
     }
     assert!(shipper.flush(Duration::from_secs(10)), "flush timed out");
     let mut copies: HashMap<u64, Vec<usize>> = HashMap::new();
-    common::wait_for("every line", Duration::from_secs(10), || {
+    wait_for("every line", Duration::from_secs(10), || {
         copies.clear();
         for (conn, line) in received.lock().unwrap().iter() {
             let v: serde_json::Value = serde_json::from_str(line)
