@@ -4,9 +4,6 @@
 //! stopped and restarted mid-stream, a full queue, and the experiment
 //! deleted, restored and purged under the exporter.
 
-mod common;
-mod mlflow_support;
-
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
@@ -15,8 +12,10 @@ use hyperkit_obs::mlflow::{
 };
 use hyperkit_obs::model::{CallId, current_call_id, record_acceptance};
 use hyperkit_obs::{ModelOutput, track_model};
-use mlflow_support::{Backend, MlflowServer, Version, experiment_lifecycle, read_runs, serial};
 use serde_json::Value;
+use test_support::mlflow::{
+    Backend, MlflowServer, Version, experiment_lifecycle, read_runs, serial,
+};
 
 struct Completion {
     input: u64,
@@ -339,7 +338,8 @@ fn a_stopped_server_loses_nothing_within_the_bound_and_a_full_queue_counts_its_d
     config.queue_capacity = 60;
     config.retry.max_retries = 1;
     let guard = mlflow::start(&config).expect("exporter starts");
-    let dropped = || common::counter("hyperkit_obs_dropped_total", &[("sink", "mlflow")]);
+    let dropped =
+        || test_support::metrics::counter("hyperkit_obs_dropped_total", &[("sink", "mlflow")]);
 
     let mut expected = run_calls(10_000, 20);
     assert!(
@@ -352,7 +352,7 @@ fn a_stopped_server_loses_nothing_within_the_bound_and_a_full_queue_counts_its_d
     let before = dropped();
     // 60 calls fill the queue while the server is down; 25 more find it full.
     expected.extend(run_calls(20_000, 60));
-    common::wait_for(
+    test_support::wait::wait_for(
         "the exporter to notice the server is down",
         Duration::from_secs(30),
         || mlflow::status().is_some_and(|s| s.failing),
@@ -407,7 +407,8 @@ fn deleted_experiment(version: Version) {
     let experiment = "hyperkit deleted experiment";
     let config = config(&server, experiment);
     let guard = mlflow::start(&config).expect("exporter starts");
-    let dropped = || common::counter("hyperkit_obs_dropped_total", &[("sink", "mlflow")]);
+    let dropped =
+        || test_support::metrics::counter("hyperkit_obs_dropped_total", &[("sink", "mlflow")]);
 
     let mut expected = run_calls(40_000, 10);
     assert!(
@@ -432,7 +433,7 @@ fn deleted_experiment(version: Version) {
         |action| experiment_lifecycle(version, &server.url(), server.backend_uri(), action, &first);
     assert_eq!(lifecycle("delete"), "deleted");
     expected.extend(run_calls(50_000, 10));
-    let said = common::wait_until(Duration::from_secs(30), || {
+    let said = test_support::wait::wait_until(Duration::from_secs(30), || {
         mlflow::status()
             .and_then(|s| s.last_error)
             .is_some_and(|e| e.contains("is deleted; restore it"))

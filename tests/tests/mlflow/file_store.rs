@@ -22,11 +22,8 @@
 //! A third test has PyYAML (what MLflow reads `meta.yaml` with) read back
 //! experiment names YAML must quote or escape, exactly as Rust wrote them.
 //!
-//! Needs the MLflow venvs of `mlflow_support` (the failure names the commands
+//! Needs the MLflow venvs of `test_support::mlflow` (the failure names the commands
 //! that create them). The tests take turns (one server at a time).
-
-mod common;
-mod mlflow_support;
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -34,10 +31,11 @@ use std::time::Instant;
 use hyperkit_obs::mlflow::{
     FileStore, KeyValue, MAX_TAG_VALUE_LENGTH, Metric, Run, RunRecord, RunStatus,
 };
-use mlflow_support::{
-    Backend, MlflowServer, TempDir, Version, experiment_lifecycle, python, read_runs, serial,
-};
 use serde_json::{Value, json};
+use test_support::TempDir;
+use test_support::mlflow::{
+    Backend, MlflowServer, Version, experiment_lifecycle, python, read_runs, serial,
+};
 
 /// Two experiments, with characters YAML and MLflow's search must cope with
 /// (no `'`: MLflow's own file store cannot look such a name up).
@@ -133,7 +131,7 @@ fn records() -> Vec<RunRecord> {
 }
 
 /// What MLflow must return for `record`, stored as run `run_id`: the
-/// shape of `mlflow_support::READ_RUNS_PY`.
+/// shape of `test_support::mlflow::READ_RUNS_PY`.
 fn expected(run_id: &str, record: &RunRecord) -> Value {
     let mut latest: BTreeMap<&str, &Metric> = BTreeMap::new();
     for m in &record.metrics {
@@ -541,7 +539,7 @@ fn exporter_runs_wait_while_the_experiment_is_deleted_and_follow_it_restored_or_
     for _ in 0..5 {
         let _ = reply("model-b");
     }
-    common::wait_for(
+    test_support::wait::wait_for(
         "the status to say the experiment is deleted",
         Duration::from_secs(10),
         || {

@@ -1,14 +1,12 @@
-//! The MLflow test harness (`mlflow_support`) does what other tests rely on:
+//! The MLflow test harness (`test_support::mlflow`) does what other tests rely on:
 //! a SQLite-backed `mlflow server` is ready when `start` returns, keeps its
 //! port and database across `restart`, and `stop` leaves no process of its
 //! group behind and the port closed.
 
-mod mlflow_support;
-
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-use mlflow_support::{Backend, MlflowServer, Version, python, read_runs, serial};
+use test_support::mlflow::{Backend, MlflowServer, Version, python, read_runs, serial};
 
 const WRITE_RUN_PY: &str = r#"
 import json, os
