@@ -67,8 +67,11 @@ fn a_stdout_nobody_reads_never_blocks_a_tracked_call_and_counts_what_it_drops() 
         lost >= calls - 16_384 - 1_000,
         "{lost} of {calls} lines dropped"
     );
+    // A call that wrote to the pipe itself would never return (nobody
+    // reads it); a second leaves room for a thread descheduled on a loaded
+    // 2-core machine, where 50 ms did not (3 runs in 8 at load 4 to 5).
     assert!(
-        slowest < 50_000,
+        slowest < 1_000_000,
         "the slowest tracked call took {slowest} µs with stdout blocked"
     );
 }
@@ -113,8 +116,9 @@ fn a_closed_stdout_never_blocks_a_tracked_call_and_counts_what_it_refused() {
         lost > calls / 2,
         "{lost} of {calls} lines counted as dropped"
     );
+    // As above: a write that waited would not return within the second.
     assert!(
-        slowest < 50_000,
+        slowest < 1_000_000,
         "the slowest tracked call took {slowest} µs with stdout closed"
     );
 }
