@@ -23,8 +23,6 @@
 //! the bench times every variant again in-process (interleaved rounds,
 //! median ns per event) and prints the tables.
 
-mod support;
-
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -32,7 +30,7 @@ use std::time::{Duration, Instant};
 use criterion::Criterion;
 use hyperkit_obs::logs::store::{self, LogStoreGuard, StoreEntry, WriterOptions};
 use hyperkit_obs::logs::{FieldValue, LogRecord, LogStore, Query, SearchOptions, ecs_document};
-use support::median;
+use test_support::bench::median;
 use tracing::Dispatch;
 use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::layer::SubscriberExt;

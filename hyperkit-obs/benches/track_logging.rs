@@ -23,8 +23,6 @@
 //! Targets (issue 17): a tracked call at most 1.5 µs, and at most 0.5x
 //! `hand_instrument_json`, in the same run.
 
-mod support;
-
 use std::hint::black_box;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -34,7 +32,7 @@ use hyperkit_obs::logs::store::{self, LogStoreGuard, WriterOptions};
 use hyperkit_obs::mlflow::{MlflowConfig, MlflowGuard, TrackingTarget};
 use hyperkit_obs::prometheus::{Histogram, HistogramOpts, IntCounter, IntGauge};
 use hyperkit_obs::{ModelOutput, track_build, track_model};
-use support::median;
+use test_support::bench::median;
 use tracing::Dispatch;
 use tracing_subscriber::filter::{FilterExt, LevelFilter};
 use tracing_subscriber::layer::{Layer, SubscriberExt};

@@ -28,8 +28,6 @@
 //! every variant in-process (rounds of `CALLS` calls per thread,
 //! interleaved, median) and prints the table with the targets.
 
-mod support;
-
 use std::hint::black_box;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
@@ -37,7 +35,7 @@ use std::time::{Duration, Instant};
 use criterion::Criterion;
 use hyperkit_obs::prometheus::{Histogram, HistogramOpts, IntCounter, IntGauge};
 use hyperkit_obs::{LabelValue, track_build};
-use support::median;
+use test_support::bench::median;
 
 #[derive(Debug)]
 struct Error;

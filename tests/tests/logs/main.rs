@@ -1,0 +1,9 @@
+//! Logs: the local store (`store`), and shipping to Elasticsearch
+//! (`elasticsearch`) and Logstash (`logstash`) against protocol fixtures.
+//!
+//! `init()` with both shippers configured is `logs_shipping.rs`, a binary
+//! of its own: it installs the process-wide subscriber.
+
+mod elasticsearch;
+mod logstash;
+mod store;

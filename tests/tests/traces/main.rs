@@ -1,0 +1,32 @@
+//! Traces: trace context on tracked calls and in their log lines
+//! (`context`), W3C propagation across HTTP services (`propagation`), the
+//! OTLP span exporter against an OTLP protocol fixture (`otlp`), and
+//! exemplars on `/metrics` read back by a real Prometheus (`exemplars`).
+//! MLflow traces are tested with the other MLflow servers, in the `mlflow`
+//! binary.
+//!
+//! Apart from the other binaries: trace context, the sampler and the span
+//! sinks are process-wide, and `exemplars` installs the global subscriber.
+//! Tests that make sampled calls hold [`sampling`]'s lock for reading; a
+//! test that changes the sampler or whose span sink counts every span of
+//! the process (`otlp`'s) holds it for writing, so it runs alone.
+
+mod context;
+mod exemplars;
+mod otlp;
+mod propagation;
+
+use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+static SAMPLING: RwLock<()> = RwLock::new(());
+
+/// The process's default sampler and span sinks, shared with the other
+/// tests that only add calls of their own traces.
+fn sampling() -> RwLockReadGuard<'static, ()> {
+    SAMPLING.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The process's sampler and span sinks, for this test alone.
+fn sampling_alone() -> RwLockWriteGuard<'static, ()> {
+    SAMPLING.write().unwrap_or_else(PoisonError::into_inner)
+}
