@@ -91,7 +91,7 @@ fn calls_of(trace_id: &str) -> Vec<Seen> {
 
 #[test]
 fn a_call_inside_another_is_its_child_in_the_same_trace() {
-    let _sampling = super::sampling();
+    let _sampling = super::sampling_blocking();
     recorder();
     let (outer, inner) = tr_outer();
     let (outer, inner) = (outer.unwrap(), inner.unwrap());
@@ -112,7 +112,7 @@ fn a_call_inside_another_is_its_child_in_the_same_trace() {
 
 #[test]
 fn two_calls_outside_any_context_start_two_traces() {
-    let _sampling = super::sampling();
+    let _sampling = super::sampling_blocking();
     recorder();
     let a = tr_inner().unwrap();
     let b = tr_inner().unwrap();
@@ -121,7 +121,7 @@ fn two_calls_outside_any_context_start_two_traces() {
 
 #[test]
 fn a_call_inside_an_attached_remote_context_joins_its_trace_with_its_sampled_flag() {
-    let _sampling = super::sampling();
+    let _sampling = super::sampling_blocking();
     recorder();
     for flags in ["01", "00"] {
         let header = PARENT.replace("-01", &format!("-{flags}"));
@@ -142,7 +142,7 @@ fn a_call_inside_an_attached_remote_context_joins_its_trace_with_its_sampled_fla
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn async_calls_nest_across_awaits_and_spawned_tasks_that_carry_the_context() {
-    let _sampling = super::sampling();
+    let _sampling = super::sampling().await;
     recorder();
     let innermost = tr_async_outer().await.unwrap();
     let seen = calls_of(&innermost.trace_id().to_string());
@@ -189,7 +189,7 @@ fn tr_logged() -> Option<trace::SpanContext> {
 
 #[test]
 fn every_log_line_of_a_call_carries_the_calls_trace_and_span_ids() {
-    let _sampling = super::sampling();
+    let _sampling = super::sampling_blocking();
     recorder();
     let buffer = Buffer::default();
     let subscriber = tracing_subscriber::registry()
@@ -218,7 +218,7 @@ fn every_log_line_of_a_call_carries_the_calls_trace_and_span_ids() {
 
 #[test]
 fn a_call_inside_a_tracing_span_that_carries_a_context_joins_it() {
-    let _sampling = super::sampling();
+    let _sampling = super::sampling_blocking();
     recorder();
     let subscriber = tracing_subscriber::registry().with(trace::ContextLayer);
     let remote = trace::parse_traceparent(PARENT).unwrap();
@@ -234,7 +234,7 @@ fn a_call_inside_a_tracing_span_that_carries_a_context_joins_it() {
 
 #[test]
 fn an_unsampled_call_still_has_ids_for_its_logs_and_children() {
-    let _sampling = super::sampling();
+    let _sampling = super::sampling_blocking();
     recorder();
     let remote = trace::parse_traceparent(&PARENT.replace("-01", "-00")).unwrap();
     let _g = remote.clone().attach();

@@ -33,7 +33,7 @@ async fn exemplar_build(chain: Chain, n: u64) -> Result<u64, String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_stores_the_exemplars_of_a_histogram_and_the_log_store_holds_their_trace() {
-    let _sampling = super::sampling();
+    let _sampling = super::sampling().await;
     let promtool = prometheus::require("promtool");
     let store_dir = TempDir::new("exemplars-store");
     let (sink, store_guard) =

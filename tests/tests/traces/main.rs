@@ -16,17 +16,23 @@ mod exemplars;
 mod otlp;
 mod propagation;
 
-use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use tokio::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-static SAMPLING: RwLock<()> = RwLock::new(());
+static SAMPLING: RwLock<()> = RwLock::const_new(());
 
 /// The process's default sampler and span sinks, shared with the other
 /// tests that only add calls of their own traces.
-fn sampling() -> RwLockReadGuard<'static, ()> {
-    SAMPLING.read().unwrap_or_else(PoisonError::into_inner)
+async fn sampling() -> RwLockReadGuard<'static, ()> {
+    SAMPLING.read().await
 }
 
-/// The process's sampler and span sinks, for this test alone.
+/// [`sampling`] for a test that runs on no runtime.
+fn sampling_blocking() -> RwLockReadGuard<'static, ()> {
+    SAMPLING.blocking_read()
+}
+
+/// The process's sampler and span sinks, for this test alone (on no
+/// runtime).
 fn sampling_alone() -> RwLockWriteGuard<'static, ()> {
-    SAMPLING.write().unwrap_or_else(PoisonError::into_inner)
+    SAMPLING.blocking_write()
 }

@@ -150,7 +150,7 @@ fn exporter(env: &[(&str, &str)]) -> SpanSinkGuard {
 
 /// Tests run alone (in this binary): every span sink hears every sampled
 /// call of the process, and the sampler is the process's.
-fn one_at_a_time() -> std::sync::RwLockWriteGuard<'static, ()> {
+fn one_at_a_time() -> tokio::sync::RwLockWriteGuard<'static, ()> {
     super::sampling_alone()
 }
 

@@ -107,7 +107,7 @@ impl CallSink for Spans {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_through_two_services_is_one_trace_with_the_right_parents() {
-    let _sampling = super::sampling();
+    let _sampling = super::sampling().await;
     let spans = Spans::default();
     let _registration = calls::register_sampled(spans.clone());
     let (_b, agent_url) = start(agent()).await;
@@ -163,7 +163,7 @@ async fn a_request_through_two_services_is_one_trace_with_the_right_parents() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_malformed_traceparent_starts_a_new_trace_and_the_request_succeeds() {
-    let _sampling = super::sampling();
+    let _sampling = super::sampling().await;
     let (_b, agent_url) = start(agent()).await;
     for bad in [
         "garbage",
@@ -187,7 +187,7 @@ async fn a_malformed_traceparent_starts_a_new_trace_and_the_request_succeeds() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unsampled_caller_makes_an_unsampled_request_whose_calls_are_not_exported() {
-    let _sampling = super::sampling();
+    let _sampling = super::sampling().await;
     let spans = Spans::default();
     let _registration = calls::register_sampled(spans.clone());
     let (_b, agent_url) = start(agent()).await;
