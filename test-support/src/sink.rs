@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use hyperkit_obs::export::SinkStatus;
 
-use crate::wait::wait_for;
+use crate::wait::{wait_for, wait_until};
 
 /// The slowest a send may take of the caller's time while the server is
 /// down (point 4).
@@ -153,6 +153,13 @@ pub fn check(name: &str, sink: &mut dyn SinkUnderTest) {
         patience,
         || arrived_exactly(sink, &[warm.clone(), held.clone()]),
     );
+    // The server records a request before the sink reads the answer: wait
+    // for the sink to know, so the queue has room again.
+    wait_for(
+        &format!("{name}: the sink to count what arrived as delivered"),
+        patience,
+        || sink.status().queued == 0,
+    );
 
     // 5. Dropping the guard delivers what is queued, within its deadline.
     let last = 2_000_000..2_000_000 + capacity.min(20);
@@ -160,6 +167,7 @@ pub fn check(name: &str, sink: &mut dyn SinkUnderTest) {
         sink.send(id);
     }
     let deadline = sink.deadline();
+    let before_drop = sink.status();
     let started = Instant::now();
     sink.drop_guard();
     let took = started.elapsed();
@@ -167,10 +175,17 @@ pub fn check(name: &str, sink: &mut dyn SinkUnderTest) {
         took <= deadline + Duration::from_secs(1),
         "{name}: dropping the guard took {took:?}, its deadline is {deadline:?}"
     );
-    wait_for(
-        &format!("{name}: what was queued at the guard's drop to arrive"),
-        Duration::from_secs(10),
-        || arrived_exactly(sink, std::slice::from_ref(&last)),
+    assert!(
+        wait_until(Duration::from_secs(10), || arrived_exactly(
+            sink,
+            std::slice::from_ref(&last)
+        )),
+        "{name}: what was queued at the guard's drop did not arrive within 10 s: \
+         {} of {} arrived; the sink before the drop: {before_drop:?}",
+        last.clone()
+            .filter(|id| sink.arrived().contains_key(id))
+            .count(),
+        last.end - last.start,
     );
 
     let arrived = sink.arrived();
