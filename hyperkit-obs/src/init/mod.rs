@@ -121,6 +121,13 @@ impl Builder {
         self
     }
 
+    /// Sets the prices model calls are costed at (in place of
+    /// `HYPERKIT_MODEL_PRICES`): see [`PriceTable`](crate::model::PriceTable).
+    pub fn model_prices(mut self, table: crate::model::PriceTable) -> Self {
+        self.config.model_prices = Some(table);
+        self
+    }
+
     /// Sets the per-family limit on label sets (at least 1).
     pub fn max_label_sets(mut self, limit: usize) -> Self {
         self.config.max_label_sets = limit.max(1);
@@ -334,6 +341,7 @@ impl Builder {
                 .with(sentry_layer)
                 .try_init();
         }
+        crate::prices::install_prices(self.config.model_prices.as_ref());
         // Touch the registry so every family is registered before the first
         // scrape.
         let _ = metrics::registry();
