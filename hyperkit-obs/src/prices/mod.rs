@@ -159,10 +159,18 @@ impl ModelPrice {
     }
 }
 
-/// Pico-dollars as USD.
+/// Pico-dollars as USD: the nearest `f64` to the exact decimal (what
+/// parsing the exposition's text gives) below 2^53 pico-dollars (about
+/// 9,000 USD), and within an ulp above.
 #[allow(clippy::cast_precision_loss)] // exact to the cent far past any bill
 pub(crate) fn usd(picos: u64) -> f64 {
-    (picos / PICOS_PER_USD) as f64 + (picos % PICOS_PER_USD) as f64 / PICOS_PER_USD as f64
+    const EXACT: u64 = 1 << f64::MANTISSA_DIGITS;
+    if picos < EXACT {
+        // One rounding: the integer converts exactly, 10^12 is exact.
+        picos as f64 / PICOS_PER_USD as f64
+    } else {
+        (picos / PICOS_PER_USD) as f64 + (picos % PICOS_PER_USD) as f64 / PICOS_PER_USD as f64
+    }
 }
 
 /// The prices of the models a program calls, by the `model` label's value
@@ -519,5 +527,9 @@ mod tests {
     fn picos_are_read_as_dollars_exactly_to_the_cent() {
         assert_eq!(usd(1_234_560_000_000_000), 1234.56);
         assert_eq!(usd(10_000_000_000), 0.01);
+        for picos in [1, 7_500_000_000, 463_738_750_000, (1 << 53) - 1] {
+            let text = format!("{}.{:012}", picos / PICOS_PER_USD, picos % PICOS_PER_USD);
+            assert_eq!(usd(picos), text.parse::<f64>().unwrap(), "{text}");
+        }
     }
 }
