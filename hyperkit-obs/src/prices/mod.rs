@@ -107,6 +107,7 @@ impl ModelPrice {
 
     /// Every price multiplied by `rate` (USD per unit of the currency the
     /// prices were given in).
+    #[cfg(feature = "config-file")]
     pub(crate) fn converted(self, rate: f64) -> Result<Self, BadPrice> {
         let convert = |picos: u64| picos_per_token(per_million(picos) * rate);
         Ok(ModelPrice {

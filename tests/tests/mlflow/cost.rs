@@ -75,7 +75,11 @@ fn answer(model: &str, task: &str, input: u64, cached: u64, output: u64) -> Answ
 /// Call `i`'s tokens: (input, of which cached, output).
 fn tokens(i: u64) -> (u64, u64, u64) {
     let input = 1_000 + 37 * i;
-    (input, if i % 3 == 0 { input / 4 } else { 0 }, 200 + 11 * i)
+    (
+        input,
+        if i.is_multiple_of(3) { input / 4 } else { 0 },
+        200 + 11 * i,
+    )
 }
 
 /// Call `i`'s model: large, small and unpriced in turn.
