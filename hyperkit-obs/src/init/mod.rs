@@ -341,7 +341,10 @@ impl Builder {
                 .with(sentry_layer)
                 .try_init();
         }
-        crate::prices::install_prices(self.config.model_prices.as_ref());
+        // Without a configured table, a table installed in code stays.
+        if let Some(table) = &self.config.model_prices {
+            crate::prices::install_prices(Some(table));
+        }
         // Touch the registry so every family is registered before the first
         // scrape.
         let _ = metrics::registry();

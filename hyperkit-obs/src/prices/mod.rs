@@ -301,9 +301,9 @@ static WARNED: Mutex<Option<HashSet<String>>> = Mutex::new(None);
 
 /// Makes `table` the prices of model calls from now on (`None`: no
 /// pricing, no cost and no unpriced counts). [`init()`](crate::init)
-/// installs the configured table; call this only to change it without
-/// `init()` (a test, an embedder). Each call keeps a little memory for
-/// the rest of the process.
+/// installs the configured table, when one is configured; call this only
+/// to set or change it without `init()` (a test, an embedder). Each call
+/// keeps a little memory for the rest of the process.
 pub fn install_prices(table: Option<&PriceTable>) {
     let mut installed = INSTALLED.write().unwrap_or_else(PoisonError::into_inner);
     let Some(table) = table else {
@@ -522,6 +522,33 @@ mod tests {
     fn a_huge_usage_saturates_instead_of_wrapping() {
         let p = ModelPrice::usd_per_million(1_000_000.0, 1_000_000.0).unwrap();
         assert_eq!(p.cost_picos(&usage(u64::MAX, 0, u64::MAX)), u64::MAX);
+    }
+
+    #[test]
+    fn a_label_set_follows_each_installed_table_and_counts_only_with_one() {
+        let pricing = Pricing::new("pricing-test-model", "t");
+        let u = usage(1_000, 0, 100);
+        let priced = PriceTable::new().with(
+            "pricing-test-model",
+            ModelPrice::usd_per_million(1.0, 2.0).unwrap(),
+        );
+        install_prices(Some(&priced));
+        assert_eq!(pricing.record(&u), Some(1_200_000_000));
+        assert_eq!(pricing.record(&u), Some(1_200_000_000), "from the cache");
+        assert_eq!(pricing.cost.get().unwrap().picos(), 2_400_000_000);
+        // A new table without the model: unpriced from the next call on.
+        install_prices(Some(&PriceTable::new()));
+        assert_eq!(pricing.record(&u), None);
+        assert_eq!(pricing.unpriced.get().unwrap().get(), 1);
+        // No table: neither counted.
+        install_prices(None);
+        assert_eq!(pricing.record(&u), None);
+        assert_eq!(pricing.unpriced.get().unwrap().get(), 1);
+        assert_eq!(pricing.cost.get().unwrap().picos(), 2_400_000_000);
+        // A call without token counts is not priced.
+        install_prices(Some(&priced));
+        assert_eq!(pricing.record(&Usage::default()), None);
+        install_prices(None);
     }
 
     #[test]
