@@ -193,8 +193,10 @@ pub fn check(name: &str, sink: &mut dyn SinkUnderTest) {
     let started = Instant::now();
     sink.drop_guard();
     let took = started.elapsed();
+    // The guard waits for its worker a second past the deadline; the rest
+    // is a margin for a descheduled thread.
     assert!(
-        took <= deadline + Duration::from_secs(1),
+        took <= deadline + Duration::from_secs(3),
         "{name}: dropping the guard took {took:?}, its deadline is {deadline:?}"
     );
     assert!(
