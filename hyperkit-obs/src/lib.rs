@@ -105,6 +105,7 @@ pub mod model;
     feature = "otlp"
 ))]
 mod net;
+mod prices;
 #[cfg(feature = "push")]
 #[cfg_attr(docsrs, doc(cfg(feature = "push")))]
 pub mod push;

@@ -75,23 +75,45 @@ fn preempted() -> u64 {
         .unwrap_or(0)
 }
 
-/// Sends `ids`, timing each send; returns the slowest send that the
-/// scheduler did not interrupt, and how many were interrupted.
-fn timed_sends(sink: &mut dyn SinkUnderTest, ids: std::ops::Range<u64>) -> (Duration, usize) {
-    let mut worst = Duration::ZERO;
-    let mut interrupted = 0;
-    for id in ids {
+/// The slowest of a caller's calls that the scheduler let run: a call
+/// during which the thread was preempted (an involuntary context switch, on
+/// a loaded machine) is counted apart, not timed, so that a bound on the
+/// rest measures the code, not the machine's load. A call that waits on a
+/// lock, a pipe or the disk is a voluntary switch, and is timed.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Slowest {
+    /// The slowest call not preempted.
+    pub took: Duration,
+    /// Calls preempted, not timed.
+    pub preempted: usize,
+    /// Calls timed.
+    pub timed: usize,
+}
+
+impl Slowest {
+    /// Runs `call`, timing it unless the scheduler preempted it.
+    pub fn time<R>(&mut self, call: impl FnOnce() -> R) -> R {
         let before = preempted();
         let started = Instant::now();
-        sink.send(id);
+        let out = call();
         let took = started.elapsed();
         if preempted() == before {
-            worst = worst.max(took);
+            self.took = self.took.max(took);
+            self.timed += 1;
         } else {
-            interrupted += 1;
+            self.preempted += 1;
         }
+        out
     }
-    (worst, interrupted)
+}
+
+/// Sends `ids`, timing each send (see [`Slowest`]).
+fn timed_sends(sink: &mut dyn SinkUnderTest, ids: std::ops::Range<u64>) -> (Duration, usize) {
+    let mut slowest = Slowest::default();
+    for id in ids {
+        slowest.time(|| sink.send(id));
+    }
+    (slowest.took, slowest.preempted)
 }
 
 /// Runs the specification against `sink`, whose server is up and which
@@ -171,8 +193,10 @@ pub fn check(name: &str, sink: &mut dyn SinkUnderTest) {
     let started = Instant::now();
     sink.drop_guard();
     let took = started.elapsed();
+    // The guard waits for its worker a second past the deadline; the rest
+    // is a margin for a descheduled thread.
     assert!(
-        took <= deadline + Duration::from_secs(1),
+        took <= deadline + Duration::from_secs(3),
         "{name}: dropping the guard took {took:?}, its deadline is {deadline:?}"
     );
     assert!(

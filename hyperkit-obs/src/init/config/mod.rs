@@ -112,6 +112,11 @@ pub struct MonitoringConfig {
     /// Sampling and the resource of traces (`OTEL_TRACES_SAMPLER`,
     /// `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`, `OTEL_SDK_DISABLED`).
     pub trace: crate::trace::TraceConfig,
+    /// `HYPERKIT_MODEL_PRICES` (a TOML file), or `[model_prices]` in the
+    /// `HYPERKIT_CONFIG` file (the variable wins): the prices model calls
+    /// are costed at. Default: none (no cost is counted). Reading a file
+    /// needs the `config-file` feature.
+    pub model_prices: Option<crate::model::PriceTable>,
 }
 
 impl Default for MonitoringConfig {
@@ -140,6 +145,7 @@ impl Default for MonitoringConfig {
             logstash: None,
             logs: crate::logs::LogsConfig::default(),
             trace: crate::trace::TraceConfig::default(),
+            model_prices: None,
         }
     }
 }
@@ -258,6 +264,12 @@ impl MonitoringConfig {
         if let Some(name) = &config.trace.service_name {
             config.service_name = name.clone();
         }
+        #[cfg(feature = "config-file")]
+        if let Some(path) = var(crate::prices::PRICES_VAR) {
+            config.model_prices = Some(crate::prices::file::read_file(Path::new(&path))?);
+        }
+        #[cfg(not(feature = "config-file"))]
+        compiled_out(&var, &[crate::prices::PRICES_VAR], "config-file")?;
         #[cfg(not(feature = "http"))]
         compiled_out(
             &var,
@@ -341,6 +353,13 @@ impl MonitoringConfig {
             Some(ls) => described.extend(ls.describe()),
             None => described.push(("LOGSTASH_URL", "(unset)".to_owned())),
         }
+        described.push((
+            crate::prices::PRICES_VAR,
+            match &self.model_prices {
+                Some(table) => format!("{} models priced", table.len()),
+                None => "(unset)".to_owned(),
+            },
+        ));
         described
     }
 

@@ -91,6 +91,7 @@ impl RunExporter {
                     end_ms,
                     elapsed,
                     usage,
+                    cost_usd,
                     error_type,
                     trace_id,
                 } => {
@@ -104,6 +105,7 @@ impl RunExporter {
                         input_tokens: usage.input_tokens,
                         output_tokens: usage.output_tokens,
                         accepted: usage.accepted,
+                        cost_usd,
                         error_type,
                         call_id: Some(id.to_string()),
                         trace_id: trace_id.map(|t| t.to_string()),

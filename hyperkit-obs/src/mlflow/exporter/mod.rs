@@ -57,6 +57,7 @@ pub(crate) enum Item {
         end_ms: i64,
         elapsed: Duration,
         usage: Option<Usage>,
+        cost_usd: Option<f64>,
         error_type: Option<&'static str>,
         trace_id: Option<crate::trace::TraceId>,
     },
@@ -219,6 +220,7 @@ impl CallSink for ModelCalls {
             end_ms: crate::util::system_ms(call.end),
             elapsed: call.duration,
             usage: call.usage,
+            cost_usd: call.cost_usd,
             error_type: call.error_type,
             trace_id: call.trace.map(crate::trace::SpanContext::trace_id),
         });

@@ -17,7 +17,7 @@ use super::config;
 use super::fixture::{Down, Fixture, StoredRun};
 
 const CAPACITY: usize = 60;
-const DEADLINE: Duration = Duration::from_secs(10);
+const DEADLINE: Duration = Duration::from_secs(30);
 
 struct Answer {
     call: String,
