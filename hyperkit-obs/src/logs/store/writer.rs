@@ -25,20 +25,39 @@ pub struct WriterOptions {
     pub batch_size: usize,
     /// What the store keeps.
     pub retention: Retention,
-    /// Memory the writer's connection keeps for database pages.
+    /// Memory the writer of a day's index may buffer before it writes a
+    /// segment (at least 15 MB, tantivy's floor).
     pub cache_bytes: u64,
+    /// How long an event may wait for others before the batch holding it
+    /// is committed (and becomes searchable). Each commit writes a segment;
+    /// fewer, larger ones cost less to write and to search.
+    pub commit_interval: Duration,
+}
+
+impl WriterOptions {
+    pub(super) fn cache_bytes_usize(&self) -> usize {
+        writer_memory(self.cache_bytes)
+    }
+}
+
+/// The writer's memory budget for `bytes`, within what tantivy accepts.
+pub(super) fn writer_memory(bytes: u64) -> usize {
+    const MIN: u64 = 15_000_000;
+    const MAX: u64 = 4_000_000_000 - (1 << 20);
+    usize::try_from(bytes.clamp(MIN, MAX)).unwrap_or(MIN as usize)
 }
 
 impl Default for WriterOptions {
     fn default() -> Self {
         WriterOptions {
             queue_capacity: 65_536,
-            batch_size: 4_096,
+            batch_size: 16_384,
             retention: Retention {
                 max_age_days: 7,
                 max_bytes: 1 << 30,
             },
             cache_bytes: 32 << 20,
+            commit_interval: Duration::from_millis(250),
         }
     }
 }
@@ -53,7 +72,8 @@ pub type StoreSink = crate::export::Handle<StoreEntry>;
 pub type LogStoreGuard = crate::export::Guard<StoreEntry>;
 
 /// Opens the store in `dir`, applies retention once, and starts its writer
-/// on the shared export runtime (readiness check `logstore`).
+/// on the shared export runtime (readiness check `logstore`). A store of the
+/// previous version is migrated by the writer, off the caller's thread.
 pub fn start(
     dir: impl AsRef<Path>,
     options: WriterOptions,
@@ -63,6 +83,7 @@ pub fn start(
     store.apply_retention(options.retention, now_millis())?;
     let target = store.path().display().to_string();
     let writer = Writer {
+        migrated: !store.has_legacy(),
         store,
         retention: options.retention,
         last_retention: Instant::now(),
@@ -70,6 +91,7 @@ pub fn start(
     let runtime = crate::export::Options::new(SINK, target)
         .capacity(options.queue_capacity)
         .batch(options.batch_size, 0)
+        .linger(options.commit_interval)
         // A disk that is full or failing is tried again soon, and at most
         // every 5 s while it stays so.
         .retry(Duration::from_millis(100), Duration::from_secs(5))
@@ -82,6 +104,8 @@ pub fn start(
 }
 
 struct Writer {
+    /// Whether the previous version's store (if any) is in the index.
+    migrated: bool,
     store: LogStore,
     retention: Retention,
     last_retention: Instant,
@@ -108,6 +132,16 @@ impl crate::export::Exporter for Writer {
     }
 
     fn tick(&mut self, house: &mut crate::export::Housekeeping<'_>) {
+        if !self.migrated {
+            self.migrated = true;
+            match self.store.migrate_legacy() {
+                Ok(n) => house.log(&format!(
+                    "migrated {n} events of the previous log store ({}) into the index",
+                    super::LEGACY_FILE
+                )),
+                Err(e) => house.fail(format!("cannot migrate the previous log store: {e}")),
+            }
+        }
         const RETENTION_EVERY: Duration = Duration::from_secs(60);
         if self.last_retention.elapsed() >= RETENTION_EVERY {
             self.last_retention = Instant::now();
