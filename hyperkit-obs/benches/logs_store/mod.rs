@@ -100,10 +100,14 @@ pub(crate) fn ingest_table() {
                 .map(|q| Query::parse(q).unwrap())
                 .collect();
             let mut searches = 0u64;
+            // Twenty searches a second: a few people and a dashboard.
+            let started = Instant::now();
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 let q = &queries[searches as usize % queries.len()];
                 black_box(store.search(q, &SearchOptions::default()).unwrap());
                 searches += 1;
+                let due = started + Duration::from_millis(50) * searches as u32;
+                std::thread::sleep(due.saturating_duration_since(Instant::now()));
             }
             searches
         }

@@ -31,8 +31,10 @@
 //! `{3 TO 5}` (exclusive), mixed `[3 TO 5}`, `*` for an open end, and
 //! `event.duration:>1000000000`, `>=`, `<`, `<=`. When each bound is a
 //! number (or open), the range compares the field's numeric values (as
-//! 64-bit floats, like JSON numbers); otherwise it compares text: the words
-//! of a text field, the whole value of any other field, byte by byte.
+//! 64-bit floats, like JSON numbers); otherwise it compares text, byte by
+//! byte: the words of a text field (bounds in lower case), the level, or
+//! the whole string value of any other field (numbers there take numeric
+//! bounds, as an Elasticsearch numeric field does).
 //!
 //! Parsing never panics and is bounded: it takes time linear in the input,
 //! refuses queries nested deeper than [`Query::MAX_DEPTH`] or with more than

@@ -19,7 +19,7 @@ use tantivy::query::{
 use tantivy::schema::{Field, IndexRecordOption};
 use tantivy::{BitSet, DocId, DocSet, Score, SegmentReader, Term};
 
-use super::schema::{Fields, SEP, sortable};
+use super::schema::{FLOAT, Fields, INTEGER, SEP, numeric_term, sortable};
 use crate::logs::query::{FieldKind, Query, Range, wildcard_matches, wildcard_prefix};
 use crate::logs::{ECS_VERSION, words};
 
@@ -164,7 +164,19 @@ impl Segment<'_> {
                     None => Ok(Node::Nothing),
                 }
             }
-            _ => self.term(self.fields.exact_term(key, value)),
+            _ => {
+                let mut parts = vec![self.term(self.fields.exact_term(key, value))?];
+                // A number matches where the document writes this text.
+                if let Ok(v) = value.parse::<f64>() {
+                    if v.is_finite() {
+                        for tag in [INTEGER, FLOAT] {
+                            let term = numeric_term(key, v, tag, value);
+                            parts.push(self.term(Term::from_field_text(self.fields.nums, &term))?);
+                        }
+                    }
+                }
+                Ok(or(parts))
+            }
         }
     }
 
@@ -187,7 +199,20 @@ impl Segment<'_> {
             }
             FieldKind::Exact => match key.unwrap_or_default() {
                 "ecs.version" => Ok(constant(wildcard_matches(pattern, ECS_VERSION))),
-                key => self.terms_with_prefix(self.fields.attrs, &format!("{key}{SEP}"), pattern),
+                key => {
+                    let key = format!("{key}{SEP}");
+                    let strings = self.terms_with_prefix(self.fields.attrs, &key, pattern)?;
+                    // Numbers: every value of the key, matched on its text.
+                    let end = prefix_end(key.as_bytes());
+                    let lower = Bound::Included(key.clone().into_bytes());
+                    let upper = end.map_or(Bound::Unbounded, Bound::Excluded);
+                    let numbers = self.terms(self.fields.nums, lower, upper, |v| {
+                        v.strip_prefix(&key)
+                            .and_then(|rest| rest.get(17..))
+                            .is_some_and(|text| wildcard_matches(pattern, text))
+                    })?;
+                    Ok(or(vec![strings, numbers]))
+                }
             },
             FieldKind::Text(column) => {
                 let pattern = pattern.to_lowercase();
@@ -228,15 +253,20 @@ impl Segment<'_> {
                 return Ok(Node::Nothing);
             }
             let prefix = format!("{key}{SEP}");
-            let term = |v: f64| format!("{prefix}{}", sortable(v)).into_bytes();
+            // Terms of one value share `prefix` + its 16 sortable digits.
+            let value = |v: f64| format!("{prefix}{}", sortable(v)).into_bytes();
+            let after = |v: f64| prefix_end(&value(v)).map_or(Bound::Unbounded, Bound::Included);
             let lower = match lower {
-                Bound::Included(v) => Bound::Included(term(v)),
-                Bound::Excluded(v) => Bound::Excluded(term(v)),
+                Bound::Included(v) => Bound::Included(value(v)),
+                Bound::Excluded(v) => after(v),
                 Bound::Unbounded => Bound::Included(prefix.clone().into_bytes()),
             };
             let upper = match upper {
-                Bound::Included(v) => Bound::Included(term(v)),
-                Bound::Excluded(v) => Bound::Excluded(term(v)),
+                Bound::Included(v) => match after(v) {
+                    Bound::Included(b) => Bound::Excluded(b),
+                    other => other,
+                },
+                Bound::Excluded(v) => Bound::Excluded(value(v)),
                 Bound::Unbounded => {
                     prefix_end(prefix.as_bytes()).map_or(Bound::Unbounded, Bound::Excluded)
                 }

@@ -135,16 +135,14 @@ impl Fields {
             if !json_text(value, &mut text) {
                 return;
             }
-            match self.text_field_of_key(key) {
-                Some(f) => doc.add_text(f, &text),
-                None => exact(key, &text, &mut doc),
+            let text_field = self.text_field_of_key(key);
+            if let Some(f) = text_field {
+                doc.add_text(f, &text);
             }
-            if let Some(n) = number(value) {
-                let mut term = String::with_capacity(key.len() + 17);
-                term.push_str(key);
-                term.push(SEP);
-                term.push_str(&sortable(n));
-                doc.add_text(self.nums, term);
+            match number(value) {
+                Some((n, tag)) => doc.add_text(self.nums, numeric_term(key, n, tag, &text)),
+                None if text_field.is_none() => exact(key, &text, &mut doc),
+                None => {}
             }
         });
         if let Some(function) = r.span_name {
@@ -190,14 +188,33 @@ pub(super) fn json_text(value: &FieldValue, out: &mut String) -> bool {
     true
 }
 
-/// The value as a number, when the document writes it as one.
-fn number(value: &FieldValue) -> Option<f64> {
+/// The value as a number, when the document writes it as one, with the
+/// tag of its kind ([`INTEGER`] or [`FLOAT`]).
+fn number(value: &FieldValue) -> Option<(f64, char)> {
     match value {
-        FieldValue::I64(v) => Some(*v as f64),
-        FieldValue::U64(v) => Some(*v as f64),
-        FieldValue::F64(v) if v.is_finite() => Some(*v),
+        FieldValue::I64(v) => Some((*v as f64, INTEGER)),
+        FieldValue::U64(v) => Some((*v as f64, INTEGER)),
+        FieldValue::F64(v) if v.is_finite() => Some((*v, FLOAT)),
         _ => None,
     }
+}
+
+/// The tags of an integer and of a float in a `nums` term.
+pub(super) const INTEGER: char = 'i';
+pub(super) const FLOAT: char = 'f';
+
+/// The `nums` term of a numeric value: `key`, the separator, the value in
+/// numeric byte order (for ranges), its kind and its text as the document
+/// writes it (for exact terms). One term serves both, so a number costs
+/// the index one term, not two.
+pub(super) fn numeric_term(key: &str, value: f64, tag: char, text: &str) -> String {
+    let mut term = String::with_capacity(key.len() + 18 + text.len());
+    term.push_str(key);
+    term.push(SEP);
+    term.push_str(&sortable(value));
+    term.push(tag);
+    term.push_str(text);
+    term
 }
 
 /// `v` as 16 hex digits whose byte order is the numeric order (the sign
