@@ -3,10 +3,9 @@
 //! and 3,000,000 generated events, each store built from the same
 //! generator, so that every figure of a table comes from one run.
 //!
-//! `HYPERKIT_BENCH_ENGINES=fts5` adds the previous store (SQLite FTS5) to
-//! the search table, beside the index, on the same events.
+//! The run that chose tantivy over SQLite FTS5 measured both here on the
+//! same events; its tables are in the README (Logs, "The store").
 
-mod engine;
 mod events;
 
 use std::hint::black_box;
@@ -16,7 +15,6 @@ use std::time::{Duration, Instant};
 use hyperkit_obs::logs::store::{self, WriterOptions};
 use hyperkit_obs::logs::{LogStore, Query, SearchOptions};
 
-use engine::Engine;
 pub(crate) use events::{event, mix};
 
 pub(crate) fn temp_dir(name: &str) -> PathBuf {
@@ -167,95 +165,96 @@ fn queries(n: u64) -> Vec<(&'static str, String, Option<i64>)> {
     ]
 }
 
+/// Bytes of every file under `dir`.
+fn bytes(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|e| match e.metadata() {
+                    Ok(m) if m.is_dir() => bytes(&e.path()),
+                    Ok(m) => m.len(),
+                    Err(_) => 0,
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
 pub(crate) fn search_table() {
-    let fts5 = std::env::var("HYPERKIT_BENCH_ENGINES").is_ok_and(|e| e.contains("fts5"));
-    let mut engines: Vec<&str> = vec!["tantivy"];
-    if fts5 {
-        engines.push("fts5");
-    }
-    let mut p95s: Vec<(String, u64, String, f64)> = Vec::new();
+    let mut p95s: Vec<(u64, String, f64)> = Vec::new();
     for n in [1_000_000u64, 3_000_000] {
-        for name in &engines {
-            let dir = temp_dir(&format!("search-{name}-{n}"));
-            let now = now_ms();
-            let span_ms = 2 * 86_400_000i64;
-            let mut store = Engine::open(name, &dir);
-            let start = Instant::now();
-            let mut batch = Vec::with_capacity(16_384);
-            for i in 0..n {
-                batch.push(event(i, now - span_ms + (i as i64 * span_ms / n as i64)));
-                if batch.len() == 16_384 {
-                    store.insert(&batch);
-                    batch.clear();
-                }
+        let dir = temp_dir(&format!("search-{n}"));
+        let now = now_ms();
+        let span_ms = 2 * 86_400_000i64;
+        let mut store = LogStore::open(&dir).unwrap();
+        let start = Instant::now();
+        let mut batch = Vec::with_capacity(16_384);
+        for i in 0..n {
+            batch.push(event(i, now - span_ms + (i as i64 * span_ms / n as i64)));
+            if batch.len() == 16_384 {
+                store.insert(&batch).unwrap();
+                batch.clear();
             }
-            store.insert(&batch);
-            let build = start.elapsed();
-            store.settle();
-            let count = store.count();
-            let bytes = store.bytes(&dir);
-            println!(
-                "\nlogs_search [{name}]: {count} events over 2 days, built in {:.1} s ({:.0} events/s, 16,384 per commit); {:.1} MiB on disk = {:.0} bytes per event; limit 100, newest first, {RUNS} runs each",
-                build.as_secs_f64(),
-                count as f64 / build.as_secs_f64(),
-                bytes as f64 / 1048576.0,
-                bytes as f64 / count as f64
-            );
-            println!(
-                "{:<30} {:<46} {:>6} {:>9} {:>9} {:>9}",
-                "kind", "query", "hits", "p50 ms", "p95 ms", "max ms"
-            );
-            for (kind, q, since) in queries(n) {
-                let query = Query::parse(&q).unwrap();
-                if !store.supports(&query) {
-                    continue;
-                }
-                let options = SearchOptions {
-                    since_ms: since.map(|s| if s > 0 { now - s } else { now + s - 3_600_000 }),
-                    until_ms: since.filter(|s| *s < 0).map(|s| now + s),
-                    ..SearchOptions::default()
-                };
-                let mut times = Vec::with_capacity(RUNS);
-                let mut hits = 0;
-                for _ in 0..RUNS {
-                    let start = Instant::now();
-                    hits = black_box(store.search(&query, &options));
-                    times.push(start.elapsed().as_secs_f64() * 1000.0);
-                }
-                let p95 = percentile(&times, 0.95);
-                let shown = if since.is_some() { format!("{q} (time range)") } else { q.clone() };
-                println!(
-                    "{kind:<30} {shown:<46} {hits:>6} {:>9.2} {p95:>9.2} {:>9.2}",
-                    percentile(&times, 0.5),
-                    percentile(&times, 1.0)
-                );
-                p95s.push((name.to_string(), n, format!("{kind}: {q}"), p95));
-            }
-            drop(store);
-            let _ = std::fs::remove_dir_all(&dir);
         }
-    }
-    for name in &engines {
-        let of = |n: u64| -> Vec<(&String, f64)> {
-            p95s.iter()
-                .filter(|(e, m, _, _)| e == name && *m == n)
-                .map(|(_, _, q, p)| (q, *p))
-                .collect()
-        };
-        let (one, three) = (of(1_000_000), of(3_000_000));
-        let worst1 = one.iter().map(|x| x.1).fold(0.0, f64::max);
-        let worst3 = three.iter().map(|x| x.1).fold(0.0, f64::max);
-        let ratio = one
-            .iter()
-            .zip(&three)
-            .map(|(a, b)| b.1 / a.1.max(0.05))
-            .fold(0.0, f64::max);
+        store.insert(&batch).unwrap();
+        let build = start.elapsed();
+        // Merges finish, as they do in a store left alone a while.
+        store.close_writers();
+        let count = store.count().unwrap();
+        let bytes = bytes(&dir);
         println!(
-            "[{name}] worst p95 at 1M: {worst1:.2} ms (target <= 20 ms): {}; at 3M: {worst3:.2} ms; worst 3M/1M p95 ratio (p95s under 0.05 ms counted as 0.05): {ratio:.2} (target <= 1.5): {}",
-            pass(worst1 <= 20.0),
-            pass(ratio <= 1.5)
+            "\nlogs_search: {count} events over 2 days, built in {:.1} s ({:.0} events/s, 16,384 per commit); {:.1} MiB on disk = {:.0} bytes per event (the ECS line alone: about 450); limit 100, newest first, {RUNS} runs each",
+            build.as_secs_f64(),
+            count as f64 / build.as_secs_f64(),
+            bytes as f64 / 1048576.0,
+            bytes as f64 / count as f64
         );
+        println!(
+            "{:<30} {:<46} {:>6} {:>9} {:>9} {:>9}",
+            "kind", "query", "hits", "p50 ms", "p95 ms", "max ms"
+        );
+        for (kind, q, since) in queries(n) {
+            let query = Query::parse(&q).unwrap();
+            let options = SearchOptions {
+                since_ms: since.map(|s| if s > 0 { now - s } else { now + s - 3_600_000 }),
+                until_ms: since.filter(|s| *s < 0).map(|s| now + s),
+                ..SearchOptions::default()
+            };
+            let mut times = Vec::with_capacity(RUNS);
+            let mut hits = 0;
+            for _ in 0..RUNS {
+                let start = Instant::now();
+                hits = black_box(store.search(&query, &options).unwrap()).len();
+                times.push(start.elapsed().as_secs_f64() * 1000.0);
+            }
+            let p95 = percentile(&times, 0.95);
+            let shown = if since.is_some() { format!("{q} (time range)") } else { q.clone() };
+            println!(
+                "{kind:<30} {shown:<46} {hits:>6} {:>9.2} {p95:>9.2} {:>9.2}",
+                percentile(&times, 0.5),
+                percentile(&times, 1.0)
+            );
+            p95s.push((n, format!("{kind}: {q}"), p95));
+        }
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
     }
+    let of = |n: u64| -> Vec<f64> { p95s.iter().filter(|(m, _, _)| *m == n).map(|x| x.2).collect() };
+    let (one, three) = (of(1_000_000), of(3_000_000));
+    let worst1 = one.iter().copied().fold(0.0, f64::max);
+    let worst3 = three.iter().copied().fold(0.0, f64::max);
+    let ratio = one
+        .iter()
+        .zip(&three)
+        .map(|(a, b)| b / a.max(0.05))
+        .fold(0.0, f64::max);
+    println!(
+        "worst p95 at 1M: {worst1:.2} ms (target <= 20 ms): {}; at 3M: {worst3:.2} ms (<= 1.5x 1M: {}); worst 3M/1M ratio of one query's p95 (p95s under 0.05 ms counted as 0.05): {ratio:.2} (target <= 1.5): {}",
+        pass(worst1 <= 20.0),
+        pass(worst3 <= 1.5 * worst1),
+        pass(ratio <= 1.5)
+    );
 }
 
 const RUNS: usize = 20;

@@ -35,8 +35,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use super::time::{day_of, day_start};
 
 mod day;
-#[doc(hidden)]
-pub mod fts5;
 mod legacy;
 mod plan;
 mod schema;
