@@ -35,9 +35,22 @@ impl LogStore {
     /// the index and removes that database; returns how many moved.
     /// Resumes where a stopped migration left off.
     pub fn migrate_legacy(&mut self) -> Result<u64, StoreError> {
+        let mut moved = 0;
+        loop {
+            let (n, done) = self.migrate_legacy_days(usize::MAX)?;
+            moved += n;
+            if done {
+                return Ok(moved);
+            }
+        }
+    }
+
+    /// Moves at most `days` days of the previous version's store; returns
+    /// how many events moved and whether the migration is done.
+    pub(super) fn migrate_legacy_days(&mut self, days: usize) -> Result<(u64, bool), StoreError> {
         let path = self.dir.join(LEGACY_FILE);
         if !path.exists() {
-            return Ok(0);
+            return Ok((0, true));
         }
         let err = |source| StoreError::Sqlite {
             path: path.clone(),
@@ -53,7 +66,8 @@ impl LogStore {
             .map_err(err)?;
         let mut names = Names::default();
         let mut moved = 0;
-        for table in tables {
+        let done = tables.len() <= days;
+        for table in tables.into_iter().take(days) {
             let Some(day) = table.strip_prefix("logs_").and_then(super::parse_day) else {
                 continue;
             };
@@ -84,11 +98,13 @@ impl LogStore {
             .map_err(err)?;
         }
         drop(conn);
-        for suffix in ["", "-wal", "-shm"] {
-            let file = PathBuf::from(format!("{}{suffix}", path.display()));
-            let _ = std::fs::remove_file(file);
+        if done {
+            for suffix in ["", "-wal", "-shm"] {
+                let file = PathBuf::from(format!("{}{suffix}", path.display()));
+                let _ = std::fs::remove_file(file);
+            }
         }
-        Ok(moved)
+        Ok((moved, done))
     }
 }
 

@@ -285,6 +285,7 @@ impl LogStore {
                 Some(d)
             }
             Err(e) => {
+                drop(days);
                 self.mark_damaged(day, &e.to_string());
                 None
             }

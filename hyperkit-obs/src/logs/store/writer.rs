@@ -84,6 +84,7 @@ pub fn start(
     let target = store.path().display().to_string();
     let writer = Writer {
         migrated: !store.has_legacy(),
+        moved: 0,
         store,
         retention: options.retention,
         last_retention: Instant::now(),
@@ -106,6 +107,8 @@ pub fn start(
 struct Writer {
     /// Whether the previous version's store (if any) is in the index.
     migrated: bool,
+    /// Events of it moved so far.
+    moved: u64,
     store: LogStore,
     retention: Retention,
     last_retention: Instant,
@@ -133,13 +136,26 @@ impl crate::export::Exporter for Writer {
 
     fn tick(&mut self, house: &mut crate::export::Housekeeping<'_>) {
         if !self.migrated {
-            self.migrated = true;
-            match self.store.migrate_legacy() {
-                Ok(n) => house.log(&format!(
-                    "migrated {n} events of the previous log store ({}) into the index",
-                    super::LEGACY_FILE
-                )),
-                Err(e) => house.fail(format!("cannot migrate the previous log store: {e}")),
+            // A day per tick: new events keep being written in between.
+            match self.store.migrate_legacy_days(1) {
+                Ok((n, done)) => {
+                    self.moved += n;
+                    if done {
+                        self.migrated = true;
+                        house.log(&format!(
+                            "moved the {} events of the previous version's log store ({}) into the index",
+                            self.moved,
+                            super::LEGACY_FILE
+                        ));
+                    }
+                }
+                Err(e) => {
+                    self.migrated = true;
+                    house.fail(format!(
+                        "cannot move the previous version's log store into the index (it stays in {}): {e}",
+                        super::LEGACY_FILE
+                    ));
+                }
             }
         }
         const RETENTION_EVERY: Duration = Duration::from_secs(60);
