@@ -261,6 +261,14 @@ impl LogStore {
         }
     }
 
+    /// The cursor after every event stored so far: a search after it
+    /// returns only what is stored from now on (`tail` starts there).
+    pub fn cursor(&self) -> Result<super::Cursor, StoreError> {
+        Ok(super::Cursor {
+            seq: self.max_seq()?,
+        })
+    }
+
     /// The greatest sequence number stored, 0 for none.
     fn max_seq(&self) -> Result<u64, StoreError> {
         let mut max = 0;

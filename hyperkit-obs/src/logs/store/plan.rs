@@ -17,7 +17,7 @@ use tantivy::query::{
     PhraseQuery, Query as TantivyQuery, Scorer, TermQuery, Weight,
 };
 use tantivy::schema::{Field, IndexRecordOption};
-use tantivy::{BitSet, DocId, DocSet, Score, SegmentReader, Term};
+use tantivy::{BitSet, DocId, DocSet, Score, SeekDangerResult, SegmentReader, Term};
 
 use super::schema::{FLOAT, Fields, INTEGER, SEP, numeric_term, sortable};
 use crate::logs::query::{FieldKind, Query, Range, wildcard_matches, wildcard_prefix};
@@ -456,7 +456,7 @@ pub(super) fn to_query(node: Node) -> Option<Box<dyn TantivyQuery>> {
                 match p {
                     Node::Not(inner) => {
                         if let Some(q) = to_query(*inner) {
-                            clauses.push((Occur::MustNot, q));
+                            clauses.push((Occur::MustNot, Box::new(ForwardOnly(q))));
                         }
                     }
                     other => {
@@ -479,9 +479,80 @@ pub(super) fn to_query(node: Node) -> Option<Box<dyn TantivyQuery>> {
             None => Box::new(AllQuery),
             Some(q) => Box::new(BooleanQuery::new(vec![
                 (Occur::Must, Box::new(AllQuery)),
-                (Occur::MustNot, q),
+                (Occur::MustNot, Box::new(ForwardOnly(q))),
             ])),
         }),
+    }
+}
+
+/// A query used to exclude documents. tantivy's exclusion asks its first
+/// candidate of the excluded set even when that set already stands past it
+/// (a phrase's scorer asserts against that in debug builds), and its
+/// "dangerous" seek may leave a scorer off its set. Here every seek is a
+/// real one, and a document behind the set's position is answered "not in
+/// it", which is what the position means.
+#[derive(Debug)]
+struct ForwardOnly(Box<dyn TantivyQuery>);
+
+impl Clone for ForwardOnly {
+    fn clone(&self) -> Self {
+        ForwardOnly(self.0.box_clone())
+    }
+}
+
+impl TantivyQuery for ForwardOnly {
+    fn weight(&self, scoring: EnableScoring<'_>) -> Result<Box<dyn Weight>> {
+        Ok(Box::new(ForwardWeight(self.0.weight(scoring)?)))
+    }
+}
+
+struct ForwardWeight(Box<dyn Weight>);
+
+impl Weight for ForwardWeight {
+    fn scorer(&self, reader: &SegmentReader, boost: Score) -> Result<Box<dyn Scorer>> {
+        Ok(Box::new(ForwardScorer(self.0.scorer(reader, boost)?)))
+    }
+
+    fn explain(&self, reader: &SegmentReader, doc: DocId) -> Result<Explanation> {
+        self.0.explain(reader, doc)
+    }
+}
+
+struct ForwardScorer(Box<dyn Scorer>);
+
+impl DocSet for ForwardScorer {
+    fn advance(&mut self) -> DocId {
+        self.0.advance()
+    }
+
+    fn seek(&mut self, target: DocId) -> DocId {
+        let doc = self.0.doc();
+        if target <= doc { doc } else { self.0.seek(target) }
+    }
+
+    /// Always a real seek: the scorer stays on a document of its set, so
+    /// its position can answer for the documents behind it.
+    fn seek_danger(&mut self, target: DocId) -> SeekDangerResult {
+        let doc = self.seek(target);
+        if doc == target {
+            SeekDangerResult::Found
+        } else {
+            SeekDangerResult::SeekLowerBound(doc)
+        }
+    }
+
+    fn doc(&self) -> DocId {
+        self.0.doc()
+    }
+
+    fn size_hint(&self) -> u32 {
+        self.0.size_hint()
+    }
+}
+
+impl Scorer for ForwardScorer {
+    fn score(&mut self) -> Score {
+        self.0.score()
     }
 }
 
