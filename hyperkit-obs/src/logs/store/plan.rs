@@ -242,8 +242,9 @@ impl Segment<'_> {
     fn range(&self, r: &Range) -> Result<Node> {
         let key = r.document_key();
         if key == "ecs.version" {
+            // A string: numeric bounds never hold it.
             let inside = in_bounds(ECS_VERSION, r.lower.as_ref(), r.upper.as_ref());
-            return Ok(constant(inside));
+            return Ok(constant(r.numeric().is_none() && inside));
         }
         if matches!((&r.lower, &r.upper), (Bound::Unbounded, Bound::Unbounded)) {
             return self.wildcard(r.kind(), Some(key), "*");
