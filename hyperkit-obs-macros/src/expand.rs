@@ -136,7 +136,7 @@ pub(crate) fn expand(kind: Kind, checked: Checked, item: ItemFn) -> TokenStream 
     let prepare = quote! {
         let #prepared = {
             static #site: #private::Site<#private::DomainHandles> =
-                #private::Site::#site_kind(#fn_name, ::core::module_path!());
+                #private::Site::#site_kind(#fn_name, ::core::module_path!(), #log);
             fn #log(finished: &#private::Finished<'_>) {
                 #private::finished_event!(finished, #ok_level, #fn_name);
             }
@@ -160,7 +160,6 @@ pub(crate) fn expand(kind: Kind, checked: Checked, item: ItemFn) -> TokenStream 
                 } else {
                     ::core::option::Option::None
                 },
-                #log,
             )
         };
     };
@@ -213,9 +212,15 @@ pub(crate) fn expand(kind: Kind, checked: Checked, item: ItemFn) -> TokenStream 
                     #private::call(move || #block)
                 }}
             };
+            // A synchronous body finishes on the thread it started on.
+            let start = if matches!(shape, Shape::Async) {
+                quote!(start)
+            } else {
+                quote!(start_here)
+            };
             quote! {
                 #prepare
-                let mut #call = #prepared.start();
+                let mut #call = #prepared.#start();
                 let #out #annotation = #run;
                 {
                     #traits

@@ -24,7 +24,6 @@
 //! median ns per event) and prints the tables.
 
 mod logs_store;
-mod support;
 
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
@@ -32,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use criterion::Criterion;
 use hyperkit_obs::logs::store::{self, LogStoreGuard, WriterOptions};
-use support::median;
+use test_support::bench::median;
 use tracing::Dispatch;
 use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::layer::SubscriberExt;

@@ -20,8 +20,6 @@
 //! 100,000 series, and the cost linear in series (10k -> 100k grows at most
 //! 1.2x as fast as the series).
 
-mod support;
-
 use std::hint::black_box;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -31,7 +29,7 @@ use axum::http::{Request, StatusCode};
 use criterion::Criterion;
 use hyperkit_obs::ModelOutput;
 use hyperkit_obs::prometheus::{Encoder, TextEncoder};
-use support::{criterion_median, median};
+use test_support::bench::{criterion_median, median};
 use tokio::runtime::Runtime;
 use tower::ServiceExt;
 

@@ -8,15 +8,13 @@
 //! both again in interleaved rounds of `CALLS` calls and prints the median
 //! per-call cost of each and their difference against the 1 µs target.
 
-mod support;
-
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::Criterion;
 use hyperkit_obs::mlflow::{self, MlflowConfig};
 use hyperkit_obs::{ModelOutput, track_model};
-use support::median;
+use test_support::bench::median;
 
 struct Completion(u64);
 

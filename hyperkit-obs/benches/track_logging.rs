@@ -14,8 +14,7 @@
 //! between chunks (untimed) the queues are flushed, so what is measured is a
 //! caller with room in the queues, not the cost of dropping.
 //!
-//! The cost on the caller is its thread's CPU time per call (from
-//! `/proc/thread-self/schedstat`); wall time is printed beside it. On a
+//! The cost on the caller is its thread's CPU time per call (`CLOCK_THREAD_CPUTIME_ID`); wall time is printed beside it. On a
 //! 2-core machine the background threads (the JSON writer, the store's
 //! writer, the MLflow exporter writing a run per call to disk) run during
 //! the timed chunk and may take the caller's core, which shows in wall time
@@ -23,8 +22,6 @@
 //!
 //! Targets (issue 17): a tracked call at most 1.5 µs, and at most 0.5x
 //! `hand_instrument_json`, in the same run.
-
-mod support;
 
 use std::hint::black_box;
 use std::path::PathBuf;
@@ -35,7 +32,7 @@ use hyperkit_obs::logs::store::{self, LogStoreGuard, WriterOptions};
 use hyperkit_obs::mlflow::{MlflowConfig, MlflowGuard, TrackingTarget};
 use hyperkit_obs::prometheus::{Histogram, HistogramOpts, IntCounter, IntGauge};
 use hyperkit_obs::{ModelOutput, track_build, track_model};
-use support::median;
+use test_support::bench::median;
 use tracing::Dispatch;
 use tracing_subscriber::filter::{FilterExt, LevelFilter};
 use tracing_subscriber::layer::{Layer, SubscriberExt};
@@ -209,10 +206,13 @@ impl Variant {
     }
 }
 
-/// This thread's CPU time so far, in nanoseconds (Linux; `None` elsewhere).
+/// This thread's CPU time so far, in nanoseconds: the thread's own CPU
+/// clock, exact to the moment it is read (`CLOCK_THREAD_CPUTIME_ID`).
 fn thread_cpu_ns() -> Option<u64> {
-    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
-    stat.split_whitespace().next()?.parse().ok()
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    let secs = u64::try_from(t.tv_sec).ok()?;
+    let nanos = u64::try_from(t.tv_nsec).ok()?;
+    Some(secs * 1_000_000_000 + nanos)
 }
 
 fn hand_handles() -> Hand {

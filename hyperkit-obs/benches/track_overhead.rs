@@ -45,8 +45,6 @@
 //! `CALLS` calls, interleaved across variants, median per-call ns) and prints
 //! a ratio table with PASS/MISS for the overhead targets.
 
-mod support;
-
 use std::hint::black_box;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -62,7 +60,7 @@ use opentelemetry::metrics::MeterProvider;
 use opentelemetry_sdk::metrics::SdkMeterProvider;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::family::Family;
-use support::{criterion_median, median};
+use test_support::bench::{criterion_median, median};
 
 /// The error every variant could return (none does).
 #[derive(Debug)]

@@ -9,7 +9,7 @@
 //! on one per thread.
 //!
 //! The cost of a call is the CPU time its thread spends on it (the thread's
-//! own CPU clock, from `/proc/thread-self/schedstat`): cache lines fought
+//! own CPU clock, `CLOCK_THREAD_CPUTIME_ID`): cache lines fought
 //! over show there as stalls, while time the thread waits for a CPU does
 //! not, so other work on the machine does not count against the calls.
 //! Wall time per call is printed beside it; with 4 threads on a 2-core
@@ -28,8 +28,6 @@
 //! every variant in-process (rounds of `CALLS` calls per thread,
 //! interleaved, median) and prints the table with the targets.
 
-mod support;
-
 use std::hint::black_box;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
@@ -37,7 +35,7 @@ use std::time::{Duration, Instant};
 use criterion::Criterion;
 use hyperkit_obs::prometheus::{Histogram, HistogramOpts, IntCounter, IntGauge};
 use hyperkit_obs::{LabelValue, track_build};
-use support::median;
+use test_support::bench::median;
 
 #[derive(Debug)]
 struct Error;
@@ -127,10 +125,13 @@ const CALLS: u64 = 1_000_000;
 const ROUNDS: usize = 7;
 const THREADS: [usize; 3] = [1, 2, 4];
 
-/// This thread's CPU time so far, in nanoseconds (Linux; `None` elsewhere).
+/// This thread's CPU time so far, in nanoseconds: the thread's own CPU
+/// clock, exact to the moment it is read (`CLOCK_THREAD_CPUTIME_ID`).
 fn thread_cpu_ns() -> Option<u64> {
-    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
-    stat.split_whitespace().next()?.parse().ok()
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    let secs = u64::try_from(t.tv_sec).ok()?;
+    let nanos = u64::try_from(t.tv_nsec).ok()?;
+    Some(secs * 1_000_000_000 + nanos)
 }
 
 /// What one timed run measured: the wall time from the start to the last

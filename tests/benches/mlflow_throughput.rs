@@ -20,11 +20,6 @@
 //! `HYPERKIT_BENCH_MLFLOW_URI=http://…` it measures that server instead;
 //! `HYPERKIT_MLFLOW_CONCURRENCY` sets the exporter's runs in flight.
 
-#[path = "../tests/mlflow_support/mod.rs"]
-mod mlflow_support;
-#[path = "../../hyperkit-obs/benches/support/mod.rs"]
-mod support;
-
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
@@ -32,8 +27,8 @@ use hyperkit_obs::mlflow::{
     self, KeyValue, Metric, MlflowClient, MlflowConfig, RunStatus, TrackingTarget,
 };
 use hyperkit_obs::{ModelOutput, track_model};
-use mlflow_support::{Backend, MlflowServer, Version, python};
-use support::median;
+use test_support::bench::median;
+use test_support::mlflow::{Backend, MlflowServer, Version, python};
 
 /// Runs each client logs.
 const RUNS: u64 = 400;

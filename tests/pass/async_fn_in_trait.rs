@@ -15,9 +15,7 @@ impl Store for Memory {
     }
 }
 
-#[path = "../support/metrics.rs"]
-mod metrics_support;
-use metrics_support::counter;
+use test_support::metrics::counter_total as counter;
 
 fn main() {
     let rt = tokio::runtime::Builder::new_current_thread()

@@ -27,9 +27,7 @@ impl Builder for Compiler {
 
 fn assert_send<T: Send>(_: &T) {}
 
-#[path = "../support/metrics.rs"]
-mod metrics_support;
-use metrics_support::counter;
+use test_support::metrics::counter_total as counter;
 
 fn main() {
     let compiler: Box<dyn Builder + Send + Sync> = Box::new(Compiler { optimize: false });

@@ -32,9 +32,7 @@ async fn start_build(
 
 fn assert_send<T: Send>(_: &T) {}
 
-#[path = "../support/metrics.rs"]
-mod metrics_support;
-use metrics_support::counter;
+use test_support::metrics::counter_total as counter;
 
 /// One HTTP/1.1 request over a plain socket; returns the status line.
 fn post_to(addr: std::net::SocketAddr, path: &str, body: &str) -> String {

@@ -23,9 +23,7 @@ impl Cache {
     }
 }
 
-#[path = "../support/metrics.rs"]
-mod metrics_support;
-use metrics_support::counter;
+use test_support::metrics::counter_total as counter;
 
 fn main() {
     let mut cache = Cache {

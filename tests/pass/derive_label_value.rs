@@ -16,9 +16,7 @@ fn build(chain: Chain) -> Chain {
     chain
 }
 
-#[path = "../support/metrics.rs"]
-mod metrics_support;
-use metrics_support::counter;
+use test_support::metrics::counter_total as counter;
 
 fn main() {
     assert_eq!(

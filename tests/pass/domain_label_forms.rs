@@ -48,9 +48,7 @@ fn tick() {}
 #[track(Tick, level = "trace")]
 async fn tick_async() {}
 
-#[path = "../support/metrics.rs"]
-mod metrics_support;
-use metrics_support::counter;
+use test_support::metrics::counter_total as counter;
 
 fn main() {
     from_parameters("params", 1, true, Tier::Paid);

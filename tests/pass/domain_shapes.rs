@@ -84,9 +84,7 @@ async fn handler(State(count): State<Arc<()>>, Path(region): Path<String>) -> St
 
 fn assert_send<T: Send>(_: &T) {}
 
-#[path = "../support/metrics.rs"]
-mod metrics_support;
-use metrics_support::counter;
+use test_support::metrics::counter_total as counter;
 
 fn main() {
     let rt = tokio::runtime::Builder::new_current_thread()

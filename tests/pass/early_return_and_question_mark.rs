@@ -31,9 +31,7 @@ fn first_even(chain: &str, values: &[u32]) -> Option<u32> {
     None
 }
 
-#[path = "../support/metrics.rs"]
-mod metrics_support;
-use metrics_support::counter;
+use test_support::metrics::counter_total as counter;
 
 fn main() {
     assert_eq!(parse("sync", "max"), Ok(u32::MAX));

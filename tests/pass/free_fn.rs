@@ -11,9 +11,7 @@ fn build(chain: &str, size: u32) -> Result<u32, String> {
     }
 }
 
-#[path = "../support/metrics.rs"]
-mod metrics_support;
-use metrics_support::counter;
+use test_support::metrics::counter_total as counter;
 
 fn main() {
     assert_eq!(build("ethereum", 21), Ok(42));

@@ -16,9 +16,7 @@ enum Rollup {
 #[track_build(chain)]
 fn build<C: LabelValue>(chain: C) {}
 
-#[path = "../support/metrics.rs"]
-mod metrics_support;
-use metrics_support::counter;
+use test_support::metrics::counter_total as counter;
 
 fn main() {
     build(Chain::Ethereum);

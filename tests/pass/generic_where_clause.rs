@@ -17,9 +17,7 @@ where
     sources.iter().map(AsRef::as_ref).collect()
 }
 
-#[path = "../support/metrics.rs"]
-mod metrics_support;
-use metrics_support::counter;
+use test_support::metrics::counter_total as counter;
 
 fn main() {
     let sources = vec!["a.sol".to_owned(), "b.sol".to_owned()];

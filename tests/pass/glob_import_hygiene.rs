@@ -26,9 +26,7 @@ fn registry() {}
 #[allow(dead_code)]
 struct Status;
 
-#[path = "../support/metrics.rs"]
-mod metrics_support;
-use metrics_support::counter;
+use test_support::metrics::counter_total as counter;
 
 fn main() {
     assert_eq!(build("hygiene", 1), Ok(5));

@@ -24,9 +24,7 @@ fn unpinned(n: u32) -> impl Future<Output = u32> + Send + Unpin {
 fn assert_send<T: Send>(_: &T) {}
 fn assert_unpin<T: Unpin>(_: &T) {}
 
-#[path = "../support/metrics.rs"]
-mod metrics_support;
-use metrics_support::counter;
+use test_support::metrics::counter_total as counter;
 
 fn main() {
     let rt = tokio::runtime::Builder::new_current_thread()

@@ -22,9 +22,7 @@ fn build(spec: &Spec) -> u32 {
     spec.asked.get()
 }
 
-#[path = "../support/metrics.rs"]
-mod metrics_support;
-use metrics_support::counter;
+use test_support::metrics::counter_total as counter;
 
 fn main() {
     let spec = Spec {

@@ -30,9 +30,7 @@ fn mixed(request: Request) -> usize {
     prompt.len()
 }
 
-#[path = "../support/metrics.rs"]
-mod metrics_support;
-use metrics_support::counter;
+use test_support::metrics::counter_total as counter;
 
 fn main() {
     shorthand("shorthand-chain");

@@ -39,9 +39,7 @@ fn summarize(model: &str, text: &str) -> Completion {
     }
 }
 
-#[path = "../support/metrics.rs"]
-mod metrics_support;
-use metrics_support::counter;
+use test_support::metrics::counter_total as counter;
 
 fn main() {
     let rt = tokio::runtime::Builder::new_current_thread()

@@ -13,9 +13,7 @@ fn build(Spec { chain, size }: Spec, (_, factor): (u8, u32)) -> u32 {
     size * factor
 }
 
-#[path = "../support/metrics.rs"]
-mod metrics_support;
-use metrics_support::counter;
+use test_support::metrics::counter_total as counter;
 
 fn main() {
     assert_eq!(

@@ -18,9 +18,7 @@ impl Repository for Rows {
     }
 }
 
-#[path = "../support/metrics.rs"]
-mod metrics_support;
-use metrics_support::counter;
+use test_support::metrics::counter_total as counter;
 
 fn main() {
     let repo: &dyn Repository = &Rows(vec!["a", "b"]);

@@ -25,9 +25,7 @@ fn sync_inner(chain: &str) -> u32 {
 
 fn assert_send<T: Send>(_: &T) {}
 
-#[path = "../support/metrics.rs"]
-mod metrics_support;
-use metrics_support::counter;
+use test_support::metrics::counter_total as counter;
 
 fn main() {
     let rt = tokio::runtime::Builder::new_current_thread()

@@ -1,14 +1,12 @@
 //! The cardinality guard. Its own test binary: the limits are process-wide,
 //! so each test sets the ones it needs and the tests run one at a time.
 
-mod common;
-
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
-use common::*;
 use hyperkit_obs::metrics::{set_max_label_sets, set_max_label_values};
 use hyperkit_obs::{OVERFLOW_VALUE, track_build, track_model, track_query};
+use test_support::metrics::{builds, counter};
 
 #[track_build(chain)]
 fn build(chain: &str) {}

@@ -11,15 +11,19 @@
 //! message contains `poison` with a 400 `document_parsing_exception`; the
 //! Logstash fixture reads JSON lines as the `tcp` input with the
 //! `json_lines` codec does. The richer protocol cases are in
-//! `elasticsearch.rs` and `logstash.rs`.
+//! `logs/elasticsearch` and `logs/logstash.rs`.
+//!
+//! A binary of its own: `init()` installs the process-wide subscriber and
+//! shippers, which would take every other test's log lines.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hyperkit_obs::logs::{LogStore, Query, SearchOptions};
 use hyperkit_obs::{Builder, MonitoringConfig, track_build};
+use test_support::fixture::{Fixture, HttpFixture, Response};
+use test_support::wait::wait_for_value;
+use tokio::io::AsyncBufReadExt;
 
 #[derive(Debug)]
 struct BuildError;
@@ -39,116 +43,51 @@ fn build(chain: &str) -> Result<(), BuildError> {
 /// Every document received, as JSON.
 type Received = Arc<Mutex<Vec<serde_json::Value>>>;
 
-/// A request: its first line, its headers (lower-case names) and its body.
-type Request = (String, Vec<(String, String)>, Vec<u8>);
-
-fn read_http(stream: &mut TcpStream) -> Option<Request> {
-    let mut reader = BufReader::new(stream.try_clone().ok()?);
-    let mut line = String::new();
-    reader.read_line(&mut line).ok()?;
-    if line.is_empty() {
-        return None;
-    }
-    let mut headers = Vec::new();
-    loop {
-        let mut h = String::new();
-        reader.read_line(&mut h).ok()?;
-        let h = h.trim_end();
-        if h.is_empty() {
-            break;
-        }
-        let (k, v) = h.split_once(':')?;
-        headers.push((k.trim().to_ascii_lowercase(), v.trim().to_owned()));
-    }
-    let len = headers
-        .iter()
-        .find(|(k, _)| k == "content-length")
-        .and_then(|(_, v)| v.parse().ok())
-        .unwrap_or(0);
-    let mut body = vec![0; len];
-    reader.read_exact(&mut body).ok()?;
-    Some((line, headers, body))
-}
-
 /// A `_bulk` endpoint on 127.0.0.1; also accepts the index template.
-fn elasticsearch(received: Received) -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let received = received.clone();
-            std::thread::spawn(move || {
-                while let Some((line, headers, body)) = read_http(&mut stream) {
-                    let answer = if line.contains("/_bulk") {
-                        let gzip = headers
-                            .iter()
-                            .any(|(k, v)| k == "content-encoding" && v == "gzip");
-                        let mut ndjson = Vec::new();
-                        if gzip {
-                            flate2::read::GzDecoder::new(&body[..])
-                                .read_to_end(&mut ndjson)
-                                .unwrap();
-                        } else {
-                            ndjson = body;
-                        }
-                        let text = String::from_utf8(ndjson).unwrap();
-                        let lines: Vec<&str> = text.lines().collect();
-                        let mut items = Vec::new();
-                        for pair in lines.chunks(2) {
-                            let action: serde_json::Value = serde_json::from_str(pair[0]).unwrap();
-                            let (op, meta) = action.as_object().unwrap().iter().next().unwrap();
-                            let doc: serde_json::Value = serde_json::from_str(pair[1]).unwrap();
-                            let index = meta["_index"].clone();
-                            if doc["message"].as_str().unwrap_or("").contains("poison") {
-                                items.push(serde_json::json!({op: {"_index": index, "status": 400,
-                                    "error": {"type": "document_parsing_exception",
-                                              "reason": "failed to parse field [chain]"}}}));
-                            } else {
-                                received.lock().unwrap().push(doc);
-                                items.push(
-                                    serde_json::json!({op: {"_index": index, "status": 201}}),
-                                );
-                            }
-                        }
-                        let errors = items.iter().any(|i| i.to_string().contains("\"error\""));
-                        serde_json::json!({"took": 1, "errors": errors, "items": items}).to_string()
-                    } else {
-                        r#"{"acknowledged":true}"#.to_owned()
-                    };
-                    let reply = format!(
-                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{answer}",
-                        answer.len()
-                    );
-                    if stream.write_all(reply.as_bytes()).is_err() {
-                        break;
-                    }
-                }
-            });
+fn elasticsearch(received: Received) -> HttpFixture {
+    HttpFixture::start(move |request| {
+        if !request.path.contains("/_bulk") {
+            return Response::json(200, &serde_json::json!({"acknowledged": true})).into();
         }
-    });
-    port
+        let text = String::from_utf8(request.body.clone()).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        let mut items = Vec::new();
+        for pair in lines.chunks(2) {
+            let action: serde_json::Value = serde_json::from_str(pair[0]).unwrap();
+            let (op, meta) = action.as_object().unwrap().iter().next().unwrap();
+            let doc: serde_json::Value = serde_json::from_str(pair[1]).unwrap();
+            let index = meta["_index"].clone();
+            if doc["message"].as_str().unwrap_or("").contains("poison") {
+                items.push(serde_json::json!({op: {"_index": index, "status": 400,
+                    "error": {"type": "document_parsing_exception",
+                              "reason": "failed to parse field [chain]"}}}));
+            } else {
+                received.lock().unwrap().push(doc);
+                items.push(serde_json::json!({op: {"_index": index, "status": 201}}));
+            }
+        }
+        let errors = items.iter().any(|i| i.to_string().contains("\"error\""));
+        Response::json(
+            200,
+            &serde_json::json!({"took": 1, "errors": errors, "items": items}),
+        )
+        .into()
+    })
 }
 
 /// A Logstash `tcp` input with the `json_lines` codec on 127.0.0.1.
-fn logstash(received: Received) -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(stream) = stream else { continue };
-            let received = received.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines() {
-                    let Ok(line) = line else { break };
-                    let doc: serde_json::Value =
-                        serde_json::from_str(&line).expect("every line is one JSON document");
-                    received.lock().unwrap().push(doc);
-                }
-            });
+fn logstash(received: Received) -> Fixture {
+    Fixture::tcp(move |stream, _| {
+        let received = received.clone();
+        async move {
+            let mut lines = tokio::io::BufReader::new(stream).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                let doc: serde_json::Value =
+                    serde_json::from_str(&line).expect("every line is one JSON document");
+                received.lock().unwrap().push(doc);
+            }
         }
-    });
-    port
+    })
 }
 
 fn wait_for(
@@ -156,25 +95,18 @@ fn wait_for(
     received: &Received,
     check: impl Fn(&serde_json::Value) -> bool,
 ) -> serde_json::Value {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(doc) = received.lock().unwrap().iter().find(|d| check(d)) {
-            return doc.clone();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what}: not received within 20 s"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_value(what, Duration::from_secs(20), || {
+        received.lock().unwrap().iter().find(|d| check(d)).cloned()
+    })
 }
 
 #[test]
 fn init_ships_tracked_failures_to_elasticsearch_and_logstash_and_keeps_refused_documents() {
     let es_docs: Received = Arc::default();
     let ls_docs: Received = Arc::default();
-    let es = elasticsearch(es_docs.clone());
-    let ls = logstash(ls_docs.clone());
+    let es_fixture = elasticsearch(es_docs.clone());
+    let ls_fixture = logstash(ls_docs.clone());
+    let (es, ls) = (es_fixture.addr().port(), ls_fixture.addr().port());
     let data = std::env::temp_dir().join(format!("hyperkit-logs-shipping-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&data);
     let vars = [

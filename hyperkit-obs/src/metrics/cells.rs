@@ -32,7 +32,7 @@ const INLINE_BUCKETS: usize = 8;
 /// aligned so that no two threads' shards share a cache line, nor a pair of
 /// lines the adjacent-line prefetcher fetches together.
 #[repr(align(128))]
-struct Shard {
+pub(crate) struct Shard {
     started: AtomicU64,
     /// Calls finished: success, failure, panic, cancelled.
     finished: [AtomicU64; 4],
@@ -71,9 +71,10 @@ fn read(c: &AtomicU64) -> u64 {
     c.load(Ordering::Acquire)
 }
 
-/// How a shard is written: by its owner alone, or by anyone.
+/// How a shard is written: by its owner alone, or by anyone. An owned
+/// writer is only ever used on the thread that got it.
 #[derive(Clone, Copy)]
-enum Writer<'a> {
+pub(crate) enum Writer<'a> {
     Owned(&'a Shard),
     Shared(&'a Shard),
 }
@@ -260,11 +261,29 @@ impl Cells {
         w.add(&w.shard().started, 1);
     }
 
+    /// This thread's writer, counting a start if `started`: for a call that
+    /// will finish on this thread, which then passes it to
+    /// [`finish_with`](Self::finish_with) instead of finding it again.
+    #[inline(always)]
+    pub(crate) fn start_here(&self, started: bool) -> Writer<'_> {
+        let w = self.writer();
+        if started {
+            w.add(&w.shard().started, 1);
+        }
+        w
+    }
+
     /// Counts a call that finished with status number `status` (in the
     /// order success, failure, panic, cancelled) after `ns` nanoseconds.
     #[inline(always)]
     pub(crate) fn finish(&self, status: usize, ns: u64) {
-        let w = self.writer();
+        self.finish_with(self.writer(), status, ns);
+    }
+
+    /// [`finish`](Self::finish) with the writer [`start_here`](Self::start_here)
+    /// gave, on the same thread.
+    #[inline(always)]
+    pub(crate) fn finish_with(&self, w: Writer<'_>, status: usize, ns: u64) {
         let shard = w.shard();
         // A scan from the smallest bound: a fast call (the common case, and
         // the one where a few instructions show) stops at once; a call slow

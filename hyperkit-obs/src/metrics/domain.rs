@@ -143,6 +143,9 @@ pub struct DomainHandles {
     pub(crate) model: Option<ModelCounters>,
     /// `name="value",…` of this label set, escaped, for the exposition.
     label_text: Box<str>,
+    /// Whether calls raise the in-flight gauge (the spec's, kept here: one
+    /// load on a call's path instead of three).
+    in_flight: bool,
 }
 
 impl DomainHandles {
@@ -159,6 +162,7 @@ impl DomainHandles {
                 metrics.spec.labels.iter().copied(),
                 values.iter().copied(),
             ),
+            in_flight: metrics.spec.in_flight.is_some(),
         }
     }
 
@@ -170,7 +174,7 @@ impl DomainHandles {
     /// Whether calls raise the in-flight gauge.
     #[inline(always)]
     pub(crate) fn counts_in_flight(&self) -> bool {
-        self.metrics.spec.in_flight.is_some()
+        self.in_flight
     }
 }
 
@@ -239,6 +243,10 @@ impl DomainMetrics {
                 }
             }
         }
+        DOMAINS
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(self.spec);
         let registry = super::registry();
         use super::render::{Native, add};
         add(Native::DomainCalls(self));
@@ -381,6 +389,31 @@ impl DomainMetrics {
 
 /// The label names of every domain in use.
 static LABEL_NAMES: RwLock<Vec<&'static str>> = RwLock::new(Vec::new());
+
+/// Every domain that has recorded a call.
+static DOMAINS: RwLock<Vec<&'static DomainSpec>> = RwLock::new(Vec::new());
+
+/// The calls counters of the built-in domains: they have charts of their
+/// own on the status page.
+#[cfg(feature = "http")]
+const BUILT_IN: [&str; 3] = [
+    "hyperkit_builds_total",
+    "hyperkit_model_calls_total",
+    "hyperkit_db_queries_total",
+];
+
+/// The domains of the program's own (not the built-in ones) that have
+/// recorded a call, for the status page.
+#[cfg(feature = "http")]
+pub(crate) fn user_domains() -> Vec<&'static DomainSpec> {
+    DOMAINS
+        .read()
+        .unwrap_or_else(PoisonError::into_inner)
+        .iter()
+        .copied()
+        .filter(|d| !BUILT_IN.contains(&d.calls))
+        .collect()
+}
 
 /// The label names of every domain that has recorded a call, for the
 /// Sentry layer's fingerprints.

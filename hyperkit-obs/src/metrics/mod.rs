@@ -6,6 +6,7 @@
 //! `family.rs` for why `prometheus::*Vec` is not used).
 
 mod cells;
+pub(crate) use cells::Writer;
 mod domain;
 mod family;
 mod histogram;
@@ -21,6 +22,8 @@ use prometheus::{IntCounter, IntGauge, Opts, Registry};
 pub use domain::SpecParts;
 #[cfg(feature = "sentry")]
 pub(crate) use domain::label_names;
+#[cfg(feature = "http")]
+pub(crate) use domain::user_domains;
 pub use domain::{DomainHandles, DomainMetrics, DomainSpec};
 pub(crate) use family::Family;
 use family::Registered;

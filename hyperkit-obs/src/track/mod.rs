@@ -17,12 +17,13 @@ pub(crate) mod site;
 pub(crate) mod spans;
 
 use std::fmt;
+use std::num::NonZeroU64;
 use std::time::{Duration, SystemTime};
 
 use tracing::Span;
 
 use crate::clock::clock;
-use crate::metrics::{DomainHandles, Entry};
+use crate::metrics::{DomainHandles, Entry, Writer};
 use crate::model::{CallId, Usage};
 use site::Site;
 
@@ -111,7 +112,6 @@ pub struct Prepared {
     set: &'static LabelSet,
     /// `None` when INFO spans are off: nothing to move, enter or drop.
     span: Option<Span>,
-    log: LogFn,
 }
 
 impl Prepared {
@@ -122,25 +122,35 @@ impl Prepared {
         site: &'static Site<DomainHandles>,
         set: &'static LabelSet,
         span: Option<Span>,
-        log: LogFn,
     ) -> Self {
-        Prepared {
-            site,
-            set,
-            span,
-            log,
-        }
+        Prepared { site, set, span }
     }
 
-    /// Counts the call as started and starts the clock.
+    /// Counts the call as started and starts the clock, for a call that
+    /// may finish on another thread (a future).
     #[inline(always)]
     pub fn start(self) -> Call {
         let handles = &self.set.handles;
         if handles.counts_in_flight() {
             handles.cells.start();
         }
+        self.begin(None)
+    }
+
+    /// [`start`](Self::start) for a call that finishes on this thread (a
+    /// synchronous body): the thread's counters are found once, not twice.
+    #[inline(always)]
+    pub fn start_here(self) -> Call {
+        let handles = &self.set.handles;
+        let here = handles.cells.start_here(handles.counts_in_flight());
+        self.begin(Some(here))
+    }
+
+    #[inline(always)]
+    fn begin(self, here: Option<Writer<'static>>) -> Call {
+        let handles = &self.set.handles;
         let id = if handles.model.is_some() {
-            model::next_call_id(self.set)
+            model::next_call_id()
         } else {
             None
         };
@@ -148,8 +158,8 @@ impl Prepared {
             site: self.site,
             set: self.set,
             span: self.span,
-            log: self.log,
             id,
+            here,
             start: clock().now(),
             done: false,
         }
@@ -163,8 +173,11 @@ pub struct Call {
     site: &'static Site<DomainHandles>,
     set: &'static LabelSet,
     span: Option<Span>,
-    log: LogFn,
-    id: Option<CallId>,
+    /// A model call's sequence number (its id with `set`).
+    id: Option<NonZeroU64>,
+    /// The counters of the thread the call started on, for a call that
+    /// finishes there ([`Prepared::start_here`]); `None` for a future.
+    here: Option<Writer<'static>>,
     /// The clock's ticks at the start.
     start: u64,
     done: bool,
@@ -181,7 +194,7 @@ impl Call {
     /// The call's id (model calls only).
     #[inline(always)]
     pub fn id(&self) -> Option<CallId> {
-        self.id
+        self.id.map(|seq| CallId::new(seq, self.set))
     }
 
     /// Enters the call's span and makes it the current call of this thread
@@ -191,7 +204,7 @@ impl Call {
     pub fn enter(&self) -> Entered<'_> {
         Entered {
             _span: self.span.as_ref().map(Span::enter),
-            _call: self.id.map(crate::model::CurrentCall::enter),
+            _call: self.id().map(crate::model::CurrentCall::enter),
         }
     }
 
@@ -227,7 +240,10 @@ impl Call {
         let clock = clock();
         let ns = clock.nanos(self.start, clock.now());
         let handles = &self.set.handles;
-        handles.cells.finish(status.index(), ns);
+        match self.here {
+            Some(here) => handles.cells.finish_with(here, status.index(), ns),
+            None => handles.cells.finish(status.index(), ns),
+        }
         // One load each when there is no sink and nothing logs (no
         // subscriber, or one that takes no ERROR): then no record is built,
         // no span entered, no event made.
@@ -249,14 +265,14 @@ impl Call {
                 error,
                 error_type,
                 usage,
-                call_id: self.id,
+                call_id: self.id(),
                 label_names: spec.labels(),
                 label_values: self.set.value_slice(),
             });
         }
         if to_logs {
             let _entered = self.span.as_ref().map(Span::enter);
-            (self.log)(&Finished {
+            (self.site.log)(&Finished {
                 status,
                 elapsed,
                 error,

@@ -6,9 +6,8 @@ use std::cell::Cell;
 use std::num::NonZeroU64;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::LabelSet;
 use crate::metrics::DomainHandles;
-use crate::model::{CallId, Usage};
+use crate::model::Usage;
 
 /// Ids each thread takes from the process-wide sequence at once, so that
 /// threads making model calls do not all write one shared counter.
@@ -37,16 +36,17 @@ fn take(ids: &Cell<(u64, u64)>) -> u64 {
     next
 }
 
-/// A new id for a call of label set `set`: unique in the process (and, with
-/// the process key, across processes), increasing on each thread.
+/// A new model call's sequence number (its id with its label set): unique
+/// in the process (and, with the process key, across processes), increasing
+/// on each thread.
 #[inline]
-pub(crate) fn next_call_id(set: &'static LabelSet) -> Option<CallId> {
+pub(crate) fn next_call_id() -> Option<NonZeroU64> {
     let seq = IDS
         .try_with(take)
         // A call made while this thread's locals are destroyed takes an id
         // of its own from the sequence.
         .unwrap_or_else(|_| NEXT_BLOCK.fetch_add(1, Ordering::Relaxed));
-    NonZeroU64::new(seq).map(|seq| CallId::new(seq, set))
+    NonZeroU64::new(seq)
 }
 
 /// Records the token usage and acceptance read from a model call's output.

@@ -34,6 +34,9 @@ pub struct Site<H: 'static> {
     pub function: &'static str,
     /// The function's module path.
     pub module: &'static str,
+    /// Emits the closing event of a call here (generated per site, so the
+    /// event's target is the user's module).
+    pub(crate) log: super::LogFn,
     slots: OnceLock<Slots<H>>,
     /// A generic function's site: its instances may give labels of other
     /// types, so the slots' value sets are checked on each call.
@@ -44,11 +47,13 @@ pub struct Site<H: 'static> {
 }
 
 impl<H: Sync + 'static> Site<H> {
-    /// An empty site for `function` in `module`, for a `static`.
-    pub const fn new(function: &'static str, module: &'static str) -> Self {
+    /// An empty site for `function` in `module`, for a `static`; `log`
+    /// emits its calls' closing events.
+    pub const fn new(function: &'static str, module: &'static str, log: super::LogFn) -> Self {
         Site {
             function,
             module,
+            log,
             slots: OnceLock::new(),
             generic: false,
             last: AtomicPtr::new(std::ptr::null_mut()),
@@ -57,10 +62,11 @@ impl<H: Sync + 'static> Site<H> {
 
     /// An empty site for a generic function, whose label types may differ
     /// between its instances.
-    pub const fn generic(function: &'static str, module: &'static str) -> Self {
+    pub const fn generic(function: &'static str, module: &'static str, log: super::LogFn) -> Self {
         Site {
             function,
             module,
+            log,
             slots: OnceLock::new(),
             generic: true,
             last: AtomicPtr::new(std::ptr::null_mut()),

@@ -7,10 +7,10 @@
 //! These tests live in the `hyperkit-obs` package, not in the `tests`
 //! crate, because only a package's own integration tests get
 //! `CARGO_BIN_EXE_hyperkit-obs` and have Cargo build the binary (fresh)
-//! before them; the MLflow harness is shared with the `tests` crate through
-//! `#[path]` (see `support`). The MLflow tests need the MLflow venvs of
-//! `mlflow_support` (the failure names the commands that create them); the
-//! tests with a server take turns (`serial()`).
+//! before them; the MLflow harness is `test_support::mlflow`, shared with
+//! the `tests` crate. The MLflow tests need its MLflow venvs (the failure
+//! names the commands that create them); the tests with a server take
+//! turns (`serial()`).
 
 mod logs;
 mod mlflow;

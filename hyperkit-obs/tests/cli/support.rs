@@ -1,8 +1,5 @@
 //! Running the built `hyperkit-obs` and reading what it did.
 
-#[path = "../../../tests/tests/mlflow_support/mod.rs"]
-pub(crate) mod mlflow_support;
-
 use std::path::Path;
 use std::process::Command;
 

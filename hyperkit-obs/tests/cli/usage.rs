@@ -3,8 +3,8 @@
 //! stderr (the problem and what to write instead) and exits 2; only an
 //! unknown command is followed by the usage text.
 
-use crate::support::mlflow_support::TempDir;
 use crate::support::{Output, assert_usage_error, cli};
+use test_support::TempDir;
 
 /// Every command, with an option its help lists (`check` has none).
 const COMMANDS: [(&[&str], &str); 5] = [

@@ -27,6 +27,19 @@ pub(super) struct Raw {
     pub(super) http: (f64, f64),
     /// sink -> dropped items.
     pub(super) dropped: BTreeMap<String, f64>,
+    /// A program's own domains: name -> calls and durations.
+    pub(super) domains: BTreeMap<String, DomainRaw>,
+}
+
+/// The cumulative sums of one domain of the program's own.
+#[derive(Clone, Debug, Default)]
+pub(super) struct DomainRaw {
+    /// Calls that finished successfully.
+    pub(super) ok: f64,
+    /// Calls that finished.
+    pub(super) all: f64,
+    /// Duration buckets over every label set: (upper bound, cumulative).
+    pub(super) buckets: Vec<(f64, f64)>,
 }
 
 fn label<'a>(m: &'a prometheus::proto::Metric, name: &str) -> &'a str {
@@ -64,6 +77,11 @@ impl Raw {
             + keys(&self.acceptance)
             + keys(&self.tokens)
             + keys(&self.dropped)
+            + self
+                .domains
+                .iter()
+                .map(|(k, v)| k.capacity() + NODE + v.buckets.capacity() * 16)
+                .sum::<usize>()
             + self.build_buckets.capacity() * 16
             + self
                 .model_buckets
@@ -73,8 +91,36 @@ impl Raw {
     }
 
     pub(super) fn from_families(families: &[MetricFamily]) -> Raw {
+        let domains = crate::metrics::user_domains();
+        Raw::from_families_of(families, &domains)
+    }
+
+    /// As [`from_families`](Self::from_families), with the program's own
+    /// domains given.
+    pub(super) fn from_families_of(
+        families: &[MetricFamily],
+        domains: &[&'static crate::metrics::DomainSpec],
+    ) -> Raw {
         let mut raw = Raw::default();
         for f in families {
+            if let Some(d) = domains.iter().find(|d| d.calls_total() == f.name()) {
+                let e = raw.domains.entry(d.name().to_owned()).or_default();
+                for m in f.get_metric() {
+                    let n = m.get_counter().get_value();
+                    e.all += n;
+                    if label(m, "status") == "success" {
+                        e.ok += n;
+                    }
+                }
+                continue;
+            }
+            if let Some(d) = domains.iter().find(|d| d.duration_seconds() == f.name()) {
+                let e = raw.domains.entry(d.name().to_owned()).or_default();
+                for m in f.get_metric() {
+                    add_buckets(&mut e.buckets, m.get_histogram());
+                }
+                continue;
+            }
             for m in f.get_metric() {
                 let counter = m.get_counter().get_value();
                 match f.name() {
@@ -214,6 +260,22 @@ pub(super) fn derive(now: &Raw, then: &Raw, seconds: f64) -> Vec<((&'static str,
     for (kind, &n) in &now.tokens {
         let n0 = then.tokens.get(kind).copied().unwrap_or_default();
         put("tokens_per_min", kind, Some((n - n0) * 60.0 / seconds));
+    }
+    for (domain, d) in &now.domains {
+        let before = then.domains.get(domain);
+        let (ok0, all0) = before.map_or((0.0, 0.0), |b| (b.ok, b.all));
+        put(
+            "domain_calls_per_min",
+            domain,
+            Some((d.all - all0) * 60.0 / seconds),
+        );
+        put("domain_success", domain, ratio(d.ok - ok0, d.all - all0));
+        let buckets0 = before.map_or(&[][..], |b| b.buckets.as_slice());
+        put(
+            "domain_duration",
+            &format!("{domain} p95"),
+            quantile(&d.buckets, buckets0, 0.95),
+        );
     }
     // A service that has served no request through the RED layer has no
     // HTTP data, not a rate of zero.

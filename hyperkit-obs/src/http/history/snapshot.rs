@@ -54,6 +54,21 @@ const CHARTS: &[Chart] = &[
         unit: "tokens/min",
     },
     Chart {
+        id: "domain_calls_per_min",
+        title: "Calls per minute of your own domains",
+        unit: "calls/min",
+    },
+    Chart {
+        id: "domain_success",
+        title: "Success rate of your own domains",
+        unit: "%",
+    },
+    Chart {
+        id: "domain_duration",
+        title: "Duration p95 of your own domains",
+        unit: "s",
+    },
+    Chart {
         id: "http_rate",
         title: "HTTP request rate",
         unit: "req/s",
@@ -81,6 +96,15 @@ impl History {
             .collect();
         let charts = CHARTS
             .iter()
+            .filter(|chart| {
+                // The charts of a program's own domains only when it has some.
+                !chart.id.starts_with("domain_")
+                    || self
+                        .series
+                        .range((chart.id, String::new())..)
+                        .next()
+                        .is_some_and(|((id, _), _)| *id == chart.id)
+            })
             .map(|chart| {
                 let series = self
                     .series

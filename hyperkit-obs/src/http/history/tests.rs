@@ -49,6 +49,42 @@ fn rates_and_quantiles_come_from_deltas_over_the_window() {
     assert_eq!(snap.totals.builds, 10.0);
 }
 
+#[derive(crate::Domain)]
+#[domain(crate = crate, prefix = "history_test_deploy", buckets = [0.001, 1.0])]
+struct HistoryDeploy {
+    env: String,
+}
+
+#[crate::track(HistoryDeploy, env, crate = crate)]
+fn deploy(env: &str, fail: bool) -> Result<(), String> {
+    if fail { Err("no".into()) } else { Ok(()) }
+}
+
+#[test]
+fn a_programs_own_domain_gets_its_rate_success_and_duration_charts() {
+    let registry = crate::metrics::registry();
+    let mut h = History::new();
+    let _ = deploy("staging", false);
+    h.sample(registry, 1_000);
+    for i in 0..10 {
+        let _ = deploy("staging", i == 0);
+    }
+    h.sample(registry, 31_000);
+    let snap = h.snapshot();
+    let series = |id: &str, name: &str| {
+        snap.charts
+            .iter()
+            .find(|c| c.id == id)
+            .and_then(|c| c.series.iter().find(|s| s.name == name))
+            .and_then(|s| s.latest)
+    };
+    // 10 calls in 30 s, one of them failed, each well under a millisecond.
+    assert_eq!(series("domain_calls_per_min", "history_deploy"), Some(20.0));
+    assert_eq!(series("domain_success", "history_deploy"), Some(90.0));
+    let p95 = series("domain_duration", "history_deploy p95").expect("a p95");
+    assert!(p95 <= 0.001, "{p95}");
+}
+
 #[test]
 fn an_empty_registry_gives_charts_without_series() {
     let mut h = History::new();
@@ -56,6 +92,10 @@ fn an_empty_registry_gives_charts_without_series() {
     let snap = h.snapshot();
     assert_eq!(snap.samples, 1);
     assert!(snap.charts.iter().all(|c| c.series.is_empty()));
+    assert!(
+        !snap.charts.iter().any(|c| c.id.starts_with("domain_")),
+        "no charts of the program's own domains without data"
+    );
 }
 
 #[test]

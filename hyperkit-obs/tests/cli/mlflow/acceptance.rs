@@ -10,7 +10,8 @@ use serde_json::{Value, json};
 
 use super::{FAST_FAIL, block_on};
 use crate::support::cli;
-use crate::support::mlflow_support::{Backend, MlflowServer, TempDir, Version, serial};
+use test_support::TempDir;
+use test_support::mlflow::{Backend, MlflowServer, Version, serial};
 
 /// Run `i` of an acceptance fixture: accepted for i % 3 == 0, rejected for
 /// i % 3 == 1, undecided otherwise.

@@ -9,10 +9,9 @@ use hyperkit_obs::mlflow::{
 use serde_json::{Value, json};
 
 use super::{FAST_FAIL, block_on};
-use crate::support::mlflow_support::{
-    self, Backend, MlflowServer, TempDir, Version, python, read_runs, serial,
-};
 use crate::support::{assert_usage_error, cli};
+use test_support::mlflow::{Backend, MlflowServer, Version, python, read_runs, serial};
+use test_support::{TempDir, free_port};
 
 const T0: i64 = 1_760_000_000_000;
 
@@ -405,7 +404,7 @@ fn push_failures_say_what_is_wrong() {
     let store = FileStore::open(&root).unwrap();
     let exp = store.get_or_create_experiment("e").unwrap();
     store.log_run(&exp, &record(1)).unwrap();
-    let unused = mlflow_support::free_port();
+    let unused = free_port();
     let to = format!("http://127.0.0.1:{unused}");
     let out = cli(
         dir.path(),
