@@ -225,7 +225,11 @@ fn search_moves_a_store_of_the_earlier_version_into_the_index_and_says_so() {
     }
     drop(conn);
     let out = run(&data, &["logs", "search", "chain:eth*", "--json"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("written by an earlier version"), "{err}");
     assert!(err.contains("moved 2 events"), "{err}");
@@ -235,7 +239,11 @@ fn search_moves_a_store_of_the_earlier_version_into_the_index_and_says_so() {
     assert!(!dir.join(LEGACY_FILE).exists());
     // Once moved, searching says nothing more.
     let again = run(&data, &["logs", "search", "level:error"]);
-    assert!(again.stderr.is_empty(), "{}", String::from_utf8_lossy(&again.stderr));
+    assert!(
+        again.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
     assert_eq!(String::from_utf8(again.stdout).unwrap().lines().count(), 2);
     std::fs::remove_dir_all(&data).unwrap();
 }

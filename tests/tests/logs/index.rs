@@ -24,7 +24,9 @@ fn entry(record: LogRecord) -> StoreEntry {
 
 const T0: i64 = 1_795_757_293_123;
 const DAY: i64 = 86_400_000;
-const VOCAB: &[&str] = &["out", "of", "gas", "build", "Failed", "eth", "ethereum", "retry", "ok"];
+const VOCAB: &[&str] = &[
+    "out", "of", "gas", "build", "Failed", "eth", "ethereum", "retry", "ok",
+];
 const LEVELS: &[&str] = &["error", "warn", "info", "debug"];
 const CHAINS: &[&str] = &["ethereum", "solana", "eth", "Eth-2"];
 const IDS: &[&str] = &["req-001", "req-002", "req-010", "job-7", "REQ-001"];
@@ -134,8 +136,9 @@ fn range_matches(r: &Range, doc: &Value) -> bool {
                 .is_some_and(|t| words(&t).any(|w| within(&w, lo.as_ref(), hi.as_ref())))
         }
         FieldKind::Exact => match value {
-            Some(Value::String(_) | Value::Bool(_)) => text_of(doc, key)
-                .is_some_and(|v| within(&v, r.lower.as_ref(), r.upper.as_ref())),
+            Some(Value::String(_) | Value::Bool(_)) => {
+                text_of(doc, key).is_some_and(|v| within(&v, r.lower.as_ref(), r.upper.as_ref()))
+            }
             _ => false,
         },
     }
@@ -217,8 +220,12 @@ fn pattern() -> impl Strategy<Value = String> {
     let piece = prop_oneof![
         Just("*".to_owned()),
         Just("?".to_owned()),
-        prop::sample::select(&["e", "eth", "req-0", "0", "1", "1?", "ga", "-", "E", "8.", "tr"][..])
-            .prop_map(str::to_owned),
+        prop::sample::select(
+            &[
+                "e", "eth", "req-0", "0", "1", "1?", "ga", "-", "E", "8.", "tr"
+            ][..]
+        )
+        .prop_map(str::to_owned),
     ];
     prop::collection::vec(piece, 1..4)
         .prop_map(|p| p.concat())
@@ -364,10 +371,14 @@ fn tail_returns_what_was_stored_after_its_cursor_in_the_order_it_was_stored() {
     let dir = TempDir::new("logs-index-tail");
     let mut store = LogStore::open(&dir).unwrap();
     let at = |ts: i64, m: &str| entry(LogRecord::new(ts, "info", "t", m));
-    store.insert(&[at(T0, "first"), at(T0 - DAY, "older day")]).unwrap();
+    store
+        .insert(&[at(T0, "first"), at(T0 - DAY, "older day")])
+        .unwrap();
     let now = store.cursor().unwrap();
     // Stored later, though older: `tail` prints what arrives, as it arrives.
-    store.insert(&[at(T0 - 2 * DAY, "late"), at(T0 + 5, "next")]).unwrap();
+    store
+        .insert(&[at(T0 - 2 * DAY, "late"), at(T0 + 5, "next")])
+        .unwrap();
     store.insert(&[at(T0 + 6, "last")]).unwrap();
     let after = SearchOptions {
         after: Some(now),
@@ -390,7 +401,8 @@ fn a_search_reads_the_commits_of_another_open_store_as_they_land() {
     let q = Query::parse("chain:eth*").unwrap();
     for i in 0..5u64 {
         let mut r = LogRecord::new(T0 + i as i64, "info", "t", format!("event {i}"));
-        r.span_fields.push(("chain", FieldValue::Str("ethereum".into())));
+        r.span_fields
+            .push(("chain", FieldValue::Str("ethereum".into())));
         writer.insert(&[entry(r)]).unwrap();
         let found = reader.search(&q, &SearchOptions::default()).unwrap();
         assert_eq!(found.len() as u64, i + 1);

@@ -121,7 +121,11 @@ fn valid_queries() -> impl Strategy<Value = Query> {
                     || t.value.chars().any(char::is_alphanumeric))
         })
         .prop_map(Query::Term);
-    let escape = |s: &str| s.replace('\\', "\\\\").replace('*', "\\*").replace('?', "\\?");
+    let escape = |s: &str| {
+        s.replace('\\', "\\\\")
+            .replace('*', "\\*")
+            .replace('?', "\\?")
+    };
     let wild = (
         prop::option::of(prop_oneof![
             text.clone(),
@@ -132,7 +136,8 @@ fn valid_queries() -> impl Strategy<Value = Query> {
         text.clone(),
     )
         .prop_filter("a field the parser accepts", |(f, ..)| {
-            f.as_ref().is_none_or(|f| !f.is_empty() && f != "@timestamp")
+            f.as_ref()
+                .is_none_or(|f| !f.is_empty() && f != "@timestamp")
         })
         .prop_map(move |(field, a, w, b)| {
             Query::Wildcard(Term {
@@ -149,7 +154,13 @@ fn valid_queries() -> impl Strategy<Value = Query> {
         .prop_filter("a field the parser accepts", |(f, ..)| {
             !f.is_empty() && f != "@timestamp"
         })
-        .prop_map(|(field, lower, upper)| Query::Range(Range { field, lower, upper }));
+        .prop_map(|(field, lower, upper)| {
+            Query::Range(Range {
+                field,
+                lower,
+                upper,
+            })
+        });
     let leaf = prop_oneof![3 => leaf, 1 => wild, 1 => range];
     leaf.prop_recursive(4, 24, 4, |inner| {
         prop_oneof![

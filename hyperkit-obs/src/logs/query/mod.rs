@@ -113,7 +113,10 @@ impl Range {
                 Bound::Unbounded => Bound::Unbounded,
             })
         }
-        if matches!((&self.lower, &self.upper), (Bound::Unbounded, Bound::Unbounded)) {
+        if matches!(
+            (&self.lower, &self.upper),
+            (Bound::Unbounded, Bound::Unbounded)
+        ) {
             return None;
         }
         Some((number(&self.lower)?, number(&self.upper)?))
@@ -290,7 +293,11 @@ fn write_field(f: &mut fmt::Formatter<'_>, field: &str) -> fmt::Result {
 }
 
 fn write_quoted(f: &mut fmt::Formatter<'_>, value: &str) -> fmt::Result {
-    write!(f, "\"{}\"", value.replace('\\', "\\\\").replace('"', "\\\""))
+    write!(
+        f,
+        "\"{}\"",
+        value.replace('\\', "\\\\").replace('"', "\\\"")
+    )
 }
 
 impl fmt::Display for Query {
@@ -344,11 +351,19 @@ impl fmt::Display for Query {
                     Bound::Included(v) | Bound::Excluded(v) => write_quoted(f, v),
                     Bound::Unbounded => f.write_char('*'),
                 };
-                f.write_char(if matches!(r.lower, Bound::Excluded(_)) { '{' } else { '[' })?;
+                f.write_char(if matches!(r.lower, Bound::Excluded(_)) {
+                    '{'
+                } else {
+                    '['
+                })?;
                 bound(f, &r.lower)?;
                 f.write_str(" TO ")?;
                 bound(f, &r.upper)?;
-                f.write_char(if matches!(r.upper, Bound::Excluded(_)) { '}' } else { ']' })
+                f.write_char(if matches!(r.upper, Bound::Excluded(_)) {
+                    '}'
+                } else {
+                    ']'
+                })
             }
             Query::And(parts) => join(f, parts, "AND"),
             Query::Or(parts) => join(f, parts, "OR"),

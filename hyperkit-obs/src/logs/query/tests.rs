@@ -234,8 +234,14 @@ fn range(field: &str, lower: Bound<&str>, upper: Bound<&str>) -> Query {
 
 #[test]
 fn unquoted_stars_and_question_marks_make_wildcards_and_quoted_or_escaped_ones_do_not() {
-    assert_eq!(Query::parse("chain:eth*").unwrap(), wildcard(Some("chain"), "eth*"));
-    assert_eq!(Query::parse("req-00?1").unwrap(), wildcard(None, "req-00?1"));
+    assert_eq!(
+        Query::parse("chain:eth*").unwrap(),
+        wildcard(Some("chain"), "eth*")
+    );
+    assert_eq!(
+        Query::parse("req-00?1").unwrap(),
+        wildcard(None, "req-00?1")
+    );
     assert_eq!(Query::parse(r"a\*b*").unwrap(), wildcard(None, r"a\*b*"));
     assert_eq!(Query::parse(r"req\*1").unwrap(), term(None, "req*1"));
     assert_eq!(Query::parse(r#""eth*""#).unwrap(), term(None, "eth*"));
@@ -252,16 +258,46 @@ fn unquoted_stars_and_question_marks_make_wildcards_and_quoted_or_escaped_ones_d
 fn ranges_and_comparisons_parse_to_their_bounds() {
     use Bound::{Excluded, Included, Unbounded};
     let cases = [
-        ("attempt:[3 TO 5]", range("attempt", Included("3"), Included("5"))),
-        ("attempt:{3 TO 5]", range("attempt", Excluded("3"), Included("5"))),
-        ("attempt:[* TO 5}", range("attempt", Unbounded, Excluded("5"))),
-        ("attempt:[ 3  TO * ]", range("attempt", Included("3"), Unbounded)),
-        ("event.duration:>1000000000", range("event.duration", Excluded("1000000000"), Unbounded)),
-        ("event.duration:>=7", range("event.duration", Included("7"), Unbounded)),
-        ("event.duration:<7", range("event.duration", Unbounded, Excluded("7"))),
-        ("event.duration:<=7", range("event.duration", Unbounded, Included("7"))),
-        (r#"id:["a b" TO "*"]"#, range("id", Included("a b"), Included("*"))),
-        (r"id:[a\]b TO c]", range("id", Included("a]b"), Included("c"))),
+        (
+            "attempt:[3 TO 5]",
+            range("attempt", Included("3"), Included("5")),
+        ),
+        (
+            "attempt:{3 TO 5]",
+            range("attempt", Excluded("3"), Included("5")),
+        ),
+        (
+            "attempt:[* TO 5}",
+            range("attempt", Unbounded, Excluded("5")),
+        ),
+        (
+            "attempt:[ 3  TO * ]",
+            range("attempt", Included("3"), Unbounded),
+        ),
+        (
+            "event.duration:>1000000000",
+            range("event.duration", Excluded("1000000000"), Unbounded),
+        ),
+        (
+            "event.duration:>=7",
+            range("event.duration", Included("7"), Unbounded),
+        ),
+        (
+            "event.duration:<7",
+            range("event.duration", Unbounded, Excluded("7")),
+        ),
+        (
+            "event.duration:<=7",
+            range("event.duration", Unbounded, Included("7")),
+        ),
+        (
+            r#"id:["a b" TO "*"]"#,
+            range("id", Included("a b"), Included("*")),
+        ),
+        (
+            r"id:[a\]b TO c]",
+            range("id", Included("a]b"), Included("c")),
+        ),
     ];
     for (input, want) in cases {
         assert_eq!(Query::parse(input).unwrap(), want, "{input}");

@@ -13,7 +13,7 @@ use tantivy::indexer::{IndexWriterOptions, LogMergePolicy};
 use tantivy::store::Compressor;
 use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, Searcher, TantivyDocument};
 
-use super::schema::{self, Fields};
+use super::schema::{self, Fields, Scratch};
 use super::{LogStore, StoreEntry, StoreError, lock};
 use crate::logs::time::day_of;
 
@@ -97,9 +97,11 @@ impl Day {
             path: path.to_owned(),
             reason: "its index lacks fields this version writes".to_owned(),
         })?;
-        let sorted = index.settings().sort_by_field.as_ref().is_some_and(|s| {
-            s.field == "ts" && s.order == Order::Desc
-        });
+        let sorted = index
+            .settings()
+            .sort_by_field
+            .as_ref()
+            .is_some_and(|s| s.field == "ts" && s.order == Order::Desc);
         if !sorted {
             return Err(StoreError::Format {
                 path: path.to_owned(),
@@ -135,13 +137,23 @@ impl Day {
 
     /// Adds `docs` and commits them: all are stored or none. A failure
     /// drops the writer with what it held, so a retry starts clean.
-    pub(super) fn write(&self, docs: Vec<TantivyDocument>, memory: usize) -> Result<(), StoreError> {
+    pub(super) fn write(
+        &self,
+        docs: impl IntoIterator<Item = TantivyDocument>,
+        memory: usize,
+    ) -> Result<(), StoreError> {
         self.add(docs, memory)?;
         self.commit()
     }
 
-    /// Adds `docs` without committing them.
-    pub(super) fn add(&self, docs: Vec<TantivyDocument>, memory: usize) -> Result<(), StoreError> {
+    /// Adds `docs` without committing them. Each document goes to the
+    /// indexing thread as soon as it is built, so building the next ones
+    /// overlaps indexing these.
+    pub(super) fn add(
+        &self,
+        docs: impl IntoIterator<Item = TantivyDocument>,
+        memory: usize,
+    ) -> Result<(), StoreError> {
         let mut slot = lock(&self.writer);
         let result = (|| {
             let writer = match slot.as_mut() {
@@ -154,8 +166,11 @@ impl Day {
                         .build();
                     let writer: IndexWriter = self.index.writer_with_options(options)?;
                     let mut policy = LogMergePolicy::default();
-                    // Small commits merge soon: fewer segments to search.
-                    policy.set_min_num_segments(6);
+                    // Eight segments of a size before they merge: each
+                    // merge rewrites (and re-sorts) every event it holds,
+                    // and on two cores it takes from indexing; eight
+                    // small segments still cost a search little.
+                    policy.set_min_num_segments(8);
                     writer.set_merge_policy(Box::new(policy));
                     slot.insert(writer)
                 }
@@ -211,18 +226,21 @@ impl LogStore {
         };
         let mut by_day: std::collections::BTreeMap<u32, Vec<usize>> = Default::default();
         for (i, e) in entries.iter().enumerate() {
-            by_day.entry(day_of(e.record.timestamp_ms)).or_default().push(i);
+            by_day
+                .entry(day_of(e.record.timestamp_ms))
+                .or_default()
+                .push(i);
         }
-        let mut scratch = String::new();
+        let mut scratch = Scratch::default();
         for (&day, indices) in &mut by_day {
             let d = self.day_for_writing(day)?;
             // Newest first, as the index keeps them: tantivy's sort then
             // finds them in order.
             indices.sort_by_key(|&i| std::cmp::Reverse(entries[i].record.timestamp_ms));
-            let docs = indices
-                .iter()
-                .map(|&i| d.fields.document(&entries[i], first + i as u64, &mut scratch))
-                .collect();
+            let docs = indices.iter().map(|&i| {
+                d.fields
+                    .document(&entries[i], first + i as u64, &mut scratch)
+            });
             d.write(docs, self.writer_memory)?;
         }
         self.next_seq = Some(first + entries.len() as u64);
@@ -242,12 +260,11 @@ impl LogStore {
             None => self.max_seq()? + 1,
         };
         let d = self.day_for_writing(day)?;
-        let mut scratch = String::new();
+        let mut scratch = Scratch::default();
         let docs = entries
             .iter()
             .enumerate()
-            .map(|(i, e)| d.fields.document(e, first + i as u64, &mut scratch))
-            .collect();
+            .map(|(i, e)| d.fields.document(e, first + i as u64, &mut scratch));
         d.add(docs, self.writer_memory)?;
         self.next_seq = Some(first + entries.len() as u64);
         Ok(())

@@ -56,12 +56,14 @@ impl LogStore {
             path: path.clone(),
             source,
         };
-        let conn = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_WRITE)
-            .map_err(err)?;
+        let conn =
+            Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_WRITE).map_err(err)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(err)?;
         let tables: Vec<String> = conn
-            .prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name GLOB 'logs_[0-9]*'")
+            .prepare(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name GLOB 'logs_[0-9]*'",
+            )
             .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
             .map_err(err)?;
         let mut names = Names::default();
@@ -82,7 +84,9 @@ impl LogStore {
                             .collect()
                     })
                     .map_err(err)?;
-                let Some(&(id, _, _)) = rows.last() else { break };
+                let Some(&(id, _, _)) = rows.last() else {
+                    break;
+                };
                 last = id;
                 let entries: Vec<StoreEntry> = rows
                     .into_iter()

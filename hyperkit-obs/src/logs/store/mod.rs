@@ -246,7 +246,7 @@ impl LogStore {
 
     /// Lets each day's writer buffer at most `bytes` (at least 15 MB,
     /// tantivy's floor) before it writes a segment; [`open`](Self::open)
-    /// sets 32 MiB.
+    /// sets 64 MiB.
     pub fn set_cache_bytes(&mut self, bytes: u64) -> Result<(), StoreError> {
         self.writer_memory = writer::writer_memory(bytes);
         Ok(())

@@ -55,9 +55,10 @@ impl Segment<'_> {
             Query::Term(t) => {
                 let key = t.document_key();
                 match t.kind() {
-                    FieldKind::Level => {
-                        self.term(Term::from_field_text(self.fields.level, &t.value.to_lowercase()))?
-                    }
+                    FieldKind::Level => self.term(Term::from_field_text(
+                        self.fields.level,
+                        &t.value.to_lowercase(),
+                    ))?,
                     FieldKind::Exact => self.exact(key.unwrap_or_default(), &t.value)?,
                     FieldKind::Text(column) => {
                         let words: Vec<String> = words(&t.value).collect();
@@ -119,10 +120,7 @@ impl Segment<'_> {
     }
 
     fn term(&self, term: Term) -> Result<Node> {
-        let df = self
-            .reader
-            .inverted_index(term.field())?
-            .doc_freq(&term)?;
+        let df = self.reader.inverted_index(term.field())?.doc_freq(&term)?;
         Ok(if df == 0 {
             Node::Nothing
         } else if self.everywhere(df) {
@@ -528,7 +526,11 @@ impl DocSet for ForwardScorer {
 
     fn seek(&mut self, target: DocId) -> DocId {
         let doc = self.0.doc();
-        if target <= doc { doc } else { self.0.seek(target) }
+        if target <= doc {
+            doc
+        } else {
+            self.0.seek(target)
+        }
     }
 
     /// Always a real seek: the scorer stays on a document of its set, so

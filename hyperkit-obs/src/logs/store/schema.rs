@@ -7,8 +7,6 @@
 //! what the index finds is what the language means; nothing here panics
 //! on what it indexes.
 
-use std::io::Write as _;
-
 use tantivy::schema::{
     Field, IndexRecordOption, STORED, STRING, Schema, TextFieldIndexing, TextOptions,
 };
@@ -109,9 +107,18 @@ impl Fields {
     }
 
     /// The index document of `entry`, the `seq`-th event of the store.
-    pub(super) fn document(&self, entry: &StoreEntry, seq: u64, scratch: &mut String) -> TantivyDocument {
+    /// `scratch` is reused from one event to the next: the writer builds
+    /// a document per event and allocates for none of its terms.
+    pub(super) fn document(
+        &self,
+        entry: &StoreEntry,
+        seq: u64,
+        scratch: &mut Scratch,
+    ) -> TantivyDocument {
         let r = &entry.record;
-        let mut doc = TantivyDocument::new();
+        let Scratch { term, text, digits } = scratch;
+        // The ECS line, the terms and their values: one buffer, sized once.
+        let mut doc = TantivyDocument::with_capacity(entry.document.len() * 2 + 128);
         doc.add_i64(self.ts, r.timestamp_ms);
         doc.add_u64(self.seq, seq);
         doc.add_text(self.level, r.level);
@@ -121,42 +128,46 @@ impl Fields {
             doc.add_text(f, &r.target);
         }
         let mut exact = |key: &str, value: &str, doc: &mut TantivyDocument| {
-            scratch.clear();
-            scratch.push_str(key);
-            scratch.push(SEP);
-            scratch.push_str(value);
-            doc.add_text(self.attrs, scratch.as_str());
+            term.clear();
+            term.push_str(key);
+            term.push(SEP);
+            term.push_str(value);
+            doc.add_text(self.attrs, term.as_str());
         };
         if let Some(service) = service_name(&entry.document) {
             exact("service.name", &service, &mut doc);
         }
-        let mut text = String::new();
         r.document_fields(|key, value| {
-            if !json_text(value, &mut text) {
+            if !json_text(value, text, digits) {
                 return;
             }
             let text_field = self.text_field_of_key(key);
             if let Some(f) = text_field {
-                doc.add_text(f, &text);
+                doc.add_text(f, text.as_str());
             }
             match number(value) {
-                Some((n, tag)) => doc.add_text(self.nums, numeric_term(key, n, tag, &text)),
-                None if text_field.is_none() => exact(key, &text, &mut doc),
+                Some((n, tag)) => {
+                    numeric_term_into(key, n, tag, text, digits);
+                    doc.add_text(self.nums, digits_str(digits));
+                }
+                None if text_field.is_none() => exact(key, text, &mut doc),
                 None => {}
             }
         });
         if let Some(function) = r.span_name {
             exact("log.origin.function", function, &mut doc);
         }
-        let mut hex = Vec::with_capacity(16);
         for (key, id) in [("trace.id", r.trace_id), ("span.id", r.span_id)] {
             if let Some(id) = id {
-                hex.clear();
-                crate::util::write_hex16(&mut hex, id);
-                exact(key, &String::from_utf8_lossy(&hex), &mut doc);
+                digits.clear();
+                crate::util::write_hex16(digits, id);
+                exact(key, digits_str(digits), &mut doc);
             }
         }
-        doc.add_text(self.doc, String::from_utf8_lossy(&entry.document));
+        match std::str::from_utf8(&entry.document) {
+            Ok(line) => doc.add_text(self.doc, line),
+            Err(_) => doc.add_text(self.doc, String::from_utf8_lossy(&entry.document)),
+        }
         doc
     }
 
@@ -166,21 +177,41 @@ impl Fields {
     }
 }
 
+/// The buffers [`Fields::document`] reuses from one event to the next.
+#[derive(Default)]
+pub(super) struct Scratch {
+    term: String,
+    text: String,
+    digits: Vec<u8>,
+}
+
+/// `bytes` as text: only ASCII digits, letters and what [`Fields::document`]
+/// writes in them ever land there.
+fn digits_str(bytes: &[u8]) -> &str {
+    std::str::from_utf8(bytes).unwrap_or_default()
+}
+
 /// The value as the document's JSON shows it, as text (`1.0` for a float
 /// one, as serde_json writes it); false for what the document writes as
-/// `null` (a float that is not finite).
-pub(super) fn json_text(value: &FieldValue, out: &mut String) -> bool {
+/// `null` (a float that is not finite). `digits` is a buffer to reuse.
+pub(super) fn json_text(value: &FieldValue, out: &mut String, digits: &mut Vec<u8>) -> bool {
     out.clear();
+    digits.clear();
     match value {
         FieldValue::Str(s) => out.push_str(s),
-        FieldValue::I64(v) => out.push_str(&v.to_string()),
-        FieldValue::U64(v) => out.push_str(&v.to_string()),
+        FieldValue::I64(v) => {
+            crate::util::write_i64(digits, *v);
+            out.push_str(digits_str(digits));
+        }
+        FieldValue::U64(v) => {
+            crate::util::write_u64(digits, *v);
+            out.push_str(digits_str(digits));
+        }
         FieldValue::F64(v) if v.is_finite() => {
-            let mut buf = Vec::with_capacity(24);
             // serde_json writes the shortest text that round-trips, as the
             // document does.
-            let _ = serde_json::to_writer(&mut buf, v);
-            out.push_str(&String::from_utf8_lossy(&buf));
+            let _ = serde_json::to_writer(&mut *digits, v);
+            out.push_str(digits_str(digits));
         }
         FieldValue::F64(_) => return false,
         FieldValue::Bool(v) => out.push_str(if *v { "true" } else { "false" }),
@@ -208,45 +239,59 @@ pub(super) const FLOAT: char = 'f';
 /// writes it (for exact terms). One term serves both, so a number costs
 /// the index one term, not two.
 pub(super) fn numeric_term(key: &str, value: f64, tag: char, text: &str) -> String {
-    let mut term = String::with_capacity(key.len() + 18 + text.len());
-    term.push_str(key);
-    term.push(SEP);
-    term.push_str(&sortable(value));
-    term.push(tag);
-    term.push_str(text);
-    term
+    let mut term = Vec::with_capacity(key.len() + 18 + text.len());
+    numeric_term_into(key, value, tag, text, &mut term);
+    String::from_utf8_lossy(&term).into_owned()
+}
+
+/// [`numeric_term`] written into `out` (cleared first).
+fn numeric_term_into(key: &str, value: f64, tag: char, text: &str, out: &mut Vec<u8>) {
+    out.clear();
+    out.extend_from_slice(key.as_bytes());
+    out.push(SEP as u8);
+    crate::util::write_hex16(out, sortable_bits(value));
+    out.push(tag as u8);
+    out.extend_from_slice(text.as_bytes());
 }
 
 /// `v` as 16 hex digits whose byte order is the numeric order (the sign
 /// bit flipped for positives, every bit for negatives; -0 as 0).
 pub(super) fn sortable(v: f64) -> String {
+    let mut out = Vec::with_capacity(16);
+    crate::util::write_hex16(&mut out, sortable_bits(v));
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn sortable_bits(v: f64) -> u64 {
     let v = if v == 0.0 { 0.0 } else { v };
     let bits = v.to_bits();
-    let key = if bits >> 63 == 1 {
+    if bits >> 63 == 1 {
         !bits
     } else {
         bits | 1 << 63
-    };
-    let mut out = Vec::with_capacity(16);
-    let _ = write!(out, "{key:016x}");
-    String::from_utf8_lossy(&out).into_owned()
+    }
 }
 
 /// The `service.name` of an ECS document as [`ecs_document`]
 /// (crate::logs::ecs_document) writes it. Inside a JSON string every `"` is
 /// escaped, so the first `,"service.name":"` is the key itself.
-pub(super) fn service_name(document: &[u8]) -> Option<String> {
+pub(super) fn service_name(document: &[u8]) -> Option<std::borrow::Cow<'_, str>> {
     const KEY: &[u8] = b",\"service.name\":";
     let at = document.windows(KEY.len()).position(|w| w == KEY)? + KEY.len();
     let rest = document.get(at..)?;
     if rest.first() != Some(&b'"') {
         return None;
     }
+    let mut escaped = false;
     let mut end = 1;
     while end < rest.len() {
         match rest[end] {
-            b'\\' => end += 2,
-            b'"' => return serde_json::from_slice(rest.get(..=end)?).ok(),
+            b'\\' => {
+                escaped = true;
+                end += 2;
+            }
+            b'"' if escaped => return serde_json::from_slice(rest.get(..=end)?).ok(),
+            b'"' => return std::str::from_utf8(&rest[1..end]).ok().map(Into::into),
             _ => end += 1,
         }
     }
@@ -284,7 +329,9 @@ impl TokenStream for WordStream<'_> {
             return false;
         };
         let word = &rest[start..];
-        let len = word.find(|c: char| !c.is_alphanumeric()).unwrap_or(word.len());
+        let len = word
+            .find(|c: char| !c.is_alphanumeric())
+            .unwrap_or(word.len());
         let word = &word[..len];
         self.token.text.clear();
         if word.is_ascii() {
@@ -311,5 +358,7 @@ impl TokenStream for WordStream<'_> {
 
 /// Registers the tokenizers the schema names on `index`.
 pub(super) fn register(index: &tantivy::Index) {
-    index.tokenizers().register(WORDS, TextAnalyzer::from(Words));
+    index
+        .tokenizers()
+        .register(WORDS, TextAnalyzer::from(Words));
 }

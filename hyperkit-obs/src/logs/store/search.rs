@@ -136,9 +136,15 @@ impl LogStore {
                     if best.full() && best.least().is_some_and(|h| h.ts > newest) {
                         break;
                     }
-                    self.each_day(day, &mut searchers, |searcher, fields, at, scans| {
-                        newest_first(query, scans, searcher, fields, at, &mut best)
-                    }, since, until);
+                    self.each_day(
+                        day,
+                        &mut searchers,
+                        |searcher, fields, at, scans| {
+                            newest_first(query, scans, searcher, fields, at, &mut best)
+                        },
+                        since,
+                        until,
+                    );
                 }
                 hits.extend(best.heap.into_iter().map(|r| r.0));
                 hits.sort_unstable_by(|a, b| b.cmp(a));
@@ -146,9 +152,15 @@ impl LogStore {
             Some(after) => {
                 let mut best = Best::<Reverse<(u64, Hit)>>::new(options.limit);
                 for day in days {
-                    self.each_day(day, &mut searchers, |searcher, fields, at, scans| {
-                        stored_after(query, scans, searcher, fields, at, after, &mut best)
-                    }, since, until);
+                    self.each_day(
+                        day,
+                        &mut searchers,
+                        |searcher, fields, at, scans| {
+                            stored_after(query, scans, searcher, fields, at, after, &mut best)
+                        },
+                        since,
+                        until,
+                    );
                 }
                 hits.extend(best.heap.into_iter().map(|r| (r.0).0.1));
                 hits.sort_unstable_by_key(|h| h.seq);
@@ -220,14 +232,17 @@ impl LogStore {
             let read = catch_unwind(AssertUnwindSafe(|| -> tantivy::Result<StoredLog> {
                 let store = match stores.entry((h.searcher, h.segment)) {
                     std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                    std::collections::hash_map::Entry::Vacant(e) => e.insert(
-                        searcher
-                            .segment_reader(h.segment)
-                            .get_store_reader(4)?,
-                    ),
+                    std::collections::hash_map::Entry::Vacant(e) => {
+                        e.insert(searcher.segment_reader(h.segment).get_store_reader(4)?)
+                    }
                 };
                 let doc: TantivyDocument = store.get(h.doc)?;
-                let text = |f| doc.get_first(f).and_then(|v| v.as_str()).unwrap_or("").to_owned();
+                let text = |f| {
+                    doc.get_first(f)
+                        .and_then(|v| v.as_str())
+                        .unwrap_or("")
+                        .to_owned()
+                };
                 Ok(StoredLog {
                     cursor: Cursor { seq: h.seq },
                     timestamp_ms: h.ts,

@@ -314,8 +314,15 @@ fn a_store_of_the_previous_version_is_migrated_by_the_writer_and_searchable_as_b
     let dir = temp_dir("legacy");
     let mut old = Vec::new();
     for i in 0..300 {
-        let mut e = entry(T0 - (i % 3) * DAY + i, "error", &format!("old failure {i}"), "ethereum");
-        e.record.fields.push(("attempt", FieldValue::U64(i as u64 % 4)));
+        let mut e = entry(
+            T0 - (i % 3) * DAY + i,
+            "error",
+            &format!("old failure {i}"),
+            "ethereum",
+        );
+        e.record
+            .fields
+            .push(("attempt", FieldValue::U64(i as u64 % 4)));
         e.document.clear();
         ecs_document(&e.record, "svc", &mut e.document);
         old.push(e);
@@ -326,18 +333,31 @@ fn a_store_of_the_previous_version_is_migrated_by_the_writer_and_searchable_as_b
     let store = LogStore::open(&dir).unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     while store.count().unwrap() < 301 || store.has_legacy() {
-        assert!(Instant::now() < deadline, "{} events", store.count().unwrap());
+        assert!(
+            Instant::now() < deadline,
+            "{} events",
+            store.count().unwrap()
+        );
         guard.flush(Duration::from_millis(100));
     }
-    assert!(!dir.join(LEGACY_FILE).exists(), "the old database is removed");
+    assert!(
+        !dir.join(LEGACY_FILE).exists(),
+        "the old database is removed"
+    );
     let all = SearchOptions {
         limit: 1000,
         ..SearchOptions::default()
     };
-    assert_eq!(messages(&store, "chain:ethereum AND failure", &all).len(), 300);
+    assert_eq!(
+        messages(&store, "chain:ethereum AND failure", &all).len(),
+        300
+    );
     assert_eq!(messages(&store, "attempt:3 AND old", &all).len(), 75);
     assert_eq!(messages(&store, "attempt:[1 TO 2]", &all).len(), 150);
-    assert_eq!(messages(&store, "", &SearchOptions::default())[0], "new event");
+    assert_eq!(
+        messages(&store, "", &SearchOptions::default())[0],
+        "new event"
+    );
     drop(guard);
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -361,7 +381,9 @@ fn a_migration_stopped_between_days_resumes_without_losing_or_repeating_an_event
     store.insert(&moved).unwrap();
     rusqlite::Connection::open(dir.join(LEGACY_FILE))
         .unwrap()
-        .execute_batch(&format!("DROP TABLE logs_{first_day}; DROP TABLE fts_{first_day};"))
+        .execute_batch(&format!(
+            "DROP TABLE logs_{first_day}; DROP TABLE fts_{first_day};"
+        ))
         .unwrap();
     assert_eq!(store.migrate_legacy().unwrap(), 20);
     assert_eq!(store.count().unwrap(), 30);
@@ -404,10 +426,15 @@ fn a_damaged_day_is_skipped_and_reported_and_the_other_days_still_answer() {
         }
     }
     let store = LogStore::open(&dir).unwrap();
-    let found = store.search(&Query::All, &SearchOptions::default()).unwrap();
+    let found = store
+        .search(&Query::All, &SearchOptions::default())
+        .unwrap();
     assert!(found.len() <= 1, "{found:?}");
     let damaged: Vec<u32> = store.damaged_days().into_iter().map(|(d, _)| d).collect();
-    assert!(damaged.contains(&crate::logs::time::day_of(T0 - DAY)), "{damaged:?}");
+    assert!(
+        damaged.contains(&crate::logs::time::day_of(T0 - DAY)),
+        "{damaged:?}"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -418,7 +445,10 @@ fn a_directory_marked_with_another_format_is_refused_with_what_to_do() {
     std::fs::write(dir.join(DB_FILE), r#"{"format":"something-else"}"#).unwrap();
     let e = LogStore::open(&dir).unwrap_err();
     assert!(matches!(e, StoreError::Format { .. }), "{e}");
-    assert!(e.to_string().contains("use the version that wrote it"), "{e}");
+    assert!(
+        e.to_string().contains("use the version that wrote it"),
+        "{e}"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
