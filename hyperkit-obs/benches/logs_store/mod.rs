@@ -4,7 +4,7 @@
 //! generator, so that every figure of a table comes from one run.
 //!
 //! The run that chose tantivy over SQLite FTS5 measured both here on the
-//! same events; its tables are in the README (Logs, "The store").
+//! same events; its figures are in the README (Logs, "The store").
 
 mod events;
 

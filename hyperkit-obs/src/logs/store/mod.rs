@@ -94,6 +94,18 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// Whether the disk under the store is full.
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            StoreError::Dir { source, .. } => source.kind() == std::io::ErrorKind::StorageFull,
+            StoreError::Index {
+                source: tantivy::TantivyError::IoError(e),
+                ..
+            } => e.kind() == std::io::ErrorKind::StorageFull,
+            _ => false,
+        }
+    }
+
     /// Whether writing may succeed later without anyone's help: the disk
     /// is full or failed, another writer holds the day, or its directory
     /// went away; not a damaged index or a bug.
@@ -242,6 +254,15 @@ impl LogStore {
     /// The store's directory.
     pub fn path(&self) -> &Path {
         &self.dir
+    }
+
+    /// Whether the disk under the store is full: a small file written
+    /// there and removed says so.
+    pub(crate) fn disk_full(&self) -> bool {
+        let probe = self.dir.join(".space-probe");
+        let result = std::fs::write(&probe, [0u8; 64 * 1024]);
+        let _ = std::fs::remove_file(&probe);
+        matches!(result, Err(e) if e.kind() == std::io::ErrorKind::StorageFull)
     }
 
     /// Lets each day's writer buffer at most `bytes` (at least 15 MB,

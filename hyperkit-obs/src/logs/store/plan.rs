@@ -165,12 +165,12 @@ impl Segment<'_> {
             _ => {
                 let mut parts = vec![self.term(self.fields.exact_term(key, value))?];
                 // A number matches where the document writes this text.
-                if let Ok(v) = value.parse::<f64>() {
-                    if v.is_finite() {
-                        for tag in [INTEGER, FLOAT] {
-                            let term = numeric_term(key, v, tag, value);
-                            parts.push(self.term(Term::from_field_text(self.fields.nums, &term))?);
-                        }
+                if let Ok(v) = value.parse::<f64>()
+                    && v.is_finite()
+                {
+                    for tag in [INTEGER, FLOAT] {
+                        let term = numeric_term(key, v, tag, value);
+                        parts.push(self.term(Term::from_field_text(self.fields.nums, &term))?);
                     }
                 }
                 Ok(or(parts))

@@ -128,8 +128,13 @@ impl crate::export::Exporter for Writer {
         delivery: &mut crate::export::Delivery<'_, StoreEntry>,
     ) {
         if let Err(e) = self.store.insert(&batch) {
-            delivery.fail(format!("cannot write to the log store: {e}"));
-            if e.is_transient() {
+            // tantivy reports a full disk in several shapes (an I/O error,
+            // an internal error naming it, a worker thread that stopped):
+            // the disk itself says whether it is full.
+            let full = e.is_disk_full() || self.store.disk_full();
+            let why = if full { " (the disk is full)" } else { "" };
+            delivery.fail(format!("cannot write to the log store{why}: {e}"));
+            if full || e.is_transient() {
                 // Kept, in order, until the disk takes them again (or the
                 // queue fills and newer events are dropped, counted).
                 delivery.retry_all(batch);
