@@ -10,7 +10,9 @@
 //! - `HYPERKIT_DEMO_FAILURE_RATE`: share of builds that fail, 0 to 1
 //!   (default 0.1).
 //! - `HYPERKIT_DEMO_DURATION`: stop after this many seconds.
-//! - everything `hyperkit_obs::init()` reads (`HYPERKIT_*`, `RUST_LOG`),
+//! - everything `hyperkit_obs::init()` reads (`HYPERKIT_*`, `RUST_LOG`);
+//!   the models are priced from `prices.toml` unless `HYPERKIT_MODEL_PRICES`
+//!   names another table,
 //!   `HYPERKIT_METRICS_ADDR` (default 127.0.0.1:9464) among them.
 //!
 //! It serves the status page at `/`, `/metrics`, `/health/live`, `/health/ready` and a small API
@@ -187,6 +189,8 @@ async fn insert_artifact(settings: &Settings, rng: &mut Rng) -> Result<(), Build
 
 struct Completion {
     prompt_tokens: u64,
+    /// The part of the prompt the provider had cached.
+    cached_tokens: u64,
     completion_tokens: u64,
     accepted: bool,
 }
@@ -197,6 +201,9 @@ impl ModelOutput for Completion {
     }
     fn output_tokens(&self) -> Option<u64> {
         Some(self.completion_tokens)
+    }
+    fn cached_input_tokens(&self) -> Option<u64> {
+        Some(self.cached_tokens)
     }
     fn accepted(&self) -> Option<bool> {
         Some(self.accepted)
@@ -220,8 +227,10 @@ async fn complete(
     if rng.next() < failure {
         return Err(BuildError(format!("{model}: 429 rate limited")));
     }
+    let prompt_tokens = (rng.around(900.0)) as u64;
     Ok(Completion {
-        prompt_tokens: (rng.around(900.0)) as u64,
+        prompt_tokens,
+        cached_tokens: prompt_tokens / 3,
         completion_tokens: (rng.around(250.0)) as u64,
         accepted: rng.next() < acceptance,
     })
@@ -420,6 +429,13 @@ async fn main() -> anyhow::Result<()> {
     let quiet = terminal && !rust_log_set && !builder.config().logs.format.is_json(terminal);
     if quiet {
         builder = builder.text_filter("warn");
+    }
+    // The demo prices its models unless the environment names a table.
+    if builder.config().model_prices.is_none() {
+        builder = builder.model_prices(
+            hyperkit_obs::model::PriceTable::from_toml(include_str!("prices.toml"))
+                .context("examples/demo/prices.toml")?,
+        );
     }
     let obs = builder.init()?;
     let settings = Arc::new(Settings {

@@ -72,6 +72,9 @@ pub struct FinishedCall<'a> {
     pub error_type: Option<&'static str>,
     /// Token usage and acceptance read from a model call's output.
     pub usage: Option<Usage>,
+    /// What a model call cost in USD, when its usage is known and its
+    /// model has a price ([`PriceTable`](crate::model::PriceTable)).
+    pub cost_usd: Option<f64>,
     /// The id of a model call.
     pub call_id: Option<CallId>,
     pub(crate) label_names: &'static [&'static str],

@@ -45,6 +45,25 @@ pub enum ConfigError {
         /// The cargo feature that would use it.
         feature: &'static str,
     },
+    /// The price table of model calls (the file named by
+    /// `HYPERKIT_MODEL_PRICES`, or `[model_prices]` in `HYPERKIT_CONFIG`)
+    /// cannot be used.
+    #[error(
+        "{variable}={path:?} is invalid at line {line}{}: {message}",
+        .model.as_ref().map(|m| format!(", model {m:?}")).unwrap_or_default()
+    )]
+    Prices {
+        /// `HYPERKIT_MODEL_PRICES` or `HYPERKIT_CONFIG`.
+        variable: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The line (from 1) of the fault.
+        line: usize,
+        /// The model whose prices are at fault, if any.
+        model: Option<String>,
+        /// What is wrong, and what to write instead.
+        message: String,
+    },
     /// The configuration file is not valid TOML for this configuration.
     #[error("HYPERKIT_CONFIG={path:?} is invalid: {message}")]
     File {

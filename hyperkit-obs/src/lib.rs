@@ -104,6 +104,7 @@ pub mod model;
     feature = "push"
 ))]
 mod net;
+mod prices;
 #[cfg(feature = "push")]
 #[cfg_attr(docsrs, doc(cfg(feature = "push")))]
 pub mod push;

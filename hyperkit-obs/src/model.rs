@@ -1,5 +1,10 @@
 //! What a model call's return value tells `#[track_model]`: token counts and
-//! acceptance, through [`ModelOutput`].
+//! acceptance, through [`ModelOutput`]; and what calls cost
+//! ([`PriceTable`]).
+
+pub use crate::prices::{
+    BadPrice, MAX_PRICE_PER_MILLION, ModelPrice, PriceTable, PriceTableError, install_prices,
+};
 
 /// Implemented by the return type of a `#[track_model]` function (or the `Ok`
 /// type of a `Result`) to report token usage and acceptance. Every method has
@@ -31,6 +36,13 @@ pub trait ModelOutput {
     fn output_tokens(&self) -> Option<u64> {
         None
     }
+    /// The part of [`input_tokens`](Self::input_tokens) the provider served
+    /// from its prompt cache (OpenAI's `cached_tokens`), priced at the
+    /// table's `cached_input` price when it has one. Anthropic reports
+    /// cache reads apart from `input_tokens`: add them to both.
+    fn cached_input_tokens(&self) -> Option<u64> {
+        None
+    }
     /// Whether the output was accepted, when that is known at return.
     fn accepted(&self) -> Option<bool> {
         None
@@ -44,6 +56,9 @@ impl<T: ModelOutput + ?Sized> ModelOutput for &T {
     fn output_tokens(&self) -> Option<u64> {
         (**self).output_tokens()
     }
+    fn cached_input_tokens(&self) -> Option<u64> {
+        (**self).cached_input_tokens()
+    }
     fn accepted(&self) -> Option<bool> {
         (**self).accepted()
     }
@@ -55,6 +70,9 @@ impl<T: ModelOutput + ?Sized> ModelOutput for Box<T> {
     }
     fn output_tokens(&self) -> Option<u64> {
         (**self).output_tokens()
+    }
+    fn cached_input_tokens(&self) -> Option<u64> {
+        (**self).cached_input_tokens()
     }
     fn accepted(&self) -> Option<bool> {
         (**self).accepted()
@@ -68,6 +86,8 @@ pub struct Usage {
     pub input_tokens: Option<u64>,
     /// Tokens the model produced.
     pub output_tokens: Option<u64>,
+    /// The part of the input tokens served from the provider's cache.
+    pub cached_input_tokens: Option<u64>,
     /// Whether the output was accepted.
     pub accepted: Option<bool>,
 }
@@ -78,6 +98,7 @@ impl Usage {
         Usage {
             input_tokens: output.input_tokens(),
             output_tokens: output.output_tokens(),
+            cached_input_tokens: output.cached_input_tokens(),
             accepted: output.accepted(),
         }
     }

@@ -15,6 +15,9 @@
 //!   processes, and their HTTP APIs;
 //! - [`mlflow`]: MLflow tracking servers and MLflow's Python client, from
 //!   the pinned virtual environments;
+//! - [`sink`]: the specification every background sink meets (a server
+//!   down and back, a full queue, a caller that never waits, a guard that
+//!   delivers at drop);
 //! - [`bench`]: what the benchmarks share.
 //!
 //! Nothing here passes silently: a missing server or venv fails the test
@@ -27,6 +30,7 @@ pub mod mlflow;
 pub mod process;
 pub mod prometheus;
 pub mod scratch;
+pub mod sink;
 pub mod wait;
 
 pub use scratch::{TempDir, free_port};

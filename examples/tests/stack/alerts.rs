@@ -76,6 +76,7 @@ async fn alert_stack(demo: std::net::SocketAddr) -> AlertStack {
     for name in [
         "HyperkitServiceDown",
         "HyperkitBuildFailureRateHigh",
+        "HyperkitModelSpendHigh",
         "hyperkit:up:avg1h",
     ] {
         assert!(

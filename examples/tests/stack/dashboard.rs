@@ -209,6 +209,7 @@ async fn every_dashboard_query_returns_data_and_uses_only_exported_names() {
         "hyperkit_builds_total",
         "hyperkit_model_calls_total",
         "hyperkit_model_acceptance_total",
+        "hyperkit_model_cost_usd_total",
         "hyperkit_http_requests_total",
         "hyperkit_obs_label_overflow_total",
     ];

@@ -88,7 +88,7 @@ fn every_alert_has_summary_description_runbook_and_a_unit_test() {
         .lines()
         .filter_map(|l| l.trim().strip_prefix("- alert: "))
         .collect();
-    assert_eq!(names.len(), 9, "{names:?}");
+    assert_eq!(names.len(), 10, "{names:?}");
     for name in names {
         let block = alerts.split(&format!("- alert: {name}\n")).nth(1).unwrap();
         let block = block.split("- alert: ").next().unwrap();

@@ -121,6 +121,13 @@ impl Builder {
         self
     }
 
+    /// Sets the prices model calls are costed at (in place of
+    /// `HYPERKIT_MODEL_PRICES`): see [`PriceTable`](crate::model::PriceTable).
+    pub fn model_prices(mut self, table: crate::model::PriceTable) -> Self {
+        self.config.model_prices = Some(table);
+        self
+    }
+
     /// Sets the per-family limit on label sets (at least 1).
     pub fn max_label_sets(mut self, limit: usize) -> Self {
         self.config.max_label_sets = limit.max(1);
@@ -333,6 +340,10 @@ impl Builder {
                 .with(ecs.with_filter(ecs_filter))
                 .with(sentry_layer)
                 .try_init();
+        }
+        // Without a configured table, a table installed in code stays.
+        if let Some(table) = &self.config.model_prices {
+            crate::prices::install_prices(Some(table));
         }
         // Touch the registry so every family is registered before the first
         // scrape.

@@ -118,6 +118,8 @@ pub(crate) struct ModelCounters {
     pub(crate) output_tokens: IntCounter,
     /// Indexed by `accepted as usize`.
     pub(crate) acceptance: [IntCounter; 2],
+    /// The label set's price, and its cost and unpriced counters.
+    pub(crate) pricing: crate::prices::Pricing,
 }
 
 impl ModelCounters {
@@ -132,6 +134,7 @@ impl ModelCounters {
             output_tokens: f.model_tokens_total.child(&[model, task, "output"]),
             acceptance: ["false", "true"]
                 .map(|a| f.model_acceptance_total.child(&[model, task, a])),
+            pricing: crate::prices::Pricing::new(model, task),
         }
     }
 }

@@ -72,6 +72,8 @@ fn histogram(buckets: &[f64]) -> DurationHistogram {
 pub(crate) struct Families {
     pub(crate) model_tokens_total: Family<IntCounter>,
     pub(crate) model_acceptance_total: Family<IntCounter>,
+    pub(crate) model_cost_usd_total: Family<crate::prices::UsdCounter>,
+    pub(crate) model_unpriced_calls_total: Family<IntCounter>,
     pub(crate) http_requests_total: Family<IntCounter>,
     pub(crate) http_duration: Family<DurationHistogram>,
     pub(crate) http_in_flight: Family<IntGauge>,
@@ -91,6 +93,20 @@ pub(crate) static FAMILIES: LazyLock<Families> = LazyLock::new(|| Families {
         "hyperkit_model_acceptance_total",
         "Model outputs whose acceptance is known, by model, task and accepted (true or false).",
         &["model", "task", "accepted"],
+        MetricType::COUNTER,
+        counter,
+    ),
+    model_cost_usd_total: Family::new(
+        "hyperkit_model_cost_usd_total",
+        "What tracked model calls cost in USD, by model and task, from the price table (HYPERKIT_MODEL_PRICES).",
+        &["model", "task"],
+        MetricType::COUNTER,
+        |_, _| crate::prices::UsdCounter::default(),
+    ),
+    model_unpriced_calls_total: Family::new(
+        "hyperkit_model_unpriced_calls_total",
+        "Tracked model calls with token usage whose model has no price in the price table, by model.",
+        &["model"],
         MetricType::COUNTER,
         counter,
     ),
@@ -137,6 +153,8 @@ static REGISTRY: LazyLock<Registry> = LazyLock::new(|| {
     let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
         Box::new(Registered(&f.model_tokens_total)),
         Box::new(Registered(&f.model_acceptance_total)),
+        Box::new(Registered(&f.model_cost_usd_total)),
+        Box::new(Registered(&f.model_unpriced_calls_total)),
         Box::new(Registered(&f.http_requests_total)),
         Box::new(Registered(&f.http_duration)),
         Box::new(Registered(&f.http_in_flight)),
@@ -148,12 +166,14 @@ static REGISTRY: LazyLock<Registry> = LazyLock::new(|| {
         for counters in [
             &f.model_tokens_total,
             &f.model_acceptance_total,
+            &f.model_unpriced_calls_total,
             &f.http_requests_total,
             &f.label_overflow_total,
             &f.dropped_total,
         ] {
             add(Native::Counters(counters));
         }
+        add(Native::Usd(&f.model_cost_usd_total));
         add(Native::Durations(&f.http_duration));
         add(Native::Gauges(&f.http_in_flight));
     }

@@ -46,6 +46,7 @@ pub(crate) enum Native {
     Counters(&'static Family<IntCounter>),
     Gauges(&'static Family<IntGauge>),
     Durations(&'static Family<DurationHistogram>),
+    Usd(&'static Family<crate::prices::UsdCounter>),
 }
 
 impl Native {
@@ -57,6 +58,7 @@ impl Native {
             Native::Counters(f) => f.name(),
             Native::Gauges(f) => f.name(),
             Native::Durations(f) => f.name(),
+            Native::Usd(f) => f.name(),
         }
     }
 
@@ -67,6 +69,11 @@ impl Native {
             Native::DomainInFlight(d) => d.write_in_flight(out),
             Native::Counters(f) => f.write(out, "counter", |out, name, labels, c| {
                 sample(out, name, "", labels, "", c.get());
+            }),
+            Native::Usd(f) => f.write(out, "counter", |out, name, labels, c| {
+                line(out, name, "", labels, "");
+                decimal(out, c.picos(), 12);
+                out.push(b'\n');
             }),
             Native::Gauges(f) => f.write(out, "gauge", |out, name, labels, g| {
                 line(out, name, "", labels, "");
@@ -204,18 +211,26 @@ use crate::util::write_u64 as number;
 /// Appends `ns` nanoseconds as seconds, as few digits as exactness needs
 /// (`1.5`, `0.000000941`, `3`).
 pub(crate) fn seconds(out: &mut Vec<u8>, ns: u64) {
-    number(out, ns / 1_000_000_000);
-    let mut frac = ns % 1_000_000_000;
+    decimal(out, ns, 9);
+}
+
+/// Appends `n` units of 10^-`scale` (at most 19) as a decimal number, as
+/// few digits as exactness needs: nanoseconds as seconds, pico-dollars as
+/// dollars.
+pub(crate) fn decimal(out: &mut Vec<u8>, n: u64, scale: usize) {
+    let unit = 10u64.pow(scale as u32);
+    number(out, n / unit);
+    let mut frac = n % unit;
     if frac == 0 {
         return;
     }
-    let mut width = 9;
+    let mut width = scale;
     while frac.is_multiple_of(10) {
         frac /= 10;
         width -= 1;
     }
     out.push(b'.');
-    let mut digits = [b'0'; 9];
+    let mut digits = [b'0'; 19];
     let mut i = width;
     while frac > 0 {
         i -= 1;
@@ -420,6 +435,9 @@ mod tests {
         assert_eq!(text(|o| seconds(o, 1_500_000_000)), "1.5");
         assert_eq!(text(|o| seconds(o, 3_000_000_000)), "3");
         assert_eq!(text(|o| seconds(o, 12_000_000_001)), "12.000000001");
+        assert_eq!(text(|o| decimal(o, 1_234_560_000_000_000, 12)), "1234.56");
+        assert_eq!(text(|o| decimal(o, 7_500_000_000, 12)), "0.0075");
+        assert_eq!(text(|o| decimal(o, 1, 12)), "0.000000000001");
     }
 
     #[test]

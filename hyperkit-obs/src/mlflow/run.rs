@@ -31,6 +31,8 @@ pub struct ModelRun<'a> {
     pub output_tokens: Option<u64>,
     /// Whether the output was accepted, when known.
     pub accepted: Option<bool>,
+    /// What the call cost in USD, when its model is priced.
+    pub cost_usd: Option<f64>,
     /// The error type's name, for a failure (`my_crate::ModelError`).
     pub error_type: Option<&'a str>,
     /// The call id, when the run comes from a tracked call.
@@ -39,7 +41,8 @@ pub struct ModelRun<'a> {
 
 impl ModelRun<'_> {
     /// The run: params `model`, `task`; metrics `input_tokens`,
-    /// `output_tokens`, `latency_seconds`, `accepted` (0/1) when known; tags
+    /// `output_tokens`, `latency_seconds`, `accepted` (0/1) and `cost_usd`
+    /// when known; tags
     /// `status`, `error.type`, the call id and the OpenTelemetry GenAI names
     /// (`gen_ai.request.model`, `gen_ai.operation.name`,
     /// `gen_ai.usage.input_tokens`, `gen_ai.usage.output_tokens`).
@@ -70,6 +73,9 @@ impl ModelRun<'_> {
         }
         if let Some(a) = self.accepted {
             metrics.push(acceptance_metric(a, t));
+        }
+        if let Some(usd) = self.cost_usd {
+            metrics.push(Metric::new("cost_usd", usd, t));
         }
         if let Some(ty) = self.error_type {
             tags.push(KeyValue::new("error.type", short_type_name(ty)));
@@ -122,6 +128,7 @@ mod tests {
             input_tokens: Some(12),
             output_tokens: None,
             accepted: Some(false),
+            cost_usd: Some(0.0125),
             error_type: Some("my::errors::ModelError<u8>"),
             call_id: Some("abc-1".into()),
         }
@@ -142,7 +149,8 @@ mod tests {
             [
                 ("latency_seconds", 1.5),
                 ("input_tokens", 12.0),
-                ("accepted", 0.0)
+                ("accepted", 0.0),
+                ("cost_usd", 0.0125)
             ]
         );
     }

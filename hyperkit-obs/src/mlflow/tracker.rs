@@ -163,6 +163,7 @@ impl ExperimentTracker {
             input_tokens: Some(input_tokens),
             output_tokens: Some(output_tokens),
             accepted,
+            cost_usd: None,
             error_type: None,
             call_id: None,
         }

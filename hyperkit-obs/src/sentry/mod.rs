@@ -30,9 +30,10 @@
 //! Events are sent by this module's transport over the workspace's `reqwest`
 //! (rustls) from a thread of its own, with the `sentry` crate's own
 //! `RateLimiter` reading `429`, `Retry-After` and `X-Sentry-Rate-Limits`.
-//! Nothing is retried: an envelope refused, rate limited, or over the bounded
-//! queue is dropped and counted in `hyperkit_obs_dropped_total{sink="sentry"}`
-//! (and in Sentry's client reports).
+//! An envelope that could not reach Sentry waits in the bounded queue and is
+//! sent again; one refused, rate limited, or over the queue's bound is
+//! dropped and counted in `hyperkit_obs_dropped_total{sink="sentry"}` (and in
+//! Sentry's client reports).
 //!
 //! This module never blocks the caller (the queue is bounded and never waited
 //! for; only a panic waits, up to [`FLUSH_DEADLINE`], as Sentry's panic hook
@@ -134,13 +135,7 @@ pub(crate) fn start(config: &MonitoringConfig) -> Result<Option<SentryGuard>, Se
         }
         .into());
     }
-    // Proxies come from HTTP_PROXY/HTTPS_PROXY/NO_PROXY, as for the other
-    // sinks.
-    let http = reqwest::Client::builder()
-        .timeout(transport::REQUEST_TIMEOUT)
-        .connect_timeout(Duration::from_secs(5))
-        .build()
-        .map_err(|e| SentryError::Setup(e.to_string()))?;
+    let factory = transport_factory()?;
 
     let mut secrets: Vec<String> = config.secrets().into_iter().map(str::to_owned).collect();
     secrets.push(dsn.public_key().to_owned());
@@ -159,7 +154,7 @@ pub(crate) fn start(config: &MonitoringConfig) -> Result<Option<SentryGuard>, Se
         .map(Cow::Owned);
     options.shutdown_timeout = FLUSH_DEADLINE;
     options.integrations = vec![Arc::new(layer::TrackedCallTags)];
-    options.transport = Some(Arc::new(transport::HttpTransportFactory { http }));
+    options.transport = Some(factory);
     let on_event = Arc::clone(&scrubber);
     options.in_app_exclude = NOT_IN_APP.to_vec();
     options.before_send = Some(Arc::new(move |event| {
@@ -181,6 +176,32 @@ pub(crate) fn start(config: &MonitoringConfig) -> Result<Option<SentryGuard>, Se
         main.bind_client(::sentry::Hub::current().client());
     }
     Ok(Some(SentryGuard { guard }))
+}
+
+/// The transport `init()` gives the Sentry client it starts, for a client
+/// set up by hand: envelopes go out from the shared export runtime's worker
+/// thread over the workspace's `reqwest` (rustls), never waiting in the
+/// caller; they wait in a bounded queue (64 envelopes) while Sentry cannot
+/// be reached and are sent again, and what overflows, is refused or is rate
+/// limited is counted in `hyperkit_obs_dropped_total{sink="sentry"}`. The
+/// sink's status is in [`crate::export::statuses`] under its envelope URL.
+///
+/// ```no_run
+/// let mut options = sentry::ClientOptions::new();
+/// options.dsn = "https://key@o0.ingest.sentry.io/1".parse().ok();
+/// options.transport = Some(hyperkit_obs::sentry::transport_factory()?);
+/// let _guard = sentry::init(options);
+/// # Ok::<(), hyperkit_obs::sentry::SentryError>(())
+/// ```
+pub fn transport_factory() -> Result<Arc<dyn ::sentry::TransportFactory>, SentryError> {
+    // Proxies come from HTTP_PROXY/HTTPS_PROXY/NO_PROXY, as for the other
+    // sinks.
+    let http = reqwest::Client::builder()
+        .timeout(transport::REQUEST_TIMEOUT)
+        .connect_timeout(Duration::from_secs(5))
+        .build()
+        .map_err(|e| SentryError::Setup(e.to_string()))?;
+    Ok(Arc::new(transport::HttpTransportFactory { http }))
 }
 
 /// Sends what the Sentry client has queued, waiting at most `timeout`;

@@ -1,8 +1,13 @@
 //! The transport: Sentry envelopes sent over the workspace's `reqwest`
 //! (rustls) from the shared export runtime ([`crate::export`]), honouring
 //! Sentry's rate limits (`429`, `Retry-After`, `X-Sentry-Rate-Limits`) with
-//! the `sentry` crate's own `RateLimiter`. Nothing is retried: an envelope
-//! refused, rate limited or over the bounded queue is dropped and counted
+//! the `sentry` crate's own `RateLimiter`. An envelope that could not reach
+//! Sentry (no connection, no answer, or a gateway's `502`/`503`/`504`) stays
+//! queued and is sent again after the runtime's backoff, so a Sentry that is
+//! down or restarting loses nothing within the queue's bound (a resend after
+//! a lost answer is harmless: Sentry drops an event whose `event_id` it has
+//! already stored). An envelope refused (any other answer), rate limited,
+//! still unsent at shutdown or over the bounded queue is dropped and counted
 //! in `hyperkit_obs_dropped_total{sink="sentry"}` (one per envelope that
 //! carries telemetry; the client's own reports are not counted) and in
 //! Sentry's client reports.
@@ -69,9 +74,10 @@ impl HttpTransport {
             runtime,
         });
         let target = format!(
-            "{}://{}/api/{}/envelope/",
+            "{}://{}:{}/api/{}/envelope/",
             options.dsn.scheme(),
             options.dsn.host(),
+            options.dsn.port(),
             options.dsn.project_id()
         );
         let guard = exporter.and_then(|exporter| {
@@ -208,19 +214,30 @@ impl EnvelopeExporter {
                         delivery.reject(1);
                     }
                     delivery.fail("Sentry answered HTTP 429: rate limited");
+                } else if matches!(status.as_u16(), 502..=504) {
+                    // A gateway in front of Sentry, which did not get it.
+                    delivery.fail(format!("Sentry answered HTTP {status}; sending again"));
+                    delivery.retry(envelope);
                 } else if !status.is_success() {
                     self.lost(delivery, &envelope, LossReason::SendError);
                     delivery.fail(format!("Sentry answered HTTP {status}"));
                 }
             }
             Some(Err(e)) => {
-                self.lost(delivery, &envelope, LossReason::NetworkError);
                 delivery.fail(format!(
                     "cannot reach Sentry: {}",
                     crate::net::error_chain(&e)
                 ));
+                delivery.retry(envelope);
             }
-            None => self.lost(delivery, &envelope, LossReason::NetworkError),
+            // The stop's deadline passed: what is left is lost.
+            None => {
+                if telemetry_items(&envelope) > 0 {
+                    delivery.give_up(1);
+                }
+                self.recorder
+                    .record_lost_data(&envelope, LossReason::NetworkError);
+            }
         }
     }
 }

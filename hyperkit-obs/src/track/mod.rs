@@ -218,14 +218,14 @@ impl Call {
     /// and acceptance read from its output.
     #[inline(always)]
     pub fn finish_with_usage(&mut self, outcome: Outcome<'_>, usage: Option<Usage>) {
-        if let Some(usage) = &usage {
-            model::record_usage(&self.set.handles, usage);
-        }
+        let cost = usage
+            .as_ref()
+            .and_then(|usage| model::record_usage(&self.set.handles, usage));
         let (status, error, error_type) = match outcome {
             Outcome::Success => (Status::Success, None, None),
             Outcome::Failure(e, ty) => (Status::Failure, e, Some(ty)),
         };
-        self.record(status, error, usage, error_type);
+        self.record(status, error, usage, cost, error_type);
     }
 
     #[inline(always)]
@@ -234,6 +234,7 @@ impl Call {
         status: Status,
         error: Option<&dyn fmt::Display>,
         usage: Option<Usage>,
+        cost_picos: Option<u64>,
         error_type: Option<&'static str>,
     ) {
         self.done = true;
@@ -265,6 +266,7 @@ impl Call {
                 error,
                 error_type,
                 usage,
+                cost_usd: cost_picos.map(crate::prices::usd),
                 call_id: self.id(),
                 label_names: spec.labels(),
                 label_values: self.set.value_slice(),
@@ -293,7 +295,7 @@ impl Call {
         } else {
             Status::Cancelled
         };
-        self.record(status, None, None, None);
+        self.record(status, None, None, None, None);
     }
 }
 

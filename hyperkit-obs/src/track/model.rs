@@ -1,6 +1,7 @@
 //! What only model calls have: call ids, token usage and acceptance, in
 //! `hyperkit_model_tokens_total{model,task,type}` and
-//! `hyperkit_model_acceptance_total{model,task,accepted}`.
+//! `hyperkit_model_acceptance_total{model,task,accepted}`, and cost in
+//! `hyperkit_model_cost_usd_total{model,task}` (see `crate::prices`).
 
 use std::cell::Cell;
 use std::num::NonZeroU64;
@@ -49,11 +50,12 @@ pub(crate) fn next_call_id() -> Option<NonZeroU64> {
     NonZeroU64::new(seq)
 }
 
-/// Records the token usage and acceptance read from a model call's output.
+/// Records the token usage, cost and acceptance read from a model call's
+/// output; returns the cost in pico-dollars when the model is priced.
 #[inline]
-pub(crate) fn record_usage(handles: &DomainHandles, usage: &Usage) {
+pub(crate) fn record_usage(handles: &DomainHandles, usage: &Usage) -> Option<u64> {
     let Some(m) = &handles.model else {
-        return;
+        return None;
     };
     if let Some(n) = usage.input_tokens {
         m.input_tokens.inc_by(n);
@@ -64,6 +66,7 @@ pub(crate) fn record_usage(handles: &DomainHandles, usage: &Usage) {
     if let Some(a) = usage.accepted {
         record_acceptance(handles, a);
     }
+    m.pricing.record(usage)
 }
 
 /// Counts one output whose acceptance became known.

@@ -15,12 +15,16 @@
 //!   `MlflowClient`.
 //! - [`serial`] lets the tests of one binary take turns, so that two servers
 //!   do not start at once on a small machine.
+//! - [`fixture`]: MLflow's REST API as a protocol fixture, for the answers a
+//!   real server cannot be made to give, and for a server that goes down and
+//!   comes back on the same port.
 //!
 //! Everything is synchronous; from an async test, call it from
 //! `tokio::task::spawn_blocking` or a multi-threaded runtime so that it does
 //! not stall the tasks under test. A missing venv fails the test with the
 //! commands that create it: nothing here passes silently.
 
+pub mod fixture;
 mod server;
 
 pub use server::{Backend, MlflowServer, READY_POLL, READY_WITHIN};

@@ -3,72 +3,17 @@
 //! with the `json_lines` codec does
 //! (<https://www.elastic.co/guide/en/logstash/current/plugins-inputs-tcp.html>,
 //! <https://www.elastic.co/guide/en/logstash/current/plugins-codecs-json_lines.html>:
-//! one JSON document per line, lines end in `\n`). No Logstash runs here.
+//! one JSON document per line, lines end in `\n`;
+//! `test_support::fixture::logstash`). No Logstash runs here.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hyperkit_obs::logs::Document;
 use hyperkit_obs::logs::logstash::{self, LogstashConfig};
-use test_support::fixture::Fixture;
+use test_support::fixture::logstash::{Listener, Received};
 use test_support::wait::wait_for;
-use tokio::io::AsyncBufReadExt;
-
-/// Lines received: (connection number, line).
-type Received = Arc<Mutex<Vec<(usize, String)>>>;
-
-/// A `json_lines` listener; dropping it closes the listener and every
-/// connection at once, unread bytes and all, as a Logstash that goes away
-/// would.
-struct Listener {
-    paused: Arc<AtomicBool>,
-    _fixture: Fixture,
-}
-
-impl Listener {
-    /// Listens on `addr`, numbering its connections from
-    /// `first_connection`; returns the address it listens on.
-    fn start(addr: SocketAddr, received: Received, first_connection: usize) -> (Self, SocketAddr) {
-        let paused = Arc::new(AtomicBool::new(false));
-        let paused_in = paused.clone();
-        let fixture = Fixture::tcp_on(addr, move |stream, n| {
-            let received = received.clone();
-            let paused = paused_in.clone();
-            let conn = first_connection + n;
-            async move {
-                let mut lines = tokio::io::BufReader::new(stream).lines();
-                loop {
-                    if paused.load(Ordering::SeqCst) {
-                        std::future::pending::<()>().await;
-                    }
-                    let Ok(Some(line)) = lines.next_line().await else {
-                        break;
-                    };
-                    received.lock().unwrap().push((conn, line));
-                }
-            }
-        });
-        let bound = fixture.addr();
-        (
-            Listener {
-                paused,
-                _fixture: fixture,
-            },
-            bound,
-        )
-    }
-
-    /// Stops reading, lets written lines pile up unread in the socket
-    /// buffers for a moment, then goes away: those lines are lost.
-    fn crash(self) {
-        self.paused.store(true, Ordering::SeqCst);
-        std::thread::sleep(Duration::from_millis(50));
-        drop(self);
-    }
-}
 
 fn doc(id: usize) -> Arc<[u8]> {
     format!(

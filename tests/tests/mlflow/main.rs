@@ -1,7 +1,7 @@
 //! MLflow: the client and the exporter against a protocol fixture
 //! (`client`), the local file store and real MLflow servers read back with
 //! MLflow's own Python client (`file_store`, `server`), and the harness
-//! those rely on (`harness`).
+//! those rely on (`harness`); what model calls cost, in both (`cost`).
 //!
 //! The exporter is process-wide and takes every tracked model call: the
 //! tests that start one, start an `mlflow server` or run MLflow's Python
@@ -9,6 +9,7 @@
 //! start neither run beside them.
 
 mod client;
+mod cost;
 mod file_store;
 mod harness;
 mod server;

@@ -12,20 +12,22 @@
 //! Its own test binary: `init()` installs the process-wide subscriber and
 //! Sentry client once, so every test shares one start-up and runs alone
 //! (`serial()`), looking only at what arrived after it started. The capture
-//! server is `capture`; what a failure or a panic becomes is `reports`,
-//! what never leaves the process `secrets`, Sentry's rate limits
-//! `rate_limits`.
+//! server is `test_support::fixture::sentry`; what a failure or a panic
+//! becomes is `reports`, what never leaves the process `secrets`, Sentry's
+//! rate limits `rate_limits`; the transport against the background sinks'
+//! common specification, with a client of its own, is `sink`.
 
-mod capture;
 mod rate_limits;
 mod reports;
 mod secrets;
+mod sink;
 
 use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
 
 use hyperkit_obs::{Builder, MonitoringConfig, ObsGuard};
 use sentry_types::protocol::v7::Event;
+use test_support::fixture::sentry as capture;
 
 use capture::Capture;
 
@@ -62,7 +64,7 @@ struct Harness {
 fn harness() -> &'static Harness {
     static HARNESS: OnceLock<Harness> = OnceLock::new();
     HARNESS.get_or_init(|| {
-        let capture = Capture::start();
+        let capture = Capture::start(PROJECT, PUBLIC_KEY);
         let dsn = format!("http://{PUBLIC_KEY}@{}/{PROJECT}", capture.addr());
         let vars = [
             ("SENTRY_DSN", dsn.as_str()),

@@ -23,6 +23,8 @@ pub(super) struct Raw {
     pub(super) acceptance: BTreeMap<String, (f64, f64)>,
     /// type -> tokens.
     pub(super) tokens: BTreeMap<String, f64>,
+    /// model -> USD spent.
+    pub(super) cost: BTreeMap<String, f64>,
     /// (all, 5xx) HTTP requests.
     pub(super) http: (f64, f64),
     /// sink -> dropped items.
@@ -76,6 +78,7 @@ impl Raw {
             + keys(&self.active)
             + keys(&self.acceptance)
             + keys(&self.tokens)
+            + keys(&self.cost)
             + keys(&self.dropped)
             + self
                 .domains
@@ -157,6 +160,9 @@ impl Raw {
                     }
                     "hyperkit_model_tokens_total" => {
                         *raw.tokens.entry(label(m, "type").to_owned()).or_default() += counter;
+                    }
+                    "hyperkit_model_cost_usd_total" => {
+                        *raw.cost.entry(label(m, "model").to_owned()).or_default() += counter;
                     }
                     "hyperkit_http_requests_total" => {
                         raw.http.0 += counter;
@@ -260,6 +266,10 @@ pub(super) fn derive(now: &Raw, then: &Raw, seconds: f64) -> Vec<((&'static str,
     for (kind, &n) in &now.tokens {
         let n0 = then.tokens.get(kind).copied().unwrap_or_default();
         put("tokens_per_min", kind, Some((n - n0) * 60.0 / seconds));
+    }
+    for (model, &usd) in &now.cost {
+        let usd0 = then.cost.get(model).copied().unwrap_or_default();
+        put("model_spend", model, Some((usd - usd0) * 3600.0 / seconds));
     }
     for (domain, d) in &now.domains {
         let before = then.domains.get(domain);

@@ -54,6 +54,11 @@ const CHARTS: &[Chart] = &[
         unit: "tokens/min",
     },
     Chart {
+        id: "model_spend",
+        title: "Model spend per hour by model",
+        unit: "USD/h",
+    },
+    Chart {
         id: "domain_calls_per_min",
         title: "Calls per minute of your own domains",
         unit: "calls/min",
@@ -157,6 +162,7 @@ impl History {
                 builds: raw.builds.values().map(|b| b.1).sum(),
                 model_calls: raw.model_calls,
                 tokens: raw.tokens.values().sum(),
+                cost_usd: raw.cost.values().sum(),
                 http_requests: raw.http.0,
                 dropped: raw.dropped,
             },
@@ -221,6 +227,8 @@ pub(crate) struct Totals {
     pub model_calls: f64,
     /// Tokens used.
     pub tokens: f64,
+    /// What model calls cost, in USD.
+    pub cost_usd: f64,
     /// HTTP requests answered.
     pub http_requests: f64,
     /// Items dropped, by sink.

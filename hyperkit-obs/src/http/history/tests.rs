@@ -49,6 +49,43 @@ fn rates_and_quantiles_come_from_deltas_over_the_window() {
     assert_eq!(snap.totals.builds, 10.0);
 }
 
+#[test]
+fn spend_per_hour_by_model_is_the_cost_counters_rate() {
+    let registry = Registry::new();
+    let cost = prometheus::CounterVec::new(
+        Opts::new("hyperkit_model_cost_usd_total", "c"),
+        &["model", "task"],
+    )
+    .unwrap();
+    registry.register(Box::new(cost.clone())).unwrap();
+    cost.with_label_values(&["large", "a"]).inc_by(2.0);
+    let mut h = History::new();
+    h.sample(&registry, 1_000);
+    // 0.5 USD in 10 s over two tasks is 180 USD per hour; 0.01 is 3.6.
+    cost.with_label_values(&["large", "a"]).inc_by(0.25);
+    cost.with_label_values(&["large", "b"]).inc_by(0.25);
+    cost.with_label_values(&["small", "a"]).inc_by(0.01);
+    h.sample(&registry, 11_000);
+    let snap = h.snapshot();
+    let spend = snap.charts.iter().find(|c| c.id == "model_spend").unwrap();
+    assert_eq!(spend.unit, "USD/h");
+    let latest: Vec<(&str, f64)> = spend
+        .series
+        .iter()
+        .map(|s| (s.name.as_str(), s.latest.unwrap()))
+        .collect();
+    assert_eq!(latest.len(), 2);
+    assert!(
+        (latest[0].1 - 180.0).abs() < 1e-3 && latest[0].0 == "large",
+        "{latest:?}"
+    );
+    assert!(
+        (latest[1].1 - 3.6).abs() < 1e-3 && latest[1].0 == "small",
+        "{latest:?}"
+    );
+    assert!((snap.totals.cost_usd - 2.51).abs() < 1e-12);
+}
+
 #[derive(crate::Domain)]
 #[domain(crate = crate, prefix = "history_test_deploy", buckets = [0.001, 1.0])]
 struct HistoryDeploy {

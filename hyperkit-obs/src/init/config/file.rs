@@ -25,6 +25,11 @@ struct FileConfig {
     metrics_addr: Option<String>,
     data_dir: Option<String>,
     log_filter: Option<String>,
+    /// Read with their spans by `crate::prices::file`.
+    #[allow(dead_code)]
+    model_prices: Option<toml::Value>,
+    #[allow(dead_code)]
+    currency_rates: Option<toml::Value>,
 }
 
 pub(super) fn apply(config: &mut MonitoringConfig, path: &Path) -> Result<(), ConfigError> {
@@ -68,6 +73,9 @@ pub(super) fn apply(config: &mut MonitoringConfig, path: &Path) -> Result<(), Co
     }
     if let Some(v) = file.log_filter {
         config.log_filter = parse_filter("log_filter", &v)?;
+    }
+    if let Some(table) = crate::prices::file::read("HYPERKIT_CONFIG", path, &text)? {
+        config.model_prices = Some(table);
     }
     Ok(())
 }

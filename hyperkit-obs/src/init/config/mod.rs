@@ -109,6 +109,11 @@ pub struct MonitoringConfig {
     pub logstash: Option<crate::logs::logstash::LogstashConfig>,
     /// Log format and the local log store (`HYPERKIT_LOG_*`).
     pub logs: crate::logs::LogsConfig,
+    /// `HYPERKIT_MODEL_PRICES` (a TOML file), or `[model_prices]` in the
+    /// `HYPERKIT_CONFIG` file (the variable wins): the prices model calls
+    /// are costed at. Default: none (no cost is counted). Reading a file
+    /// needs the `config-file` feature.
+    pub model_prices: Option<crate::model::PriceTable>,
 }
 
 impl Default for MonitoringConfig {
@@ -136,6 +141,7 @@ impl Default for MonitoringConfig {
             #[cfg(feature = "logstash")]
             logstash: None,
             logs: crate::logs::LogsConfig::default(),
+            model_prices: None,
         }
     }
 }
@@ -249,6 +255,12 @@ impl MonitoringConfig {
         #[cfg(not(feature = "logstash"))]
         compiled_out(&var, &["LOGSTASH_URL"], "logstash")?;
         config.logs = crate::logs::LogsConfig::from_lookup(var)?;
+        #[cfg(feature = "config-file")]
+        if let Some(path) = var(crate::prices::PRICES_VAR) {
+            config.model_prices = Some(crate::prices::file::read_file(Path::new(&path))?);
+        }
+        #[cfg(not(feature = "config-file"))]
+        compiled_out(&var, &[crate::prices::PRICES_VAR], "config-file")?;
         #[cfg(not(feature = "http"))]
         compiled_out(
             &var,
@@ -331,6 +343,13 @@ impl MonitoringConfig {
             Some(ls) => described.extend(ls.describe()),
             None => described.push(("LOGSTASH_URL", "(unset)".to_owned())),
         }
+        described.push((
+            crate::prices::PRICES_VAR,
+            match &self.model_prices {
+                Some(table) => format!("{} models priced", table.len()),
+                None => "(unset)".to_owned(),
+            },
+        ));
         described
     }
 

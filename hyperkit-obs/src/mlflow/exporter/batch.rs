@@ -91,6 +91,7 @@ impl RunExporter {
                     end_ms,
                     elapsed,
                     usage,
+                    cost_usd,
                     error_type,
                 } => {
                     let usage = usage.unwrap_or_default();
@@ -103,6 +104,7 @@ impl RunExporter {
                         input_tokens: usage.input_tokens,
                         output_tokens: usage.output_tokens,
                         accepted: usage.accepted,
+                        cost_usd,
                         error_type,
                         call_id: Some(id.to_string()),
                     }

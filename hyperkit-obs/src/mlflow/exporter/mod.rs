@@ -57,6 +57,7 @@ pub(crate) enum Item {
         end_ms: i64,
         elapsed: Duration,
         usage: Option<Usage>,
+        cost_usd: Option<f64>,
         error_type: Option<&'static str>,
     },
     /// An acceptance recorded after the call returned.
@@ -218,6 +219,7 @@ impl CallSink for ModelCalls {
             end_ms: crate::util::system_ms(call.end),
             elapsed: call.duration,
             usage: call.usage,
+            cost_usd: call.cost_usd,
             error_type: call.error_type,
         });
     }

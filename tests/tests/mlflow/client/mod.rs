@@ -3,26 +3,28 @@
 //! of them give, which a real MLflow server cannot be made to give on
 //! demand (real servers are tested in `server` and `file_store`).
 //!
-//! The fixture is in `fixture`; the tests are by concern: retries and
-//! error typing (`retries`), `runs/log-batch` limits (`limits`), paging
-//! (`pagination`), credentials (`secrets`) and the background exporter
-//! (`exporter`).
+//! The fixture is `test_support::mlflow::fixture`; the tests are by
+//! concern: retries and error typing (`retries`), `runs/log-batch` limits
+//! (`limits`), paging (`pagination`), credentials (`secrets`), the
+//! background exporter (`exporter`) and the background sinks' common
+//! specification run against it (`sink`).
 //!
 //! The exporter is process-wide: its tests take turns with every other
 //! test of this binary that starts one (`exporter::exporter_lock()`) and
 //! shut their exporter down at the end.
 
 mod exporter;
-mod fixture;
 mod limits;
 mod pagination;
 mod retries;
 mod secrets;
+mod sink;
 
 use std::collections::HashMap;
 
 use hyperkit_obs::MonitoringConfig;
 use hyperkit_obs::mlflow::{MlflowClient, MlflowConfig};
+use test_support::mlflow::fixture;
 
 use fixture::Fixture;
 
