@@ -41,10 +41,11 @@ pub struct LogsConfig {
     /// `HYPERKIT_LOG_MAX_BYTES`: size the store is kept under by dropping
     /// its oldest days (`1073741824`, `512MiB`, `2GiB`). Default 1 GiB.
     pub max_bytes: u64,
-    /// `HYPERKIT_LOG_STORE_CACHE`: memory the store's writer keeps for
-    /// database pages (`32MiB`, `4MiB`, …, at least 1 MiB). Default 32 MiB:
-    /// a process's resident memory grows by up to this much as the store
-    /// grows, then stays.
+    /// `HYPERKIT_LOG_STORE_CACHE`: memory the store's writer may fill with
+    /// events being indexed before it writes them out as a segment
+    /// (`64MiB`, `16MiB`, …; under 15 MB counts as 15 MB, tantivy's floor).
+    /// Default 64 MiB, a full batch of the writer: a process's resident
+    /// memory grows by up to this much while it logs fast.
     pub cache_bytes: u64,
 }
 
@@ -55,7 +56,7 @@ impl Default for LogsConfig {
             store: cfg!(feature = "log-store"),
             retention_days: 7,
             max_bytes: 1 << 30,
-            cache_bytes: 32 << 20,
+            cache_bytes: 64 << 20,
         }
     }
 }

@@ -111,6 +111,43 @@ impl LogRecord {
         }
     }
 
+    /// Calls `f` with each field [`ecs_document`] writes after the fixed
+    /// keys, under its document name and in the document's order: the
+    /// event's fields, then the spans' fields not already written; reserved
+    /// names and repeats left out, `error` as `error.message`. The store
+    /// indexes exactly these, so what it finds is what the document says.
+    pub(crate) fn document_fields(&self, mut f: impl FnMut(&str, &FieldValue)) {
+        let written = |name: &str, upto: usize, list: &[(&'static str, FieldValue)]| {
+            list[..upto].iter().any(|(n, _)| *n == name)
+        };
+        for (i, (name, value)) in self.fields.iter().enumerate() {
+            let name = if *name == "error" {
+                "error.message"
+            } else {
+                name
+            };
+            if RESERVED.contains(&name)
+                || written(name, i, &self.fields)
+                || (name == "error.message" && written("error", i, &self.fields))
+            {
+                continue;
+            }
+            f(name, value);
+        }
+        for (i, (name, value)) in self.span_fields.iter().enumerate() {
+            if RESERVED.contains(name)
+                || self
+                    .fields
+                    .iter()
+                    .any(|(n, _)| n == name || (*name == "error.message" && *n == "error"))
+                || written(name, i, &self.span_fields)
+            {
+                continue;
+            }
+            f(name, value);
+        }
+    }
+
     /// The value of a field as the document carries it (`error` is
     /// `error.message`): the event's fields first, then the spans'.
     pub fn field(&self, name: &str) -> Option<&FieldValue> {
@@ -173,35 +210,7 @@ pub fn ecs_document(record: &LogRecord, service_name: &str, out: &mut Vec<u8>) {
     out.extend_from_slice(b",\"service.name\":");
     write_json_str(service_name, out);
 
-    let written = |name: &str, upto: usize, list: &[(&'static str, FieldValue)]| {
-        list[..upto].iter().any(|(n, _)| *n == name)
-    };
-    for (i, (name, value)) in record.fields.iter().enumerate() {
-        let name = if *name == "error" {
-            "error.message"
-        } else {
-            name
-        };
-        if RESERVED.contains(&name)
-            || written(name, i, &record.fields)
-            || (name == "error.message" && written("error", i, &record.fields))
-        {
-            continue;
-        }
-        write_field(name, value, out);
-    }
-    for (i, (name, value)) in record.span_fields.iter().enumerate() {
-        if RESERVED.contains(name)
-            || record
-                .fields
-                .iter()
-                .any(|(n, _)| n == name || (*name == "error.message" && *n == "error"))
-            || written(name, i, &record.span_fields)
-        {
-            continue;
-        }
-        write_field(name, value, out);
-    }
+    record.document_fields(|name, value| write_field(name, value, out));
     if let Some(function) = record.span_name {
         out.extend_from_slice(b",\"log.origin.function\":");
         write_json_str(function, out);

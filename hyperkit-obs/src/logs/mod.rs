@@ -40,7 +40,10 @@ mod time;
 pub use config::{LogFormat, LogsConfig};
 pub use document::{ECS_VERSION, FieldValue, LogRecord, ecs_document};
 pub use layer::{EcsLayer, TrackedSpans, layer};
-pub use query::{FieldKind, ParseError, Query, TEXT_FIELDS, Term, words};
+pub use query::{
+    FieldKind, ParseError, Query, Range, TEXT_FIELDS, Term, wildcard_matches, wildcard_prefix,
+    words,
+};
 #[cfg(any(feature = "elasticsearch", feature = "logstash"))]
 pub use ship::{Document, ShipperGuard, ShipperHandle, ShippingError};
 pub use stdout::{

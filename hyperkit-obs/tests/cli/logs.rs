@@ -194,3 +194,56 @@ fn a_query_past_the_parser_limits_is_refused_naming_the_limit_instead_of_abortin
     }
     std::fs::remove_dir_all(&data).unwrap();
 }
+
+#[test]
+fn search_moves_a_store_of_the_earlier_version_into_the_index_and_says_so() {
+    use hyperkit_obs::logs::store::LEGACY_FILE;
+    let data = data_dir("legacy");
+    let dir = hyperkit_obs::logs::store_dir(&data);
+    std::fs::create_dir_all(&dir).unwrap();
+    // The SQLite version's layout, as it wrote it.
+    let conn = rusqlite::Connection::open(dir.join(LEGACY_FILE)).unwrap();
+    let now = now_ms();
+    let day = hyperkit_obs::logs::format_timestamp(now)[..10].replace('-', "");
+    conn.execute_batch(&format!(
+        "CREATE TABLE logs_{day} (id INTEGER PRIMARY KEY, ts INTEGER NOT NULL,
+             level TEXT NOT NULL, doc TEXT NOT NULL);"
+    ))
+    .unwrap();
+    for (i, chain) in ["ethereum", "solana"].iter().enumerate() {
+        let mut record = LogRecord::new(now - i as i64, "error", "agent::build", "out of gas");
+        record
+            .span_fields
+            .push(("chain", FieldValue::Str((*chain).to_owned())));
+        let mut document = Vec::new();
+        ecs_document(&record, "agent", &mut document);
+        conn.execute(
+            &format!("INSERT INTO logs_{day} (ts, level, doc) VALUES (?, 'error', ?)"),
+            rusqlite::params![record.timestamp_ms, String::from_utf8(document).unwrap()],
+        )
+        .unwrap();
+    }
+    drop(conn);
+    let out = run(&data, &["logs", "search", "chain:eth*", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("written by an earlier version"), "{err}");
+    assert!(err.contains("moved 2 events"), "{err}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(text.lines().count(), 1, "{text}");
+    assert!(text.contains("\"chain\":\"ethereum\""), "{text}");
+    assert!(!dir.join(LEGACY_FILE).exists());
+    // Once moved, searching says nothing more.
+    let again = run(&data, &["logs", "search", "level:error"]);
+    assert!(
+        again.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    assert_eq!(String::from_utf8(again.stdout).unwrap().lines().count(), 2);
+    std::fs::remove_dir_all(&data).unwrap();
+}

@@ -104,7 +104,18 @@ pub(crate) fn search(args: &Args) -> Result<(), Failure> {
         .search(&request.query, &request.options)
         .map_err(|e| Failure::Failed(e.to_string()))?;
     print_logs(&found, request.json);
+    warn_damaged(&store);
     Ok(())
+}
+
+/// Names on stderr the days a search had to skip.
+fn warn_damaged(store: &LogStore) {
+    for (day, why) in store.damaged_days() {
+        eprintln!(
+            "hyperkit-obs: warning: skipped {day} of the log store, which cannot be read ({why}); retention removes it in time, or delete {}",
+            store.path().join(day.to_string()).display()
+        );
+    }
 }
 
 /// `hyperkit-obs logs tail`: prints the last lines, then polls the store
@@ -114,25 +125,26 @@ pub(crate) fn tail(args: &Args) -> Result<(), Failure> {
     let config = MonitoringConfig::from_env().map_err(config_error)?;
     let store = open_store(&config)?;
     let failed = |e: hyperkit_obs::logs::store::StoreError| Failure::Failed(e.to_string());
+    // Everything stored up to `cursor` is history; what comes after is new,
+    // printed in the order it is stored, each line once.
+    let mut cursor = store.cursor().map_err(failed)?;
     let mut last = store
         .search(&request.query, &request.options)
         .map_err(failed)?;
+    last.retain(|l| l.cursor <= cursor);
     last.reverse();
     print_logs(&last, request.json);
-    let mut cursor = last.last().map(|l| l.cursor);
+    warn_damaged(&store);
     loop {
         std::thread::sleep(TAIL_POLL);
         let options = SearchOptions {
             limit: 1000,
-            after: cursor,
+            after: Some(cursor),
             ..SearchOptions::default()
         };
-        let mut found = store.search(&request.query, &options).map_err(failed)?;
-        if cursor.is_none() {
-            found.reverse();
-        }
+        let found = store.search(&request.query, &options).map_err(failed)?;
         if let Some(l) = found.last() {
-            cursor = Some(l.cursor);
+            cursor = l.cursor;
         }
         print_logs(&found, request.json);
     }
@@ -202,16 +214,31 @@ impl Request {
 }
 
 /// The local store the configuration names, if there is one (opening it
-/// would create it).
+/// would create it). A store of the previous version is moved into the
+/// index first, saying so.
 fn open_store(config: &MonitoringConfig) -> Result<LogStore, Failure> {
+    use hyperkit_obs::logs::store::{DB_FILE, LEGACY_FILE};
     let dir = hyperkit_obs::logs::store_dir(&config.data_dir);
-    if !dir.join(hyperkit_obs::logs::store::DB_FILE).exists() {
+    if !dir.join(DB_FILE).exists() && !dir.join(LEGACY_FILE).exists() {
         return Err(Failure::Failed(format!(
             "no log store at {} (set HYPERKIT_DATA_DIR to the program's data directory)",
             dir.display()
         )));
     }
-    LogStore::open(&dir).map_err(|e| Failure::Failed(e.to_string()))
+    let mut store = LogStore::open(&dir).map_err(|e| Failure::Failed(e.to_string()))?;
+    if store.has_legacy() {
+        eprintln!(
+            "hyperkit-obs: the log store at {} was written by an earlier version (SQLite, {LEGACY_FILE}); moving its events into the index once…",
+            dir.display()
+        );
+        let moved = store.migrate_legacy().map_err(|e| {
+            Failure::Failed(format!(
+                "cannot move the earlier version's log store into the index: {e} (a program writing the store moves it when it starts; try again then)"
+            ))
+        })?;
+        eprintln!("hyperkit-obs: moved {moved} events; {LEGACY_FILE} is removed");
+    }
+    Ok(store)
 }
 
 /// `logs search` when `ELASTICSEARCH_URL` is set: the same query, sent as

@@ -112,7 +112,7 @@ fn valid_queries() -> impl Strategy<Value = Query> {
         prop::sample::select(&["level", "chain", "trace.id", "error.message"][..])
             .prop_map(str::to_owned),
     ]);
-    let leaf = (field, text)
+    let leaf = (field, text.clone())
         .prop_map(|(field, value)| Term { field, value })
         .prop_filter("a term the parser accepts", |t| {
             !t.value.is_empty()
@@ -121,6 +121,47 @@ fn valid_queries() -> impl Strategy<Value = Query> {
                     || t.value.chars().any(char::is_alphanumeric))
         })
         .prop_map(Query::Term);
+    let escape = |s: &str| {
+        s.replace('\\', "\\\\")
+            .replace('*', "\\*")
+            .replace('?', "\\?")
+    };
+    let wild = (
+        prop::option::of(prop_oneof![
+            text.clone(),
+            prop::sample::select(&["chain", "request_id", "level"][..]).prop_map(str::to_owned),
+        ]),
+        text.clone(),
+        prop::sample::select(&["*", "?"][..]),
+        text.clone(),
+    )
+        .prop_filter("a field the parser accepts", |(f, ..)| {
+            f.as_ref()
+                .is_none_or(|f| !f.is_empty() && f != "@timestamp")
+        })
+        .prop_map(move |(field, a, w, b)| {
+            Query::Wildcard(Term {
+                field,
+                value: format!("{}{w}{}", escape(&a), escape(&b)),
+            })
+        });
+    let bound = prop_oneof![
+        Just(std::ops::Bound::Unbounded),
+        text.clone().prop_map(std::ops::Bound::Included),
+        text.clone().prop_map(std::ops::Bound::Excluded),
+    ];
+    let range = (text.clone(), bound.clone(), bound)
+        .prop_filter("a field the parser accepts", |(f, ..)| {
+            !f.is_empty() && f != "@timestamp"
+        })
+        .prop_map(|(field, lower, upper)| {
+            Query::Range(Range {
+                field,
+                lower,
+                upper,
+            })
+        });
+    let leaf = prop_oneof![3 => leaf, 1 => wild, 1 => range];
     leaf.prop_recursive(4, 24, 4, |inner| {
         prop_oneof![
             prop::collection::vec(inner.clone(), 2..5).prop_map(Query::And),

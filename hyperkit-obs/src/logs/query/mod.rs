@@ -21,6 +21,21 @@
 //! - `service.name`, `trace.id`, `span.id` and any other field match when the
 //!   document's value, as text, equals the term exactly.
 //!
+//! An unquoted `*` or `?` makes a term a wildcard ([`Query::Wildcard`]):
+//! `chain:eth*`, `request_id:req-00?1`. `*` stands for any run of
+//! characters and `?` for one; on a text field the pattern matches one word
+//! (compared in lower case), elsewhere the whole value. `\*` is a literal
+//! star.
+//!
+//! Ranges ([`Query::Range`]) follow Kibana: `attempt:[3 TO 5]` (inclusive),
+//! `{3 TO 5}` (exclusive), mixed `[3 TO 5}`, `*` for an open end, and
+//! `event.duration:>1000000000`, `>=`, `<`, `<=`. When each bound is a
+//! number (or open), the range compares the field's numeric values (as
+//! 64-bit floats, like JSON numbers); otherwise it compares text, byte by
+//! byte: the words of a text field (bounds in lower case), the level, or
+//! the whole string value of any other field (numbers there take numeric
+//! bounds, as an Elasticsearch numeric field does).
+//!
 //! Parsing never panics and is bounded: it takes time linear in the input,
 //! refuses queries nested deeper than [`Query::MAX_DEPTH`] or with more than
 //! [`Query::MAX_TERMS`] terms, and never recurses deeper than the depth
@@ -30,6 +45,7 @@
 //! lexes and parses text within the limits above.
 
 use std::fmt::{self, Write as _};
+use std::ops::Bound;
 
 #[cfg(test)]
 mod fuzz;
@@ -56,6 +72,121 @@ pub enum Query {
     Or(Vec<Query>),
     /// The sub-query does not match.
     Not(Box<Query>),
+    /// A term whose value is a pattern: `*` any run of characters, `?` one
+    /// character, `\\` before either (or before `\\`) for the character
+    /// itself.
+    Wildcard(Term),
+    /// The values of a field between two bounds.
+    Range(Range),
+}
+
+/// A range term: `field:[lower TO upper]` and its `>`/`<` forms.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Range {
+    /// The field, as written.
+    pub field: String,
+    /// The lower bound (`Unbounded` for `*`).
+    pub lower: Bound<String>,
+    /// The upper bound (`Unbounded` for `*`).
+    pub upper: Bound<String>,
+}
+
+impl Range {
+    /// How this range's field is searched.
+    pub fn kind(&self) -> FieldKind {
+        field_kind(&self.field)
+    }
+
+    /// The document key this range compares (`log.level` for `level`).
+    pub fn document_key(&self) -> &str {
+        document_key(&self.field)
+    }
+
+    /// The bounds as numbers when each is a number or open, and not both
+    /// open: then the range compares numeric values.
+    pub fn numeric(&self) -> Option<(Bound<f64>, Bound<f64>)> {
+        fn number(b: &Bound<String>) -> Option<Bound<f64>> {
+            let parse = |s: &String| s.trim().parse::<f64>().ok().filter(|v| v.is_finite());
+            Some(match b {
+                Bound::Included(s) => Bound::Included(parse(s)?),
+                Bound::Excluded(s) => Bound::Excluded(parse(s)?),
+                Bound::Unbounded => Bound::Unbounded,
+            })
+        }
+        if matches!(
+            (&self.lower, &self.upper),
+            (Bound::Unbounded, Bound::Unbounded)
+        ) {
+            return None;
+        }
+        Some((number(&self.lower)?, number(&self.upper)?))
+    }
+}
+
+/// Whether `text` matches the wildcard `pattern` ([`Query::Wildcard`]'s
+/// syntax), comparing characters exactly. Linear in the product of the two
+/// lengths at worst, never exponential.
+pub fn wildcard_matches(pattern: &str, text: &str) -> bool {
+    #[derive(Clone, Copy, PartialEq)]
+    enum P {
+        Star,
+        One,
+        Char(char),
+    }
+    let mut pat = Vec::with_capacity(pattern.len());
+    let mut chars = pattern.chars();
+    while let Some(c) = chars.next() {
+        pat.push(match c {
+            '*' => P::Star,
+            '?' => P::One,
+            '\\' => P::Char(chars.next().unwrap_or('\\')),
+            c => P::Char(c),
+        });
+    }
+    let text: Vec<char> = text.chars().collect();
+    // The classic greedy match with one backtrack point: the last star.
+    let (mut p, mut t) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while t < text.len() {
+        match pat.get(p) {
+            Some(P::Star) => {
+                star = Some((p, t));
+                p += 1;
+            }
+            Some(P::One) => {
+                p += 1;
+                t += 1;
+            }
+            Some(P::Char(c)) if *c == text[t] => {
+                p += 1;
+                t += 1;
+            }
+            _ => match star {
+                Some((sp, st)) => {
+                    p = sp + 1;
+                    t = st + 1;
+                    star = Some((sp, st + 1));
+                }
+                None => return false,
+            },
+        }
+    }
+    pat[p..].iter().all(|x| *x == P::Star)
+}
+
+/// The characters of a wildcard pattern before its first wildcard, with
+/// escapes resolved: every match starts with them.
+pub fn wildcard_prefix(pattern: &str) -> String {
+    let mut prefix = String::new();
+    let mut chars = pattern.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '*' | '?' => break,
+            '\\' => prefix.push(chars.next().unwrap_or('\\')),
+            c => prefix.push(c),
+        }
+    }
+    prefix
 }
 
 /// A field term, free term or phrase.
@@ -104,15 +235,18 @@ impl Term {
     /// The document key this term compares (`log.level` for `level`), or
     /// `None` for a free term.
     pub fn document_key(&self) -> Option<&str> {
-        let f = self.field.as_deref()?;
-        Some(match field_kind(f) {
-            FieldKind::Level => "log.level",
-            FieldKind::Text(col) => TEXT_FIELDS
-                .iter()
-                .find(|(c, _)| *c == col)
-                .map_or(f, |(_, key)| key),
-            FieldKind::Exact => f,
-        })
+        self.field.as_deref().map(document_key)
+    }
+}
+
+fn document_key(f: &str) -> &str {
+    match field_kind(f) {
+        FieldKind::Level => "log.level",
+        FieldKind::Text(col) => TEXT_FIELDS
+            .iter()
+            .find(|(c, _)| *c == col)
+            .map_or(f, |(_, key)| key),
+        FieldKind::Exact => f,
     }
 }
 
@@ -147,6 +281,25 @@ pub struct ParseError {
     pub message: String,
 }
 
+/// Writes a field name as the lexer reads it back.
+fn write_field(f: &mut fmt::Formatter<'_>, field: &str) -> fmt::Result {
+    for (i, c) in field.char_indices() {
+        if c.is_whitespace() || matches!(c, '(' | ')' | '"' | '\\' | ':') || (i == 0 && c == '-') {
+            f.write_char('\\')?;
+        }
+        f.write_char(c)?;
+    }
+    f.write_char(':')
+}
+
+fn write_quoted(f: &mut fmt::Formatter<'_>, value: &str) -> fmt::Result {
+    write!(
+        f,
+        "\"{}\"",
+        value.replace('\\', "\\\\").replace('"', "\\\"")
+    )
+}
+
 impl fmt::Display for Query {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let join = |f: &mut fmt::Formatter<'_>, parts: &[Query], op: &str| {
@@ -163,23 +316,54 @@ impl fmt::Display for Query {
             Query::All => f.write_str("*"),
             Query::Term(t) => {
                 if let Some(field) = &t.field {
-                    // Escaped as the lexer reads a field name back.
-                    for (i, c) in field.char_indices() {
-                        if c.is_whitespace()
-                            || matches!(c, '(' | ')' | '"' | '\\' | ':')
-                            || (i == 0 && c == '-')
-                        {
+                    write_field(f, field)?;
+                }
+                write_quoted(f, &t.value)
+            }
+            Query::Wildcard(t) => {
+                if let Some(field) = &t.field {
+                    write_field(f, field)?;
+                }
+                // The pattern keeps its own escapes; what else the lexer
+                // would read as syntax is escaped here.
+                let mut chars = t.value.chars();
+                let mut first = true;
+                while let Some(c) = chars.next() {
+                    if c == '\\' {
+                        f.write_char('\\')?;
+                        f.write_char(chars.next().unwrap_or('\\'))?;
+                    } else {
+                        let syntax = c.is_whitespace()
+                            || matches!(c, '(' | ')' | '"' | ':')
+                            || (first && matches!(c, '-' | '[' | '{' | '>' | '<'));
+                        if syntax {
                             f.write_char('\\')?;
                         }
                         f.write_char(c)?;
                     }
-                    f.write_char(':')?;
+                    first = false;
                 }
-                write!(
-                    f,
-                    "\"{}\"",
-                    t.value.replace('\\', "\\\\").replace('"', "\\\"")
-                )
+                Ok(())
+            }
+            Query::Range(r) => {
+                write_field(f, &r.field)?;
+                let bound = |f: &mut fmt::Formatter<'_>, b: &Bound<String>| match b {
+                    Bound::Included(v) | Bound::Excluded(v) => write_quoted(f, v),
+                    Bound::Unbounded => f.write_char('*'),
+                };
+                f.write_char(if matches!(r.lower, Bound::Excluded(_)) {
+                    '{'
+                } else {
+                    '['
+                })?;
+                bound(f, &r.lower)?;
+                f.write_str(" TO ")?;
+                bound(f, &r.upper)?;
+                f.write_char(if matches!(r.upper, Bound::Excluded(_)) {
+                    '}'
+                } else {
+                    ']'
+                })
             }
             Query::And(parts) => join(f, parts, "AND"),
             Query::Or(parts) => join(f, parts, "OR"),

@@ -4,7 +4,11 @@
 //! recurses deeper than the depth limit, whatever the input: every error
 //! is a [`ParseError`] with the byte offset of the problem.
 
-use super::{FieldKind, ParseError, Query, Term};
+use std::iter::Peekable;
+use std::ops::Bound;
+use std::str::CharIndices;
+
+use super::{FieldKind, ParseError, Query, Range, Term};
 use crate::util::shown;
 
 #[derive(Clone, Debug, PartialEq)]
@@ -17,8 +21,91 @@ enum Tok {
     Minus,
     /// `field:` (the value follows as the next token).
     Field(String),
-    Word(String),
+    /// An unquoted word: its text with escapes resolved, and, when it holds
+    /// an unescaped `*` or `?`, the wildcard pattern (escapes of `*`, `?`
+    /// and `\\` kept).
+    Word(String, Option<String>),
     Phrase(String),
+    /// `[a TO b]`, `{a TO b}`, `>a`, `<=b`… right after a `field:`.
+    Range(Bound<String>, Bound<String>),
+}
+
+type Chars<'a> = Peekable<CharIndices<'a>>;
+
+fn range_error<T>(position: usize) -> Result<T, ParseError> {
+    Err(ParseError {
+        position,
+        message: "a range reads [FROM TO TO] or {FROM TO TO} (`*` for an open end), as in attempt:[3 TO 5]"
+            .to_owned(),
+    })
+}
+
+/// One bound inside `[…]`: a quoted value, or a bare one up to whitespace or
+/// the closing bracket (`*` alone is an open end). Returns the text and
+/// whether it was the open end.
+fn range_word(chars: &mut Chars<'_>, open: usize) -> Result<(String, bool), ParseError> {
+    while chars.next_if(|(_, c)| c.is_whitespace()).is_some() {}
+    let mut word = String::new();
+    if chars.next_if(|(_, c)| *c == '"').is_some() {
+        loop {
+            match chars.next() {
+                Some((_, '"')) => return Ok((word, false)),
+                Some((_, '\\')) => {
+                    if let Some((_, e)) = chars.next() {
+                        word.push(e);
+                    }
+                }
+                Some((_, c)) => word.push(c),
+                None => return range_error(open),
+            }
+        }
+    }
+    let mut escaped = false;
+    while let Some(&(_, c)) = chars.peek() {
+        if c.is_whitespace() || c == ']' || c == '}' {
+            break;
+        }
+        chars.next();
+        if c == '\\' {
+            escaped = true;
+            if let Some((_, e)) = chars.next() {
+                word.push(e);
+            }
+        } else {
+            word.push(c);
+        }
+    }
+    if word.is_empty() {
+        return range_error(open);
+    }
+    let open_end = word == "*" && !escaped;
+    Ok((word, open_end))
+}
+
+/// The range right after `field:` at `open` (`[` or `{`).
+fn lex_range(chars: &mut Chars<'_>, open: usize) -> Result<Tok, ParseError> {
+    let inclusive_low = chars.next().is_some_and(|(_, c)| c == '[');
+    let (low, low_open) = range_word(chars, open)?;
+    let (to, _) = range_word(chars, open)?;
+    if to != "TO" {
+        return range_error(open);
+    }
+    let (high, high_open) = range_word(chars, open)?;
+    while chars.next_if(|(_, c)| c.is_whitespace()).is_some() {}
+    let inclusive_high = match chars.next() {
+        Some((_, ']')) => true,
+        Some((_, '}')) => false,
+        _ => return range_error(open),
+    };
+    let bound = |v: String, open_end: bool, inclusive: bool| match (open_end, inclusive) {
+        (true, _) => Bound::Unbounded,
+        (false, true) => Bound::Included(v),
+        (false, false) => Bound::Excluded(v),
+    };
+    Ok(Tok::Range(
+        bound(low, low_open, inclusive_low),
+        bound(high, high_open, inclusive_high),
+    ))
 }
 
 fn lex(input: &str) -> Result<Vec<(usize, Tok)>, ParseError> {
@@ -69,6 +156,8 @@ fn lex(input: &str) -> Result<Vec<(usize, Tok)>, ParseError> {
             }
             _ => {
                 let mut word = String::new();
+                let mut pattern = String::new();
+                let mut wild = false;
                 let mut field = None;
                 while let Some(&(_, c)) = chars.peek() {
                     if c.is_whitespace() || c == '(' || c == ')' || c == '"' {
@@ -78,12 +167,18 @@ fn lex(input: &str) -> Result<Vec<(usize, Tok)>, ParseError> {
                     if c == '\\' {
                         if let Some((_, e)) = chars.next() {
                             word.push(e);
+                            if matches!(e, '*' | '?' | '\\') {
+                                pattern.push('\\');
+                            }
+                            pattern.push(e);
                         }
                     } else if c == ':' && field.is_none() {
                         field = Some(std::mem::take(&mut word));
                         break;
                     } else {
+                        wild |= matches!(c, '*' | '?');
                         word.push(c);
+                        pattern.push(c);
                     }
                 }
                 match field {
@@ -94,14 +189,24 @@ fn lex(input: &str) -> Result<Vec<(usize, Tok)>, ParseError> {
                                 .to_owned(),
                         });
                     }
-                    Some(f) => toks.push((pos, Tok::Field(f))),
+                    Some(f) => {
+                        toks.push((pos, Tok::Field(f)));
+                        // Range syntax counts only right after the colon.
+                        if let Some(&(at, c)) = chars.peek() {
+                            match c {
+                                '[' | '{' => toks.push((at, lex_range(&mut chars, at)?)),
+                                '>' | '<' => toks.push((at, lex_compare(&mut chars, at)?)),
+                                _ => {}
+                            }
+                        }
+                    }
                     None => toks.push((
                         pos,
                         match word.as_str() {
                             "AND" | "&&" => Tok::And,
                             "OR" | "||" => Tok::Or,
                             "NOT" | "!" => Tok::Not,
-                            _ => Tok::Word(word),
+                            _ => Tok::Word(word, wild.then_some(pattern)),
                         },
                     )),
                 }
@@ -109,6 +214,61 @@ fn lex(input: &str) -> Result<Vec<(usize, Tok)>, ParseError> {
         }
     }
     Ok(toks)
+}
+
+/// `>v`, `>=v`, `<v`, `<=v` right after a `field:`, at `at`.
+fn lex_compare(chars: &mut Chars<'_>, at: usize) -> Result<Tok, ParseError> {
+    let greater = chars.next().is_some_and(|(_, c)| c == '>');
+    let inclusive = chars.next_if(|(_, c)| *c == '=').is_some();
+    let mut value = String::new();
+    if chars.next_if(|(_, c)| *c == '"').is_some() {
+        loop {
+            match chars.next() {
+                Some((_, '"')) => break,
+                Some((_, '\\')) => {
+                    if let Some((_, e)) = chars.next() {
+                        value.push(e);
+                    }
+                }
+                Some((_, c)) => value.push(c),
+                None => return compare_error(at),
+            }
+        }
+    } else {
+        while let Some(&(_, c)) = chars.peek() {
+            if c.is_whitespace() || c == '(' || c == ')' || c == '"' {
+                break;
+            }
+            chars.next();
+            if c == '\\' {
+                if let Some((_, e)) = chars.next() {
+                    value.push(e);
+                }
+            } else {
+                value.push(c);
+            }
+        }
+    }
+    if value.is_empty() {
+        return compare_error(at);
+    }
+    let bound = if inclusive {
+        Bound::Included(value)
+    } else {
+        Bound::Excluded(value)
+    };
+    Ok(if greater {
+        Tok::Range(bound, Bound::Unbounded)
+    } else {
+        Tok::Range(Bound::Unbounded, bound)
+    })
+}
+
+fn compare_error<T>(position: usize) -> Result<T, ParseError> {
+    Err(ParseError {
+        position,
+        message: "a comparison needs a value, as in event.duration:>1000000000".to_owned(),
+    })
 }
 
 /// A sub-query as the parser returns it, with how deep its operators nest.
@@ -127,9 +287,9 @@ struct Shape {
 }
 
 impl Parsed {
-    fn term(term: Term, start: usize) -> Parsed {
+    fn term(query: Query, start: usize) -> Parsed {
         Parsed {
-            query: Query::Term(term),
+            query,
             shape: Shape {
                 height: 0,
                 innermost: start,
@@ -275,10 +435,11 @@ impl Parser {
                 self.at += 1;
                 self.field_term(start, field)
             }
-            Some(Tok::Word(value) | Tok::Phrase(value)) => {
+            Some(Tok::Word(value, _) | Tok::Phrase(value)) => {
                 let value = value.clone();
                 self.term(start, None, value)
             }
+            Some(Tok::Range(..)) => self.error("a range needs a field, as in attempt:[3 TO 5]"),
             Some(Tok::RParen) => self.error("unexpected `)`: it closes no `(`"),
             Some(Tok::And | Tok::Or) => {
                 self.error("an operator needs a term on each side, as in `a AND b`")
@@ -311,7 +472,15 @@ impl Parser {
     /// current token.
     fn field_term(&mut self, start: usize, field: String) -> Result<Parsed, ParseError> {
         let value = match self.peek() {
-            Some(Tok::Word(w) | Tok::Phrase(w)) => w.clone(),
+            Some(Tok::Range(lower, upper)) => {
+                let range = Range {
+                    field,
+                    lower: lower.clone(),
+                    upper: upper.clone(),
+                };
+                return self.range(start, range);
+            }
+            Some(Tok::Word(w, _) | Tok::Phrase(w)) => w.clone(),
             Some(Tok::And | Tok::Or | Tok::Not) => {
                 let field = shown(&field);
                 return self.error(format!(
@@ -336,11 +505,12 @@ impl Parser {
         value: String,
     ) -> Result<Parsed, ParseError> {
         // A quoted `*` or `?` is searched for as written.
-        if matches!(self.peek(), Some(Tok::Word(w)) if w.contains(['*', '?'])) {
-            return self.error(format!(
-                "wildcards are not supported in `{}`: search for whole words (quote the value to match a literal `*` or `?`)",
-                shown(&value)
-            ));
+        if let Some(Tok::Word(_, Some(pattern))) = self.peek() {
+            let term = Term {
+                field,
+                value: pattern.clone(),
+            };
+            return self.wildcard(start, term);
         }
         let term = Term { field, value };
         // `words` finds a word exactly where there is a letter or digit.
@@ -355,6 +525,33 @@ impl Parser {
         if term.value.is_empty() {
             return self.error("an empty value matches nothing; write a value");
         }
+        self.count_term(start)?;
+        Ok(Parsed::term(Query::Term(term), start))
+    }
+
+    /// The wildcard term starting at `start`, whose pattern is the current
+    /// token.
+    fn wildcard(&mut self, start: usize, term: Term) -> Result<Parsed, ParseError> {
+        if term.field.as_deref() == Some("@timestamp") {
+            return self.error("wildcards do not apply to @timestamp: use --since and --until");
+        }
+        self.count_term(start)?;
+        Ok(Parsed::term(Query::Wildcard(term), start))
+    }
+
+    /// The range term starting at `start`, whose bounds are the current
+    /// token.
+    fn range(&mut self, start: usize, range: Range) -> Result<Parsed, ParseError> {
+        if range.field == "@timestamp" {
+            return self.error("ranges do not apply to @timestamp: use --since and --until");
+        }
+        self.count_term(start)?;
+        Ok(Parsed::term(Query::Range(range), start))
+    }
+
+    /// Counts the term at the current token, starting at `start`, against
+    /// [`Query::MAX_TERMS`], and steps over it.
+    fn count_term(&mut self, start: usize) -> Result<(), ParseError> {
         if self.terms == Query::MAX_TERMS {
             return Err(ParseError {
                 position: start,
@@ -366,7 +563,7 @@ impl Parser {
         }
         self.terms += 1;
         self.at += 1;
-        Ok(Parsed::term(term, start))
+        Ok(())
     }
 }
 

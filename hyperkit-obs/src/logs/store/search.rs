@@ -1,19 +1,114 @@
-//! Searching the store: a [`Query`] compiled to one SQL statement per day
-//! table (full-text terms to FTS5 `MATCH` expressions, levels and exact
-//! fields to SQL predicates), run newest day first. What it writes stays
-//! within SQLite's limits for every query the parser accepts, so a search
-//! fails only when SQLite does, never by panicking or by a query too deep.
+//! Searching the store. Newest first: days newest first, and in each day
+//! the segments by their newest event; in a segment (sorted newest first)
+//! the time range is a binary search on the timestamp column and the
+//! query's matches come newest first, so each segment yields at most
+//! `limit` of them and the search stops at the first day or segment whose
+//! newest event is older than every hit it holds. After a cursor (`tail`):
+//! only the segments holding events stored after it are read.
+//!
+//! A day that fails to read (damaged, or removed by retention meanwhile)
+//! is skipped and recorded, never trusted: a search fails only when the
+//! store's directory cannot be listed.
 
-use rusqlite::types::Value;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
 
-use super::schema::NOT_IN_ATTRS;
+use tantivy::columnar::Column;
+use tantivy::query::EnableScoring;
+use tantivy::schema::Value as _;
+use tantivy::{DocId, DocSet, Searcher, SegmentReader, TERMINATED, TantivyDocument};
+
+use super::day::Day;
+use super::plan::{Segment, to_query};
+use super::schema::Fields;
 use super::{Cursor, LogStore, SearchOptions, StoreError, StoredLog};
-use crate::logs::query::{FieldKind, Query, TEXT_FIELDS, words};
+use crate::logs::query::Query;
 use crate::logs::time::day_start;
+
+const DAY_MS: i64 = 86_400_000;
+
+/// One match before its document is read: ordered by time, then by when
+/// it was stored.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Hit {
+    ts: i64,
+    seq: u64,
+    /// Index into the searchers of this search.
+    searcher: usize,
+    segment: u32,
+    doc: DocId,
+}
+
+/// The `limit` greatest items pushed, by `key`.
+struct Best<K: Ord + Copy> {
+    limit: usize,
+    heap: BinaryHeap<Reverse<K>>,
+}
+
+impl<K: Ord + Copy> Best<K> {
+    fn new(limit: usize) -> Self {
+        Best {
+            limit,
+            heap: BinaryHeap::with_capacity(limit.min(4096) + 1),
+        }
+    }
+
+    fn full(&self) -> bool {
+        self.heap.len() >= self.limit
+    }
+
+    fn least(&self) -> Option<K> {
+        self.heap.peek().map(|r| r.0)
+    }
+
+    fn push(&mut self, k: K) {
+        if !self.full() {
+            self.heap.push(Reverse(k));
+        } else if self.least().is_some_and(|least| k > least) {
+            self.heap.pop();
+            self.heap.push(Reverse(k));
+        }
+    }
+}
+
+/// Docs `[start, end)` of a segment sorted newest first whose timestamps
+/// are in `[since, until)`.
+fn ts_docs(ts: &Column<i64>, max_doc: DocId, since: i64, until: i64) -> (DocId, DocId) {
+    let value = |doc: DocId| ts.first(doc).unwrap_or(i64::MIN);
+    let first_below = |bound: i64| {
+        let (mut lo, mut hi) = (0, max_doc);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if value(mid) >= bound {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        lo
+    };
+    (first_below(until), first_below(since))
+}
+
+struct SegmentScan<'a> {
+    /// Its place among the searcher's segments.
+    ord: u32,
+    reader: &'a SegmentReader,
+    ts: Column<i64>,
+    seq: Column<u64>,
+    /// Docs in the time range.
+    start: DocId,
+    end: DocId,
+}
 
 impl LogStore {
     /// Events matching `query`, newest first (or, with
     /// [`SearchOptions::after`], the ones stored after it, oldest first).
+    ///
+    /// Days that cannot be read are skipped and reported by
+    /// [`damaged_days`](Self::damaged_days).
     pub fn search(
         &self,
         query: &Query,
@@ -21,253 +116,248 @@ impl LogStore {
     ) -> Result<Vec<StoredLog>, StoreError> {
         let since = options.since_ms.unwrap_or(i64::MIN);
         let until = options.until_ms.unwrap_or(i64::MAX);
+        if options.limit == 0 || since >= until {
+            return Ok(Vec::new());
+        }
         let mut days: Vec<u32> = self
             .list_days()?
             .into_iter()
-            .filter(|d| day_start(*d) + 86_400_000 > since && day_start(*d) < until)
-            .filter(|d| options.after.is_none_or(|c| *d >= c.day))
+            .filter(|d| day_start(*d).saturating_add(DAY_MS) > since && day_start(*d) < until)
             .collect();
-        if options.after.is_none() {
-            days.reverse();
+        let mut searchers: Vec<(u32, Arc<Day>, Searcher)> = Vec::new();
+        let mut hits = Vec::new();
+        match options.after {
+            None => {
+                days.reverse();
+                let mut best = Best::<Hit>::new(options.limit);
+                for day in days {
+                    // Every event of an older day is older than this one's.
+                    let newest = day_start(day).saturating_add(DAY_MS - 1);
+                    if best.full() && best.least().is_some_and(|h| h.ts > newest) {
+                        break;
+                    }
+                    self.each_day(
+                        day,
+                        &mut searchers,
+                        |searcher, fields, at, scans| {
+                            newest_first(query, scans, searcher, fields, at, &mut best)
+                        },
+                        since,
+                        until,
+                    );
+                }
+                hits.extend(best.heap.into_iter().map(|r| r.0));
+                hits.sort_unstable_by(|a, b| b.cmp(a));
+            }
+            Some(after) => {
+                let mut best = Best::<Reverse<(u64, Hit)>>::new(options.limit);
+                for day in days {
+                    self.each_day(
+                        day,
+                        &mut searchers,
+                        |searcher, fields, at, scans| {
+                            stored_after(query, scans, searcher, fields, at, after, &mut best)
+                        },
+                        since,
+                        until,
+                    );
+                }
+                hits.extend(best.heap.into_iter().map(|r| (r.0).0.1));
+                hits.sort_unstable_by_key(|h| h.seq);
+            }
         }
-        let mut found = Vec::new();
-        for day in days {
-            let want = options.limit.saturating_sub(found.len());
-            if want == 0 {
+        Ok(self.fetch(&hits, &searchers))
+    }
+
+    /// Runs `search` over the segments of `day` that hold events in
+    /// `[since, until)`; a day that fails is skipped and recorded.
+    fn each_day(
+        &self,
+        day: u32,
+        searchers: &mut Vec<(u32, Arc<Day>, Searcher)>,
+        search: impl FnOnce(&Searcher, &Fields, usize, Vec<SegmentScan<'_>>) -> tantivy::Result<()>,
+        since: i64,
+        until: i64,
+    ) {
+        let Some(d) = self.day(day) else { return };
+        let searcher = match d.searcher() {
+            Ok(s) => s,
+            Err(e) => return self.skip(day, &e.to_string()),
+        };
+        let at = searchers.len();
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            let mut scans = Vec::new();
+            for (ord, reader) in searcher.segment_readers().iter().enumerate() {
+                if reader.max_doc() == 0 {
+                    continue;
+                }
+                let fast = reader.fast_fields();
+                let (ts, seq) = (fast.i64("ts")?, fast.u64("seq")?);
+                let (start, end) = ts_docs(&ts, reader.max_doc(), since, until);
+                if start < end {
+                    scans.push(SegmentScan {
+                        ord: ord as u32,
+                        reader,
+                        ts,
+                        seq,
+                        start,
+                        end,
+                    });
+                }
+            }
+            search(&searcher, &d.fields, at, scans)
+        }));
+        match result {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => self.skip(day, &e.to_string()),
+            Err(_) => self.skip(day, "reading it panicked: the index is damaged"),
+        }
+        searchers.push((day, d, searcher));
+    }
+
+    /// Records that `day` could not be read, unless retention removed it.
+    fn skip(&self, day: u32, why: &str) {
+        if self.dir.join(day.to_string()).exists() {
+            self.mark_damaged(day, why);
+        }
+    }
+
+    /// The stored documents of `hits`, in order; a hit whose document
+    /// cannot be read is left out (its day is recorded as damaged).
+    fn fetch(&self, hits: &[Hit], searchers: &[(u32, Arc<Day>, Searcher)]) -> Vec<StoredLog> {
+        let mut stores = std::collections::HashMap::new();
+        let mut found = Vec::with_capacity(hits.len());
+        for h in hits {
+            let (day, d, searcher) = &searchers[h.searcher];
+            let read = catch_unwind(AssertUnwindSafe(|| -> tantivy::Result<StoredLog> {
+                let store = match stores.entry((h.searcher, h.segment)) {
+                    std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                    std::collections::hash_map::Entry::Vacant(e) => {
+                        e.insert(searcher.segment_reader(h.segment).get_store_reader(4)?)
+                    }
+                };
+                let doc: TantivyDocument = store.get(h.doc)?;
+                let text = |f| {
+                    doc.get_first(f)
+                        .and_then(|v| v.as_str())
+                        .unwrap_or("")
+                        .to_owned()
+                };
+                Ok(StoredLog {
+                    cursor: Cursor { seq: h.seq },
+                    timestamp_ms: h.ts,
+                    level: text(d.fields.stored_level),
+                    document: text(d.fields.doc),
+                })
+            }));
+            match read {
+                Ok(Ok(log)) => found.push(log),
+                Ok(Err(e)) => self.skip(*day, &e.to_string()),
+                Err(_) => self.skip(*day, "reading a document panicked: the index is damaged"),
+            }
+        }
+        found
+    }
+}
+
+fn scorer(
+    query: &Query,
+    searcher: &Searcher,
+    fields: &Fields,
+    scan: &SegmentScan<'_>,
+) -> tantivy::Result<Option<Box<dyn tantivy::query::Scorer>>> {
+    let ts_docs = |since: i64, until: i64| ts_docs(&scan.ts, scan.reader.max_doc(), since, until);
+    let segment = Segment {
+        fields,
+        reader: scan.reader,
+        ts_docs: &ts_docs,
+    };
+    let Some(q) = to_query(segment.plan(query)?) else {
+        return Ok(None);
+    };
+    let mut scorer = q
+        .weight(EnableScoring::disabled_from_schema(searcher.schema()))?
+        .scorer(scan.reader, 1.0)?;
+    if scorer.doc() < scan.start {
+        scorer.seek(scan.start);
+    }
+    Ok(Some(scorer))
+}
+
+fn newest_first(
+    query: &Query,
+    mut scans: Vec<SegmentScan<'_>>,
+    searcher: &Searcher,
+    fields: &Fields,
+    at: usize,
+    best: &mut Best<Hit>,
+) -> tantivy::Result<()> {
+    let newest = |s: &SegmentScan<'_>| s.ts.first(s.start).unwrap_or(i64::MIN);
+    scans.sort_by_key(|s| Reverse(newest(s)));
+    for scan in &scans {
+        if best.full() && best.least().is_some_and(|h| h.ts > newest(scan)) {
+            break;
+        }
+        let Some(mut scorer) = scorer(query, searcher, fields, scan)? else {
+            continue;
+        };
+        let segment = scan.ord;
+        let mut taken = 0;
+        let mut doc = scorer.doc();
+        while doc != TERMINATED && doc < scan.end && taken < best.limit {
+            let ts = scan.ts.first(doc).unwrap_or(i64::MIN);
+            // The rest of the segment is older still.
+            if best.full() && best.least().is_some_and(|h| h.ts > ts) {
                 break;
             }
-            let mut params = Vec::new();
-            let predicate = compile(query, &format!("fts_{day}"), &mut params);
-            let (after_clause, order) = match options.after {
-                Some(c) if c.day == day => {
-                    params.push(Value::Integer(c.id));
-                    ("AND l.id > ?", "l.id ASC")
-                }
-                Some(_) => ("", "l.id ASC"),
-                None => ("", "l.ts DESC, l.id DESC"),
-            };
-            params.extend([
-                Value::Integer(since),
-                Value::Integer(until),
-                Value::Integer(i64::try_from(want).unwrap_or(i64::MAX)),
-            ]);
-            let sql = format!(
-                "SELECT l.id, l.ts, l.level, l.doc FROM logs_{day} l
-                 WHERE ({predicate}) {after_clause} AND l.ts >= ? AND l.ts < ?
-                 ORDER BY {order} LIMIT ?"
-            );
-            let mut stmt = match self.conn.prepare(&sql) {
-                Ok(s) => s,
-                // Retention (possibly in another process) dropped the day
-                // since it was listed.
-                Err(e) if e.to_string().contains("no such table") => continue,
-                Err(e) => return Err(self.err()(e)),
-            };
-            let rows = stmt
-                .query_map(rusqlite::params_from_iter(params), |row| {
-                    Ok(StoredLog {
-                        cursor: Cursor {
-                            day,
-                            id: row.get(0)?,
-                        },
-                        timestamp_ms: row.get(1)?,
-                        level: row.get(2)?,
-                        document: row.get(3)?,
-                    })
-                })
-                .map_err(self.err())?;
-            for row in rows {
-                found.push(row.map_err(self.err())?);
-            }
-        }
-        Ok(found)
-    }
-}
-
-/// Compiles `query` to an SQL predicate over `logs_D l`, with `fts` the day's
-/// FTS5 table; parameters are appended to `params`.
-///
-/// A parsed query nests at most [`Query::MAX_DEPTH`] levels, so neither this
-/// nor [`fts_expr`] recurses deeper, and for up to [`Query::MAX_TERMS`] terms
-/// what they write stays inside SQLite's limits: FTS5 expressions at most
-/// [`FTS_LEVELS`] deep, chains of `AND` and `OR` as balanced trees for the SQL
-/// expression depth (1,000), at most six parameters per term (32,766).
-fn compile(query: &Query, fts: &str, params: &mut Vec<Value>) -> String {
-    if let Some(expr) = fts_expr(query, FTS_LEVELS) {
-        return fts_match(expr, fts, params);
-    }
-    match query {
-        Query::All => "1".to_owned(),
-        Query::Term(t) => match t.kind() {
-            FieldKind::Level => {
-                params.push(Value::Text(t.value.to_lowercase()));
-                "l.level = ?".to_owned()
-            }
-            FieldKind::Exact => {
-                let key = t.document_key().unwrap_or_default();
-                if key.contains('"') {
-                    return "0".to_owned();
-                }
-                // The `attrs` index narrows the rows down to those holding
-                // the key's and the value's words; the document decides.
-                let prefilter = if NOT_IN_ATTRS.contains(&key) {
-                    None
-                } else {
-                    let tokens: Vec<String> = words(&t.value).collect();
-                    (!tokens.is_empty()).then(|| format!("attrs : \"{}\"", tokens.join(" ")))
-                };
-                let mut sql = String::new();
-                if let Some(expr) = prefilter {
-                    params.push(Value::Text(expr));
-                    sql = format!("l.id IN (SELECT rowid FROM {fts} WHERE {fts} MATCH ?) AND ");
-                }
-                // The document is written by one encoder, so `"key":value`
-                // appears in it verbatim when the field has that value: a
-                // substring test skips most documents without parsing them.
-                let key_json = serde_json::to_string(key).unwrap_or_default();
-                let quoted = serde_json::to_string(&t.value).unwrap_or_default();
-                let literal = serde_json::from_str::<serde_json::Value>(&t.value)
-                    .is_ok_and(|v| v.is_number() || v.is_boolean());
-                params.push(Value::Text(format!("{key_json}:{quoted}")));
-                if literal {
-                    params.push(Value::Text(format!("{key_json}:{}", t.value)));
-                    sql.push_str("(instr(l.doc, ?) > 0 OR instr(l.doc, ?) > 0) AND ");
-                } else {
-                    sql.push_str("instr(l.doc, ?) > 0 AND ");
-                }
-                let path = Value::Text(format!("$.\"{key}\""));
-                params.extend([path.clone(), path, Value::Text(t.value.clone())]);
-                sql.push_str(
-                    "IFNULL((CASE json_type(l.doc, ?) WHEN 'true' THEN 'true' WHEN 'false' THEN 'false' \
-                     ELSE CAST(json_extract(l.doc, ?) AS TEXT) END) = ?, 0)",
-                );
-                format!("({sql})")
-            }
-            // Text terms always have an FTS expression.
-            FieldKind::Text(_) => "0".to_owned(),
-        },
-        Query::And(parts) => {
-            // The full-text parts become one MATCH, the rest SQL predicates.
-            let (mut positive, mut negative, mut rest) = (Vec::new(), Vec::new(), Vec::new());
-            for p in parts {
-                match (fts_expr(p, FTS_LEVELS - 1), p) {
-                    (Some(e), _) => positive.push(e),
-                    (None, Query::Not(inner)) => match fts_expr(inner, FTS_LEVELS - 2) {
-                        Some(e) => negative.push(e),
-                        None => rest.push(p),
-                    },
-                    _ => rest.push(p),
-                }
-            }
-            let mut sql = Vec::new();
-            if positive.is_empty() {
-                for e in negative {
-                    sql.push(format!("NOT ({})", fts_match(e, fts, params)));
-                }
-            } else {
-                sql.push(fts_match(fts_and(&positive, &negative), fts, params));
-            }
-            sql.extend(rest.into_iter().map(|p| compile(p, fts, params)));
-            balanced(sql, "AND")
-        }
-        Query::Or(parts) => {
-            let sql = parts.iter().map(|p| compile(p, fts, params)).collect();
-            balanced(sql, "OR")
-        }
-        Query::Not(inner) => format!("NOT ({})", compile(inner, fts, params)),
-    }
-}
-
-/// The predicate that `expr` matches in the day's FTS5 table `fts`.
-fn fts_match(expr: String, fts: &str, params: &mut Vec<Value>) -> String {
-    params.push(Value::Text(expr));
-    format!("l.id IN (SELECT rowid FROM {fts} WHERE {fts} MATCH ?)")
-}
-
-/// `parts` joined by `op` as one predicate. SQLite counts each operand of an
-/// `a OR b OR …` chain as a level of expression depth, so 1,000 of them fail
-/// ("Expression tree is too large"); a balanced tree of pairs takes log2 of
-/// that.
-fn balanced(mut parts: Vec<String>, op: &str) -> String {
-    while parts.len() > 1 {
-        let mut pairs = Vec::with_capacity(parts.len().div_ceil(2));
-        let mut it = parts.into_iter();
-        while let Some(a) = it.next() {
-            pairs.push(match it.next() {
-                Some(b) => format!("({a} {op} {b})"),
-                None => a,
+            let seq = scan.seq.first(doc).unwrap_or(0);
+            best.push(Hit {
+                ts,
+                seq,
+                searcher: at,
+                segment,
+                doc,
             });
+            taken += 1;
+            doc = scorer.advance();
         }
-        parts = pairs;
     }
-    parts
-        .pop()
-        .unwrap_or_else(|| if op == "AND" { "1" } else { "0" }.to_owned())
+    Ok(())
 }
 
-/// How deep the operators of one FTS5 expression may nest. FTS5's parser has
-/// a fixed stack of 100 entries, and an operand nested on the right of an
-/// operator holds three or four of them per level (24 levels of
-/// `(a) NOT ((…) OR (b))` overflow it); a query nested deeper is split into
-/// several MATCHes that SQL combines.
-const FTS_LEVELS: usize = 16;
-
-/// The FTS5 expression equivalent to `query`, when it has one that nests at
-/// most `levels` deep: text terms combined by AND and OR, with NOT only
-/// beside a positive term.
-fn fts_expr(query: &Query, levels: usize) -> Option<String> {
-    match query {
-        Query::Term(t) => {
-            let FieldKind::Text(column) = t.kind() else {
-                return None;
-            };
-            let phrase = words(&t.value).collect::<Vec<_>>().join(" ");
-            Some(if column.is_empty() {
-                // Every text column, not `attrs`.
-                let columns: Vec<&str> = TEXT_FIELDS.iter().map(|(c, _)| *c).collect();
-                format!("{{{}}} : \"{phrase}\"", columns.join(" "))
-            } else {
-                format!("{column} : \"{phrase}\"")
-            })
+fn stored_after(
+    query: &Query,
+    scans: Vec<SegmentScan<'_>>,
+    searcher: &Searcher,
+    fields: &Fields,
+    at: usize,
+    after: Cursor,
+    best: &mut Best<Reverse<(u64, Hit)>>,
+) -> tantivy::Result<()> {
+    for scan in &scans {
+        if scan.seq.max_value() <= after.seq {
+            continue;
         }
-        Query::And(parts) if levels >= 2 => {
-            let mut positive = Vec::new();
-            let mut negative = Vec::new();
-            for p in parts {
-                match (fts_expr(p, levels - 1), p) {
-                    (Some(e), _) => positive.push(e),
-                    (None, Query::Not(inner)) => negative.push(fts_expr(inner, levels - 2)?),
-                    _ => return None,
-                }
+        let Some(mut scorer) = scorer(query, searcher, fields, scan)? else {
+            continue;
+        };
+        let segment = scan.ord;
+        let mut doc = scorer.doc();
+        while doc != TERMINATED && doc < scan.end {
+            let seq = scan.seq.first(doc).unwrap_or(0);
+            if seq > after.seq {
+                let ts = scan.ts.first(doc).unwrap_or(i64::MIN);
+                let hit = Hit {
+                    ts,
+                    seq,
+                    searcher: at,
+                    segment,
+                    doc,
+                };
+                best.push(Reverse((seq, hit)));
             }
-            (!positive.is_empty()).then(|| fts_and(&positive, &negative))
+            doc = scorer.advance();
         }
-        Query::Or(parts) if levels >= 1 => {
-            let parts = parts
-                .iter()
-                .map(|p| fts_expr(p, levels - 1).map(|e| format!("({e})")))
-                .collect::<Option<Vec<_>>>()?;
-            Some(parts.join(" OR "))
-        }
-        Query::All | Query::Not(_) | Query::And(_) | Query::Or(_) => None,
     }
-}
-
-/// The FTS5 expression that every one of `positive` matches and none of
-/// `negative`: `(p1) AND (p2) NOT ((n1) OR (n2))`. However FTS5 groups the
-/// `NOT` with the `AND`s, that is the same set; and one `NOT` over all the
-/// negatives nests no deeper for a thousand of them than for one.
-fn fts_and(positive: &[String], negative: &[String]) -> String {
-    let group = |exprs: &[String], op: &str| {
-        exprs
-            .iter()
-            .map(|e| format!("({e})"))
-            .collect::<Vec<_>>()
-            .join(op)
-    };
-    let mut e = group(positive, " AND ");
-    if !negative.is_empty() {
-        e = format!("{e} NOT ({})", group(negative, " OR "));
-    }
-    e
+    Ok(())
 }

@@ -1,5 +1,6 @@
-//! The store's specification: search, cursors, retention, the page cache
-//! and the background writer.
+//! The store's specification: search, cursors, retention, the writer's
+//! memory, the background writer, the previous version's store, and what
+//! a damaged or foreign directory does.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -150,22 +151,10 @@ fn retention_drops_whole_days_by_age_and_by_size() {
 }
 
 #[test]
-fn the_page_cache_is_what_it_is_set_to() {
-    let dir = temp_dir("cache");
-    let store = LogStore::open(&dir).unwrap();
-    let cache = |store: &LogStore| -> i64 {
-        store
-            .conn
-            .query_row("PRAGMA cache_size", [], |r| r.get(0))
-            .unwrap()
-    };
-    assert_eq!(cache(&store), -32768, "32 MiB when opened");
-    store.set_cache_bytes(4 << 20).unwrap();
-    assert_eq!(cache(&store), -4096);
-    store.set_cache_bytes(1).unwrap();
-    assert_eq!(cache(&store), -64, "never below 64 KiB");
-    drop(store);
-    std::fs::remove_dir_all(&dir).unwrap();
+fn the_writer_memory_stays_within_what_tantivy_accepts() {
+    assert_eq!(writer::writer_memory(32 << 20), 32 << 20);
+    assert_eq!(writer::writer_memory(1), 15_000_000, "tantivy's floor");
+    assert!(writer::writer_memory(u64::MAX) < 4_000_000_000);
 }
 
 #[test]
@@ -288,5 +277,212 @@ fn the_largest_queries_the_parser_accepts_search_like_small_ones() {
             &query[..60.min(query.len())]
         );
     }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The previous version's layout (SQLite FTS5), as it wrote it.
+fn write_legacy_store(dir: &std::path::Path, entries: &[StoreEntry]) {
+    std::fs::create_dir_all(dir).unwrap();
+    let conn = rusqlite::Connection::open(dir.join(LEGACY_FILE)).unwrap();
+    conn.execute_batch("PRAGMA journal_mode = WAL;").unwrap();
+    for e in entries {
+        let day = crate::logs::time::day_of(e.record.timestamp_ms);
+        conn.execute_batch(&format!(
+            "CREATE TABLE IF NOT EXISTS logs_{day} (
+                 id INTEGER PRIMARY KEY, ts INTEGER NOT NULL,
+                 level TEXT NOT NULL, doc TEXT NOT NULL);
+             CREATE INDEX IF NOT EXISTS logs_{day}_ts ON logs_{day} (ts);
+             CREATE VIRTUAL TABLE IF NOT EXISTS fts_{day} USING fts5(
+                 message, error, chain, model, task, operation, status, logger, attrs,
+                 content = '', tokenize = 'unicode61 remove_diacritics 0');"
+        ))
+        .unwrap();
+        conn.execute(
+            &format!("INSERT INTO logs_{day} (ts, level, doc) VALUES (?, ?, ?)"),
+            rusqlite::params![
+                e.record.timestamp_ms,
+                e.record.level,
+                String::from_utf8_lossy(&e.document)
+            ],
+        )
+        .unwrap();
+    }
+}
+
+#[test]
+fn a_store_of_the_previous_version_is_migrated_by_the_writer_and_searchable_as_before() {
+    let dir = temp_dir("legacy");
+    let mut old = Vec::new();
+    for i in 0..300 {
+        let mut e = entry(
+            T0 - (i % 3) * DAY + i,
+            "error",
+            &format!("old failure {i}"),
+            "ethereum",
+        );
+        e.record
+            .fields
+            .push(("attempt", FieldValue::U64(i as u64 % 4)));
+        e.document.clear();
+        ecs_document(&e.record, "svc", &mut e.document);
+        old.push(e);
+    }
+    write_legacy_store(&dir, &old);
+    let (sink, guard) = start(&dir, WriterOptions::default()).unwrap();
+    assert!(sink.send(entry(T0 + 1_000, "info", "new event", "solana")));
+    let store = LogStore::open(&dir).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while store.count().unwrap() < 301 || store.has_legacy() {
+        assert!(
+            Instant::now() < deadline,
+            "{} events",
+            store.count().unwrap()
+        );
+        guard.flush(Duration::from_millis(100));
+    }
+    assert!(
+        !dir.join(LEGACY_FILE).exists(),
+        "the old database is removed"
+    );
+    let all = SearchOptions {
+        limit: 1000,
+        ..SearchOptions::default()
+    };
+    assert_eq!(
+        messages(&store, "chain:ethereum AND failure", &all).len(),
+        300
+    );
+    assert_eq!(messages(&store, "attempt:3 AND old", &all).len(), 75);
+    assert_eq!(messages(&store, "attempt:[1 TO 2]", &all).len(), 150);
+    assert_eq!(
+        messages(&store, "", &SearchOptions::default())[0],
+        "new event"
+    );
+    drop(guard);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_migration_stopped_between_days_resumes_without_losing_or_repeating_an_event() {
+    let dir = temp_dir("legacy-resume");
+    let old: Vec<StoreEntry> = (0..30)
+        .map(|i| entry(T0 - (i % 3) * DAY + i, "info", &format!("event {i}"), "a"))
+        .collect();
+    write_legacy_store(&dir, &old);
+    // What a migration stopped after its first day leaves: that day moved
+    // (committed, its table dropped), the others still in the database.
+    let first_day = crate::logs::time::day_of(T0 - 2 * DAY);
+    let mut store = LogStore::open(&dir).unwrap();
+    let moved: Vec<StoreEntry> = old
+        .iter()
+        .filter(|e| crate::logs::time::day_of(e.record.timestamp_ms) == first_day)
+        .cloned()
+        .collect();
+    store.insert(&moved).unwrap();
+    rusqlite::Connection::open(dir.join(LEGACY_FILE))
+        .unwrap()
+        .execute_batch(&format!(
+            "DROP TABLE logs_{first_day}; DROP TABLE fts_{first_day};"
+        ))
+        .unwrap();
+    assert_eq!(store.migrate_legacy().unwrap(), 20);
+    assert_eq!(store.count().unwrap(), 30);
+    let all = SearchOptions {
+        limit: 100,
+        ..SearchOptions::default()
+    };
+    let mut found = messages(&store, "event", &all);
+    found.sort();
+    found.dedup();
+    assert_eq!(found.len(), 30);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_damaged_day_is_skipped_and_reported_and_the_other_days_still_answer() {
+    let dir = temp_dir("damaged");
+    let mut store = LogStore::open(&dir).unwrap();
+    store
+        .insert(&[
+            entry(T0 - DAY, "info", "yesterday", "a"),
+            entry(T0, "info", "today", "a"),
+        ])
+        .unwrap();
+    drop(store);
+    let yesterday = dir.join(crate::logs::time::day_of(T0 - DAY).to_string());
+    let today = dir.join(crate::logs::time::day_of(T0).to_string());
+    // Yesterday's metadata is garbage; today's segment files are cut short.
+    std::fs::write(yesterday.join("meta.json"), b"{ not json").unwrap();
+    for file in std::fs::read_dir(&today).unwrap().flatten() {
+        let path = file.path();
+        if path.extension().is_some_and(|e| e == "idx" || e == "store") {
+            let len = std::fs::metadata(&path).unwrap().len();
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .unwrap()
+                .set_len(len / 2)
+                .unwrap();
+        }
+    }
+    let store = LogStore::open(&dir).unwrap();
+    let found = store
+        .search(&Query::All, &SearchOptions::default())
+        .unwrap();
+    assert!(found.len() <= 1, "{found:?}");
+    let damaged: Vec<u32> = store.damaged_days().into_iter().map(|(d, _)| d).collect();
+    assert!(
+        damaged.contains(&crate::logs::time::day_of(T0 - DAY)),
+        "{damaged:?}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_directory_marked_with_another_format_is_refused_with_what_to_do() {
+    let dir = temp_dir("format");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(DB_FILE), r#"{"format":"something-else"}"#).unwrap();
+    let e = LogStore::open(&dir).unwrap_err();
+    assert!(matches!(e, StoreError::Format { .. }), "{e}");
+    assert!(
+        e.to_string().contains("use the version that wrote it"),
+        "{e}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn wildcards_ranges_and_comparisons_search_the_index() {
+    let dir = temp_dir("wildcards");
+    let mut store = LogStore::open(&dir).unwrap();
+    let mut entries = Vec::new();
+    for (i, chain) in ["ethereum", "eth2", "solana", "base"].iter().enumerate() {
+        let mut e = entry(T0 + i as i64, "warn", &format!("took {i}"), chain);
+        e.record
+            .fields
+            .push(("event.duration", FieldValue::U64(500_000_000 * i as u64)));
+        e.record
+            .fields
+            .push(("request_id", FieldValue::Str(format!("req-{i:03}"))));
+        e.document.clear();
+        ecs_document(&e.record, "svc", &mut e.document);
+        entries.push(e);
+    }
+    store.insert(&entries).unwrap();
+    let all = SearchOptions::default();
+    let count = |q: &str| messages(&store, q, &all).len();
+    assert_eq!(count("chain:eth*"), 2);
+    assert_eq!(count("chain:?ase"), 1);
+    assert_eq!(count("request_id:req-00?"), 4);
+    assert_eq!(count("request_id:*2"), 1);
+    assert_eq!(count("event.duration:>1000000000"), 1);
+    assert_eq!(count("event.duration:>=1000000000"), 2);
+    assert_eq!(count("event.duration:[500000000 TO 1000000000}"), 1);
+    assert_eq!(count("request_id:[req-001 TO req-002]"), 2);
+    assert_eq!(count("chain:{base TO solana}"), 2, "eth2, ethereum");
+    assert_eq!(count("level:w*"), 4);
+    assert_eq!(count("service.name:s?c"), 4);
+    assert_eq!(count("event.duration:5*"), 1, "a number's text");
     std::fs::remove_dir_all(&dir).unwrap();
 }

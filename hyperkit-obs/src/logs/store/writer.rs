@@ -25,20 +25,44 @@ pub struct WriterOptions {
     pub batch_size: usize,
     /// What the store keeps.
     pub retention: Retention,
-    /// Memory the writer's connection keeps for database pages.
+    /// Memory the writer of a day's index may buffer before it writes a
+    /// segment (at least 15 MB, tantivy's floor).
     pub cache_bytes: u64,
+    /// How long an event may wait for others before the batch holding it
+    /// is committed (and becomes searchable). Each commit writes a segment;
+    /// fewer, larger ones cost less to write and to search.
+    pub commit_interval: Duration,
+}
+
+impl WriterOptions {
+    pub(super) fn cache_bytes_usize(&self) -> usize {
+        writer_memory(self.cache_bytes)
+    }
+}
+
+/// The writer's memory budget for `bytes`, within what tantivy accepts.
+pub(super) fn writer_memory(bytes: u64) -> usize {
+    const MIN: u64 = 15_000_000;
+    const MAX: u64 = 4_000_000_000 - (1 << 20);
+    usize::try_from(bytes.clamp(MIN, MAX)).unwrap_or(MIN as usize)
 }
 
 impl Default for WriterOptions {
     fn default() -> Self {
         WriterOptions {
             queue_capacity: 65_536,
-            batch_size: 4_096,
+            // Whatever is queued, in one commit: a commit writes a segment
+            // and every segment is merged again later, so under load
+            // fewer, larger commits index more events per second (and
+            // cost searches fewer segments).
+            batch_size: 65_536,
             retention: Retention {
                 max_age_days: 7,
                 max_bytes: 1 << 30,
             },
-            cache_bytes: 32 << 20,
+            // A full batch indexed without a segment written mid-way.
+            cache_bytes: 64 << 20,
+            commit_interval: Duration::from_millis(250),
         }
     }
 }
@@ -53,7 +77,8 @@ pub type StoreSink = crate::export::Handle<StoreEntry>;
 pub type LogStoreGuard = crate::export::Guard<StoreEntry>;
 
 /// Opens the store in `dir`, applies retention once, and starts its writer
-/// on the shared export runtime (readiness check `logstore`).
+/// on the shared export runtime (readiness check `logstore`). A store of the
+/// previous version is migrated by the writer, off the caller's thread.
 pub fn start(
     dir: impl AsRef<Path>,
     options: WriterOptions,
@@ -63,6 +88,8 @@ pub fn start(
     store.apply_retention(options.retention, now_millis())?;
     let target = store.path().display().to_string();
     let writer = Writer {
+        migrated: !store.has_legacy(),
+        moved: 0,
         store,
         retention: options.retention,
         last_retention: Instant::now(),
@@ -70,6 +97,7 @@ pub fn start(
     let runtime = crate::export::Options::new(SINK, target)
         .capacity(options.queue_capacity)
         .batch(options.batch_size, 0)
+        .linger(options.commit_interval)
         // A disk that is full or failing is tried again soon, and at most
         // every 5 s while it stays so.
         .retry(Duration::from_millis(100), Duration::from_secs(5))
@@ -82,6 +110,10 @@ pub fn start(
 }
 
 struct Writer {
+    /// Whether the previous version's store (if any) is in the index.
+    migrated: bool,
+    /// Events of it moved so far.
+    moved: u64,
     store: LogStore,
     retention: Retention,
     last_retention: Instant,
@@ -96,8 +128,13 @@ impl crate::export::Exporter for Writer {
         delivery: &mut crate::export::Delivery<'_, StoreEntry>,
     ) {
         if let Err(e) = self.store.insert(&batch) {
-            delivery.fail(format!("cannot write to the log store: {e}"));
-            if e.is_transient() {
+            // tantivy reports a full disk in several shapes (an I/O error,
+            // an internal error naming it, a worker thread that stopped):
+            // the disk itself says whether it is full.
+            let full = e.is_disk_full() || self.store.disk_full();
+            let why = if full { " (the disk is full)" } else { "" };
+            delivery.fail(format!("cannot write to the log store{why}: {e}"));
+            if full || e.is_transient() {
                 // Kept, in order, until the disk takes them again (or the
                 // queue fills and newer events are dropped, counted).
                 delivery.retry_all(batch);
@@ -108,6 +145,29 @@ impl crate::export::Exporter for Writer {
     }
 
     fn tick(&mut self, house: &mut crate::export::Housekeeping<'_>) {
+        if !self.migrated {
+            // A day per tick: new events keep being written in between.
+            match self.store.migrate_legacy_days(1) {
+                Ok((n, done)) => {
+                    self.moved += n;
+                    if done {
+                        self.migrated = true;
+                        house.log(&format!(
+                            "moved the {} events of the previous version's log store ({}) into the index",
+                            self.moved,
+                            super::LEGACY_FILE
+                        ));
+                    }
+                }
+                Err(e) => {
+                    self.migrated = true;
+                    house.fail(format!(
+                        "cannot move the previous version's log store into the index (it stays in {}): {e}",
+                        super::LEGACY_FILE
+                    ));
+                }
+            }
+        }
         const RETENTION_EVERY: Duration = Duration::from_secs(60);
         if self.last_retention.elapsed() >= RETENTION_EVERY {
             self.last_retention = Instant::now();
