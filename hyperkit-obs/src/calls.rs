@@ -262,6 +262,46 @@ impl Drop for Registration {
     }
 }
 
+/// A background sink that hears calls: its registration and its queue, kept
+/// together so that stopping it first ends the registration (calls from then
+/// on are not queued) and then delivers what is queued within a deadline.
+/// The guards of the MLflow exporter and of the span exporters hold one.
+#[cfg(any(feature = "mlflow", feature = "otlp"))]
+pub(crate) struct Subscribed<T> {
+    registration: Option<Registration>,
+    guard: Option<crate::export::Guard<T>>,
+}
+
+#[cfg(any(feature = "mlflow", feature = "otlp"))]
+impl<T: Send + 'static> Subscribed<T> {
+    pub(crate) fn new(registration: Registration, guard: crate::export::Guard<T>) -> Self {
+        Subscribed {
+            registration: Some(registration),
+            guard: Some(guard),
+        }
+    }
+
+    /// The queue's state, until stopped.
+    pub(crate) fn status(&self) -> Option<crate::export::SinkStatus> {
+        self.guard.as_ref().map(crate::export::Guard::status)
+    }
+
+    /// Waits until everything queued so far is delivered or given up, for
+    /// at most `deadline`; `true` once stopped.
+    pub(crate) fn flush(&self, deadline: Duration) -> bool {
+        self.guard.as_ref().is_none_or(|g| g.flush(deadline))
+    }
+
+    /// Ends the registration, then delivers what is queued for at most
+    /// `deadline` and stops the worker. Later calls do nothing.
+    pub(crate) fn stop(&mut self, deadline: Duration) {
+        self.registration.take();
+        if let Some(guard) = self.guard.take() {
+            guard.shutdown(deadline);
+        }
+    }
+}
+
 /// Adds `sink`: every call that finishes from now on is handed to it until
 /// the registration is dropped.
 pub fn register(sink: impl CallSink) -> Registration {

@@ -41,6 +41,15 @@
 
 mod config;
 mod current;
+#[cfg(any(
+    feature = "http",
+    feature = "elasticsearch",
+    feature = "mlflow",
+    feature = "sentry",
+    feature = "push",
+    feature = "otlp"
+))]
+mod header_map;
 mod id;
 mod layer;
 #[cfg(any(feature = "otlp", feature = "mlflow"))]
@@ -59,13 +68,6 @@ pub use config::TraceConfig;
 pub(crate) use current::start_span_under;
 pub(crate) use current::{CallTrace, Frame, Scope, start_span};
 pub use current::{ContextGuard, current};
-pub use id::{SpanId, TraceFlags, TraceId};
-pub use layer::{ContextLayer, SpanExt};
-#[cfg(feature = "otlp")]
-pub use otlp::{OtlpConfig, Protocol, SINK as OTLP_SINK, otlp_start};
-#[cfg(any(feature = "otlp", feature = "mlflow"))]
-pub use otlp::{OtlpError, SpanSinkGuard};
-pub use propagation::{extract, headers, inject_with};
 #[cfg(any(
     feature = "http",
     feature = "elasticsearch",
@@ -74,7 +76,14 @@ pub use propagation::{extract, headers, inject_with};
     feature = "push",
     feature = "otlp"
 ))]
-pub use propagation::{extract_headers, header_map, inject};
+pub use header_map::{extract_headers, header_map, inject};
+pub use id::{SpanId, TraceFlags, TraceId};
+pub use layer::{ContextLayer, SpanExt};
+#[cfg(feature = "otlp")]
+pub use otlp::{OtlpConfig, Protocol, SINK as OTLP_SINK, otlp_start};
+#[cfg(any(feature = "otlp", feature = "mlflow"))]
+pub use otlp::{OtlpError, SpanSinkGuard};
+pub use propagation::{extract, headers, inject_with};
 pub use sampler::{Sampler, sampler, set_sampler};
 pub use w3c::{TRACEPARENT, TRACESTATE, TraceState, TraceparentError, parse_traceparent};
 

@@ -278,11 +278,12 @@ impl Call {
         let to_sinks = crate::calls::any();
         let to_spans = sampled && crate::calls::any_sampled();
         let to_logs = tracing::level_enabled!(tracing::Level::ERROR);
-        if !(to_sinks || to_spans || to_logs || sampled) {
+        // `to_spans` implies `sampled`.
+        if !(to_sinks || to_logs || sampled) {
             return;
         }
         let elapsed = Duration::from_nanos(ns);
-        let end = (to_sinks || to_spans || sampled).then(SystemTime::now);
+        let end = (to_sinks || sampled).then(SystemTime::now);
         if sampled && let (Some(trace), Some(end)) = (&self.trace, end) {
             handles.record_exemplar(trace.frame(), status.index(), ns, end);
         }

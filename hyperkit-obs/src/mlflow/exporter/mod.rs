@@ -32,8 +32,8 @@ use super::config::{MlflowConfig, TrackingTarget};
 use super::error::MlflowError;
 use super::file_store::FileStore;
 use super::types::RunRecord;
-use crate::calls::{CallSink, Feedback, FinishedCall, Registration};
-use crate::export::{self, Guard, Handle, SinkStatus};
+use crate::calls::{CallSink, Feedback, FinishedCall, Subscribed};
+use crate::export::{self, Handle, SinkStatus};
 use crate::model::{CallId, Usage};
 use crate::net::Blocking;
 use crate::track::Status;
@@ -112,8 +112,7 @@ pub fn flush(deadline: Duration) -> bool {
 /// [`SHUTDOWN_DEADLINE`]) and stops it.
 #[must_use = "dropping the guard stops the exporter"]
 pub struct MlflowGuard {
-    registration: Option<Registration>,
-    guard: Option<Guard<Item>>,
+    sink: Subscribed<Item>,
 }
 
 impl std::fmt::Debug for MlflowGuard {
@@ -130,11 +129,7 @@ impl MlflowGuard {
     }
 
     fn stop(&mut self, deadline: Duration) {
-        // Calls from now on are not queued.
-        self.registration.take();
-        if let Some(guard) = self.guard.take() {
-            guard.shutdown(deadline);
-        }
+        self.sink.stop(deadline);
         *RUNNING.lock().unwrap_or_else(PoisonError::into_inner) = None;
     }
 }
@@ -200,8 +195,7 @@ fn start_with(config: &MlflowConfig, target: Target) -> Result<MlflowGuard, Mlfl
     drop(slot);
     let registration = crate::calls::register(ModelCalls(handle));
     Ok(MlflowGuard {
-        registration: Some(registration),
-        guard: Some(guard),
+        sink: Subscribed::new(registration, guard),
     })
 }
 

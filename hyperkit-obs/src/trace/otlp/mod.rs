@@ -34,8 +34,8 @@ pub use config::{OtlpConfig, Protocol};
 #[cfg(not(feature = "otlp"))]
 pub(crate) use config_min::Protocol;
 
-use crate::calls::{CallSink, FinishedCall, FinishedRequest, Registration};
-use crate::export::{self, Guard, Handle, SinkStatus};
+use crate::calls::{CallSink, FinishedCall, FinishedRequest, Subscribed};
+use crate::export::{self, Handle, SinkStatus};
 use encode::SpanItem;
 use exporter::{Resolve, SpanExporter, Target};
 
@@ -70,8 +70,7 @@ pub struct OtlpError {
 /// [`SHUTDOWN_DEADLINE`]) and stops it.
 #[must_use = "dropping the guard stops the exporter"]
 pub struct SpanSinkGuard {
-    registration: Option<Registration>,
-    guard: Option<Guard<SpanItem>>,
+    sink: Subscribed<SpanItem>,
 }
 
 impl std::fmt::Debug for SpanSinkGuard {
@@ -83,32 +82,24 @@ impl std::fmt::Debug for SpanSinkGuard {
 impl SpanSinkGuard {
     /// The sink's state.
     pub fn status(&self) -> Option<SinkStatus> {
-        self.guard.as_ref().map(Guard::status)
+        self.sink.status()
     }
 
     /// Waits until every span queued so far is sent (or given up), for at
     /// most `deadline`; returns whether that happened in time.
     pub fn flush(&self, deadline: Duration) -> bool {
-        self.guard.as_ref().is_none_or(|g| g.flush(deadline))
+        self.sink.flush(deadline)
     }
 
     /// Sends what is queued, for at most `deadline`, then stops.
     pub fn shutdown(mut self, deadline: Duration) {
-        self.stop(deadline);
-    }
-
-    fn stop(&mut self, deadline: Duration) {
-        // Calls from now on are not queued.
-        self.registration.take();
-        if let Some(guard) = self.guard.take() {
-            guard.shutdown(deadline);
-        }
+        self.sink.stop(deadline);
     }
 }
 
 impl Drop for SpanSinkGuard {
     fn drop(&mut self) {
-        self.stop(SHUTDOWN_DEADLINE);
+        self.sink.stop(SHUTDOWN_DEADLINE);
     }
 }
 
@@ -182,8 +173,7 @@ pub(crate) fn start_sink(spec: SinkSpec) -> Result<SpanSinkGuard, OtlpError> {
         off,
     });
     Ok(SpanSinkGuard {
-        registration: Some(registration),
-        guard: Some(guard),
+        sink: Subscribed::new(registration, guard),
     })
 }
 
