@@ -46,14 +46,8 @@ pub trait SinkUnderTest {
     /// Brings the server back on the address the sink sends to.
     fn bring_back(&mut self);
 
-    /// Drops the sink's guard, whose deadline is [`SinkUnderTest::deadline`].
+    /// Drops the sink's guard, giving it the deadline [`check`] was given.
     fn drop_guard(&mut self);
-
-    /// The deadline the guard was given to deliver at drop.
-    fn deadline(&self) -> Duration;
-
-    /// The queue's bound the sink was started with.
-    fn capacity(&self) -> usize;
 
     /// Whether an item may arrive twice: a sink that cannot know whether
     /// its last writes were read (Logstash's TCP input answers nothing)
@@ -117,9 +111,11 @@ fn timed_sends(sink: &mut dyn SinkUnderTest, ids: std::ops::Range<u64>) -> (Dura
 }
 
 /// Runs the specification against `sink`, whose server is up and which
-/// has been sent nothing yet. Panics, naming the point, when it fails.
-pub fn check(name: &str, sink: &mut dyn SinkUnderTest) {
-    let capacity = sink.capacity() as u64;
+/// has been sent nothing yet, started with a queue of `capacity` items and
+/// a guard that delivers at drop within `deadline`. Panics, naming the
+/// point, when it fails.
+pub fn check(name: &str, capacity: usize, deadline: Duration, sink: &mut dyn SinkUnderTest) {
+    let capacity = capacity as u64;
     let patience = Duration::from_secs(60);
     let arrived_exactly = |sink: &dyn SinkUnderTest, ids: &[std::ops::Range<u64>]| {
         let arrived = sink.arrived();
@@ -188,7 +184,6 @@ pub fn check(name: &str, sink: &mut dyn SinkUnderTest) {
     for id in last.clone() {
         sink.send(id);
     }
-    let deadline = sink.deadline();
     let before_drop = sink.status();
     let started = Instant::now();
     sink.drop_guard();

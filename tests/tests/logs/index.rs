@@ -16,7 +16,7 @@ use proptest::prelude::*;
 use serde_json::Value;
 use test_support::TempDir;
 
-fn entry(record: LogRecord) -> StoreEntry {
+pub(super) fn entry(record: LogRecord) -> StoreEntry {
     let mut document = Vec::new();
     ecs_document(&record, "svc", &mut document);
     StoreEntry { record, document }
@@ -144,7 +144,7 @@ fn range_matches(r: &Range, doc: &Value) -> bool {
     }
 }
 
-fn brute_force(query: &Query, doc: &Value) -> bool {
+pub(super) fn brute_force(query: &Query, doc: &Value) -> bool {
     match query {
         Query::All => true,
         Query::Term(t) => term_matches(t, doc),

@@ -82,14 +82,6 @@ impl SinkUnderTest for Elasticsearch {
             guard.shutdown(DEADLINE);
         }
     }
-
-    fn deadline(&self) -> Duration {
-        DEADLINE
-    }
-
-    fn capacity(&self) -> usize {
-        CAPACITY
-    }
 }
 
 #[test]
@@ -107,6 +99,8 @@ fn the_elasticsearch_shipper_meets_the_sink_specification() {
     let shipper = guard.handle();
     check(
         "elasticsearch",
+        CAPACITY,
+        DEADLINE,
         &mut Elasticsearch {
             answered: Vec::new(),
             server: Some(server),
@@ -166,14 +160,6 @@ impl SinkUnderTest for Logstash {
         }
     }
 
-    fn deadline(&self) -> Duration {
-        DEADLINE
-    }
-
-    fn capacity(&self) -> usize {
-        CAPACITY
-    }
-
     fn at_least_once(&self) -> bool {
         true
     }
@@ -191,6 +177,8 @@ fn the_logstash_shipper_meets_the_sink_specification() {
     let shipper = guard.handle();
     check(
         "logstash",
+        CAPACITY,
+        DEADLINE,
         &mut Logstash {
             received,
             listener: Some(listener),

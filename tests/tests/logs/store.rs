@@ -10,72 +10,21 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use hyperkit_obs::logs::store::{self, StoreEntry, WriterOptions};
-use hyperkit_obs::logs::{
-    FieldKind, FieldValue, LogRecord, LogStore, Query, SearchOptions, TEXT_FIELDS, Term,
-    ecs_document, words,
-};
+use hyperkit_obs::logs::{FieldValue, LogRecord, LogStore, Query, SearchOptions, Term};
 use proptest::prelude::*;
 use serde_json::Value;
 use test_support::TempDir;
 use test_support::process::test_name;
 
-fn entry(record: LogRecord) -> StoreEntry {
-    let mut document = Vec::new();
-    ecs_document(&record, "svc", &mut document);
-    StoreEntry { record, document }
-}
+// The brute-force matcher of the query semantics is the index tests' (it
+// also knows the wildcards and ranges generated there).
+use super::index::{brute_force, entry};
 
 const T0: i64 = 1_795_757_293_123;
 const VOCAB: &[&str] = &["out", "of", "gas", "build", "Failed", "eth", "retry", "ok"];
 const LEVELS: &[&str] = &["error", "warn", "info", "debug"];
 const CHAINS: &[&str] = &["ethereum", "solana", "eth"];
 const MODELS: &[&str] = &["gpt", "claude-3", "gas"];
-
-// ---------------------------------------------------------------------------
-// The brute-force matcher: the query semantics, written out directly.
-// ---------------------------------------------------------------------------
-
-fn text_of(doc: &Value, key: &str) -> Option<String> {
-    match doc.get(key)? {
-        Value::String(s) => Some(s.clone()),
-        Value::Bool(b) => Some(b.to_string()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    }
-}
-
-fn contains_phrase(haystack: &str, phrase: &[String]) -> bool {
-    let hay: Vec<String> = words(haystack).collect();
-    !phrase.is_empty() && hay.windows(phrase.len()).any(|w| w == phrase)
-}
-
-fn term_matches(term: &Term, doc: &Value) -> bool {
-    match term.kind() {
-        FieldKind::Level => text_of(doc, "log.level") == Some(term.value.to_lowercase()),
-        FieldKind::Exact => text_of(doc, term.document_key().unwrap()) == Some(term.value.clone()),
-        FieldKind::Text(_) => {
-            let phrase: Vec<String> = words(&term.value).collect();
-            let keys: Vec<&str> = match term.document_key() {
-                Some(key) => vec![key],
-                None => TEXT_FIELDS.iter().map(|(_, key)| *key).collect(),
-            };
-            keys.iter()
-                .any(|k| text_of(doc, k).is_some_and(|t| contains_phrase(&t, &phrase)))
-        }
-    }
-}
-
-fn brute_force(query: &Query, doc: &Value) -> bool {
-    match query {
-        Query::All => true,
-        Query::Term(t) => term_matches(t, doc),
-        Query::And(parts) => parts.iter().all(|p| brute_force(p, doc)),
-        Query::Or(parts) => parts.iter().any(|p| brute_force(p, doc)),
-        Query::Not(q) => !brute_force(q, doc),
-        // Not generated here: `logs_index.rs` checks them.
-        Query::Wildcard(_) | Query::Range(_) => unreachable!("{query}"),
-    }
-}
 
 // ---------------------------------------------------------------------------
 // Generators.

@@ -94,14 +94,6 @@ impl SinkUnderTest for Mlflow {
             guard.shutdown(DEADLINE);
         }
     }
-
-    fn deadline(&self) -> Duration {
-        DEADLINE
-    }
-
-    fn capacity(&self) -> usize {
-        CAPACITY
-    }
 }
 
 #[test]
@@ -115,6 +107,8 @@ fn the_mlflow_exporter_meets_the_sink_specification() {
     let guard = mlflow::start(&c).unwrap();
     check(
         "mlflow",
+        CAPACITY,
+        DEADLINE,
         &mut Mlflow {
             server: Server::Up(fixture),
             items: HashMap::new(),
