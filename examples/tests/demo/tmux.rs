@@ -86,6 +86,12 @@ impl Tmux {
         self.tmux(&["capture-pane", "-p", "-J", "-t", "demo"])
     }
 
+    /// The visible screen row by row: a log line longer than the terminal
+    /// is as many rows as it takes there.
+    pub(crate) fn rows(&self) -> String {
+        self.tmux(&["capture-pane", "-p", "-t", "demo"])
+    }
+
     /// The visible screen with the escape codes of its colours and
     /// attributes.
     pub(crate) fn screen_with_attributes(&self) -> String {
