@@ -254,7 +254,7 @@ impl CallTrace {
 
 /// The span of a new call here: a child of the current frame, or the root
 /// of a new trace. Sampling follows the process's sampler.
-#[inline]
+#[inline(always)]
 pub(crate) fn start_span() -> CallTrace {
     let parent = current_frame();
     let span_id = id::new_span_id();
@@ -269,7 +269,7 @@ pub(crate) fn start_span() -> CallTrace {
     child(parent, span_id, state)
 }
 
-#[inline]
+#[inline(always)]
 fn root(span_id: SpanId) -> CallTrace {
     let trace_id = id::new_trace_id();
     let sampled = sampler::decide(None, trace_id);
@@ -280,7 +280,7 @@ fn root(span_id: SpanId) -> CallTrace {
     }
 }
 
-#[inline]
+#[inline(always)]
 fn child(parent: Frame, span_id: SpanId, state: TraceState) -> CallTrace {
     let Some(trace_id) = parent.trace_id() else {
         return root(span_id);
