@@ -417,6 +417,58 @@ fn stream_items(model: &str, items: Vec<Item>) -> impl Stream<Item = Item> + Sen
     futures_util::stream::iter(items)
 }
 
+#[test]
+fn a_streamed_calls_cost_is_priced_from_its_summed_usage_at_the_end_or_drop() {
+    use hyperkit_obs::model::{ModelPrice, PriceTable, install_prices};
+    let _one = serial();
+    let recorder = recorder();
+    // 2.5 USD per million input tokens, 10 per million output tokens.
+    let table = PriceTable::new().with(
+        "stream-1",
+        ModelPrice::usd_per_million(2.5, 10.0).expect("a valid price"),
+    );
+    install_prices(Some(&table));
+    let cost = |task| {
+        test_support::metrics::total(
+            "hyperkit_model_cost_usd_total",
+            &[("model", "stream-1"), ("task", task)],
+        )
+    };
+    let rt = runtime();
+
+    // Ends: 1,000 input and 2,000 output tokens, the provider's final usage
+    // (the items' words sum to the same 2,000).
+    let task = "priced-ends";
+    let (tx, answer) = channel();
+    let words = |n: usize| vec!["w"; n].join(" ");
+    tx.send(text(&words(1500))).unwrap();
+    tx.send(text(&words(500))).unwrap();
+    tx.send(Ok(Chunk::Done {
+        input: 1000,
+        output: 2000,
+    }))
+    .unwrap();
+    drop(tx);
+    assert_eq!(
+        rt.block_on(stream_chat("stream-1", task, answer).count()),
+        3
+    );
+    // 1,000 × 2.5 / 1e6 + 2,000 × 10 / 1e6 = 0.0025 + 0.02
+    assert_eq!(cost(task), 0.0225);
+
+    // Dropped after one item of 400 tokens: those are paid for.
+    let task = "priced-dropped";
+    let (tx, answer) = channel();
+    tx.send(text(&words(400))).unwrap();
+    let mut s = Box::pin(stream_chat("stream-1", task, answer));
+    assert!(rt.block_on(s.next()).is_some());
+    drop(s);
+    install_prices(None);
+    assert_eq!(recorder.only(task).status, Status::Cancelled);
+    // 400 × 10 / 1e6
+    assert_eq!(cost(task), 0.004);
+}
+
 /// The same stream, unannotated.
 fn plain(items: Vec<Item>) -> impl Stream<Item = Item> + Send {
     futures_util::stream::iter(items)
