@@ -51,6 +51,9 @@ pub(crate) struct Checked {
     /// `crate = path`: where the runtime crate is, for code that renames
     /// the dependency (default `::hyperkit_obs`).
     pub(crate) krate: Option<syn::Path>,
+    /// `stream` (`#[track_model]` only): the return type (or its `Ok`
+    /// type) is a boxed stream under a name the macro cannot recognise.
+    pub(crate) stream: bool,
 }
 
 /// Checks `args` of macro `kind` against the signature `sig`.
@@ -64,6 +67,7 @@ pub(crate) fn check(kind: Kind, args: Args, sig: &Signature) -> syn::Result<Chec
     let mut attempted: Vec<String> = Vec::new();
     let mut level = SuccessLevel::Info;
     let mut krate = None;
+    let mut stream = false;
 
     if let Some(c) = sig.constness {
         errors.push(syn::Error::new(
@@ -96,6 +100,16 @@ pub(crate) fn check(kind: Kind, args: Args, sig: &Signature) -> syn::Result<Chec
         }
         seen.push(name.clone());
 
+        if key == "stream" && kind == Kind::Model {
+            match &arg {
+                Arg::Shorthand(_) => stream = true,
+                Arg::Assign { value, .. } => errors.push(syn::Error::new(
+                    value.span(),
+                    "`stream` takes no value: write `stream` to track a return type that is an alias of `Pin<Box<dyn Stream<Item = …>>>`",
+                )),
+            }
+            continue;
+        }
         if key == "crate" {
             match parse_crate(&arg) {
                 Ok(p) => krate = Some(p),
@@ -183,6 +197,7 @@ pub(crate) fn check(kind: Kind, args: Args, sig: &Signature) -> syn::Result<Chec
         extra: found,
         level,
         krate,
+        stream,
     })
 }
 

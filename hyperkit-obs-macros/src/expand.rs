@@ -21,8 +21,26 @@ enum Shape {
     /// `-> Pin<Box<dyn Future<Output = ..>>>` or a `BoxFuture` alias (what
     /// `#[async_trait]` leaves behind): the returned future is tracked, boxed.
     BoxedFuture,
+    /// A `#[track_model]` function returning a stream (`-> impl Stream`,
+    /// `-> Pin<Box<dyn Stream>>`, `-> BoxStream`, or a type alias with the
+    /// `stream` option): the call lasts until the stream ends.
+    Stream(StreamTy),
+    /// A `#[track_model]` `async fn` returning a stream, or `Result<stream,
+    /// E>`: the call starts at the first poll and lasts until the stream
+    /// ends (or ends with the `Err`).
+    AsyncStream { stream: StreamTy, result: bool },
     /// Anything else: the call itself is tracked.
     Sync,
+}
+
+/// A returned stream, as written.
+struct StreamTy {
+    /// A boxed trait object (`Pin<Box<dyn Stream>>`, `BoxStream`): the
+    /// tracked stream is boxed again so the type stays the user's.
+    boxed: bool,
+    /// The item type, when written and free of `impl Trait`: where a type
+    /// without `ModelChunk` is reported.
+    item: Option<Type>,
 }
 
 pub(crate) fn expand(kind: Kind, checked: Checked, item: ItemFn) -> TokenStream {
@@ -183,7 +201,11 @@ pub(crate) fn expand(kind: Kind, checked: Checked, item: ItemFn) -> TokenStream 
         };
     };
 
-    let shape = shape(&sig);
+    let shape = if kind == Kind::Model {
+        stream_shape(&sig, checked.stream).unwrap_or_else(|| shape(&sig))
+    } else {
+        shape(&sig)
+    };
     let declared = match &sig.output {
         ReturnType::Default => Some(quote!(())),
         ReturnType::Type(_, ty) if !has_impl_trait(ty) => Some(quote!(#ty)),
@@ -230,6 +252,61 @@ pub(crate) fn expand(kind: Kind, checked: Checked, item: ItemFn) -> TokenStream 
                 #out
             }
         }
+        Shape::Stream(stream) => {
+            let annotation = declared.map(|ty| quote_spanned!(ret_span=> : #ty));
+            let tracked = track_stream(&private, &traits, &call, &out, &stream, ret_span);
+            quote! {
+                #prepare
+                let mut #call = #prepared.start();
+                let #out #annotation = {
+                    let _entered = #call.enter();
+                    #private::call(move || #block)
+                };
+                #tracked
+            }
+        }
+        Shape::AsyncStream { stream, result } => {
+            // The body's value takes the declared type, so a boxed stream
+            // in it (`Ok(Box::pin(s))`) coerces to the declared `dyn`.
+            let body = match &declared {
+                Some(ty) => {
+                    let ret = hyg("__hk_ret");
+                    quote_spanned!(ret_span=> async move { let #ret: #ty = #block; #ret })
+                }
+                None => quote!(async move #block),
+            };
+            let tracked = track_stream(&private, &traits, &call, &out, &stream, ret_span);
+            let finish = if result {
+                let stream_var = hyg("__hk_stream");
+                let error_var = hyg("__hk_error");
+                quote! {
+                    if ::core::result::Result::is_err(&#out) {
+                        #traits
+                        #call.finish_with_usage((&&&#private::Wrap(&#out)).__hk_outcome(), None);
+                    }
+                    match #out {
+                        ::core::result::Result::Ok(#stream_var) => {
+                            let #out = #stream_var;
+                            ::core::result::Result::Ok(#tracked)
+                        }
+                        ::core::result::Result::Err(#error_var) => {
+                            ::core::result::Result::Err(#error_var)
+                        }
+                    }
+                }
+            } else {
+                tracked
+            };
+            quote! {
+                #prepare
+                let mut #call = #prepared.start();
+                let #out = #private::tracing::Instrument::instrument(
+                    #private::InCall::new(#call.current(), #body),
+                    #call.span(),
+                ).await;
+                #finish
+            }
+        }
         Shape::ImplFuture | Shape::BoxedFuture => {
             let output = future_output(&sig.output).filter(|ty| !has_impl_trait(ty));
             let out_ty = output.map(|ty| quote!(: &#ty));
@@ -260,6 +337,159 @@ pub(crate) fn expand(kind: Kind, checked: Checked, item: ItemFn) -> TokenStream 
         #vis #sig {
             #body
         }
+    }
+}
+
+/// The stream in `out` tracked as the rest of the running `call`: each item
+/// read for its outcome (as a return value is) and its tokens, the tokens
+/// read where the user wrote the item type, so an item without
+/// `ModelChunk` is reported there.
+fn track_stream(
+    private: &TokenStream,
+    traits: &TokenStream,
+    call: &syn::Ident,
+    out: &syn::Ident,
+    stream: &StreamTy,
+    ret_span: Span,
+) -> TokenStream {
+    let at = stream.item.as_ref().map_or(ret_span, Spanned::span);
+    let item = hyg("__hk_item");
+    let item_here = syn::Ident::new("__hk_item", Span::mixed_site().located_at(at));
+    let private_here = respan(private.clone(), at);
+    // With the item type written, it is named in the call, so the missing
+    // `ModelChunk` is reported at that type.
+    let chunk = match &stream.item {
+        Some(ty) => quote_spanned!(at=> #private_here::chunk::<#ty>(#item_here)),
+        None => quote_spanned!(at=> #private_here::chunk(#item_here)),
+    };
+    let tracked = quote! {
+        #private::TrackedStream::new(#call, #out, |#item| {
+            #traits
+            #private::Step::new((&&&#private::Wrap(#item)).__hk_outcome(), #chunk)
+        })
+    };
+    if stream.boxed {
+        quote!(::std::boxed::Box::pin(#tracked))
+    } else {
+        tracked
+    }
+}
+
+/// How a `#[track_model]` function returns a stream, if it does: from the
+/// written return type, or any return type with the `stream` option.
+fn stream_shape(sig: &syn::Signature, option: bool) -> Option<Shape> {
+    let ty = match &sig.output {
+        ReturnType::Type(_, ty) => &**ty,
+        ReturnType::Default => return None,
+    };
+    // With the option, a type the rule does not recognise is a boxed
+    // stream under another name (an alias of `Pin<Box<dyn Stream>>`).
+    let named = |ty: &Type| {
+        stream_ty(ty).or_else(|| {
+            option.then_some(StreamTy {
+                boxed: true,
+                item: None,
+            })
+        })
+    };
+    if sig.asyncness.is_none() {
+        return named(ty).map(Shape::Stream);
+    }
+    if let Some(ok) = result_ok(ty)
+        && let Some(stream) = stream_ty(ok).or_else(|| {
+            option.then_some(StreamTy {
+                boxed: true,
+                item: None,
+            })
+        })
+    {
+        return Some(Shape::AsyncStream {
+            stream,
+            result: true,
+        });
+    }
+    named(ty).map(|stream| Shape::AsyncStream {
+        stream,
+        result: false,
+    })
+}
+
+/// `T` in `Result<T, E>` (or any `…::Result<T, …>` alias).
+fn result_ok(ty: &Type) -> Option<&Type> {
+    let Type::Path(p) = ty else {
+        return None;
+    };
+    let seg = p.path.segments.last().filter(|s| s.ident == "Result")?;
+    single_type_arg(seg)
+}
+
+/// The stream `ty` is, by the rule: `impl Stream<Item = X>` (any path
+/// ending in `Stream`), `Pin<Box<dyn Stream<Item = X> + …>>`,
+/// `BoxStream<'a, X>` or `LocalBoxStream<'a, X>`.
+fn stream_ty(ty: &Type) -> Option<StreamTy> {
+    let item = |ty: &Type| Some(ty.clone()).filter(|t| !has_impl_trait(t));
+    match ty {
+        Type::ImplTrait(t) => {
+            let seg = bounds_named(&t.bounds, "Stream")?;
+            Some(StreamTy {
+                boxed: false,
+                item: assoc_type(seg, "Item").and_then(item),
+            })
+        }
+        Type::Path(p) => {
+            let seg = p.path.segments.last()?;
+            if seg.ident == "BoxStream" || seg.ident == "LocalBoxStream" {
+                let last = match &seg.arguments {
+                    PathArguments::AngleBracketed(a) => a.args.iter().rev().find_map(|a| match a {
+                        GenericArgument::Type(t) => Some(t),
+                        _ => None,
+                    }),
+                    _ => None,
+                };
+                return Some(StreamTy {
+                    boxed: true,
+                    item: last.and_then(item),
+                });
+            }
+            if seg.ident != "Pin" {
+                return None;
+            }
+            let Type::Path(boxed) = single_type_arg(seg)? else {
+                return None;
+            };
+            let boxed = boxed.path.segments.last().filter(|s| s.ident == "Box")?;
+            let Type::TraitObject(obj) = single_type_arg(boxed)? else {
+                return None;
+            };
+            let seg = bounds_named(&obj.bounds, "Stream")?;
+            Some(StreamTy {
+                boxed: true,
+                item: assoc_type(seg, "Item").and_then(item),
+            })
+        }
+        _ => None,
+    }
+}
+
+/// The bound among `bounds` whose path ends in `name`.
+fn bounds_named<'a>(
+    bounds: impl IntoIterator<Item = &'a TypeParamBound>,
+    name: &str,
+) -> Option<&'a syn::PathSegment> {
+    bounds.into_iter().find_map(|b| match b {
+        TypeParamBound::Trait(t) => t.path.segments.last().filter(|s| s.ident == name),
+        _ => None,
+    })
+}
+
+/// `X` in `Trait<Name = X>`.
+fn assoc_type<'a>(seg: &'a syn::PathSegment, name: &str) -> Option<&'a Type> {
+    match &seg.arguments {
+        PathArguments::AngleBracketed(a) => a.args.iter().find_map(|a| match a {
+            GenericArgument::AssocType(at) if at.ident == name => Some(&at.ty),
+            _ => None,
+        }),
+        _ => None,
     }
 }
 

@@ -35,7 +35,36 @@ pub fn track_build(args: TokenStream, item: TokenStream) -> TokenStream {
 /// `hyperkit_model_latency_seconds{model,task}`, and, when the return value
 /// (or its `Ok` value) implements `ModelOutput`,
 /// `hyperkit_model_tokens_total{model,task,type}` and
-/// `hyperkit_model_acceptance_total{model,task,accepted}`.
+/// `hyperkit_model_acceptance_total{model,task,accepted}`;
+/// `hyperkit_model_calls_in_flight{model,task}` while a call runs.
+///
+/// **Streams.** A function returning a stream is tracked until the stream
+/// ends, not when it is created. The macro recognises a stream from the
+/// return type as written:
+///
+/// - `impl Stream<Item = X>` (any path ending in `Stream`, with any other
+///   bounds: `impl futures::Stream<Item = X> + Send + 'a`);
+/// - `Pin<Box<dyn Stream<Item = X> + …>>`;
+/// - `BoxStream<'a, X>` and `LocalBoxStream<'a, X>` (by their last path
+///   segment, so `futures::stream::BoxStream` and aliases of that name);
+/// - on an `async fn`, any of these, or `Result<S, E>` (any path ending in
+///   `Result`) with `S` one of these: the call starts at the first poll and
+///   an `Err` ends it as a failure;
+/// - any other return type (or `Ok` type) with the option `stream`:
+///   `#[track_model(model, task, stream)]` for an alias of
+///   `Pin<Box<dyn Stream<…>>>`, which is boxed again around the tracked
+///   stream (a concrete stream type cannot be tracked: its type would
+///   change).
+///
+/// A sync function's call starts when it is called (so a stream dropped
+/// before its first poll is `cancelled`). Each item `X` must implement
+/// `ModelChunk` (or be `Result<T, E>` with `T: ModelChunk`), which the
+/// compiler reports at `X`. The first item records
+/// `hyperkit_model_time_to_first_token_seconds{model,task}`; the items'
+/// output tokens are summed (the provider's final usage, when an item
+/// carries it, wins); the end records `success`, the first `Err` item
+/// `failure` (the stream's later items pass through untouched), a drop
+/// before the end `cancelled`.
 #[proc_macro_attribute]
 pub fn track_model(args: TokenStream, item: TokenStream) -> TokenStream {
     track_with(Kind::Model, args, item)

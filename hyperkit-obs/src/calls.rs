@@ -74,6 +74,10 @@ pub struct FinishedCall<'a> {
     pub error_type: Option<&'static str>,
     /// Token usage and acceptance read from a model call's output.
     pub usage: Option<Usage>,
+    /// For a streamed call (a `#[track_model]` function returning a
+    /// stream), the time from its start to its first item; `None` for
+    /// other calls and for a stream that ended or was dropped before one.
+    pub time_to_first_token: Option<Duration>,
     /// What a model call cost in USD, when its usage is known and its
     /// model has a price ([`PriceTable`](crate::model::PriceTable)).
     pub cost_usd: Option<f64>,
@@ -104,6 +108,17 @@ impl FinishedCall<'_> {
         self.labels().find(|(k, _)| *k == name).map(|(_, v)| v)
     }
 
+    /// A streamed call's output tokens per second, from its first item to
+    /// its end (so the wait for the first token does not count); `None` for
+    /// a call that is not a stream, had no first item or no output count.
+    pub fn output_tokens_per_second(&self) -> Option<f64> {
+        crate::model::output_tokens_per_second(
+            self.usage.and_then(|u| u.output_tokens),
+            self.duration,
+            self.time_to_first_token,
+        )
+    }
+
     /// When it started, by the wall clock (`end - duration`).
     pub fn start(&self) -> SystemTime {
         self.end.checked_sub(self.duration).unwrap_or(self.end)
@@ -118,6 +133,7 @@ impl fmt::Debug for FinishedCall<'_> {
             .field("status", &self.status)
             .field("labels", &self.labels().collect::<Vec<_>>())
             .field("duration", &self.duration)
+            .field("time_to_first_token", &self.time_to_first_token)
             .field("error", &self.error.map(ToString::to_string))
             .field("trace", &self.trace)
             .finish_non_exhaustive()

@@ -122,7 +122,7 @@ pub use hyperkit_obs_macros::{Domain, LabelValue, track, track_build, track_mode
 pub use init::{Builder, DEFAULT_METRICS_ADDR, InitError, MonitoringConfig, ObsGuard, init};
 pub use label::{LabelValue, MAX_LABEL_LEN, OVERFLOW_VALUE, sanitize};
 pub use metrics::registry;
-pub use model::ModelOutput;
+pub use model::{ModelChunk, ModelOutput};
 #[cfg(feature = "sentry")]
 pub use sentry::SentryConfig;
 pub use track::Status;
@@ -150,6 +150,7 @@ pub mod __private {
     };
     pub use crate::track::site::{Site, resolve};
     pub use crate::track::spans::MARKER;
+    pub use crate::track::stream::{Step, StreamItem, TrackedStream, chunk};
     pub use crate::track::{Call, Current, Finished, LogFn, Outcome, Prepared, Status, call};
     /// For the `hyperkit-obs` binary: quotes its messages as the library's
     /// errors do.

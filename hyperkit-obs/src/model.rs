@@ -79,6 +79,88 @@ impl<T: ModelOutput + ?Sized> ModelOutput for Box<T> {
     }
 }
 
+/// Implemented by the item type of a stream a `#[track_model]` function
+/// returns (or the `Ok` type of a `Result` item), to report the tokens each
+/// item carries. The call's output tokens are the sum of
+/// [`output_tokens`](Self::output_tokens) over the items, unless an item
+/// reports the provider's own count with [`final_usage`](Self::final_usage)
+/// (OpenAI's last chunk with `stream_options.include_usage`, Anthropic's
+/// `message_delta`): that count wins, and its input tokens are the call's.
+/// Every method has a default of "unknown".
+///
+/// ```
+/// use futures_core::Stream;
+/// use hyperkit_obs::{track_model, ModelChunk, model::Usage};
+///
+/// enum Chunk { Text(String), Done { prompt_tokens: u64, completion_tokens: u64 } }
+///
+/// impl ModelChunk for Chunk {
+///     fn output_tokens(&self) -> Option<u64> {
+///         match self { Chunk::Text(_) => Some(1), Chunk::Done { .. } => None }
+///     }
+///     fn final_usage(&self) -> Option<Usage> {
+///         match self {
+///             Chunk::Done { prompt_tokens, completion_tokens } => Some(Usage {
+///                 input_tokens: Some(*prompt_tokens),
+///                 output_tokens: Some(*completion_tokens),
+///                 ..Usage::default()
+///             }),
+///             Chunk::Text(_) => None,
+///         }
+///     }
+/// }
+///
+/// #[track_model(model, task = "chat")]
+/// fn chat(model: &str, words: Vec<String>) -> impl Stream<Item = Result<Chunk, std::io::Error>> {
+///     let n = words.len() as u64;
+///     let mut chunks: Vec<_> = words.into_iter().map(|w| Ok(Chunk::Text(w))).collect();
+///     chunks.push(Ok(Chunk::Done { prompt_tokens: 9, completion_tokens: n }));
+///     futures_core_iter(chunks)
+/// }
+/// # fn futures_core_iter<T>(items: Vec<T>) -> impl Stream<Item = T> {
+/// #     struct Iter<T>(std::vec::IntoIter<T>);
+/// #     impl<T> Unpin for Iter<T> {}
+/// #     impl<T> Stream for Iter<T> {
+/// #         type Item = T;
+/// #         fn poll_next(mut self: std::pin::Pin<&mut Self>, _: &mut std::task::Context<'_>)
+/// #             -> std::task::Poll<Option<T>> { std::task::Poll::Ready(self.0.next()) }
+/// #     }
+/// #     Iter(items.into_iter())
+/// # }
+/// let _tokens = chat("small-1", vec!["hello".into(), "world".into()]);
+/// ```
+pub trait ModelChunk {
+    /// Output tokens this item carries (summed over the stream).
+    fn output_tokens(&self) -> Option<u64> {
+        None
+    }
+    /// The provider's usage for the whole call, on the item that carries
+    /// it: its input, cached input and output tokens (the output count
+    /// replaces the sum of [`output_tokens`](Self::output_tokens)) and
+    /// acceptance. When several items report one, the last wins.
+    fn final_usage(&self) -> Option<Usage> {
+        None
+    }
+}
+
+impl<T: ModelChunk + ?Sized> ModelChunk for &T {
+    fn output_tokens(&self) -> Option<u64> {
+        (**self).output_tokens()
+    }
+    fn final_usage(&self) -> Option<Usage> {
+        (**self).final_usage()
+    }
+}
+
+impl<T: ModelChunk + ?Sized> ModelChunk for Box<T> {
+    fn output_tokens(&self) -> Option<u64> {
+        (**self).output_tokens()
+    }
+    fn final_usage(&self) -> Option<Usage> {
+        (**self).final_usage()
+    }
+}
+
 /// Usage read from a [`ModelOutput`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Usage {
@@ -102,6 +184,23 @@ impl Usage {
             accepted: output.accepted(),
         }
     }
+}
+
+/// The output rate of a streamed call: its output tokens over the time from
+/// its first item to its end (the rate the consumer saw tokens arrive,
+/// without the wait for the first one). `None` without a first item or an
+/// output count, or when the whole output came in the first item.
+pub(crate) fn output_tokens_per_second(
+    output_tokens: Option<u64>,
+    duration: std::time::Duration,
+    time_to_first_token: Option<std::time::Duration>,
+) -> Option<f64> {
+    let streaming = duration.checked_sub(time_to_first_token?)?;
+    if streaming.is_zero() {
+        return None;
+    }
+    #[allow(clippy::cast_precision_loss)] // token counts are far below 2^53
+    Some(output_tokens? as f64 / streaming.as_secs_f64())
 }
 
 /// The id of one `#[track_model]` call, for recording its acceptance once it

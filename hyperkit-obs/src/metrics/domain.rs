@@ -122,6 +122,8 @@ pub(crate) struct ModelCounters {
     pub(crate) acceptance: [IntCounter; 2],
     /// The label set's price, and its cost and unpriced counters.
     pub(crate) pricing: crate::prices::Pricing,
+    /// Time to the first item of a streamed call.
+    pub(crate) time_to_first_token: super::DurationHistogram,
 }
 
 impl ModelCounters {
@@ -137,6 +139,7 @@ impl ModelCounters {
             acceptance: ["false", "true"]
                 .map(|a| f.model_acceptance_total.child(&[model, task, a])),
             pricing: crate::prices::Pricing::new(model, task),
+            time_to_first_token: f.model_time_to_first_token.child(&[model, task]),
         }
     }
 }

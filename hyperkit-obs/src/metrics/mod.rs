@@ -56,6 +56,14 @@ pub const QUERY_DURATION_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
+/// Buckets of `hyperkit_model_time_to_first_token_seconds`: 10 ms (a cached
+/// or local model's first token) to 60 s (a large model's queue or a long
+/// reasoning phase before it writes anything), about three per decade so a
+/// p50 or p95 from `histogram_quantile` is within a factor of 2.5.
+pub const TIME_TO_FIRST_TOKEN_BUCKETS: &[f64] = &[
+    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0,
+];
+
 fn counter(name: &'static str, help: &'static str) -> IntCounter {
     IntCounter::with_opts(Opts::new(name, help))
         .unwrap_or_else(|e| unreachable!("built-in counter {name}: {e}"))
@@ -76,6 +84,7 @@ pub(crate) struct Families {
     pub(crate) model_acceptance_total: Family<IntCounter>,
     pub(crate) model_cost_usd_total: Family<crate::prices::UsdCounter>,
     pub(crate) model_unpriced_calls_total: Family<IntCounter>,
+    pub(crate) model_time_to_first_token: Family<DurationHistogram>,
     pub(crate) http_requests_total: Family<IntCounter>,
     pub(crate) http_duration: Family<DurationHistogram>,
     pub(crate) http_in_flight: Family<IntGauge>,
@@ -111,6 +120,13 @@ pub(crate) static FAMILIES: LazyLock<Families> = LazyLock::new(|| Families {
         &["model"],
         MetricType::COUNTER,
         counter,
+    ),
+    model_time_to_first_token: Family::new(
+        "hyperkit_model_time_to_first_token_seconds",
+        "Time from the start of a streamed model call to its first item in seconds, by model and task.",
+        &["model", "task"],
+        MetricType::HISTOGRAM,
+        |_, _| histogram(TIME_TO_FIRST_TOKEN_BUCKETS),
     ),
     http_requests_total: Family::new(
         "hyperkit_http_requests_total",
@@ -157,6 +173,7 @@ static REGISTRY: LazyLock<Registry> = LazyLock::new(|| {
         Box::new(Registered(&f.model_acceptance_total)),
         Box::new(Registered(&f.model_cost_usd_total)),
         Box::new(Registered(&f.model_unpriced_calls_total)),
+        Box::new(Registered(&f.model_time_to_first_token)),
         Box::new(Registered(&f.http_requests_total)),
         Box::new(Registered(&f.http_duration)),
         Box::new(Registered(&f.http_in_flight)),
@@ -176,6 +193,7 @@ static REGISTRY: LazyLock<Registry> = LazyLock::new(|| {
             add(Native::Counters(counters));
         }
         add(Native::Usd(&f.model_cost_usd_total));
+        add(Native::Durations(&f.model_time_to_first_token));
         add(Native::Durations(&f.http_duration));
         add(Native::Gauges(&f.http_in_flight));
     }

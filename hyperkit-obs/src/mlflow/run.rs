@@ -29,6 +29,8 @@ pub struct ModelRun<'a> {
     pub end_ms: i64,
     /// How long it took.
     pub latency: Duration,
+    /// A streamed call's time to its first item.
+    pub time_to_first_token: Option<Duration>,
     /// Tokens sent.
     pub input_tokens: Option<u64>,
     /// Tokens produced.
@@ -49,7 +51,8 @@ pub struct ModelRun<'a> {
 impl ModelRun<'_> {
     /// The run: params `model`, `task`; metrics `input_tokens`,
     /// `output_tokens`, `latency_seconds`, `accepted` (0/1) and `cost_usd`
-    /// when known; tags `status`, `error.type`, the call id, `trace_id` and
+    /// when known, and for a streamed call `time_to_first_token_seconds`
+    /// and `output_tokens_per_second` (from the first item to the end); tags `status`, `error.type`, the call id, `trace_id` and
     /// the OpenTelemetry GenAI names
     /// (`gen_ai.request.model`, `gen_ai.operation.name`,
     /// `gen_ai.usage.input_tokens`, `gen_ai.usage.output_tokens`).
@@ -77,6 +80,20 @@ impl ModelRun<'_> {
                 metrics.push(Metric::new("output_tokens", n as f64, t));
                 tags.push(KeyValue::new("gen_ai.usage.output_tokens", n.to_string()));
             }
+        }
+        if let Some(first) = self.time_to_first_token {
+            metrics.push(Metric::new(
+                "time_to_first_token_seconds",
+                first.as_secs_f64(),
+                t,
+            ));
+        }
+        if let Some(rate) = crate::model::output_tokens_per_second(
+            self.output_tokens,
+            self.latency,
+            self.time_to_first_token,
+        ) {
+            metrics.push(Metric::new("output_tokens_per_second", rate, t));
         }
         if let Some(a) = self.accepted {
             metrics.push(acceptance_metric(a, t));
@@ -122,6 +139,34 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_streamed_call_has_its_time_to_first_token_and_output_rate() {
+        let run = ModelRun {
+            model: "m1",
+            task: "chat",
+            status: Status::Success,
+            end_ms: 10_000,
+            latency: Duration::from_millis(2500),
+            time_to_first_token: Some(Duration::from_millis(500)),
+            input_tokens: None,
+            output_tokens: Some(100),
+            accepted: None,
+            cost_usd: None,
+            error_type: None,
+            call_id: None,
+            trace_id: None,
+        }
+        .record();
+        let metric = |key| run.metrics.iter().find(|m| m.key == key).map(|m| m.value);
+        assert_eq!(metric("time_to_first_token_seconds"), Some(0.5));
+        assert_eq!(
+            metric("output_tokens_per_second"),
+            Some(50.0),
+            "100 tokens in the 2 s after the first"
+        );
+        assert_eq!(metric("latency_seconds"), Some(2.5));
+    }
+
+    #[test]
     fn a_model_call_becomes_the_documented_run() {
         let run = ModelRun {
             model: "m1",
@@ -129,6 +174,7 @@ mod tests {
             status: Status::Failure,
             end_ms: 10_000,
             latency: Duration::from_millis(1500),
+            time_to_first_token: None,
             input_tokens: Some(12),
             output_tokens: None,
             accepted: Some(false),

@@ -160,6 +160,7 @@ impl ExperimentTracker {
             status: Status::Success,
             end_ms: now_ms(),
             latency,
+            time_to_first_token: None,
             input_tokens: Some(input_tokens),
             output_tokens: Some(output_tokens),
             accepted,

@@ -270,10 +270,12 @@ pub mod builtin {
         name = "model",
         counter = "hyperkit_model_calls_total",
         histogram = "hyperkit_model_latency_seconds",
-        in_flight = false,
+        // A streamed call stays in flight until its stream ends.
+        gauge = "hyperkit_model_calls_in_flight",
         status = "last",
         calls_help = "Tracked model calls that finished, by model, task and status.",
         duration_help = "Latency of tracked model calls in seconds, by model and task.",
+        in_flight_help = "Tracked model calls running (a streamed call until its stream ends or is dropped), by model and task.",
         buckets = [0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0],
         __model
     )]
@@ -322,7 +324,10 @@ mod tests {
         assert_eq!(m.duration_seconds(), "hyperkit_model_latency_seconds");
         assert_eq!(
             (m.in_flight(), m.buckets()),
-            (None, metrics::MODEL_LATENCY_BUCKETS)
+            (
+                Some("hyperkit_model_calls_in_flight"),
+                metrics::MODEL_LATENCY_BUCKETS
+            )
         );
         let q = Query::spec();
         assert_eq!(q.calls_total(), "hyperkit_db_queries_total");

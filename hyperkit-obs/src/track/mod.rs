@@ -15,6 +15,7 @@ pub(crate) mod model;
 pub(crate) mod outcome;
 pub(crate) mod site;
 pub(crate) mod spans;
+pub(crate) mod stream;
 
 use std::fmt;
 use std::num::NonZeroU64;
@@ -174,6 +175,7 @@ impl Prepared {
             trace,
             here,
             start: clock().now(),
+            first: None,
             done: false,
         }
     }
@@ -201,6 +203,8 @@ pub struct Call {
     here: Option<Writer<'static>>,
     /// The clock's ticks at the start.
     start: u64,
+    /// Time to the first item, for a streamed call that has one.
+    first: Option<Duration>,
     done: bool,
 }
 
@@ -242,6 +246,22 @@ impl Call {
             _span: self.span.as_deref().map(Span::enter),
             _call: self.id().map(crate::model::CurrentCall::enter),
             _trace: self.trace.as_ref().map(CallTrace::enter),
+        }
+    }
+
+    /// Records a streamed call's first item: its time since the start, in
+    /// `hyperkit_model_time_to_first_token_seconds` (model calls) and in
+    /// the finished call's record. Only the first time counts.
+    #[inline]
+    pub fn first_item(&mut self) {
+        if self.first.is_some() {
+            return;
+        }
+        let clock = clock();
+        let elapsed = Duration::from_nanos(clock.nanos(self.start, clock.now()));
+        self.first = Some(elapsed);
+        if let Some(m) = &self.set.handles.model {
+            m.time_to_first_token.observe(elapsed);
         }
     }
 
@@ -311,6 +331,7 @@ impl Call {
                 error,
                 error_type,
                 usage,
+                time_to_first_token: self.first,
                 cost_usd: cost_picos.map(crate::prices::usd),
                 call_id: self.id(),
                 trace: context.as_ref(),
@@ -351,6 +372,23 @@ impl Call {
             Status::Cancelled
         };
         self.record(status, None, None, None, None);
+    }
+
+    /// Records a call dropped before it finished whose output so far is
+    /// known (a stream the consumer dropped): `cancelled` (or `panic`),
+    /// with the tokens streamed until then and their cost.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn abandon(&mut self, usage: Option<Usage>) {
+        let status = if std::thread::panicking() {
+            Status::Panic
+        } else {
+            Status::Cancelled
+        };
+        let cost = usage
+            .as_ref()
+            .and_then(|usage| model::record_usage(&self.set.handles, usage));
+        self.record(status, None, usage, cost, None);
     }
 }
 

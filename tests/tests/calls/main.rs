@@ -12,3 +12,4 @@
 mod domains;
 mod events;
 mod sinks;
+mod streams;

@@ -1,7 +1,8 @@
 //! MLflow: the client and the exporter against a protocol fixture
 //! (`client`), the local file store and real MLflow servers read back with
 //! MLflow's own Python client (`file_store`, `server`), model calls' traces
-//! in MLflow 3 (and MLflow 2 skipped) read back the same way (`traces`),
+//! in MLflow 3 (and MLflow 2 skipped) read back the same way (`traces`), a
+//! streamed call's run (`streams`),
 //! and the harness those rely on (`harness`); what model calls cost, in
 //! both (`cost`).
 //!
@@ -15,4 +16,5 @@ mod cost;
 mod file_store;
 mod harness;
 mod server;
+mod streams;
 mod traces;

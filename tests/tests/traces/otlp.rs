@@ -12,8 +12,11 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use futures_core::Stream;
 use hyperkit_obs::trace::{self, OtlpConfig, Sampler, SpanSinkGuard};
-use hyperkit_obs::{ModelOutput, MonitoringConfig, track_build, track_model, track_query};
+use hyperkit_obs::{
+    ModelChunk, ModelOutput, MonitoringConfig, track_build, track_model, track_query,
+};
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
@@ -266,6 +269,70 @@ fn spans_arrive_as_a_tree_with_their_attributes_status_and_resource() {
     assert_eq!(res("deployment.environment.name").as_deref(), Some("test"));
     assert_eq!(res("team").as_deref(), Some("obs core"));
     assert_eq!(res("telemetry.sdk.language").as_deref(), Some("rust"));
+}
+
+struct Piece;
+impl ModelChunk for Piece {
+    fn output_tokens(&self) -> Option<u64> {
+        Some(5)
+    }
+}
+
+#[track_model(model = "small-1", task = "chat")]
+fn otlp_stream() -> impl Stream<Item = Piece> {
+    futures_util::stream::iter([Piece, Piece])
+}
+
+#[track_build(chain = "ethereum")]
+fn otlp_streamed_build() -> Vec<u8> {
+    let mut s = std::pin::pin!(otlp_stream());
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    while let std::task::Poll::Ready(Some(_)) = s.as_mut().poll_next(&mut cx) {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    trace::current().unwrap().trace_id().to_bytes().to_vec()
+}
+
+#[test]
+fn a_streamed_model_calls_span_has_its_time_to_first_token_and_output_rate() {
+    let _turn = one_at_a_time();
+    let (fixture, url) = fixture([]);
+    let guard = exporter(&[
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", &url),
+        ("OTEL_BSP_SCHEDULE_DELAY", "20"),
+    ]);
+    let trace_id = otlp_streamed_build();
+    assert!(guard.flush(Duration::from_secs(10)));
+    let spans = fixture.spans_of(std::slice::from_ref(&trace_id));
+    let model = spans
+        .iter()
+        .find(|s| s.name == "chat small-1")
+        .unwrap_or_else(|| panic!("the streamed call's span: {spans:#?}"));
+    let seconds = |ns: u64| ns as f64 / 1e9;
+    let latency = seconds(model.end_time_unix_nano - model.start_time_unix_nano);
+    let Some(Value::DoubleValue(first)) = attr(model, "hyperkit.time_to_first_token_seconds")
+    else {
+        panic!("time to first token on {model:#?}");
+    };
+    assert!(
+        (0.0..latency).contains(first),
+        "{first} s to the first item, within the call's {latency} s"
+    );
+    assert_eq!(
+        attr(model, "gen_ai.usage.output_tokens"),
+        Some(&Value::IntValue(10)),
+        "two items of five"
+    );
+    let Some(Value::DoubleValue(rate)) = attr(model, "hyperkit.output_tokens_per_second") else {
+        panic!("output rate on {model:#?}");
+    };
+    // The span's times are whole nanoseconds, as is the call's duration.
+    let expected = 10.0 / (latency - first);
+    assert!(
+        (rate - expected).abs() <= expected * 1e-6,
+        "{rate} tokens/s against 10 tokens in {} s",
+        latency - first
+    );
 }
 
 #[test]

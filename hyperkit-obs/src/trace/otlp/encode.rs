@@ -12,7 +12,7 @@
 //! attributes for queries; HTTP server attributes for requests. Nothing
 //! here panics on any input.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{
@@ -69,6 +69,9 @@ pub(crate) struct CallSpan {
     error: Option<String>,
     error_type: Option<&'static str>,
     usage: Option<Usage>,
+    /// A streamed call's time to its first item, and its output rate.
+    time_to_first_token: Option<Duration>,
+    output_tokens_per_second: Option<f64>,
     /// Sent to MLflow: a root of its own (MLflow completes a trace on its
     /// root), typed as an LLM span.
     for_mlflow: bool,
@@ -117,6 +120,8 @@ impl SpanItem {
             error: call.error.map(ToString::to_string),
             error_type: call.error_type,
             usage: call.usage,
+            time_to_first_token: call.time_to_first_token,
+            output_tokens_per_second: call.output_tokens_per_second(),
             for_mlflow,
         })))
     }
@@ -276,6 +281,18 @@ fn call_span(c: &CallSpan) -> Span {
             if let Some(n) = u.output_tokens {
                 a.push(int("gen_ai.usage.output_tokens", n));
             }
+        }
+        if let Some(first) = c.time_to_first_token {
+            a.push(kv(
+                "hyperkit.time_to_first_token_seconds",
+                Value::DoubleValue(first.as_secs_f64()),
+            ));
+        }
+        if let Some(rate) = c.output_tokens_per_second {
+            a.push(kv(
+                "hyperkit.output_tokens_per_second",
+                Value::DoubleValue(rate),
+            ));
         }
     }
     if query {
