@@ -16,21 +16,11 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use serde::Serialize;
 
 use super::types::{Run, RunStatus};
+use crate::model::RESERVED_SCORE_NAMES as CALL_METRICS;
 
 /// Ratios computed from fewer runs than this are marked as such.
 pub const FEW_RUNS: u64 = 30;
 
-/// The metrics of a model call's run that are not scores: every other
-/// metric of a run is read as a score and averaged.
-pub const CALL_METRICS: &[&str] = &[
-    "latency_seconds",
-    "input_tokens",
-    "output_tokens",
-    "accepted",
-    "cost_usd",
-    "time_to_first_token_seconds",
-    "output_tokens_per_second",
-];
 
 /// Which runs to compare.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -102,8 +92,8 @@ pub struct ModelRow {
     pub cost_usd: Option<f64>,
     /// `cost_usd / accepted`.
     pub cost_per_accepted_usd: Option<f64>,
-    /// The mean of each score (every metric not in [`CALL_METRICS`]), by
-    /// name.
+    /// The mean of each score (every metric not in
+    /// [`RESERVED_SCORE_NAMES`](crate::model::RESERVED_SCORE_NAMES)), by name.
     pub scores: BTreeMap<String, f64>,
     /// The ratios above computed from fewer than [`FEW_RUNS`] runs:
     /// `failure_rate` (calls), `acceptance_rate` (decided runs),

@@ -275,6 +275,12 @@ impl Call {
         // or one that takes no ERROR) and the call is not sampled: then no
         // record is built, no span entered, no event made.
         let sampled = self.trace.as_ref().is_some_and(CallTrace::is_sampled);
+        // Scores recorded inside the call wait for its span (one load when
+        // none does).
+        let scores = match self.id() {
+            Some(id) => crate::model::pending::take(id.seq()),
+            None => Vec::new(),
+        };
         let to_sinks = crate::calls::any();
         let to_spans = sampled && crate::calls::any_sampled();
         let to_logs = tracing::level_enabled!(tracing::Level::ERROR);
@@ -304,6 +310,7 @@ impl Call {
                 call_id: self.id(),
                 trace: context.as_ref(),
                 parent_span_id: self.trace.as_ref().and_then(CallTrace::parent),
+                scores: &scores,
                 label_names: spec.labels(),
                 label_values: self.set.value_slice(),
             };

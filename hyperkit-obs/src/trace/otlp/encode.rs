@@ -19,7 +19,7 @@ use opentelemetry_proto::tonic::common::v1::{
     AnyValue, InstrumentationScope, KeyValue, any_value::Value,
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
+use opentelemetry_proto::tonic::trace::v1::span::{Event, SpanKind};
 use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
 use opentelemetry_proto::tonic::trace::v1::{
     ResourceSpans, ScopeSpans, Span, Status as SpanStatus,
@@ -69,6 +69,8 @@ pub(crate) struct CallSpan {
     error: Option<String>,
     error_type: Option<&'static str>,
     usage: Option<Usage>,
+    /// Scores recorded inside the call: `gen_ai.evaluation.result` events.
+    scores: Vec<crate::model::Score>,
     /// Sent to MLflow: a root of its own (MLflow completes a trace on its
     /// root), typed as an LLM span.
     for_mlflow: bool,
@@ -117,6 +119,7 @@ impl SpanItem {
             error: call.error.map(ToString::to_string),
             error_type: call.error_type,
             usage: call.usage,
+            scores: call.scores.to_vec(),
             for_mlflow,
         })))
     }
@@ -141,6 +144,7 @@ impl SpanItem {
             SpanItem::Call(c) => {
                 200 + c.values.iter().map(|v| v.len() + 16).sum::<usize>()
                     + c.error.as_ref().map_or(0, String::len)
+                    + c.scores.iter().map(|s| s.name.len() + 80).sum::<usize>()
             }
             SpanItem::Request(r) => 250 + r.path.len(),
         }
@@ -278,6 +282,26 @@ fn call_span(c: &CallSpan) -> Span {
             }
         }
     }
+    for score in &c.scores {
+        // The GenAI conventions' evaluation event, on the evaluated span.
+        let at = u64::try_from(score.at_ms)
+            .unwrap_or(0)
+            .saturating_mul(1_000_000)
+            .clamp(c.start_ns, c.end_ns.max(c.start_ns));
+        span.events.push(Event {
+            time_unix_nano: at,
+            name: "gen_ai.evaluation.result".to_owned(),
+            attributes: vec![
+                text("gen_ai.evaluation.name", &score.name),
+                kv(
+                    "gen_ai.evaluation.score.value",
+                    Value::DoubleValue(score.value),
+                ),
+            ],
+            dropped_attributes_count: 0,
+        });
+    }
+    let a = &mut span.attributes;
     if query {
         if let Some(op) = label(c, "operation") {
             a.push(text("db.operation.name", op));
