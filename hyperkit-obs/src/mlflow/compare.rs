@@ -21,7 +21,6 @@ use crate::model::RESERVED_SCORE_NAMES as CALL_METRICS;
 /// Ratios computed from fewer runs than this are marked as such.
 pub const FEW_RUNS: u64 = 30;
 
-
 /// Which runs to compare.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CompareFilter {

@@ -4,18 +4,28 @@
 //! of 2,520 runs of three models (three pages of `runs/search`), read from
 //! the file store and from a real MLflow 3 server over it; hostile values
 //! (NaN, infinities, negatives, 1e300, runs that are not model calls) are
-//! left out and counted the same way by both. A server answering 500 or
-//! garbage, and a damaged store, give one line and exit 1.
+//! left out and counted the same way by both; and the rows of runs that
+//! real `#[track_model]` calls logged through the exporter. A server
+//! answering 500 or garbage, and a damaged store, give one line and exit 1.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use hyperkit_obs::Status;
-use hyperkit_obs::mlflow::{FileStore, KeyValue, Metric, ModelRun, RunRecord};
+use std::collections::BTreeMap;
+
+use hyperkit_obs::mlflow::{
+    FileStore, KeyValue, Metric, MlflowConfig, ModelRun, RunRecord, TrackingTarget,
+};
+use hyperkit_obs::model::{
+    CallId, ModelPrice, PriceTable, current_call_id, install_prices, record_acceptance,
+    record_score,
+};
+use hyperkit_obs::{ModelOutput, Status, track_model};
 use serde_json::Value;
 
 use super::FAST_FAIL;
 use crate::support::cli;
 use test_support::TempDir;
+use test_support::fixture::{HttpFixture, Response};
 use test_support::mlflow::{Backend, MlflowServer, Version, python, serial};
 
 /// Reads every run of `EXPERIMENT_NAME` at `TRACKING_URI` with
@@ -533,5 +543,291 @@ fn compare_agrees_with_mlflows_python_client_on_a_file_store_and_an_mlflow_3_ser
         &compare_json(dir.path(), &["--task", "review", "--since", &since], &env),
         review,
         "MLflow 3 server, review since 7 days",
+    );
+}
+
+/// What the tracked function returns.
+struct Reply {
+    input: u64,
+    output: u64,
+    accepted: Option<bool>,
+    call: CallId,
+}
+
+impl ModelOutput for Reply {
+    fn input_tokens(&self) -> Option<u64> {
+        Some(self.input)
+    }
+    fn output_tokens(&self) -> Option<u64> {
+        Some(self.output)
+    }
+    fn accepted(&self) -> Option<bool> {
+        self.accepted
+    }
+}
+
+/// Call `i` of `model`: one in ten fails; the others report their tokens,
+/// and every third says at return whether it was accepted.
+#[track_model(model, task = "codegen")]
+fn tracked_reply(model: &str, i: u64) -> Result<Reply, String> {
+    if i % 10 == 9 {
+        return Err("overloaded".into());
+    }
+    let call = current_call_id().expect("a tracked call has an id");
+    // Scored inside the call, before its run exists.
+    record_score(call, "judge", (i % 5) as f64 / 4.0).unwrap();
+    Ok(Reply {
+        input: 100 + i,
+        output: 10 + i,
+        accepted: i.is_multiple_of(3).then_some(i % 2 == 0),
+        call,
+    })
+}
+
+/// `compare` on runs written by real `#[track_model]` calls, through the
+/// runtime's MLflow exporter into a file store (with acceptances and scores
+/// recorded after the calls returned, and a price table): the rows say
+/// what the calls were.
+#[test]
+fn compare_shows_the_rows_of_tracked_model_calls_logged_by_the_exporter() {
+    let _turn = serial();
+    let dir = TempDir::new("cli-compare-tracked");
+    let root = dir.path().join("mlruns");
+    // Per million tokens: small-1 $1 in, $2 out; large-2 $10 in, $30 out.
+    let prices = PriceTable::new()
+        .with("small-1", ModelPrice::usd_per_million(1.0, 2.0).unwrap())
+        .with("large-2", ModelPrice::usd_per_million(10.0, 30.0).unwrap());
+    install_prices(Some(&prices));
+    let mut config = MlflowConfig::default();
+    config.target = TrackingTarget::FileStore(root.clone());
+    config.experiment_name = "tracked calls".into();
+    let guard = hyperkit_obs::mlflow::start(&config).unwrap();
+    let mut expected = BTreeMap::new();
+    for (model, per_in, per_out, accept_every) in
+        [("small-1", 1.0, 2.0, 2), ("large-2", 10.0, 30.0, 1)]
+    {
+        let (mut accepted, mut rejected, mut failures, mut cost) = (0u64, 0u64, 0u64, 0.0);
+        let mut judge = Vec::new();
+        for i in 0..40u64 {
+            match tracked_reply(model, i) {
+                Err(_) => failures += 1,
+                Ok(reply) => {
+                    judge.push((i % 5) as f64 / 4.0);
+                    cost += ((100 + i) as f64 * per_in + (10 + i) as f64 * per_out) / 1e6;
+                    let decision = reply.accepted.unwrap_or_else(|| {
+                        // Decided later, after the call returned.
+                        let ok = i % accept_every == 0;
+                        record_acceptance(reply.call, ok);
+                        ok
+                    });
+                    if decision {
+                        accepted += 1;
+                    } else {
+                        rejected += 1;
+                    }
+                }
+            }
+        }
+        let judge_mean = judge.iter().sum::<f64>() / judge.len() as f64;
+        expected.insert(model, (accepted, rejected, failures, cost, judge_mean));
+    }
+    guard.shutdown(Duration::from_secs(20));
+    install_prices(None);
+
+    let out = cli(
+        dir.path(),
+        &[
+            "mlflow",
+            "compare",
+            "--experiment",
+            "tracked calls",
+            "--tracking-uri",
+            root.to_str().unwrap(),
+            "--json",
+        ],
+        &[],
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    let got: Value = serde_json::from_str(out.stdout.trim()).unwrap();
+    let c = &got["comparison"];
+    assert_eq!(c["runs"], 80);
+    assert_eq!(
+        (c["skipped_runs"].as_u64(), c["ignored_values"].as_u64()),
+        (Some(0), Some(0))
+    );
+    let rows = c["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{rows:#?}");
+    for row in rows {
+        let model = row["model"].as_str().unwrap();
+        let (accepted, rejected, failures, cost, judge) = expected[model];
+        assert_eq!(row["task"], "codegen");
+        assert_eq!(row["calls"], 40, "{model}");
+        assert_eq!(row["failures"], failures, "{model}");
+        assert_eq!(row["accepted"], accepted, "{model}");
+        assert_eq!(row["rejected"], rejected, "{model}");
+        let got_cost = row["cost_usd"].as_f64().unwrap();
+        assert!(
+            (got_cost - cost).abs() < 1e-9,
+            "{model}: {got_cost} != {cost}"
+        );
+        let per = row["cost_per_accepted_usd"].as_f64().unwrap();
+        assert!((per - cost / accepted as f64).abs() < 1e-9, "{model}");
+        assert!(
+            (row["scores"]["judge"].as_f64().unwrap() - judge).abs() < 1e-12,
+            "{model}"
+        );
+        assert!(row["latency_p50_seconds"].as_f64().unwrap() >= 0.0);
+        assert_eq!(row["ttft_p50_seconds"], Value::Null, "no streamed calls");
+        // The 36 calls that returned: i in 0..40 but 9, 19, 29, 39.
+        assert_eq!(row["mean_input_tokens"], 119.0, "{model}");
+        assert_eq!(row["mean_output_tokens"], 29.0, "{model}");
+    }
+    assert_eq!(
+        rows[0]["model"], "small-1",
+        "the cheaper accepted output first"
+    );
+    assert_eq!(c["verdicts"][0]["best"], "small-1");
+    assert_eq!(c["verdicts"][0]["against"], "large-2");
+}
+
+/// A tracking server that knows experiment `odd` (id 7) and answers
+/// `runs/search` with `page`.
+fn odd_server(page: impl Fn() -> Response + Send + Sync + 'static) -> HttpFixture {
+    HttpFixture::start(move |request| {
+        if request.path.ends_with("experiments/get-by-name") {
+            Response::json(
+                200,
+                &serde_json::json!({"experiment": {
+                    "experiment_id": "7", "name": "odd", "lifecycle_stage": "active"}}),
+            )
+            .into()
+        } else {
+            page().into()
+        }
+    })
+}
+
+/// Hostile answers and stores: a server answering 500 or garbage, a run
+/// whose metric is not a number, and a damaged file store each give one
+/// line and exit 1, never a panic; NaN, infinities and 1e308 in a page the
+/// server sends are left out and counted.
+#[test]
+fn compare_answers_hostile_servers_and_stores_with_one_line_never_a_panic() {
+    let dir = TempDir::new("cli-compare-hostile");
+    let run = |metrics: Value| {
+        serde_json::json!({
+            "info": {"run_id": "a", "experiment_id": "7", "status": "FINISHED",
+                     "start_time": 1, "lifecycle_stage": "active"},
+            "data": {"metrics": metrics,
+                     "params": [{"key": "model", "value": "m"}, {"key": "task", "value": "t"}]}
+        })
+    };
+    let compare = |url: &str, json: bool| {
+        let mut env = vec![("MLFLOW_TRACKING_URI", url)];
+        env.extend(FAST_FAIL);
+        let mut args = vec!["mlflow", "compare", "--experiment", "odd"];
+        if json {
+            args.push("--json");
+        }
+        cli(dir.path(), &args, &env)
+    };
+    let cases: Vec<(&str, Box<dyn Fn() -> Response + Send + Sync>)> = vec![
+        (
+            "HTTP 500",
+            Box::new(|| {
+                Response::json(
+                    500,
+                    &serde_json::json!({"error_code": "INTERNAL_ERROR", "message": "boom"}),
+                )
+            }),
+        ),
+        (
+            "garbage",
+            Box::new(|| Response::new(200, "application/json", "<html>proxy</html>")),
+        ),
+        (
+            "a metric that is not a number",
+            Box::new(move || {
+                Response::json(
+                    200,
+                    &serde_json::json!({"runs": [run(serde_json::json!(
+                    [{"key": "latency_seconds", "value": "banana", "timestamp": 1}]))]}),
+                )
+            }),
+        ),
+    ];
+    for (what, page) in cases {
+        let server = odd_server(page);
+        let out = compare(&server.url(), false);
+        assert_eq!(out.code, 1, "{what}: {out:?}");
+        assert_eq!(out.stderr.lines().count(), 1, "{what}: {out:?}");
+        assert!(
+            out.stderr
+                .starts_with("hyperkit-obs: cannot read the runs of experiment \"odd\""),
+            "{what}: {out:?}"
+        );
+    }
+
+    let server = odd_server(move || {
+        Response::json(
+            200,
+            &serde_json::json!({"runs": [
+                run(serde_json::json!([
+                    {"key": "latency_seconds", "value": "NaN", "timestamp": 1},
+                    {"key": "cost_usd", "value": "Infinity", "timestamp": 1},
+                    {"key": "judge", "value": "-Infinity", "timestamp": 1}])),
+                run(serde_json::json!([
+                    {"key": "latency_seconds", "value": 1e308, "timestamp": 1},
+                    {"key": "accepted", "value": 1, "timestamp": 1}])),
+            ]}),
+        )
+    });
+    let out = compare(&server.url(), true);
+    assert_eq!(out.code, 0, "{out:?}");
+    let got: Value = serde_json::from_str(out.stdout.trim()).unwrap();
+    let c = &got["comparison"];
+    assert_eq!(
+        (c["runs"].as_u64(), c["ignored_values"].as_u64()),
+        (Some(2), Some(3))
+    );
+    assert_eq!(c["rows"][0]["latency_p95_seconds"], 1e308);
+    assert_eq!(c["rows"][0]["cost_usd"], Value::Null);
+    let out = compare(&server.url(), false);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        out.stdout.contains("3 metric values ignored"),
+        "{}",
+        out.stdout
+    );
+
+    // A store with a param file that is not UTF-8.
+    let root = dir.path().join("mlruns");
+    let store = FileStore::open(&root).unwrap();
+    let experiment = store.get_or_create_experiment("odd").unwrap();
+    let run_id = store
+        .log_run(&experiment, &workload_run(0, now_ms()))
+        .unwrap();
+    std::fs::write(
+        root.join(&experiment).join(&run_id).join("params/model"),
+        b"\xff\xfe",
+    )
+    .unwrap();
+    let out = cli(
+        dir.path(),
+        &[
+            "mlflow",
+            "compare",
+            "--experiment",
+            "odd",
+            "--tracking-uri",
+            root.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(out.code, 1, "{out:?}");
+    assert_eq!(out.stderr.lines().count(), 1, "{out:?}");
+    assert!(
+        out.stderr.contains("params/model"),
+        "names the file: {out:?}"
     );
 }
