@@ -182,31 +182,6 @@ pub fn shown(text: &str) -> String {
     out
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn text(f: impl FnOnce(&mut Vec<u8>)) -> String {
-        let mut out = Vec::new();
-        f(&mut out);
-        String::from_utf8(out).unwrap()
-    }
-
-    #[test]
-    fn numbers_are_written_as_std_formats_them() {
-        for n in [0u64, 9, 10, 99, 12_345, u64::MAX] {
-            assert_eq!(text(|o| write_u64(o, n)), n.to_string());
-            assert_eq!(text(|o| write_hex16(o, n)), format!("{n:016x}"));
-        }
-        for n in [0i64, -1, 42, i64::MIN, i64::MAX] {
-            assert_eq!(text(|o| write_i64(o, n)), n.to_string());
-        }
-        assert_eq!(text(|o| write_padded(o, 7, 3)), "007");
-        assert_eq!(text(|o| write_padded(o, 2026, 4)), "2026");
-        assert_eq!(text(|o| write_padded(o, 12_345, 2)), "45");
-    }
-}
-
 /// What is wrong with `key` as an MLflow param, metric or tag key, the way
 /// MLflow's server checks it (`_validate_param_name` and friends): not
 /// empty, at most 250 characters, only alphanumerics, `_ - . /` and spaces
@@ -232,5 +207,30 @@ pub(crate) fn mlflow_key_problem(key: &str) -> Option<&'static str> {
         Some("a key must not be a path naming another key (`/a`, `a/`, `a//b`, `./a`, `../a`)")
     } else {
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(f: impl FnOnce(&mut Vec<u8>)) -> String {
+        let mut out = Vec::new();
+        f(&mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn numbers_are_written_as_std_formats_them() {
+        for n in [0u64, 9, 10, 99, 12_345, u64::MAX] {
+            assert_eq!(text(|o| write_u64(o, n)), n.to_string());
+            assert_eq!(text(|o| write_hex16(o, n)), format!("{n:016x}"));
+        }
+        for n in [0i64, -1, 42, i64::MIN, i64::MAX] {
+            assert_eq!(text(|o| write_i64(o, n)), n.to_string());
+        }
+        assert_eq!(text(|o| write_padded(o, 7, 3)), "007");
+        assert_eq!(text(|o| write_padded(o, 2026, 4)), "2026");
+        assert_eq!(text(|o| write_padded(o, 12_345, 2)), "45");
     }
 }

@@ -173,7 +173,7 @@ fn now_ms() -> i64 {
 /// run in ten is 10 to 11 days old, the others at most 3 days.
 fn workload_run(i: usize, now: i64) -> RunRecord {
     let (model, provider, base, acceptance, price_in, price_out) = MODELS[i % 3];
-    let task = if (i / 3) % 4 == 0 {
+    let task = if (i / 3).is_multiple_of(4) {
         "review"
     } else {
         "codegen"
@@ -579,7 +579,7 @@ fn tracked_reply(model: &str, i: u64) -> Result<Reply, String> {
     Ok(Reply {
         input: 100 + i,
         output: 10 + i,
-        accepted: i.is_multiple_of(3).then_some(i % 2 == 0),
+        accepted: i.is_multiple_of(3).then_some(i.is_multiple_of(2)),
         call,
     })
 }
@@ -731,7 +731,8 @@ fn compare_answers_hostile_servers_and_stores_with_one_line_never_a_panic() {
         }
         cli(dir.path(), &args, &env)
     };
-    let cases: Vec<(&str, Box<dyn Fn() -> Response + Send + Sync>)> = vec![
+    type Page = Box<dyn Fn() -> Response + Send + Sync>;
+    let cases: Vec<(&str, Page)> = vec![
         (
             "HTTP 500",
             Box::new(|| {
