@@ -35,7 +35,10 @@ pub fn track_build(args: TokenStream, item: TokenStream) -> TokenStream {
 /// `hyperkit_model_latency_seconds{model,task}`, and, when the return value
 /// (or its `Ok` value) implements `ModelOutput`,
 /// `hyperkit_model_tokens_total{model,task,type}` and
-/// `hyperkit_model_acceptance_total{model,task,accepted}`.
+/// `hyperkit_model_acceptance_total{model,task,accepted}`. An optional
+/// `provider` (a parameter, literal or expression, like the labels) goes to
+/// the span (`gen_ai.provider.name`) and the MLflow run (tag `provider`),
+/// never to the metrics.
 #[proc_macro_attribute]
 pub fn track_model(args: TokenStream, item: TokenStream) -> TokenStream {
     track_with(Kind::Model, args, item)

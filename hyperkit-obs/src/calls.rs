@@ -88,6 +88,9 @@ pub struct FinishedCall<'a> {
     /// The scores recorded inside a sampled call, for its span
     /// ([`record_score`](crate::model::record_score)).
     pub scores: &'a [crate::model::Score],
+    /// A model call's provider (`#[track_model(…, provider = …)]`), which
+    /// is not a metric label.
+    pub provider: Option<&'static str>,
     pub(crate) label_names: &'static [&'static str],
     pub(crate) label_values: &'static [Box<str>],
 }

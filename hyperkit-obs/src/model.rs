@@ -429,3 +429,35 @@ pub(crate) mod pending {
         taken
     }
 }
+
+/// The distinct `provider` values of model calls, each kept once for the
+/// life of the process: bounded like a label's values, a new one past
+/// `HYPERKIT_MAX_LABEL_VALUES` is `__overflow__`.
+pub(crate) mod provider {
+    use std::collections::HashSet;
+    use std::sync::{PoisonError, RwLock};
+
+    static KNOWN: RwLock<Option<HashSet<&'static str>>> = RwLock::new(None);
+
+    /// `provider`, sanitised, as a string that lives as long as the process.
+    pub(crate) fn intern(provider: &str) -> &'static str {
+        let provider = &*crate::label::sanitize(provider);
+        let found = |known: &Option<HashSet<&'static str>>| {
+            known.as_ref().and_then(|k| k.get(provider).copied())
+        };
+        if let Some(p) = found(&KNOWN.read().unwrap_or_else(PoisonError::into_inner)) {
+            return p;
+        }
+        let mut known = KNOWN.write().unwrap_or_else(PoisonError::into_inner);
+        if let Some(p) = found(&known) {
+            return p;
+        }
+        let set = known.get_or_insert_with(HashSet::new);
+        if set.len() >= crate::metrics::max_label_values() {
+            return crate::label::OVERFLOW_VALUE;
+        }
+        let p: &'static str = Box::leak(Box::from(provider));
+        set.insert(p);
+        p
+    }
+}

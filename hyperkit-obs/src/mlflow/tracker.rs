@@ -158,6 +158,7 @@ impl ExperimentTracker {
         let record = ModelRun {
             model,
             task,
+            provider: None,
             status: Status::Success,
             end_ms: now_ms(),
             latency,

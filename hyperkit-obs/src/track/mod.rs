@@ -113,6 +113,8 @@ pub struct Prepared {
     set: &'static LabelSet,
     /// `None` when INFO spans are off: nothing to move, enter or drop.
     span: Option<Span>,
+    /// A model call's `provider` (not a metric label).
+    provider: Option<&'static str>,
 }
 
 impl Prepared {
@@ -124,7 +126,23 @@ impl Prepared {
         set: &'static LabelSet,
         span: Option<Span>,
     ) -> Self {
-        Prepared { site, set, span }
+        Prepared {
+            site,
+            set,
+            span,
+            provider: None,
+        }
+    }
+
+    /// Gives a model call its `provider` (`#[track_model(…, provider = …)]`),
+    /// for its span (`gen_ai.provider.name`) and its MLflow run (tag
+    /// `provider`); never a metric label. Distinct values are kept once
+    /// each, bounded like a label's (`HYPERKIT_MAX_LABEL_VALUES`, then
+    /// `__overflow__`).
+    #[inline]
+    pub fn with_provider(mut self, provider: &str) -> Self {
+        self.provider = Some(crate::model::provider::intern(provider));
+        self
     }
 
     /// Counts the call as started and starts the clock, for a call that
@@ -165,6 +183,7 @@ impl Prepared {
             site: self.site,
             set: self.set,
             span: self.span,
+            provider: self.provider,
             id,
             trace,
             here,
@@ -181,6 +200,7 @@ pub struct Call {
     site: &'static Site<DomainHandles>,
     set: &'static LabelSet,
     span: Option<Span>,
+    provider: Option<&'static str>,
     /// A model call's sequence number (its id with `set`).
     id: Option<NonZeroU64>,
     /// The call's span in its trace, when trace context is on.
@@ -311,6 +331,7 @@ impl Call {
                 trace: context.as_ref(),
                 parent_span_id: self.trace.as_ref().and_then(CallTrace::parent),
                 scores: &scores,
+                provider: self.provider,
                 label_names: spec.labels(),
                 label_values: self.set.value_slice(),
             };

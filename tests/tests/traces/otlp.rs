@@ -409,7 +409,7 @@ fn a_ratio_sampler_exports_its_share_of_traces_and_nothing_unsampled() {
     );
 }
 
-#[track_model(model = "small-1", task = "scored")]
+#[track_model(model = "small-1", task = "scored", provider = "acme")]
 fn otlp_scored() -> (Vec<u8>, hyperkit_obs::model::CallId) {
     let call = hyperkit_obs::model::current_call_id().unwrap();
     hyperkit_obs::model::record_score(call, "judge", 0.75).unwrap();
@@ -422,7 +422,8 @@ fn otlp_scored() -> (Vec<u8>, hyperkit_obs::model::CallId) {
 /// A score recorded inside a sampled model call is a
 /// `gen_ai.evaluation.result` event on its span, with the GenAI
 /// conventions' attributes, timed within the span; one recorded after the
-/// span was exported is not on it.
+/// span was exported is not on it. The call's provider is the span's
+/// `gen_ai.provider.name`.
 #[test]
 fn a_score_recorded_inside_a_model_call_is_an_evaluation_event_on_its_span() {
     let _turn = one_at_a_time();
@@ -438,6 +439,8 @@ fn a_score_recorded_inside_a_model_call_is_an_evaluation_event_on_its_span() {
     assert_eq!(spans.len(), 1, "{spans:#?}");
     let span = &spans[0];
     assert_eq!(span.name, "scored small-1");
+    assert_eq!(text(span, "gen_ai.provider.name"), Some("acme"));
+    assert_eq!(text(span, "provider"), None, "not a label");
     assert_eq!(span.events.len(), 1, "{:#?}", span.events);
     let event = &span.events[0];
     assert_eq!(event.name, "gen_ai.evaluation.result");

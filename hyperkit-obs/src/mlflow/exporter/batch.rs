@@ -87,11 +87,13 @@ impl RunExporter {
                     cost_usd,
                     error_type,
                     trace_id,
+                    provider,
                 } => {
                     let usage = usage.unwrap_or_default();
                     let mut record = ModelRun {
                         model: id.model(),
                         task: id.task(),
+                        provider,
                         status,
                         end_ms,
                         latency: elapsed,

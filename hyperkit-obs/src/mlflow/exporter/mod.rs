@@ -61,6 +61,7 @@ pub(crate) enum Item {
         cost_usd: Option<f64>,
         error_type: Option<&'static str>,
         trace_id: Option<crate::trace::TraceId>,
+        provider: Option<&'static str>,
     },
     /// A metric learnt after the call returned (its acceptance, a
     /// score): logged with its run, or to it once it is delivered.
@@ -211,6 +212,7 @@ impl CallSink for ModelCalls {
             cost_usd: call.cost_usd,
             error_type: call.error_type,
             trace_id: call.trace.map(crate::trace::SpanContext::trace_id),
+            provider: call.provider,
         });
     }
 

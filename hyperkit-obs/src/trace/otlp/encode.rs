@@ -8,7 +8,8 @@
 //! Attributes follow the semantic conventions: a call's labels under their
 //! own names, `code.function.name`; GenAI attributes for model calls
 //! (`gen_ai.operation.name`, `gen_ai.request.model`, token usage,
-//! `gen_ai.provider.name` when a `provider` label exists); database
+//! `gen_ai.provider.name` from `#[track_model(…, provider = …)]`, or a
+//! `provider` label of a domain of the user's); database
 //! attributes for queries; HTTP server attributes for requests. Nothing
 //! here panics on any input.
 
@@ -71,6 +72,8 @@ pub(crate) struct CallSpan {
     usage: Option<Usage>,
     /// Scores recorded inside the call: `gen_ai.evaluation.result` events.
     scores: Vec<crate::model::Score>,
+    /// A model call's provider: `gen_ai.provider.name`.
+    provider: Option<&'static str>,
     /// Sent to MLflow: a root of its own (MLflow completes a trace on its
     /// root), typed as an LLM span.
     for_mlflow: bool,
@@ -120,6 +123,7 @@ impl SpanItem {
             error_type: call.error_type,
             usage: call.usage,
             scores: call.scores.to_vec(),
+            provider: call.provider,
             for_mlflow,
         })))
     }
@@ -270,7 +274,7 @@ fn call_span(c: &CallSpan) -> Span {
         if let Some(m) = label(c, "model") {
             a.push(text("gen_ai.request.model", m));
         }
-        if let Some(p) = label(c, "provider") {
+        if let Some(p) = c.provider.or_else(|| label(c, "provider")) {
             a.push(text("gen_ai.provider.name", p));
         }
         if let Some(u) = &c.usage {

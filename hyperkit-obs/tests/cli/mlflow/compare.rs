@@ -191,6 +191,7 @@ fn workload_run(i: usize, now: i64) -> RunRecord {
     let mut run = ModelRun {
         model,
         task,
+        provider: Some(provider),
         status: if failed {
             Status::Failure
         } else {
@@ -208,7 +209,6 @@ fn workload_run(i: usize, now: i64) -> RunRecord {
     }
     .record();
     let t = now - age;
-    run.tags.push(KeyValue::new("provider", provider));
     if task == "codegen" && model != "large-2" {
         run.metrics.push(Metric::new(
             "time_to_first_token_seconds",
@@ -231,9 +231,10 @@ fn workload_run(i: usize, now: i64) -> RunRecord {
 fn odd_runs(now: i64) -> Vec<RunRecord> {
     let mut runs = Vec::new();
     for i in 0..12 {
-        let mut run = ModelRun {
+        let run = ModelRun {
             model: "tiny-0",
             task: "review",
+            provider: Some("local"),
             status: Status::Success,
             end_ms: now - 1000 * i as i64,
             latency: Duration::from_millis(100 + 10 * i as u64),
@@ -246,7 +247,6 @@ fn odd_runs(now: i64) -> Vec<RunRecord> {
             trace_id: None,
         }
         .record();
-        run.tags.push(KeyValue::new("provider", "local"));
         runs.push(run);
     }
     for i in 0..3 {
@@ -568,7 +568,7 @@ impl ModelOutput for Reply {
 
 /// Call `i` of `model`: one in ten fails; the others report their tokens,
 /// and every third says at return whether it was accepted.
-#[track_model(model, task = "codegen")]
+#[track_model(model, task = "codegen", provider = provider_of(model))]
 fn tracked_reply(model: &str, i: u64) -> Result<Reply, String> {
     if i % 10 == 9 {
         return Err("overloaded".into());
@@ -584,10 +584,14 @@ fn tracked_reply(model: &str, i: u64) -> Result<Reply, String> {
     })
 }
 
+fn provider_of(model: &str) -> &'static str {
+    if model == "small-1" { "acme" } else { "bigco" }
+}
+
 /// `compare` on runs written by real `#[track_model]` calls, through the
 /// runtime's MLflow exporter into a file store (with acceptances and scores
-/// recorded after the calls returned, and a price table): the rows say
-/// what the calls were.
+/// recorded after the calls returned, a price table and a provider): the
+/// rows say what the calls were.
 #[test]
 fn compare_shows_the_rows_of_tracked_model_calls_logged_by_the_exporter() {
     let _turn = serial();
@@ -661,6 +665,11 @@ fn compare_shows_the_rows_of_tracked_model_calls_logged_by_the_exporter() {
         let model = row["model"].as_str().unwrap();
         let (accepted, rejected, failures, cost, judge) = expected[model];
         assert_eq!(row["task"], "codegen");
+        assert_eq!(
+            row["providers"],
+            serde_json::json!([provider_of(model)]),
+            "tag provider"
+        );
         assert_eq!(row["calls"], 40, "{model}");
         assert_eq!(row["failures"], failures, "{model}");
         assert_eq!(row["accepted"], accepted, "{model}");
