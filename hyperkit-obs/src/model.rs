@@ -439,8 +439,29 @@ pub(crate) mod provider {
 
     static KNOWN: RwLock<Option<HashSet<&'static str>>> = RwLock::new(None);
 
+    thread_local! {
+        /// The provider this thread gave last: a call site gives the same
+        /// one call after call, so most calls stop here (one comparison of
+        /// a short string) instead of hashing under the lock.
+        static LAST: std::cell::Cell<&'static str> = const { std::cell::Cell::new("") };
+    }
+
     /// `provider`, sanitised, as a string that lives as long as the process.
+    #[inline]
     pub(crate) fn intern(provider: &str) -> &'static str {
+        if let Ok(last) = LAST.try_with(std::cell::Cell::get)
+            && !last.is_empty()
+            && last == provider
+        {
+            return last;
+        }
+        let interned = intern_slow(provider);
+        let _ = LAST.try_with(|l| l.set(interned));
+        interned
+    }
+
+    #[cold]
+    fn intern_slow(provider: &str) -> &'static str {
         let provider = &*crate::label::sanitize(provider);
         let found = |known: &Option<HashSet<&'static str>>| {
             known.as_ref().and_then(|k| k.get(provider).copied())
