@@ -71,6 +71,8 @@ pub(crate) fn expand(kind: Kind, checked: Checked, item: ItemFn) -> TokenStream 
     let mut bindings = Vec::new();
     let mut label_fields = Vec::new();
     let mut span_fields = Vec::new();
+    // A model call's provider goes to the runtime beside its labels.
+    let mut provider = None;
     for (i, label) in checked.labels.iter().chain(&checked.extra).enumerate() {
         let var = hyg(&format!("__hk_label{i}"));
         let (span, value) = match &label.source {
@@ -106,6 +108,9 @@ pub(crate) fn expand(kind: Kind, checked: Checked, item: ItemFn) -> TokenStream 
             });
             // A `str`, which layers record without formatting.
             span_fields.push(quote!(#field = &*#var.sanitized()));
+            if kind == Kind::Model && !is_label && label.name == "provider" {
+                provider = Some(quote!(.with_provider(&*#var.sanitized())));
+            }
             if is_label {
                 label_fields.push(quote!(#field: #private::any_field(#var)));
             }
@@ -178,7 +183,7 @@ pub(crate) fn expand(kind: Kind, checked: Checked, item: ItemFn) -> TokenStream 
                 } else {
                     ::core::option::Option::None
                 },
-            )
+            )#provider
         };
     };
 

@@ -42,10 +42,12 @@ impl Kind {
         }
     }
 
-    /// Labels that only annotate the span.
+    /// Labels that only annotate the span (and, for `provider`, the MLflow
+    /// run): never a metric label.
     pub(crate) fn optional(self) -> &'static [&'static str] {
         match self {
             Kind::Query => &["db"],
+            Kind::Model => &["provider"],
             _ => &[],
         }
     }
@@ -57,6 +59,7 @@ impl Kind {
             "task" => "\"codegen\"",
             "operation" => "\"select_builds\"",
             "db" => "\"postgres\"",
+            "provider" => "\"openai\"",
             _ => "\"value\"",
         }
     }

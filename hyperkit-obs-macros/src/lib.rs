@@ -36,7 +36,10 @@ pub fn track_build(args: TokenStream, item: TokenStream) -> TokenStream {
 /// (or its `Ok` value) implements `ModelOutput`,
 /// `hyperkit_model_tokens_total{model,task,type}` and
 /// `hyperkit_model_acceptance_total{model,task,accepted}`;
-/// `hyperkit_model_calls_in_flight{model,task}` while a call runs.
+/// `hyperkit_model_calls_in_flight{model,task}` while a call runs. An
+/// optional `provider` (a parameter, literal or expression, like the labels)
+/// goes to the span (`gen_ai.provider.name`) and the MLflow run (tag
+/// `provider`), never to the metrics.
 ///
 /// **Streams.** A function returning a stream is tracked until the stream
 /// ends, not when it is created. The macro recognises a stream from the

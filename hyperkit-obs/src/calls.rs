@@ -89,6 +89,12 @@ pub struct FinishedCall<'a> {
     /// The span the call ran under: an enclosing tracked call, or the
     /// request or context it joined.
     pub parent_span_id: Option<SpanId>,
+    /// The scores recorded inside a sampled call, for its span
+    /// ([`record_score`](crate::model::record_score)).
+    pub scores: &'a [crate::model::Score],
+    /// A model call's provider (`#[track_model(…, provider = …)]`), which
+    /// is not a metric label.
+    pub provider: Option<&'static str>,
     pub(crate) label_names: &'static [&'static str],
     pub(crate) label_values: &'static [Box<str>],
 }
@@ -179,6 +185,18 @@ pub enum Feedback {
         /// Whether the output was accepted.
         accepted: bool,
         /// When it was decided, in milliseconds since the Unix epoch.
+        at_ms: i64,
+    },
+    /// A quality score of its output
+    /// ([`record_score`](crate::model::record_score)).
+    Score {
+        /// The call.
+        call: CallId,
+        /// The score's name, a valid MLflow metric key.
+        name: String,
+        /// Its value, finite.
+        value: f64,
+        /// When it was recorded, in milliseconds since the Unix epoch.
         at_ms: i64,
     },
 }

@@ -1,5 +1,6 @@
 //! What a model call's return value tells `#[track_model]`: token counts and
-//! acceptance, through [`ModelOutput`]; and what calls cost
+//! acceptance, through [`ModelOutput`]; what is learnt about a call later
+//! ([`record_acceptance`], [`record_score`]); and what calls cost
 //! ([`PriceTable`]).
 
 pub use crate::prices::{
@@ -335,4 +336,248 @@ pub fn record_acceptance(id: CallId, accepted: bool) {
         accepted,
         at_ms: crate::util::unix_ms(),
     });
+}
+
+/// The metrics every model call's MLflow run may carry: a score cannot take
+/// one of these names (it would overwrite the call's own figure, and
+/// `hyperkit-obs mlflow compare` reads every other metric as a score).
+pub const RESERVED_SCORE_NAMES: &[&str] = &[
+    "latency_seconds",
+    "input_tokens",
+    "output_tokens",
+    "accepted",
+    "cost_usd",
+    "time_to_first_token_seconds",
+    "output_tokens_per_second",
+];
+
+/// Buckets of `hyperkit_model_score`: ten of width 0.1 over [0, 1]. A
+/// judge's or an evaluation's score in [0, 1] reads to one decimal, which
+/// is enough to tell a 0.7 model from a 0.9 one and for
+/// `histogram_quantile`; each finer bucket would cost one more series per
+/// model, task and score.
+pub const SCORE_BUCKETS: &[f64] = &[0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0];
+
+/// Why [`record_score`] recorded nothing.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ScoreError {
+    /// The name is not a valid MLflow metric key.
+    #[error("score name {name:?} is not a valid MLflow metric key: {problem}")]
+    InvalidName {
+        /// The name given (at most 300 characters of it).
+        name: String,
+        /// What MLflow's rule says.
+        problem: &'static str,
+    },
+    /// The name is one of [`RESERVED_SCORE_NAMES`].
+    #[error(
+        "score name {name:?} is a metric every model call's run carries: name the score after what it measures (`judge`, `relevance`)"
+    )]
+    Reserved {
+        /// The name given.
+        name: String,
+    },
+    /// The value is NaN or infinite.
+    #[error("score {name:?} is {value}: a score is a finite number")]
+    NotFinite {
+        /// The score's name.
+        name: String,
+        /// The value given.
+        value: f64,
+    },
+}
+
+/// Records a quality score of call `id`'s output (a judge's grade, a test
+/// pass rate, a similarity), at any time after the call has its id: inside
+/// the call, or later. The score is
+/// - logged to the call's MLflow run as metric `name` (before the run is
+///   created, while it is queued or once it is delivered: it reaches the
+///   run either way);
+/// - counted in `hyperkit_model_score{model,task,score}`, a histogram with
+///   [`SCORE_BUCKETS`], when it is within [0, 1]; a value outside that
+///   range (a 1-to-5 rating) is counted in
+///   `hyperkit_model_score_out_of_range_total{model,task,score}` instead,
+///   and still goes to MLflow and the span. Distinct `score` label values
+///   are bounded by the cardinality guard (`HYPERKIT_MAX_LABEL_VALUES`): a
+///   new name beyond it is counted as `__overflow__`;
+/// - with the call's trace sampled and the score recorded inside the call,
+///   a `gen_ai.evaluation.result` event on the call's span
+///   (`gen_ai.evaluation.name`, `gen_ai.evaluation.score.value`), as the
+///   OpenTelemetry GenAI conventions name it. A span is exported when its
+///   call ends, so a later score is not on it.
+///
+/// The name is checked against MLflow's metric key rules, and the value
+/// must be finite, before anything is recorded. Never blocks.
+///
+/// ```
+/// use hyperkit_obs::{track_model, model::{current_call_id, record_score, CallId, ScoreError}};
+///
+/// #[track_model(model, task = "summarize")]
+/// fn summarize(model: &str, text: &str) -> (String, Option<CallId>) {
+///     let id = current_call_id();
+///     if let Some(id) = id {
+///         record_score(id, "brevity", 0.9).unwrap(); // inside the call
+///     }
+///     (text[..4].to_owned(), id)
+/// }
+///
+/// let (summary, id) = summarize("small-1", "some long text");
+/// assert_eq!(summary, "some");
+/// let id = id.expect("inside a tracked call");
+/// record_score(id, "judge", 0.75)?; // later, once a judge has graded it
+/// assert!(matches!(record_score(id, "judge/", 0.5), Err(ScoreError::InvalidName { .. })));
+/// # Ok::<(), ScoreError>(())
+/// ```
+pub fn record_score(id: CallId, name: &str, value: f64) -> Result<(), ScoreError> {
+    if let Some(problem) = crate::util::mlflow_key_problem(name) {
+        return Err(ScoreError::InvalidName {
+            name: name.chars().take(300).collect(),
+            problem,
+        });
+    }
+    if RESERVED_SCORE_NAMES.contains(&name) {
+        return Err(ScoreError::Reserved {
+            name: name.to_owned(),
+        });
+    }
+    if !value.is_finite() {
+        return Err(ScoreError::NotFinite {
+            name: name.to_owned(),
+            value,
+        });
+    }
+    crate::track::model::record_score(id.model(), id.task(), name, value);
+    let at_ms = crate::util::unix_ms();
+    if current_call_id() == Some(id) && crate::trace::current().is_some_and(|c| c.is_sampled()) {
+        pending::add(id.seq(), name, value, at_ms);
+    }
+    crate::calls::feedback(&crate::calls::Feedback::Score {
+        call: id,
+        name: name.to_owned(),
+        value,
+        at_ms,
+    });
+    Ok(())
+}
+
+/// A score recorded inside a call, kept for its span.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Score {
+    /// The score's name.
+    pub name: String,
+    /// Its value.
+    pub value: f64,
+    /// When it was recorded, in milliseconds since the Unix epoch.
+    pub at_ms: i64,
+}
+
+/// Scores recorded inside sampled calls that have not finished yet, for
+/// their spans: taken by the call when it ends. A call pays one relaxed
+/// load for this while none is pending.
+pub(crate) mod pending {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Mutex, PoisonError};
+
+    use super::Score;
+
+    /// The most scores kept for spans at once; beyond it a score still goes
+    /// everywhere else.
+    const MAX: usize = 4096;
+
+    static ANY: AtomicBool = AtomicBool::new(false);
+    static PENDING: Mutex<Vec<(u64, Score)>> = Mutex::new(Vec::new());
+
+    pub(crate) fn add(seq: u64, name: &str, value: f64, at_ms: i64) {
+        let mut pending = PENDING.lock().unwrap_or_else(PoisonError::into_inner);
+        if pending.len() < MAX {
+            pending.push((
+                seq,
+                Score {
+                    name: name.to_owned(),
+                    value,
+                    at_ms,
+                },
+            ));
+            ANY.store(true, Ordering::Release);
+        }
+    }
+
+    /// The scores of call `seq`, removed.
+    #[inline]
+    pub(crate) fn take(seq: u64) -> Vec<Score> {
+        if !ANY.load(Ordering::Relaxed) {
+            return Vec::new();
+        }
+        take_slow(seq)
+    }
+
+    #[cold]
+    fn take_slow(seq: u64) -> Vec<Score> {
+        let mut pending = PENDING.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut taken = Vec::new();
+        pending.retain(|(s, score)| {
+            if *s == seq {
+                taken.push(score.clone());
+                false
+            } else {
+                true
+            }
+        });
+        ANY.store(!pending.is_empty(), Ordering::Release);
+        taken
+    }
+}
+
+/// The distinct `provider` values of model calls, each kept once for the
+/// life of the process: bounded like a label's values, a new one past
+/// `HYPERKIT_MAX_LABEL_VALUES` is `__overflow__`.
+pub(crate) mod provider {
+    use std::collections::HashSet;
+    use std::sync::{PoisonError, RwLock};
+
+    static KNOWN: RwLock<Option<HashSet<&'static str>>> = RwLock::new(None);
+
+    thread_local! {
+        /// The provider this thread gave last: a call site gives the same
+        /// one call after call, so most calls stop here (one comparison of
+        /// a short string) instead of hashing under the lock.
+        static LAST: std::cell::Cell<&'static str> = const { std::cell::Cell::new("") };
+    }
+
+    /// `provider`, sanitised, as a string that lives as long as the process.
+    #[inline]
+    pub(crate) fn intern(provider: &str) -> &'static str {
+        if let Ok(last) = LAST.try_with(std::cell::Cell::get)
+            && !last.is_empty()
+            && last == provider
+        {
+            return last;
+        }
+        let interned = intern_slow(provider);
+        let _ = LAST.try_with(|l| l.set(interned));
+        interned
+    }
+
+    #[cold]
+    fn intern_slow(provider: &str) -> &'static str {
+        let provider = &*crate::label::sanitize(provider);
+        let found = |known: &Option<HashSet<&'static str>>| {
+            known.as_ref().and_then(|k| k.get(provider).copied())
+        };
+        if let Some(p) = found(&KNOWN.read().unwrap_or_else(PoisonError::into_inner)) {
+            return p;
+        }
+        let mut known = KNOWN.write().unwrap_or_else(PoisonError::into_inner);
+        if let Some(p) = found(&known) {
+            return p;
+        }
+        let set = known.get_or_insert_with(HashSet::new);
+        if set.len() >= crate::metrics::max_label_values() {
+            return crate::label::OVERFLOW_VALUE;
+        }
+        let p: &'static str = Box::leak(Box::from(provider));
+        set.insert(p);
+        p
+    }
 }

@@ -182,6 +182,34 @@ pub fn shown(text: &str) -> String {
     out
 }
 
+/// What is wrong with `key` as an MLflow param, metric or tag key, the way
+/// MLflow's server checks it (`_validate_param_name` and friends): not
+/// empty, at most 250 characters, only alphanumerics, `_ - . /` and spaces
+/// (MLflow 2's rule, which MLflow 3 also accepts), and no path that would
+/// name another key (`a//b`, `./a`, `../a`, `/a`, `a/`). `None` when it is
+/// fine. Compiled without the `mlflow` feature too: score names are checked
+/// whatever sinks are built in.
+pub(crate) fn mlflow_key_problem(key: &str) -> Option<&'static str> {
+    if key.is_empty() {
+        Some("a key cannot be empty")
+    } else if key.chars().count() > 250 {
+        Some("a key has at most 250 characters (MLflow's MAX_ENTITY_KEY_LENGTH)")
+    } else if !key
+        .chars()
+        .all(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | '.' | ' ' | '/'))
+    {
+        Some("a key may hold only alphanumerics, underscores, dashes, periods, spaces and slashes")
+    } else if key.starts_with('/')
+        || key
+            .split('/')
+            .any(|s| s.is_empty() || s == ".." || s == ".")
+    {
+        Some("a key must not be a path naming another key (`/a`, `a/`, `a//b`, `./a`, `../a`)")
+    } else {
+        None
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

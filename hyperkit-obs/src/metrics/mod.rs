@@ -85,6 +85,8 @@ pub(crate) struct Families {
     pub(crate) model_cost_usd_total: Family<crate::prices::UsdCounter>,
     pub(crate) model_unpriced_calls_total: Family<IntCounter>,
     pub(crate) model_time_to_first_token: Family<DurationHistogram>,
+    pub(crate) model_score: Family<DurationHistogram>,
+    pub(crate) model_score_out_of_range_total: Family<IntCounter>,
     pub(crate) http_requests_total: Family<IntCounter>,
     pub(crate) http_duration: Family<DurationHistogram>,
     pub(crate) http_in_flight: Family<IntGauge>,
@@ -127,6 +129,22 @@ pub(crate) static FAMILIES: LazyLock<Families> = LazyLock::new(|| Families {
         &["model", "task"],
         MetricType::HISTOGRAM,
         |_, _| histogram(TIME_TO_FIRST_TOKEN_BUCKETS),
+    ),
+    model_score: Family::new(
+        "hyperkit_model_score",
+        "Quality scores in [0, 1] of model outputs (record_score), by model, task and score.",
+        &["model", "task", "score"],
+        MetricType::HISTOGRAM,
+        // A score in [0, 1] is observed as that many seconds: the same
+        // histogram, exact to 1e-9.
+        |_, _| histogram(crate::model::SCORE_BUCKETS),
+    ),
+    model_score_out_of_range_total: Family::new(
+        "hyperkit_model_score_out_of_range_total",
+        "Quality scores outside [0, 1] (record_score), not in hyperkit_model_score, by model, task and score.",
+        &["model", "task", "score"],
+        MetricType::COUNTER,
+        counter,
     ),
     http_requests_total: Family::new(
         "hyperkit_http_requests_total",
@@ -174,6 +192,8 @@ static REGISTRY: LazyLock<Registry> = LazyLock::new(|| {
         Box::new(Registered(&f.model_cost_usd_total)),
         Box::new(Registered(&f.model_unpriced_calls_total)),
         Box::new(Registered(&f.model_time_to_first_token)),
+        Box::new(Registered(&f.model_score)),
+        Box::new(Registered(&f.model_score_out_of_range_total)),
         Box::new(Registered(&f.http_requests_total)),
         Box::new(Registered(&f.http_duration)),
         Box::new(Registered(&f.http_in_flight)),
@@ -186,6 +206,7 @@ static REGISTRY: LazyLock<Registry> = LazyLock::new(|| {
             &f.model_tokens_total,
             &f.model_acceptance_total,
             &f.model_unpriced_calls_total,
+            &f.model_score_out_of_range_total,
             &f.http_requests_total,
             &f.label_overflow_total,
             &f.dropped_total,
@@ -194,6 +215,7 @@ static REGISTRY: LazyLock<Registry> = LazyLock::new(|| {
         }
         add(Native::Usd(&f.model_cost_usd_total));
         add(Native::Durations(&f.model_time_to_first_token));
+        add(Native::Durations(&f.model_score));
         add(Native::Durations(&f.http_duration));
         add(Native::Gauges(&f.http_in_flight));
     }

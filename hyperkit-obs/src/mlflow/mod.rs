@@ -6,6 +6,7 @@
 //! [`start_traces`]).
 
 pub mod client;
+pub mod compare;
 mod config;
 mod error;
 pub(crate) mod exporter;
@@ -17,6 +18,7 @@ mod tracker;
 mod types;
 
 pub use client::MlflowClient;
+pub use compare::{CompareFilter, Comparison, ModelRow, Verdict, compare};
 pub use config::{DEFAULT_EXPERIMENT, MlflowAuth, MlflowConfig, RetryPolicy, TrackingTarget};
 pub use error::{ErrorCode, MlflowError};
 pub use exporter::{MlflowGuard, SHUTDOWN_DEADLINE, SINK, flush, start, start_discarding, status};

@@ -23,6 +23,8 @@ pub struct ModelRun<'a> {
     pub model: &'a str,
     /// The `task` label.
     pub task: &'a str,
+    /// The provider (`#[track_model(…, provider = …)]`): tag `provider`.
+    pub provider: Option<&'a str>,
     /// How it ended.
     pub status: Status,
     /// When it ended, in milliseconds since the Unix epoch.
@@ -52,7 +54,8 @@ impl ModelRun<'_> {
     /// The run: params `model`, `task`; metrics `input_tokens`,
     /// `output_tokens`, `latency_seconds`, `accepted` (0/1) and `cost_usd`
     /// when known, and for a streamed call `time_to_first_token_seconds`
-    /// and `output_tokens_per_second` (from the first item to the end); tags `status`, `error.type`, the call id, `trace_id` and
+    /// and `output_tokens_per_second` (from the first item to the end);
+    /// tags `status`, `provider`, `error.type`, the call id, `trace_id` and
     /// the OpenTelemetry GenAI names
     /// (`gen_ai.request.model`, `gen_ai.operation.name`,
     /// `gen_ai.usage.input_tokens`, `gen_ai.usage.output_tokens`).
@@ -100,6 +103,9 @@ impl ModelRun<'_> {
         }
         if let Some(usd) = self.cost_usd {
             metrics.push(Metric::new("cost_usd", usd, t));
+        }
+        if let Some(p) = self.provider {
+            tags.push(KeyValue::new("provider", p));
         }
         if let Some(ty) = self.error_type {
             tags.push(KeyValue::new("error.type", short_type_name(ty)));
@@ -171,6 +177,7 @@ mod tests {
         let run = ModelRun {
             model: "m1",
             task: "codegen",
+            provider: Some("acme"),
             status: Status::Failure,
             end_ms: 10_000,
             latency: Duration::from_millis(1500),
@@ -194,6 +201,7 @@ mod tests {
         assert_eq!(run.tag("gen_ai.usage.input_tokens"), Some("12"));
         assert_eq!(run.tag("gen_ai.usage.output_tokens"), None);
         assert_eq!(run.tag(CALL_ID_TAG), Some("abc-1"));
+        assert_eq!(run.tag("provider"), Some("acme"));
         let m: Vec<_> = run
             .metrics
             .iter()

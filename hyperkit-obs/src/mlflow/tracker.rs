@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use super::client::MlflowClient;
+use super::compare::{CompareFilter, Comparison};
 use super::config::{MlflowConfig, TrackingTarget};
 use super::error::MlflowError;
 use super::file_store::FileStore;
@@ -157,6 +158,7 @@ impl ExperimentTracker {
         let record = ModelRun {
             model,
             task,
+            provider: None,
             status: Status::Success,
             end_ms: now_ms(),
             latency,
@@ -213,6 +215,22 @@ impl ExperimentTracker {
             }
         }
         Ok(rate)
+    }
+}
+
+impl ExperimentTracker {
+    /// Every run of the experiment `filter` admits (all pages), compared
+    /// per model and task ([`compare`](super::compare())).
+    pub async fn compare(&self, filter: &CompareFilter) -> Result<Comparison, MlflowError> {
+        let runs = match &self.store {
+            Store::Rest(client) => {
+                client
+                    .search_all_runs(&[&self.experiment_id], &filter.search_filter())
+                    .await?
+            }
+            Store::File(store) => store.runs(&self.experiment_id)?,
+        };
+        Ok(super::compare::compare(&runs, filter))
     }
 }
 

@@ -301,24 +301,7 @@ pub const MAX_TAG_VALUE_LENGTH: usize = 8000;
 /// also accepts), and no path that would name another key (`a//b`, `./a`,
 /// `../a`, `/a`, `a/`).
 pub fn validate_key(key: &str) -> Result<(), super::MlflowError> {
-    let problem = if key.is_empty() {
-        Some("a key cannot be empty")
-    } else if key.chars().count() > MAX_KEY_LENGTH {
-        Some("a key has at most 250 characters (MLflow's MAX_ENTITY_KEY_LENGTH)")
-    } else if !key
-        .chars()
-        .all(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | '.' | ' ' | '/'))
-    {
-        Some("a key may hold only alphanumerics, underscores, dashes, periods, spaces and slashes")
-    } else if key.starts_with('/')
-        || key
-            .split('/')
-            .any(|s| s.is_empty() || s == ".." || s == ".")
-    {
-        Some("a key must not be a path naming another key (`/a`, `a/`, `a//b`, `./a`, `../a`)")
-    } else {
-        None
-    };
+    let problem = crate::util::mlflow_key_problem(key);
     match problem {
         None => Ok(()),
         Some(problem) => Err(super::MlflowError::InvalidKey {

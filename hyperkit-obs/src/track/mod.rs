@@ -115,6 +115,8 @@ pub struct Prepared {
     /// `None` when INFO spans are off: nothing to move, enter or drop.
     /// Boxed, so that the call's value moves as one word (see `Call`).
     span: Option<Box<Span>>,
+    /// A model call's `provider` (not a metric label).
+    provider: Option<&'static str>,
 }
 
 impl Prepared {
@@ -130,7 +132,19 @@ impl Prepared {
             site,
             set,
             span: span.map(Box::new),
+            provider: None,
         }
+    }
+
+    /// Gives a model call its `provider` (`#[track_model(…, provider = …)]`),
+    /// for its span (`gen_ai.provider.name`) and its MLflow run (tag
+    /// `provider`); never a metric label. Distinct values are kept once
+    /// each, bounded like a label's (`HYPERKIT_MAX_LABEL_VALUES`, then
+    /// `__overflow__`).
+    #[inline]
+    pub fn with_provider(mut self, provider: &str) -> Self {
+        self.provider = Some(crate::model::provider::intern(provider));
+        self
     }
 
     /// Counts the call as started and starts the clock, for a call that
@@ -171,6 +185,7 @@ impl Prepared {
             site: self.site,
             set: self.set,
             span: self.span,
+            provider: self.provider,
             id,
             trace,
             here,
@@ -194,6 +209,7 @@ pub struct Call {
     /// copy); one word moves as it was written. Only a call with INFO spans
     /// on, which costs a microsecond in its subscriber, allocates.
     span: Option<Box<Span>>,
+    provider: Option<&'static str>,
     /// A model call's sequence number (its id with `set`).
     id: Option<NonZeroU64>,
     /// The call's span in its trace, when trace context is on.
@@ -306,6 +322,12 @@ impl Call {
         // or one that takes no ERROR) and the call is not sampled: then no
         // record is built, no span entered, no event made.
         let sampled = self.trace.as_ref().is_some_and(CallTrace::is_sampled);
+        // Scores recorded inside the call wait for its span (one load when
+        // none does).
+        let scores = match self.id() {
+            Some(id) => crate::model::pending::take(id.seq()),
+            None => Vec::new(),
+        };
         let to_sinks = crate::calls::any();
         let to_spans = sampled && crate::calls::any_sampled();
         let to_logs = tracing::level_enabled!(tracing::Level::ERROR);
@@ -336,6 +358,8 @@ impl Call {
                 call_id: self.id(),
                 trace: context.as_ref(),
                 parent_span_id: self.trace.as_ref().and_then(CallTrace::parent),
+                scores: &scores,
+                provider: self.provider,
                 label_names: spec.labels(),
                 label_values: self.set.value_slice(),
             };

@@ -1,7 +1,8 @@
 //! What only model calls have: call ids, token usage and acceptance, in
 //! `hyperkit_model_tokens_total{model,task,type}` and
-//! `hyperkit_model_acceptance_total{model,task,accepted}`, and cost in
-//! `hyperkit_model_cost_usd_total{model,task}` (see `crate::prices`).
+//! `hyperkit_model_acceptance_total{model,task,accepted}`, cost in
+//! `hyperkit_model_cost_usd_total{model,task}` (see `crate::prices`), and
+//! quality scores in `hyperkit_model_score{model,task,score}`.
 
 use std::cell::Cell;
 use std::num::NonZeroU64;
@@ -73,6 +74,56 @@ pub(crate) fn record_usage(handles: &DomainHandles, usage: &Usage) -> Option<u64
 pub(crate) fn record_acceptance(handles: &DomainHandles, accepted: bool) {
     if let Some(m) = &handles.model {
         m.acceptance[usize::from(accepted)].inc();
+    }
+}
+
+/// The series of one score name of one model and task.
+pub(crate) struct ScoreHandles {
+    histogram: crate::metrics::DurationHistogram,
+    out_of_range: prometheus::IntCounter,
+}
+
+impl ScoreHandles {
+    fn new(values: &[&str]) -> Self {
+        let f = &*crate::metrics::FAMILIES;
+        ScoreHandles {
+            histogram: f.model_score.child(values),
+            out_of_range: f.model_score_out_of_range_total.child(values),
+        }
+    }
+}
+
+/// The score series, under the cardinality guard: the `score` label (the
+/// only one fed here; model and task come from an admitted label set)
+/// keeps `HYPERKIT_MAX_LABEL_VALUES` distinct names, and the family
+/// `HYPERKIT_MAX_LABEL_SETS` label sets, beyond which a new one is
+/// recorded as `__overflow__` and counted in
+/// `hyperkit_obs_label_overflow_total{metric="hyperkit_model_score"}`.
+static SCORES: crate::metrics::LabelSets<ScoreHandles> = crate::metrics::LabelSets::new(
+    "hyperkit_model_score",
+    &["model", "task", "score"],
+    ScoreHandles::new,
+);
+
+/// Counts one score of a call of `model` and `task`: in the histogram when
+/// it is within [0, 1], as out of range otherwise.
+pub(crate) fn record_score(model: &str, task: &str, name: &str, value: f64) {
+    use std::borrow::Cow;
+    let entry = SCORES.get_with(
+        &[
+            Cow::Borrowed(model),
+            Cow::Borrowed(task),
+            Cow::Borrowed(name),
+        ],
+        0b100,
+    );
+    if (0.0..=1.0).contains(&value) {
+        entry
+            .handles
+            .histogram
+            .observe(std::time::Duration::from_secs_f64(value));
+    } else {
+        entry.handles.out_of_range.inc();
     }
 }
 

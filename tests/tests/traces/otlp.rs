@@ -475,3 +475,61 @@ fn a_ratio_sampler_exports_its_share_of_traces_and_nothing_unsampled() {
         "{exported} of 2000 exported"
     );
 }
+
+#[track_model(model = "small-1", task = "scored", provider = "acme")]
+fn otlp_scored() -> (Vec<u8>, hyperkit_obs::model::CallId) {
+    let call = hyperkit_obs::model::current_call_id().unwrap();
+    hyperkit_obs::model::record_score(call, "judge", 0.75).unwrap();
+    (
+        trace::current().unwrap().trace_id().to_bytes().to_vec(),
+        call,
+    )
+}
+
+/// A score recorded inside a sampled model call is a
+/// `gen_ai.evaluation.result` event on its span, with the GenAI
+/// conventions' attributes, timed within the span; one recorded after the
+/// span was exported is not on it. The call's provider is the span's
+/// `gen_ai.provider.name`.
+#[test]
+fn a_score_recorded_inside_a_model_call_is_an_evaluation_event_on_its_span() {
+    let _turn = one_at_a_time();
+    let (fixture, url) = fixture([]);
+    let guard = exporter(&[
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", &url),
+        ("OTEL_BSP_SCHEDULE_DELAY", "20"),
+    ]);
+    let (trace_id, call) = otlp_scored();
+    hyperkit_obs::model::record_score(call, "later", 0.5).unwrap();
+    assert!(guard.flush(Duration::from_secs(10)));
+    let spans = fixture.spans_of(std::slice::from_ref(&trace_id));
+    assert_eq!(spans.len(), 1, "{spans:#?}");
+    let span = &spans[0];
+    assert_eq!(span.name, "scored small-1");
+    assert_eq!(text(span, "gen_ai.provider.name"), Some("acme"));
+    assert_eq!(text(span, "provider"), None, "not a label");
+    assert_eq!(span.events.len(), 1, "{:#?}", span.events);
+    let event = &span.events[0];
+    assert_eq!(event.name, "gen_ai.evaluation.result");
+    let value = |key: &str| {
+        event
+            .attributes
+            .iter()
+            .find(|a| a.key == key)
+            .and_then(|a| a.value.as_ref()?.value.clone())
+    };
+    assert_eq!(
+        value("gen_ai.evaluation.name"),
+        Some(Value::StringValue("judge".into()))
+    );
+    assert_eq!(
+        value("gen_ai.evaluation.score.value"),
+        Some(Value::DoubleValue(0.75))
+    );
+    assert!(
+        (span.start_time_unix_nano..=span.end_time_unix_nano).contains(&event.time_unix_nano),
+        "{event:?} within {}..{}",
+        span.start_time_unix_nano,
+        span.end_time_unix_nano
+    );
+}

@@ -7,10 +7,11 @@
 //! line is wrong, 1 when the command failed. The usage text is printed only
 //! when asked for (`--help`, `-h`, `help`: stdout, exit 0) and after an
 //! unknown command (stderr, exit 2). Each command lives in its own module
-//! (`check`, `logs`, `mlflow`), which calls the library and prints.
+//! (`check`, `logs`, `mlflow`, `compare`), which calls the library and prints.
 
 mod args;
 mod check;
+mod compare;
 mod logs;
 mod mlflow;
 
@@ -51,6 +52,10 @@ const COMMANDS: &[Command] = &[
     Command {
         spec: &mlflow::ACCEPTANCE,
         run: mlflow::acceptance,
+    },
+    Command {
+        spec: &compare::COMPARE,
+        run: compare::compare,
     },
     Command {
         spec: &mlflow::PUSH,

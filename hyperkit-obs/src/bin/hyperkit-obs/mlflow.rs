@@ -16,7 +16,7 @@ use crate::args::{Operands, Opt, Spec};
 use crate::{Args, Failure, block_on, config_error};
 
 /// `--experiment E`, as both commands take it.
-const fn experiment(help: &'static str) -> Opt {
+pub(crate) const fn experiment(help: &'static str) -> Opt {
     Opt {
         name: "experiment",
         value: Some("E"),

@@ -1,6 +1,6 @@
 //! One batch of the sink's queue: calls become runs (with the acceptances
-//! that came before or with them), acceptances of delivered runs become
-//! jobs of their own, and each job's result is settled: the run id
+//! and scores that came before or with them), those of delivered runs
+//! become jobs of their own, and each job's result is settled: the run id
 //! remembered, the job kept for a retry when MLflow may recover, or
 //! rejected, counted and reported once. Never blocks a caller: it runs
 //! on the sink's worker thread.
@@ -11,15 +11,16 @@ use super::deliver::{deliver_concurrently, deliver_file, waits};
 use super::{Item, RunExporter, RunJob, Target};
 use crate::export::{Delivery, Exporter};
 use crate::mlflow::error::MlflowError;
-use crate::mlflow::run::{CALL_ID_TAG, ModelRun, acceptance_metric};
+use crate::mlflow::run::{CALL_ID_TAG, ModelRun};
+use crate::mlflow::types::Metric;
 
 /// One unit of delivery work.
 pub(super) enum Job {
     Run(Box<RunJob>),
-    Accept {
+    /// A late metric (acceptance, score) of a delivered run.
+    Late {
         run_id: String,
-        accepted: bool,
-        at_ms: i64,
+        metric: Metric,
     },
 }
 
@@ -27,15 +28,7 @@ impl Job {
     fn into_item(self) -> Item {
         match self {
             Job::Run(run) => Item::Run(run),
-            Job::Accept {
-                run_id,
-                accepted,
-                at_ms,
-            } => Item::Accept {
-                run_id,
-                accepted,
-                at_ms,
-            },
+            Job::Late { run_id, metric } => Item::Late { run_id, metric },
         }
     }
 }
@@ -95,11 +88,13 @@ impl RunExporter {
                     cost_usd,
                     error_type,
                     trace_id,
+                    provider,
                 } => {
                     let usage = usage.unwrap_or_default();
                     let mut record = ModelRun {
                         model: id.model(),
                         task: id.task(),
+                        provider,
                         status,
                         end_ms,
                         latency: elapsed,
@@ -113,9 +108,9 @@ impl RunExporter {
                         trace_id: trace_id.map(|t| t.to_string()),
                     }
                     .record();
-                    for (accepted, at) in self.early.remove(&id.seq()).unwrap_or_default() {
-                        record.metrics.push(acceptance_metric(accepted, at));
-                    }
+                    record
+                        .metrics
+                        .extend(self.early.remove(&id.seq()).unwrap_or_default());
                     run_at.insert(id.seq(), jobs.len());
                     jobs.push(Job::Run(Box::new(RunJob {
                         seq: id.seq(),
@@ -128,39 +123,26 @@ impl RunExporter {
                     run_at.insert(run.seq, jobs.len());
                     jobs.push(Job::Run(run));
                 }
-                Item::Acceptance {
-                    seq,
-                    accepted,
-                    at_ms,
-                } => {
+                Item::Feedback { seq, metric } => {
                     if let Some(run_id) = self.remembered.get(&seq) {
-                        jobs.push(Job::Accept {
+                        jobs.push(Job::Late {
                             run_id: run_id.clone(),
-                            accepted,
-                            at_ms,
+                            metric,
                         });
                     } else if let Some(Job::Run(run)) = run_at.get(&seq).map(|&i| &mut jobs[i]) {
-                        run.record.metrics.push(acceptance_metric(accepted, at_ms));
-                    } else if self.early.len() < self.remember {
+                        run.record.metrics.push(metric);
+                    } else if self.early.len() < self.remember || self.early.contains_key(&seq) {
                         // Recorded inside the call, before it finished.
-                        self.early.entry(seq).or_default().push((accepted, at_ms));
+                        self.early.entry(seq).or_default().push(metric);
                     }
                 }
-                Item::Accept {
-                    run_id,
-                    accepted,
-                    at_ms,
-                } => jobs.push(Job::Accept {
-                    run_id,
-                    accepted,
-                    at_ms,
-                }),
+                Item::Late { run_id, metric } => jobs.push(Job::Late { run_id, metric }),
             }
         }
         jobs
     }
 
-    /// Delivers `jobs`, runs before acceptances (an acceptance of a run of
+    /// Delivers `jobs`, runs before late metrics (a late metric of a run of
     /// this batch is part of that run's log-batch already). Returns each
     /// job attempted with its result, and the jobs not attempted (after a
     /// failure the rest must wait for, in order).
@@ -240,14 +222,14 @@ impl Exporter for RunExporter {
         // Retried in the order they came, whatever order they finished in.
         done.sort_by_key(|(job, _)| match job {
             Job::Run(run) => (0, run.seq),
-            Job::Accept { .. } => (1, 0),
+            Job::Late { .. } => (1, 0),
         });
         let mut waiting = 0;
         let mut last_wait = None;
         for (job, result) in done {
             match (job, result) {
                 (Job::Run(run), Ok(run_id)) => self.remember(run.seq, run_id),
-                (Job::Accept { .. }, Ok(_)) => {}
+                (Job::Late { .. }, Ok(_)) => {}
                 (job, Err(e)) if waits(&job, &e) => {
                     if e.is_experiment_gone() {
                         // Deleted or purged since it was resolved: resolved
@@ -274,10 +256,11 @@ impl Exporter for RunExporter {
                         ),
                     });
                 }
-                (Job::Accept { run_id, .. }, Err(e)) => {
+                (Job::Late { run_id, metric }, Err(e)) => {
                     delivery.reject(1);
                     delivery.fail(format!(
-                        "the acceptance of MLflow run {run_id} could not be logged: {e}"
+                        "metric {:?} of MLflow run {run_id} could not be logged: {e}",
+                        metric.key
                     ));
                 }
             }

@@ -12,7 +12,7 @@ use super::{RunJob, SINK};
 use crate::mlflow::client::MlflowClient;
 use crate::mlflow::error::MlflowError;
 use crate::mlflow::file_store::FileStore;
-use crate::mlflow::run::{CALL_ID_TAG, acceptance_metric};
+use crate::mlflow::run::CALL_ID_TAG;
 use crate::mlflow::types::{RunStatus, ViewType};
 
 /// Delivers `jobs` with at most `concurrency` under way, each job with its
@@ -89,13 +89,9 @@ async fn deliver_rest(
     job: &mut Job,
 ) -> Result<String, MlflowError> {
     match job {
-        Job::Accept {
-            run_id,
-            accepted,
-            at_ms,
-        } => {
+        Job::Late { run_id, metric } => {
             client
-                .log_batch(run_id, &[acceptance_metric(*accepted, *at_ms)], &[], &[])
+                .log_batch(run_id, std::slice::from_ref(metric), &[], &[])
                 .await?;
             Ok(run_id.clone())
         }
@@ -164,12 +160,8 @@ pub(super) fn deliver_file(
     job: &Job,
 ) -> Result<String, MlflowError> {
     match job {
-        Job::Accept {
-            run_id,
-            accepted,
-            at_ms,
-        } => {
-            store.log_metric(run_id, &acceptance_metric(*accepted, *at_ms))?;
+        Job::Late { run_id, metric } => {
+            store.log_metric(run_id, metric)?;
             Ok(run_id.clone())
         }
         Job::Run(run) => store.log_run(experiment_id, &run.record),

@@ -2,7 +2,7 @@
 //! caller's path.
 //!
 //! [`start`] registers a [`CallSink`](crate::calls::CallSink) that turns
-//! each finished model call (and each late acceptance) into an item for a
+//! each finished model call (and each late acceptance or score) into an item for a
 //! sink on the shared export runtime ([`crate::export`]): the caller pays
 //! one send on its bounded queue, `HYPERKIT_MLFLOW_QUEUE_CAPACITY` items,
 //! beyond which calls are dropped and counted in
@@ -31,7 +31,8 @@ use super::client::MlflowClient;
 use super::config::{MlflowConfig, TrackingTarget};
 use super::error::MlflowError;
 use super::file_store::FileStore;
-use super::types::RunRecord;
+use super::run::acceptance_metric;
+use super::types::{Metric, RunRecord};
 use crate::calls::{CallSink, Feedback, FinishedCall, Subscribed};
 use crate::export::{self, Handle, SinkStatus};
 use crate::model::{CallId, Usage};
@@ -61,21 +62,15 @@ pub(crate) enum Item {
         cost_usd: Option<f64>,
         error_type: Option<&'static str>,
         trace_id: Option<crate::trace::TraceId>,
+        provider: Option<&'static str>,
     },
-    /// An acceptance recorded after the call returned.
-    Acceptance {
-        seq: u64,
-        accepted: bool,
-        at_ms: i64,
-    },
+    /// A metric learnt after the call returned (its acceptance, a
+    /// score): logged with its run, or to it once it is delivered.
+    Feedback { seq: u64, metric: Metric },
     /// A run on its way, kept for another attempt.
     Run(Box<RunJob>),
-    /// An acceptance of a delivered run, kept for another attempt.
-    Accept {
-        run_id: String,
-        accepted: bool,
-        at_ms: i64,
-    },
+    /// A late metric of a delivered run, kept for another attempt.
+    Late { run_id: String, metric: Metric },
 }
 
 pub(crate) struct RunJob {
@@ -219,23 +214,25 @@ impl CallSink for ModelCalls {
             cost_usd: call.cost_usd,
             error_type: call.error_type,
             trace_id: call.trace.map(crate::trace::SpanContext::trace_id),
+            provider: call.provider,
         });
     }
 
     fn on_feedback(&self, feedback: &Feedback) {
-        match feedback {
+        let (seq, metric) = match feedback {
             Feedback::Acceptance {
                 call,
                 accepted,
                 at_ms,
-            } => {
-                self.0.send(Item::Acceptance {
-                    seq: call.seq(),
-                    accepted: *accepted,
-                    at_ms: *at_ms,
-                });
-            }
-        }
+            } => (call.seq(), acceptance_metric(*accepted, *at_ms)),
+            Feedback::Score {
+                call,
+                name,
+                value,
+                at_ms,
+            } => (call.seq(), Metric::new(name.clone(), *value, *at_ms)),
+        };
+        self.0.send(Item::Feedback { seq, metric });
     }
 }
 
@@ -251,8 +248,8 @@ struct RunExporter {
     runtime: Blocking,
     experiment: String,
     experiment_id: Option<String>,
-    /// Acceptances that arrived before their call finished.
-    early: HashMap<u64, Vec<(bool, i64)>>,
+    /// Acceptances and scores that arrived before their call finished.
+    early: HashMap<u64, Vec<Metric>>,
     remembered: HashMap<u64, String>,
     remembered_order: VecDeque<u64>,
     /// How many runs `remembered` keeps (and `early` waits for).

@@ -8,7 +8,8 @@
 //! Attributes follow the semantic conventions: a call's labels under their
 //! own names, `code.function.name`; GenAI attributes for model calls
 //! (`gen_ai.operation.name`, `gen_ai.request.model`, token usage,
-//! `gen_ai.provider.name` when a `provider` label exists); database
+//! `gen_ai.provider.name` from `#[track_model(…, provider = …)]`, or a
+//! `provider` label of a domain of the user's); database
 //! attributes for queries; HTTP server attributes for requests. Nothing
 //! here panics on any input.
 
@@ -19,7 +20,7 @@ use opentelemetry_proto::tonic::common::v1::{
     AnyValue, InstrumentationScope, KeyValue, any_value::Value,
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
+use opentelemetry_proto::tonic::trace::v1::span::{Event, SpanKind};
 use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
 use opentelemetry_proto::tonic::trace::v1::{
     ResourceSpans, ScopeSpans, Span, Status as SpanStatus,
@@ -72,6 +73,10 @@ pub(crate) struct CallSpan {
     /// A streamed call's time to its first item, and its output rate.
     time_to_first_token: Option<Duration>,
     output_tokens_per_second: Option<f64>,
+    /// Scores recorded inside the call: `gen_ai.evaluation.result` events.
+    scores: Vec<crate::model::Score>,
+    /// A model call's provider: `gen_ai.provider.name`.
+    provider: Option<&'static str>,
     /// Sent to MLflow: a root of its own (MLflow completes a trace on its
     /// root), typed as an LLM span.
     for_mlflow: bool,
@@ -122,6 +127,8 @@ impl SpanItem {
             usage: call.usage,
             time_to_first_token: call.time_to_first_token,
             output_tokens_per_second: call.output_tokens_per_second(),
+            scores: call.scores.to_vec(),
+            provider: call.provider,
             for_mlflow,
         })))
     }
@@ -146,6 +153,7 @@ impl SpanItem {
             SpanItem::Call(c) => {
                 200 + c.values.iter().map(|v| v.len() + 16).sum::<usize>()
                     + c.error.as_ref().map_or(0, String::len)
+                    + c.scores.iter().map(|s| s.name.len() + 80).sum::<usize>()
             }
             SpanItem::Request(r) => 250 + r.path.len(),
         }
@@ -271,7 +279,7 @@ fn call_span(c: &CallSpan) -> Span {
         if let Some(m) = label(c, "model") {
             a.push(text("gen_ai.request.model", m));
         }
-        if let Some(p) = label(c, "provider") {
+        if let Some(p) = c.provider.or_else(|| label(c, "provider")) {
             a.push(text("gen_ai.provider.name", p));
         }
         if let Some(u) = &c.usage {
@@ -295,6 +303,26 @@ fn call_span(c: &CallSpan) -> Span {
             ));
         }
     }
+    for score in &c.scores {
+        // The GenAI conventions' evaluation event, on the evaluated span.
+        let at = u64::try_from(score.at_ms)
+            .unwrap_or(0)
+            .saturating_mul(1_000_000)
+            .clamp(c.start_ns, c.end_ns.max(c.start_ns));
+        span.events.push(Event {
+            time_unix_nano: at,
+            name: "gen_ai.evaluation.result".to_owned(),
+            attributes: vec![
+                text("gen_ai.evaluation.name", &score.name),
+                kv(
+                    "gen_ai.evaluation.score.value",
+                    Value::DoubleValue(score.value),
+                ),
+            ],
+            dropped_attributes_count: 0,
+        });
+    }
+    let a = &mut span.attributes;
     if query {
         if let Some(op) = label(c, "operation") {
             a.push(text("db.operation.name", op));

@@ -3,6 +3,7 @@
 //! back with MLflow's own Python client.
 
 mod acceptance;
+mod compare;
 mod push;
 
 /// Environment bounding every request to a server: 2 retries, 20 s each.

@@ -1,13 +1,14 @@
 //! The background exporter against the fixture: a run created twice is
 //! found, not duplicated; a hanging server never blocks a caller; failures
 //! back off once; a refused run is dropped once; a late acceptance reaches
-//! its run; shutdown keeps its deadline.
+//! its run, and so do scores in every state of the run; shutdown keeps its
+//! deadline.
 
 use std::sync::MutexGuard;
 use std::time::{Duration, Instant};
 
 use hyperkit_obs::mlflow::{self, CALL_ID_TAG, MlflowConfig};
-use hyperkit_obs::model::{CallId, current_call_id, record_acceptance};
+use hyperkit_obs::model::{CallId, current_call_id, record_acceptance, record_score};
 use hyperkit_obs::{ModelOutput, track_model};
 use test_support::wait::wait_until;
 
@@ -357,4 +358,60 @@ fn the_exporter_guard_can_be_kept_in_a_static() {
     fn send_and_sync<T: Send + Sync>() {}
     send_and_sync::<mlflow::MlflowGuard>();
     send_and_sync::<hyperkit_obs::ObsGuard>();
+}
+
+#[track_model(model, task = "fixture")]
+fn ask_and_score(model: &str) -> CallId {
+    let call = current_call_id().expect("a tracked call has an id");
+    // Before the run exists: the call has not finished.
+    record_score(call, "inside", 0.25).unwrap();
+    call
+}
+
+/// A score reaches its run in every state the run is in, as an acceptance
+/// does: recorded inside the call (before the run is created), right after
+/// it returns (the run is queued or being delivered) and once the run is
+/// delivered (its own log-batch).
+#[test]
+fn exporter_logs_scores_to_the_run_before_it_exists_while_queued_and_once_delivered() {
+    let _one = exporter_lock();
+    let fixture = Fixture::start();
+    let guard = mlflow::start(&exporter_config(&fixture, "scores")).unwrap();
+    let call = ask_and_score("model-a");
+    record_score(call, "queued", 0.5).unwrap();
+    assert!(
+        mlflow::flush(Duration::from_secs(10)),
+        "{:?}",
+        mlflow::status()
+    );
+    let runs = fixture.runs_tagged(CALL_ID_TAG, &call.to_string());
+    assert_eq!(runs.len(), 1);
+    let before = fixture.count("runs/log-batch");
+    record_score(call, "delivered", 4.0).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(10), || fixture.count("runs/log-batch")
+            > before),
+        "the late score was sent"
+    );
+    assert!(mlflow::flush(Duration::from_secs(10)));
+    guard.shutdown(Duration::from_secs(5));
+
+    let run = &fixture.runs_tagged(CALL_ID_TAG, &call.to_string())[0];
+    let value = |key: &str| -> Vec<f64> {
+        run.metrics
+            .iter()
+            .filter(|m| m["key"] == key)
+            .map(|m| m["value"].as_f64().unwrap())
+            .collect()
+    };
+    assert_eq!(value("inside"), [0.25]);
+    assert_eq!(value("queued"), [0.5]);
+    assert_eq!(
+        value("delivered"),
+        [4.0],
+        "out of [0, 1] still goes to MLflow"
+    );
+    let late = fixture.requests_to("runs/log-batch")[before..].to_vec();
+    assert_eq!(late.len(), 1, "{late:?}");
+    assert_eq!(late[0].json()["metrics"][0]["key"], "delivered");
 }
