@@ -149,6 +149,7 @@ mod tests {
         let run = ModelRun {
             model: "m1",
             task: "chat",
+            provider: None,
             status: Status::Success,
             end_ms: 10_000,
             latency: Duration::from_millis(2500),

@@ -206,6 +206,8 @@ fn workload_run(i: usize, now: i64) -> RunRecord {
         error_type: failed.then_some("provider::Overloaded"),
         call_id: Some(format!("compare-{i}")),
         trace_id: None,
+        // Logged below as a metric, at the run's end, as a streamed call's.
+        time_to_first_token: None,
     }
     .record();
     let t = now - age;
@@ -245,6 +247,7 @@ fn odd_runs(now: i64) -> Vec<RunRecord> {
             error_type: None,
             call_id: None,
             trace_id: None,
+            time_to_first_token: None,
         }
         .record();
         runs.push(run);
