@@ -60,6 +60,9 @@ pub(crate) enum Item {
         cost_usd: Option<f64>,
         error_type: Option<&'static str>,
         trace_id: Option<crate::trace::TraceId>,
+        /// The call's span was sampled: with the MLflow traces sink running
+        /// it is a trace there, linked to the run.
+        sampled: bool,
     },
     /// An acceptance recorded after the call returned.
     Acceptance {
@@ -84,6 +87,8 @@ pub(crate) struct RunJob {
     /// A create whose effect is unknown happened: look for the run by its
     /// call id before creating it again.
     ambiguous: bool,
+    /// MLflow's id of the call's trace, to link to the run once it exists.
+    link_trace: Option<String>,
 }
 
 /// The running sink's handle, for [`flush`] and [`status`].
@@ -217,6 +222,9 @@ impl CallSink for ModelCalls {
             cost_usd: call.cost_usd,
             error_type: call.error_type,
             trace_id: call.trace.map(crate::trace::SpanContext::trace_id),
+            sampled: call
+                .trace
+                .is_some_and(crate::trace::SpanContext::is_sampled),
         });
     }
 
