@@ -2,15 +2,24 @@
 //! build, hands it to the agent over HTTP with `traceparent`, the agent
 //! runs it (a build, a model call, deploys) and reports back to the API.
 //! Read from the local log store once the demo stopped, as
-//! `hyperkit-obs logs search 'trace.id:<id>'` reads it.
+//! `hyperkit-obs logs search 'trace.id:<id>'` reads it, and from the spans
+//! the demo exported to an OTLP/HTTP *fixture* (test-support's HTTP fixture
+//! answering 200 as a collector does, the requests decoded with the
+//! OpenTelemetry protobuf definitions: no Collector can be installed here).
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use hyperkit_obs::logs::{LogStore, Query, SearchOptions};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use opentelemetry_proto::tonic::trace::v1::Span;
+use prost::Message;
 use serde_json::Value;
 use test_support::TempDir;
+use test_support::fixture::{HttpFixture, Response};
 
 use crate::tmux::settings_to_drop;
 
@@ -21,9 +30,35 @@ fn text<'a>(line: &'a Value, key: &str) -> &'a str {
     line[key].as_str().unwrap_or_default()
 }
 
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Every span the collector fixture received, of the trace `trace_id`.
+fn spans_of(collector: &HttpFixture, trace_id: &str) -> Vec<Span> {
+    collector
+        .requests()
+        .iter()
+        .filter(|r| r.path == "/v1/traces")
+        .filter_map(|r| ExportTraceServiceRequest::decode(&r.body[..]).ok())
+        .flat_map(|r| r.resource_spans)
+        .flat_map(|rs| rs.scope_spans)
+        .flat_map(|ss| ss.spans)
+        .filter(|s| hex(&s.trace_id) == trace_id)
+        .collect()
+}
+
 #[test]
 fn a_build_is_one_trace_across_the_api_and_the_agent() {
     let dir = TempDir::new("demo-one-trace");
+    let collector = HttpFixture::start(|_| {
+        Response::new(
+            200,
+            "application/x-protobuf",
+            ExportTraceServiceResponse::default().encode_to_vec(),
+        )
+        .into()
+    });
     let mut demo = Command::new(env!("CARGO_BIN_EXE_demo"));
     for name in settings_to_drop() {
         demo.env_remove(name);
@@ -34,6 +69,8 @@ fn a_build_is_one_trace_across_the_api_and_the_agent() {
         .env("HYPERKIT_METRICS_ADDR", "127.0.0.1:0")
         .env("HYPERKIT_DEMO_SPEED", "200")
         .env("HYPERKIT_DEMO_FAILURE_RATE", "0")
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", collector.url())
+        .env("OTEL_BSP_SCHEDULE_DELAY", "200")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -149,4 +186,33 @@ fn a_build_is_one_trace_across_the_api_and_the_agent() {
     for other in [&received, &accepted, &reported] {
         assert_ne!(text(build, "span.id"), text(other, "span.id"));
     }
+
+    // The spans, as a tracing backend shows them: the API's request at the
+    // root, the agent's request under it, the build under that with its
+    // model call, and the report back under the agent's request. The demo
+    // exited cleanly, so its exporter sent everything before it did.
+    let spans = spans_of(&collector, trace_id);
+    let named = |name: &str| -> &Span {
+        spans.iter().find(|s| s.name == name).unwrap_or_else(|| {
+            let names: Vec<&str> = spans.iter().map(|s| s.name.as_str()).collect();
+            panic!("no span {name:?} in trace {trace_id}: {names:?}")
+        })
+    };
+    let root = named("POST /api/chains/{chain}/builds");
+    let agent_request = named("POST /builds/{chain}/{id}");
+    let build_span = named("build");
+    let report = named("PUT /api/builds/{id}/status");
+    assert!(root.parent_span_id.is_empty(), "{root:?}");
+    assert_eq!(hex(&root.span_id), text(&received, "span.id"));
+    assert_eq!(agent_request.parent_span_id, root.span_id);
+    assert_eq!(hex(&agent_request.span_id), text(&accepted, "span.id"));
+    assert_eq!(build_span.parent_span_id, agent_request.span_id);
+    assert_eq!(hex(&build_span.span_id), text(build, "span.id"));
+    assert_eq!(report.parent_span_id, agent_request.span_id);
+    assert_eq!(hex(&report.span_id), text(&reported, "span.id"));
+    let model_call = spans
+        .iter()
+        .find(|s| s.name.starts_with("codegen "))
+        .unwrap_or_else(|| panic!("no model call span in trace {trace_id}"));
+    assert_eq!(model_call.parent_span_id, build_span.span_id);
 }
