@@ -15,8 +15,16 @@
 //!   names another table,
 //!   `HYPERKIT_METRICS_ADDR` (default 127.0.0.1:9464) among them.
 //!
-//! It serves the status page at `/`, `/metrics`, `/health/live`, `/health/ready` and a small API
-//! (`/api/builds/{id}`, `/api/status`) measured by the RED layer.
+//! - `HYPERKIT_DEMO_AGENT_ADDR`: where the agent listens (default
+//!   127.0.0.1:0, a free port, printed at start).
+//!
+//! It runs as two services calling each other over HTTP (see `services`):
+//! an API, which receives builds, and an agent, which runs them and calls
+//! the models; one trace follows each build through both. The API's port
+//! serves the status page at `/`, `/metrics`, `/health/live`,
+//! `/health/ready` and the API (`POST /api/chains/{chain}/builds`,
+//! `/api/builds/{id}`, `/api/status`); the agent's port takes
+//! `POST /builds/{chain}/{id}`. Both are measured by the RED layer.
 //!
 //! On a terminal it keeps a live summary at the bottom of the screen (see
 //! `screen`), read from the metrics registry (see `summary`), and prints
@@ -25,21 +33,23 @@
 //! `TERM=dumb`) it prints a summary line every 5 s.
 
 mod screen;
+mod services;
 mod summary;
 
 use std::io::IsTerminal;
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use axum::Router;
-use axum::extract::Path;
 use axum::routing::get;
 use hyperkit_obs::logs::HumanDuration;
 use hyperkit_obs::{Domain, LabelValue, ModelOutput, track, track_build, track_model, track_query};
 use summary::Style;
 use tokio::task::JoinSet;
+use tracing::Instrument as _;
 
 #[derive(Clone, Copy, Debug, LabelValue)]
 enum Chain {
@@ -137,6 +147,10 @@ async fn build(chain: Chain, settings: Arc<Settings>, seed: u64) -> Result<u64, 
     let seconds = rng.around(45.0).clamp(8.0, 200.0);
     // A build reads its queue entry, compiles, and records its artifact.
     select_queue_entry(&settings, &mut rng).await?;
+    // The agent asks a model for the build's code; when the call fails the
+    // build goes on with the code it had.
+    let (model, ..) = rng.pick(&MODELS);
+    let _ = complete(model, "codegen", settings.clone(), seed ^ 0x5eed).await;
     pause(&settings, if fail { seconds * 0.4 } else { seconds }).await;
     if fail {
         let reason = rng.pick(&[
@@ -234,6 +248,17 @@ async fn complete(
         completion_tokens: (rng.around(250.0)) as u64,
         accepted: rng.next() < acceptance,
     })
+}
+
+fn env_addr(name: &str, default: &str) -> anyhow::Result<std::net::SocketAddr> {
+    let value = std::env::var(name)
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .unwrap_or_else(|| default.to_owned());
+    value
+        .trim()
+        .parse()
+        .with_context(|| format!("{name}={value:?} is not an address (host:port)"))
 }
 
 fn env_f64(name: &str, default: f64, valid: impl Fn(f64) -> bool) -> anyhow::Result<f64> {
@@ -391,10 +416,6 @@ fn rule(title: &str, width: usize, style: Style) -> String {
     )
 }
 
-async fn build_status(Path(id): Path<u64>) -> String {
-    format!("{{\"id\":{id},\"status\":\"queued\"}}")
-}
-
 async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
@@ -462,9 +483,20 @@ async fn main() -> anyhow::Result<()> {
         follow: follow_command(&obs),
         quiet,
     });
+    // The agent first: the API hands it builds; it reports to the API once
+    // the API listens.
+    let jobs: services::Jobs = Arc::new(Mutex::new(JoinSet::new()));
+    let client = reqwest::Client::new();
+    let agent = services::Agent::new(settings.clone(), jobs.clone(), client.clone());
+    let agent_addr = env_addr("HYPERKIT_DEMO_AGENT_ADDR", "127.0.0.1:0")?;
+    let agent_server = hyperkit_obs::http::serve_router(agent_addr, agent.clone().routes())
+        .await
+        .with_context(|| format!("cannot listen on HYPERKIT_DEMO_AGENT_ADDR={agent_addr}"))?;
+    let agent_base = format!("http://{}", agent_server.local_addr());
+
     let status = report.clone();
     let app = Router::new()
-        .route("/api/builds/{id}", get(build_status))
+        .merge(services::Api::new(agent_base.clone(), client.clone()).routes())
         .route("/api/status", get(move || async move { status.line() }))
         // The demo routes no `/` of its own: the status page takes it.
         .merge(hyperkit_obs::http::router_with(
@@ -476,6 +508,7 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on HYPERKIT_METRICS_ADDR={addr}"))?;
     let base = format!("http://{}", server.local_addr());
+    agent.report_to(base.clone());
 
     println!("status page: {base}/  (open it in a browser)");
     println!(
@@ -484,7 +517,12 @@ async fn main() -> anyhow::Result<()> {
     );
     println!("  metrics:  {base}/metrics  (point a Prometheus scrape job here)");
     println!("  health:   {base}/health/ready");
-    println!("  api:      {base}/api/status, {base}/api/builds/1");
+    println!(
+        "  api:      {base}/api/status, {base}/api/builds/1 (receives builds: POST {base}/api/chains/{{chain}}/builds)"
+    );
+    println!(
+        "  agent:    {agent_base}/builds/{{chain}}/{{id}} (runs the builds the API hands it, calls the models)"
+    );
     match hyperkit_obs::mlflow::status() {
         Some(s) => println!(
             "  mlflow:   model call runs go to {} (experiment {:?})",
@@ -510,7 +548,6 @@ async fn main() -> anyhow::Result<()> {
     let mut live = screen::Live::start();
 
     let seeds = AtomicU64::new(1);
-    let mut tasks = JoinSet::new();
     let mut rng = Rng::new(0);
     let mut next_build = Instant::now();
     let mut next_model = Instant::now();
@@ -528,8 +565,8 @@ async fn main() -> anyhow::Result<()> {
             break;
         }
         if now >= next_build {
-            let seed = seeds.fetch_add(1, Ordering::Relaxed);
-            tasks.spawn(build(rng.pick(&CHAINS), settings.clone(), seed));
+            let submit = services::submit_build(client.clone(), base.clone(), rng.pick(&CHAINS));
+            services::lock(&jobs).spawn(submit);
             next_build = now + Duration::from_secs_f64(rng.around(6.0) / settings.speed);
         }
         if now >= next_model {
@@ -537,8 +574,13 @@ async fn main() -> anyhow::Result<()> {
             let (model, ..) = rng.pick(&MODELS);
             let task = rng.pick(&["codegen", "review", "summarize"]);
             let call = complete(model, task, settings.clone(), seed);
-            tasks.spawn(async move { call.await.map(|_| 0) });
-            next_model = now + Duration::from_secs_f64(rng.around(1.5) / settings.speed);
+            let call = async move {
+                let _ = call.await;
+            };
+            services::lock(&jobs).spawn(call.instrument(services::agent_span()));
+            // With the builds' own model call (one every 6 s), model calls
+            // come one every 1.5 s, as before the builds made them.
+            next_model = now + Duration::from_secs_f64(rng.around(2.0) / settings.speed);
         }
         if now >= next_report {
             match &mut live {
@@ -554,7 +596,10 @@ async fn main() -> anyhow::Result<()> {
                 }
             }
         }
-        while tasks.try_join_next().is_some() {}
+        {
+            let mut jobs = services::lock(&jobs);
+            while jobs.try_join_next().is_some() {}
+        }
         let wake = [next_build, next_model, next_report]
             .into_iter()
             .min()
@@ -572,8 +617,11 @@ async fn main() -> anyhow::Result<()> {
     if let Some(mut live) = live.take() {
         live.finish();
     }
+    // Whatever still arrives at the agent is dropped with its jobs.
+    let mut tasks = std::mem::take(&mut *services::lock(&jobs));
     println!("stopping: cancelling {} calls in flight", tasks.len());
     tasks.shutdown().await;
+    agent_server.shutdown().await;
     for line in report.last(width, style) {
         println!("{line}");
     }

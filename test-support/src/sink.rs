@@ -1,6 +1,7 @@
 //! The specification every background sink meets, written once and run
 //! against each of them (Elasticsearch and Logstash in the `logs` binary,
-//! MLflow in `mlflow`, Sentry in `sentry`), each through its own protocol
+//! MLflow in `mlflow`, Sentry in `sentry`, the OTLP span exporter in
+//! `traces`), each through its own protocol
 //! fixture and the shared export runtime:
 //!
 //! 1. while its server is up, what callers send arrives;

@@ -32,6 +32,7 @@ const SIMULATED: &[&str] = &[
     "test suite failed",
     "deadlock detected",
     "429 rate limited",
+    "health check failed",
 ];
 
 /// One sample of the running demo.

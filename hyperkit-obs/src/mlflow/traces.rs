@@ -12,6 +12,15 @@
 //! the server's version is read first (`GET /version`), and an MLflow 2 is
 //! skipped with one log line, its runs still logged. It runs on the shared
 //! export runtime like every span sink: callers never wait for MLflow.
+//!
+//! Each trace is linked to its call's run, so the run's Traces tab lists it
+//! and `mlflow.search_traces(run_id=…)` finds it. MLflow 3 links traces to a
+//! run with `x-mlflow-run-id` on `/v1/traces` (one run for every trace of
+//! the request) or with `POST /api/2.0/mlflow/traces/link-to-run`; a run id
+//! is the server's answer to the run's creation, which the runs exporter
+//! gets, so that exporter links each run it creates to its call's sampled
+//! trace while this sink runs ([`sending`]). MLflow records the link whether or
+//! not the trace has arrived yet, so neither exporter waits for the other.
 
 use std::time::{Duration, Instant};
 
@@ -95,6 +104,22 @@ impl Resolve for Lookup {
             timeout: Duration::from_secs(30),
         })
     }
+}
+
+/// Whether model calls' traces go to MLflow: this sink runs (the runs
+/// exporter then links each run to its call's trace). Off the callers'
+/// path: it reads every sink's status.
+pub(crate) fn sending() -> bool {
+    crate::export::statuses()
+        .iter()
+        .any(|s| s.sink == TRACES_SINK && s.running)
+}
+
+/// MLflow's id of the trace whose OpenTelemetry trace id is `trace_id`
+/// (as `mlflow.tracing.utils.generate_mlflow_trace_id_from_otel_trace_id`
+/// makes it).
+pub(crate) fn mlflow_trace_id(trace_id: crate::trace::TraceId) -> String {
+    format!("tr-{trace_id}")
 }
 
 /// Starts sending model calls' spans to the MLflow server `config` names

@@ -2,7 +2,8 @@
 //! 3.17.2, N `#[track_model]` calls produce N traces that MLflow's own
 //! Python client (`search_traces`) reads back under the configured
 //! experiment, each with its model, task, token counts and status, and the
-//! trace id the call's logs carry; MLflow 2.22.5 (which has no OTLP
+//! trace id the call's logs carry, each linked to its call's run (read
+//! back with `search_traces(run_id=…)`); MLflow 2.22.5 (which has no OTLP
 //! endpoint) is detected and skipped with one log line, without errors.
 
 use std::sync::{Arc, Mutex};
@@ -159,6 +160,71 @@ fn n_model_calls_are_n_mlflow_3_traces_with_their_model_task_tokens_and_status()
             assert_eq!(t["usage"]["input_tokens"], 100 + n, "{t}");
             assert_eq!(t["usage"]["output_tokens"], 10 + n, "{t}");
         }
+    }
+}
+
+const TRACES_OF_RUNS_PY: &str = r#"
+import json, os, mlflow
+mlflow.set_tracking_uri(os.environ["URI"])
+exp = mlflow.get_experiment_by_name(os.environ["EXPERIMENT"])
+out = []
+for run in mlflow.search_runs(experiment_ids=[exp.experiment_id], output_format="list"):
+    traces = mlflow.search_traces(
+        experiment_ids=[exp.experiment_id], run_id=run.info.run_id, return_type="list")
+    out.append({
+        "run_id": run.info.run_id,
+        "model": run.data.params.get("model"),
+        "trace_id_tag": run.data.tags.get("trace_id"),
+        "traces": [t.info.trace_id for t in traces],
+    })
+print(json.dumps(out))
+"#;
+
+#[test]
+fn each_mlflow_3_trace_is_linked_to_its_calls_run() {
+    let _turn = serial();
+    warnings();
+    let server = MlflowServer::start(Version::V3, Backend::Sqlite);
+    let experiment = "hyperkit-linked";
+    let config = config(&server.url(), experiment);
+    let traces = hyperkit_obs::mlflow::start_traces(&config, "agent", &[]).unwrap();
+    let runs = hyperkit_obs::mlflow::start(&config).unwrap();
+    trace::enable();
+    for n in 0..4 {
+        let _ = traced_complete(&format!("linked-{n}"), n);
+    }
+    assert!(
+        traces.flush(Duration::from_secs(60)),
+        "{:?}",
+        traces.status()
+    );
+    assert!(
+        hyperkit_obs::mlflow::flush(Duration::from_secs(60)),
+        "{:?}",
+        hyperkit_obs::mlflow::status()
+    );
+    let status = hyperkit_obs::mlflow::status().unwrap();
+    assert_eq!((status.delivered, status.dropped), (4, 0), "{status:?}");
+    drop(runs);
+
+    let found = python(
+        Version::V3,
+        TRACES_OF_RUNS_PY,
+        &[("URI", &server.url()), ("EXPERIMENT", experiment)],
+    );
+    let found = found.as_array().unwrap();
+    assert_eq!(found.len(), 4, "{found:?}");
+    for run in found {
+        let tag = run["trace_id_tag"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{run}"));
+        assert_eq!(
+            run["traces"],
+            serde_json::json!([format!("tr-{tag}")]),
+            "the run {} of {} lists exactly its call's trace",
+            run["run_id"],
+            run["model"]
+        );
     }
 }
 

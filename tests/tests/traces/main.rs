@@ -1,6 +1,7 @@
 //! Traces: trace context on tracked calls and in their log lines
 //! (`context`), W3C propagation across HTTP services (`propagation`), the
-//! OTLP span exporter against an OTLP protocol fixture (`otlp`), and
+//! OTLP span exporter against an OTLP protocol fixture (`otlp`) and
+//! against the background sinks' common specification (`sink`), and
 //! exemplars on `/metrics` read back by a real Prometheus (`exemplars`).
 //! MLflow traces are tested with the other MLflow servers, in the `mlflow`
 //! binary.
@@ -15,6 +16,7 @@ mod context;
 mod exemplars;
 mod otlp;
 mod propagation;
+mod sink;
 
 use tokio::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 

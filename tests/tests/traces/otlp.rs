@@ -37,11 +37,11 @@ enum Answer {
 }
 
 #[derive(Default)]
-struct FixtureState {
+pub(super) struct FixtureState {
     /// Answers to give, in order; `Ok` once it is empty.
     script: VecDeque<Answer>,
     /// Requests answered 200, decoded, as they arrived.
-    received: Vec<(ExportTraceServiceRequest, Request)>,
+    pub(super) received: Vec<(ExportTraceServiceRequest, Request)>,
     /// When each request arrived, and what it was answered.
     attempts: Vec<(Instant, u16)>,
 }
@@ -79,7 +79,7 @@ impl Fixture {
 }
 
 /// `POST /v1/traces` as an OTLP/HTTP receiver answers it.
-fn receive(state: &Mutex<FixtureState>, request: &Request) -> Response {
+pub(super) fn receive(state: &Mutex<FixtureState>, request: &Request) -> Response {
     let mut state = state.lock().unwrap();
     let answer = state.script.pop_front().unwrap_or(Answer::Ok);
     let code = match &answer {
@@ -140,7 +140,7 @@ fn fixture(script: impl IntoIterator<Item = Answer>) -> (Fixture, String) {
 }
 
 /// The exporter as `init()` starts it from these variables.
-fn exporter(env: &[(&str, &str)]) -> SpanSinkGuard {
+pub(super) fn exporter(env: &[(&str, &str)]) -> SpanSinkGuard {
     let config = MonitoringConfig::from_lookup(|name| {
         env.iter()
             .find(|(k, _)| *k == name)

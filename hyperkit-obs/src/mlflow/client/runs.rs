@@ -58,6 +58,24 @@ impl MlflowClient {
         Ok(())
     }
 
+    /// Links traces (MLflow's ids, `tr-…`) to a run, so that the run's
+    /// Traces tab and `search_traces(run_id=…)` list them (MLflow 3's
+    /// `traces/link-to-run`, at most 100 at once; linking again is a no-op).
+    pub async fn link_traces_to_run(
+        &self,
+        run_id: &str,
+        trace_ids: &[&str],
+    ) -> Result<(), MlflowError> {
+        let _: serde_json::Value = self
+            .post(
+                "traces/link-to-run",
+                json!({ "run_id": run_id, "trace_ids": trace_ids }),
+                Replay::Safe,
+            )
+            .await?;
+        Ok(())
+    }
+
     /// Sets a run's status and end time.
     pub async fn update_run(
         &self,

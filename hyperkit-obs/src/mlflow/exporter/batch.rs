@@ -76,6 +76,10 @@ impl RunExporter {
     fn jobs(&mut self, batch: Vec<Item>) -> Vec<Job> {
         let mut jobs: Vec<Job> = Vec::with_capacity(batch.len());
         let mut run_at: HashMap<u64, usize> = HashMap::new();
+        // Whether traces go to MLflow, read once a batch (and only for a
+        // batch with a sampled call).
+        let mut traces_sent: Option<bool> = None;
+        let sending = crate::mlflow::traces::sending;
         for item in batch {
             match item {
                 Item::Call {
@@ -89,6 +93,7 @@ impl RunExporter {
                     error_type,
                     trace_id,
                     provider,
+                    sampled,
                 } => {
                     let usage = usage.unwrap_or_default();
                     let mut record = ModelRun {
@@ -117,6 +122,9 @@ impl RunExporter {
                         record,
                         run_id: None,
                         ambiguous: false,
+                        link_trace: trace_id
+                            .filter(|_| sampled && *traces_sent.get_or_insert_with(sending))
+                            .map(crate::mlflow::traces::mlflow_trace_id),
                     })));
                 }
                 Item::Run(run) => {

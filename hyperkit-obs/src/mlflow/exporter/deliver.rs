@@ -3,7 +3,9 @@
 //! looked up by its call id before it is made again), or to the file
 //! store one after the other. What counts as worth a retry is decided
 //! here, and a run MLflow refuses for good is ended `FAILED` rather than
-//! left `RUNNING`. Nothing here panics on an answer; a server delivery runs
+//! left `RUNNING`. A run whose call went to MLflow as a trace is linked to
+//! it last (a link MLflow refuses, as a server without the endpoint does,
+//! is given up without failing the run). Nothing here panics on an answer; a server delivery runs
 //! in a task of its own, so even a panic there loses one job, not the
 //! worker.
 
@@ -100,6 +102,7 @@ async fn deliver_rest(
                 record,
                 run_id,
                 ambiguous,
+                link_trace,
                 ..
             } = &mut **run;
             if run_id.is_none() && *ambiguous {
@@ -148,6 +151,18 @@ async fn deliver_rest(
                         .await;
                 }
                 return Err(e);
+            }
+            if let Some(trace) = link_trace.as_deref() {
+                match client.link_traces_to_run(&id, &[trace]).await {
+                    Err(e) if is_transient(&e) => return Err(e),
+                    Err(e) => tracing::debug!(
+                        target: crate::export::LOG_TARGET,
+                        sink = SINK,
+                        "MLflow did not link trace {trace} to run {id}: {e}"
+                    ),
+                    Ok(()) => {}
+                }
+                *link_trace = None;
             }
             Ok(id)
         }

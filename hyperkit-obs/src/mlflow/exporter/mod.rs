@@ -63,6 +63,9 @@ pub(crate) enum Item {
         error_type: Option<&'static str>,
         trace_id: Option<crate::trace::TraceId>,
         provider: Option<&'static str>,
+        /// The call's span was sampled: with the MLflow traces sink running
+        /// it is a trace there, linked to the run.
+        sampled: bool,
     },
     /// A metric learnt after the call returned (its acceptance, a
     /// score): logged with its run, or to it once it is delivered.
@@ -80,6 +83,8 @@ pub(crate) struct RunJob {
     /// A create whose effect is unknown happened: look for the run by its
     /// call id before creating it again.
     ambiguous: bool,
+    /// MLflow's id of the call's trace, to link to the run once it exists.
+    link_trace: Option<String>,
 }
 
 /// The running sink's handle, for [`flush`] and [`status`].
@@ -215,6 +220,9 @@ impl CallSink for ModelCalls {
             error_type: call.error_type,
             trace_id: call.trace.map(crate::trace::SpanContext::trace_id),
             provider: call.provider,
+            sampled: call
+                .trace
+                .is_some_and(crate::trace::SpanContext::is_sampled),
         });
     }
 
