@@ -37,7 +37,11 @@ fn demo_runs_and_exits_cleanly_on_sigterm() {
         let left = deadline.saturating_duration_since(Instant::now());
         match rx.recv_timeout(left) {
             Ok(line) => {
-                let done = line.contains("builds:") && !line.contains("builds: 0 ok, 0 failed");
+                // The summary line (`[   5s] builds: 3 ok, 1 failed, …`), not
+                // the banner's `receives builds: POST …`.
+                let done = line.starts_with('[')
+                    && line.contains("] builds: ")
+                    && !line.contains("builds: 0 ok, 0 failed");
                 lines.push(line);
                 if done {
                     break true;
