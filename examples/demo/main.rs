@@ -45,8 +45,13 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use axum::Router;
 use axum::routing::get;
+use futures_util::StreamExt as _;
+use futures_util::stream::BoxStream;
 use hyperkit_obs::logs::HumanDuration;
-use hyperkit_obs::{Domain, LabelValue, ModelOutput, track, track_build, track_model, track_query};
+use hyperkit_obs::model::{Usage, current_call_id, record_score};
+use hyperkit_obs::{
+    Domain, LabelValue, ModelChunk, ModelOutput, track, track_build, track_model, track_query,
+};
 use summary::Style;
 use tokio::task::JoinSet;
 use tracing::Instrument as _;
@@ -224,7 +229,17 @@ impl ModelOutput for Completion {
     }
 }
 
-#[track_model(model, task)]
+/// Who serves each model (the `provider` of its calls: spans, MLflow runs,
+/// `hyperkit-obs mlflow compare`).
+fn provider_of(model: &str) -> &'static str {
+    match model {
+        "gpt-4o" => "openai",
+        "claude-sonnet" => "anthropic",
+        _ => "self-hosted",
+    }
+}
+
+#[track_model(model, task, provider = provider_of(model))]
 async fn complete(
     model: &'static str,
     task: &'static str,
@@ -242,12 +257,80 @@ async fn complete(
         return Err(BuildError(format!("{model}: 429 rate limited")));
     }
     let prompt_tokens = (rng.around(900.0)) as u64;
+    let accepted = rng.next() < acceptance;
+    // A judge's grade of the answer, in [0, 1]: higher for accepted ones.
+    let judge = (if accepted { 0.75 } else { 0.4 } + (rng.next() - 0.5) * 0.4).clamp(0.0, 1.0);
+    if let Some(id) = current_call_id() {
+        let _ = record_score(id, "judge", judge);
+    }
     Ok(Completion {
         prompt_tokens,
         cached_tokens: prompt_tokens / 3,
         completion_tokens: (rng.around(250.0)) as u64,
-        accepted: rng.next() < acceptance,
+        accepted,
     })
+}
+
+/// A piece of a streamed answer: its tokens, and on the last piece the
+/// provider's own usage (as OpenAI's `include_usage` chunk carries it).
+struct Chunk {
+    tokens: u64,
+    usage: Option<Usage>,
+}
+
+impl ModelChunk for Chunk {
+    fn output_tokens(&self) -> Option<u64> {
+        Some(self.tokens)
+    }
+    fn final_usage(&self) -> Option<Usage> {
+        self.usage
+    }
+}
+
+/// A chat answer streamed by a simulated provider: the first piece after
+/// a fifth of the model's latency (the time to first token), the others
+/// about 40 ms apart; some streams break midway.
+#[track_model(model, task = "chat", provider = provider_of(model))]
+fn chat(
+    model: &'static str,
+    settings: Arc<Settings>,
+    seed: u64,
+) -> BoxStream<'static, Result<Chunk, BuildError>> {
+    let mut rng = Rng::new(seed);
+    let (_, latency, _, failure) = MODELS
+        .iter()
+        .find(|m| m.0 == model)
+        .copied()
+        .unwrap_or(MODELS[0]);
+    let first = rng.around(latency / 5.0).clamp(0.05, 20.0);
+    let pieces = 4 + (rng.next() * 12.0) as u64;
+    let breaks_at = (rng.next() < failure).then(|| (rng.next() * pieces as f64) as u64);
+    let prompt_tokens = rng.around(600.0) as u64;
+    let stream = futures_util::stream::unfold((0, rng), move |(i, mut rng)| {
+        let settings = settings.clone();
+        async move {
+            if i > pieces {
+                return None;
+            }
+            let wait = if i == 0 { first } else { rng.around(0.04) };
+            pause(&settings, wait).await;
+            if breaks_at == Some(i) {
+                let reset = BuildError(format!("{model}: stream reset by peer"));
+                return Some((Err(reset), (pieces + 1, rng)));
+            }
+            let last = i == pieces;
+            let chunk = Chunk {
+                tokens: if last { 0 } else { rng.around(20.0) as u64 },
+                usage: last.then_some(Usage {
+                    input_tokens: Some(prompt_tokens),
+                    cached_input_tokens: Some(prompt_tokens / 4),
+                    ..Usage::default()
+                }),
+            };
+            Some((Ok(chunk), (i + 1, rng)))
+        }
+    });
+    Box::pin(stream)
 }
 
 fn env_addr(name: &str, default: &str) -> anyhow::Result<std::net::SocketAddr> {
@@ -572,12 +655,19 @@ async fn main() -> anyhow::Result<()> {
         if now >= next_model {
             let seed = seeds.fetch_add(1, Ordering::Relaxed);
             let (model, ..) = rng.pick(&MODELS);
-            let task = rng.pick(&["codegen", "review", "summarize"]);
-            let call = complete(model, task, settings.clone(), seed);
-            let call = async move {
-                let _ = call.await;
-            };
-            services::lock(&jobs).spawn(call.instrument(services::agent_span()));
+            // One call in four is a streamed chat answer, read to its end.
+            if rng.next() < 0.25 {
+                let mut answer = chat(model, settings.clone(), seed);
+                let call = async move { while answer.next().await.is_some() {} };
+                services::lock(&jobs).spawn(call.instrument(services::agent_span()));
+            } else {
+                let task = rng.pick(&["codegen", "review", "summarize"]);
+                let call = complete(model, task, settings.clone(), seed);
+                let call = async move {
+                    let _ = call.await;
+                };
+                services::lock(&jobs).spawn(call.instrument(services::agent_span()));
+            }
             // With the builds' own model call (one every 6 s), model calls
             // come one every 1.5 s, as before the builds made them.
             next_model = now + Duration::from_secs_f64(rng.around(2.0) / settings.speed);

@@ -33,6 +33,7 @@ const SIMULATED: &[&str] = &[
     "deadlock detected",
     "429 rate limited",
     "health check failed",
+    "stream reset by peer",
 ];
 
 /// One sample of the running demo.
