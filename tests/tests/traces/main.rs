@@ -1,5 +1,6 @@
 //! Traces: trace context on tracked calls and in their log lines
-//! (`context`), W3C propagation across HTTP services (`propagation`), the
+//! (`context`), W3C propagation across HTTP services (`propagation`) and
+//! across processes (`processes`), the
 //! OTLP span exporter against an OTLP protocol fixture (`otlp`) and
 //! against the background sinks' common specification (`sink`), and
 //! exemplars on `/metrics` read back by a real Prometheus (`exemplars`).
@@ -15,6 +16,7 @@
 mod context;
 mod exemplars;
 mod otlp;
+mod processes;
 mod propagation;
 mod sink;
 
