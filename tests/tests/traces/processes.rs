@@ -14,11 +14,6 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::Router;
-use axum::extract::State;
-use axum::routing::get;
-use hyperkit_obs::http::HttpMetricsLayer;
-use hyperkit_obs::{trace, track_model};
 use opentelemetry_proto::tonic::trace::v1::Span;
 use serde_json::Value;
 use test_support::TempDir;
@@ -26,6 +21,7 @@ use test_support::fixture::HttpFixture;
 use test_support::wait::{wait_for_value, wait_until};
 
 use super::otlp::{FixtureState, receive};
+use super::propagation::{agent, api, client};
 
 /// Which service a child process runs: `a` or `b`.
 const ROLE: &str = "HYPERKIT_TEST_SERVICE_ROLE";
@@ -37,43 +33,6 @@ const CALLER_SPAN: &str = "00f067aa0ba902b7";
 
 /// How long a child may take to start, answer or stop on a loaded machine.
 const WITHIN: Duration = Duration::from_secs(60);
-
-#[track_model(model = "small-1", task = "review")]
-async fn cross_review() -> String {
-    "reviewed".to_owned()
-}
-
-/// Service B: a tracked model call per request.
-fn service_b() -> Router {
-    Router::new()
-        .route("/run", get(|| async { cross_review().await }))
-        .layer(HttpMetricsLayer::new())
-}
-
-/// Service A: logs a line and calls B with the current context.
-fn service_a(b: String) -> Router {
-    Router::new()
-        .route(
-            "/builds",
-            get(|State(b): State<String>| async move {
-                tracing::info!("handing the build to service B");
-                reqwest::Client::builder()
-                    .no_proxy()
-                    .build()
-                    .unwrap()
-                    .get(format!("{b}/run"))
-                    .headers(trace::header_map())
-                    .send()
-                    .await
-                    .unwrap()
-                    .text()
-                    .await
-                    .unwrap()
-            }),
-        )
-        .with_state(b)
-        .layer(HttpMetricsLayer::new())
-}
 
 /// Not a test of its own: the body of the child processes
 /// `a_request_across_two_processes_is_one_trace` starts. It serves until its
@@ -92,8 +51,8 @@ fn child_service() {
     let obs = hyperkit_obs::init().expect("init() from the child's environment");
     runtime.block_on(async {
         let app = match role.as_str() {
-            "a" => service_a(std::env::var(B_URL).unwrap()),
-            _ => service_b(),
+            "a" => api(std::env::var(B_URL).unwrap()),
+            _ => agent(),
         };
         let server = hyperkit_obs::http::serve_router("127.0.0.1:0".parse().unwrap(), app)
             .await
@@ -219,11 +178,7 @@ fn a_request_across_two_processes_is_one_trace() {
         .build()
         .unwrap();
     let answer = runtime.block_on(async {
-        reqwest::Client::builder()
-            .no_proxy()
-            .timeout(WITHIN)
-            .build()
-            .unwrap()
+        client()
             .get(format!("{a_url}/builds"))
             .header("traceparent", format!("00-{CALLER_TRACE}-{CALLER_SPAN}-01"))
             .send()
@@ -233,7 +188,10 @@ fn a_request_across_two_processes_is_one_trace() {
             .await
             .unwrap()
     });
-    assert_eq!(answer, "reviewed", "A answers with B's answer");
+    // A's trace and request span, then B's trace and call span.
+    let ids: Vec<&str> = answer.split(' ').collect();
+    assert_eq!(ids.len(), 4, "{answer}");
+    assert_eq!((ids[0], ids[2]), (CALLER_TRACE, CALLER_TRACE), "{answer}");
 
     // Stopping flushes each child's logs and spans.
     let a_lines = a.stop();
@@ -253,7 +211,7 @@ fn a_request_across_two_processes_is_one_trace() {
     assert_eq!(field(handed, "service.name"), Some("svc-a"));
     let reviewed = b_traced
         .iter()
-        .find(|l| field(l, "log.origin.function") == Some("cross_review"))
+        .find(|l| field(l, "log.origin.function") == Some("prop_review"))
         .unwrap_or_else(|| panic!("B's model call's line in the caller's trace: {b_lines:#?}"));
     assert_eq!(field(reviewed, "service.name"), Some("svc-b"));
 

@@ -25,20 +25,21 @@ async fn prop_review() -> String {
 }
 
 /// Service B: answers with the trace id and span id of its tracked call.
-fn agent() -> Router {
+pub(super) fn agent() -> Router {
     Router::new()
         .route("/run", get(|| async { prop_review().await }))
         .layer(HttpMetricsLayer::new())
 }
 
-/// Service A: calls B with the current context, answers with B's answer
-/// and its own request's ids.
-fn api(agent: String) -> Router {
+/// Service A: logs a line, calls B with the current context, answers with
+/// its own request's ids and B's answer.
+pub(super) fn api(agent: String) -> Router {
     Router::new()
         .route(
             "/builds",
             get(|State(agent): State<String>| async move {
                 let here = trace::current().unwrap();
+                tracing::info!("handing the build to service B");
                 let answer = client()
                     .get(format!("{agent}/run"))
                     .headers(trace::header_map())
@@ -63,7 +64,7 @@ async fn start(app: Router) -> (Server, String) {
     (server, base)
 }
 
-fn client() -> reqwest::Client {
+pub(super) fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .no_proxy()
         .timeout(Duration::from_secs(10))

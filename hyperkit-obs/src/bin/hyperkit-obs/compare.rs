@@ -5,11 +5,11 @@
 
 use hyperkit_obs::MonitoringConfig;
 use hyperkit_obs::mlflow::compare::usd;
-use hyperkit_obs::mlflow::{CompareFilter, Comparison, ExperimentTracker, ModelRow};
+use hyperkit_obs::mlflow::{CompareFilter, Comparison, ModelRow};
 
 use crate::args::{Operands, Opt, Spec};
-use crate::mlflow::experiment;
-use crate::{Args, Failure, block_on, config_error, shown};
+use crate::mlflow::{experiment, read_experiment};
+use crate::{Args, Failure, config_error, shown};
 
 /// `mlflow compare`.
 pub(crate) const COMPARE: Spec = Spec {
@@ -87,28 +87,13 @@ pub(crate) fn compare(args: &Args) -> Result<(), Failure> {
     let experiment = args
         .value("--experiment")
         .unwrap_or(&config.experiment_name);
-    let target = &config.target;
-    let comparison = block_on(async {
-        let tracker = ExperimentTracker::open(experiment, &config)
-            .await
-            .map_err(|e| {
-                Failure::Failed(format!(
-                    "cannot look up experiment {experiment:?} at {target}: {e}"
-                ))
-            })?
-            .ok_or_else(|| {
-                Failure::Failed(format!("no experiment named {experiment:?} at {target}"))
-            })?;
-        tracker.compare(&filter).await.map_err(|e| {
-            Failure::Failed(format!(
-                "cannot read the runs of experiment {experiment:?} at {target}: {e}"
-            ))
-        })
+    let comparison = read_experiment(experiment, &config, async |tracker| {
+        tracker.compare(&filter).await
     })?;
     if args.switch("--json") {
         let json = serde_json::json!({
             "experiment": experiment,
-            "tracking_uri": target.to_string(),
+            "tracking_uri": config.target.to_string(),
             "task": filter.task,
             "since_ms": filter.since_ms,
             "few_runs_below": hyperkit_obs::mlflow::compare::FEW_RUNS,
@@ -117,7 +102,10 @@ pub(crate) fn compare(args: &Args) -> Result<(), Failure> {
         println!("{json}");
         return Ok(());
     }
-    print!("{}", render(&comparison, experiment, &target.to_string()));
+    print!(
+        "{}",
+        render(&comparison, experiment, &config.target.to_string())
+    );
     Ok(())
 }
 

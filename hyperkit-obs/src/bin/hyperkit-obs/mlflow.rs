@@ -8,8 +8,8 @@ use std::path::PathBuf;
 
 use hyperkit_obs::MonitoringConfig;
 use hyperkit_obs::mlflow::{
-    ExperimentPush, ExperimentTracker, FileStore, MlflowClient, PushError, TrackingTarget,
-    push_store_with,
+    ExperimentPush, ExperimentTracker, FileStore, MlflowClient, MlflowConfig, PushError,
+    TrackingTarget, push_store_with,
 };
 
 use crate::args::{Operands, Opt, Spec};
@@ -87,17 +87,17 @@ is safe to run again after an interruption. MLFLOW_TRACKING_TOKEN and the other
 MLFLOW_* variables apply to the server at URL.",
 };
 
-/// `hyperkit-obs mlflow acceptance`.
-pub(crate) fn acceptance(args: &Args) -> Result<(), Failure> {
-    let model = args.required("--model");
-    let task = args.value("--task");
-    let config = MonitoringConfig::from_env().map_err(config_error)?.mlflow;
-    let experiment = args
-        .value("--experiment")
-        .unwrap_or(&config.experiment_name);
+/// Opens `experiment` where `config` points and reads it with `read`; a
+/// missing experiment or a failure is one line naming the experiment and
+/// where it was looked for.
+pub(crate) fn read_experiment<T, E: std::fmt::Display>(
+    experiment: &str,
+    config: &MlflowConfig,
+    read: impl AsyncFnOnce(&ExperimentTracker) -> Result<T, E>,
+) -> Result<T, Failure> {
     let target = &config.target;
-    let rate = block_on(async {
-        let tracker = ExperimentTracker::open(experiment, &config)
+    block_on(async {
+        let tracker = ExperimentTracker::open(experiment, config)
             .await
             .map_err(|e| {
                 Failure::Failed(format!(
@@ -107,11 +107,24 @@ pub(crate) fn acceptance(args: &Args) -> Result<(), Failure> {
             .ok_or_else(|| {
                 Failure::Failed(format!("no experiment named {experiment:?} at {target}"))
             })?;
-        tracker.acceptance_rate_for(model, task).await.map_err(|e| {
+        read(&tracker).await.map_err(|e| {
             Failure::Failed(format!(
                 "cannot read the runs of experiment {experiment:?} at {target}: {e}"
             ))
         })
+    })
+}
+
+/// `hyperkit-obs mlflow acceptance`.
+pub(crate) fn acceptance(args: &Args) -> Result<(), Failure> {
+    let model = args.required("--model");
+    let task = args.value("--task");
+    let config = MonitoringConfig::from_env().map_err(config_error)?.mlflow;
+    let experiment = args
+        .value("--experiment")
+        .unwrap_or(&config.experiment_name);
+    let rate = read_experiment(experiment, &config, async |tracker| {
+        tracker.acceptance_rate_for(model, task).await
     })?;
     if args.switch("--json") {
         let json = serde_json::json!({
@@ -127,8 +140,10 @@ pub(crate) fn acceptance(args: &Args) -> Result<(), Failure> {
         return Ok(());
     }
     let task = task.map(|t| format!(" (task {t:?})")).unwrap_or_default();
-    let head =
-        format!("acceptance of model {model:?}{task} in experiment {experiment:?} at {target}");
+    let head = format!(
+        "acceptance of model {model:?}{task} in experiment {experiment:?} at {}",
+        config.target
+    );
     match rate.rate() {
         Some(r) => println!(
             "{head}: {:.1}% ({} accepted, {} rejected, {} undecided; {} runs)",
