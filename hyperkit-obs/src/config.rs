@@ -261,12 +261,23 @@ pub(crate) fn parse_millis(
     v: &str,
     example: &'static str,
 ) -> Result<Duration, ConfigError> {
+    parse_millis_in(variable, v, 1, 600_000, example)
+}
+
+/// A whole number of milliseconds from `min` to `max`.
+pub(crate) fn parse_millis_in(
+    variable: &'static str,
+    v: &str,
+    min: u64,
+    max: u64,
+    example: &'static str,
+) -> Result<Duration, ConfigError> {
     match v.trim().parse::<u64>() {
-        Ok(ms) if (1..=600_000).contains(&ms) => Ok(Duration::from_millis(ms)),
+        Ok(ms) if (min..=max).contains(&ms) => Ok(Duration::from_millis(ms)),
         _ => Err(invalid(
             variable,
             v,
-            "must be a number of milliseconds from 1 to 600000",
+            format!("must be a number of milliseconds from {min} to {max}"),
             example,
         )),
     }
@@ -286,7 +297,12 @@ pub(crate) fn parse_rate(variable: &'static str, v: &str) -> Result<f32, ConfigE
 }
 
 /// A whole number from `min` to `max`.
-#[cfg(any(feature = "logstash", feature = "elasticsearch"))]
+#[cfg(any(
+    feature = "logstash",
+    feature = "elasticsearch",
+    feature = "mlflow",
+    feature = "otlp"
+))]
 pub(crate) fn parse_number(
     variable: &'static str,
     v: &str,

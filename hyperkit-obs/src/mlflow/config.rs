@@ -318,20 +318,13 @@ fn parse_seconds(
     }
 }
 
+/// A queue size or a count: a whole number from 1 to 1,000,000.
 fn parse_count(
     variable: &'static str,
     v: &str,
     example: &'static str,
 ) -> Result<usize, ConfigError> {
-    match v.trim().parse::<usize>() {
-        Ok(n) if (1..=1_000_000).contains(&n) => Ok(n),
-        _ => Err(invalid(
-            variable,
-            v,
-            "must be a whole number from 1 to 1000000",
-            example,
-        )),
-    }
+    crate::config::parse_number(variable, v, 1, 1_000_000, example).map(|n| n as usize)
 }
 
 #[cfg(test)]

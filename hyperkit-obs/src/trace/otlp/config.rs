@@ -186,10 +186,11 @@ impl OtlpConfig {
             "OTEL_EXPORTER_OTLP_TIMEOUT",
             "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
         ) {
-            config.timeout = millis(variable, &v, 1, 600_000, "10000")?;
+            config.timeout = crate::config::parse_millis_in(variable, &v, 1, 600_000, "10000")?;
         }
         if let Some(v) = var("OTEL_BSP_SCHEDULE_DELAY") {
-            config.schedule_delay = millis("OTEL_BSP_SCHEDULE_DELAY", &v, 0, 600_000, "5000")?;
+            config.schedule_delay =
+                crate::config::parse_millis_in("OTEL_BSP_SCHEDULE_DELAY", &v, 0, 600_000, "5000")?;
         }
         if let Some(v) = var("OTEL_BSP_MAX_QUEUE_SIZE") {
             config.max_queue = count("OTEL_BSP_MAX_QUEUE_SIZE", &v, "2048")?;
@@ -198,7 +199,8 @@ impl OtlpConfig {
             config.max_batch = count("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", &v, "512")?;
         }
         if let Some(v) = var("OTEL_BSP_EXPORT_TIMEOUT") {
-            let limit = millis("OTEL_BSP_EXPORT_TIMEOUT", &v, 1, 600_000, "30000")?;
+            let limit =
+                crate::config::parse_millis_in("OTEL_BSP_EXPORT_TIMEOUT", &v, 1, 600_000, "30000")?;
             config.timeout = config.timeout.min(limit);
         }
         Ok(Some(config))
@@ -297,34 +299,9 @@ fn parse_headers(variable: &'static str, v: &str) -> Result<Vec<(String, Secret)
     Ok(out)
 }
 
-fn millis(
-    variable: &'static str,
-    v: &str,
-    min: u64,
-    max: u64,
-    example: &'static str,
-) -> Result<Duration, ConfigError> {
-    match v.trim().parse::<u64>() {
-        Ok(ms) if (min..=max).contains(&ms) => Ok(Duration::from_millis(ms)),
-        _ => Err(invalid(
-            variable,
-            v,
-            format!("must be a number of milliseconds from {min} to {max}"),
-            example,
-        )),
-    }
-}
-
+/// A queue or batch size: a whole number from 1 to 1,000,000.
 fn count(variable: &'static str, v: &str, example: &'static str) -> Result<usize, ConfigError> {
-    match v.trim().parse::<usize>() {
-        Ok(n) if (1..=1_000_000).contains(&n) => Ok(n),
-        _ => Err(invalid(
-            variable,
-            v,
-            "must be a whole number from 1 to 1000000",
-            example,
-        )),
-    }
+    crate::config::parse_number(variable, v, 1, 1_000_000, example).map(|n| n as usize)
 }
 
 #[cfg(test)]
