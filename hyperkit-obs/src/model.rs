@@ -449,7 +449,11 @@ pub fn record_score(id: CallId, name: &str, value: f64) -> Result<(), ScoreError
     }
     crate::track::model::record_score(id.model(), id.task(), name, value);
     let at_ms = crate::util::unix_ms();
-    if current_call_id() == Some(id) && crate::trace::current().is_some_and(|c| c.is_sampled()) {
+    // Kept for the call's span only when a span sink will receive it.
+    if crate::calls::any_sampled()
+        && current_call_id() == Some(id)
+        && crate::trace::current().is_some_and(|c| c.is_sampled())
+    {
         pending::add(id.seq(), name, value, at_ms);
     }
     crate::calls::feedback(&crate::calls::Feedback::Score {
