@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use tantivy::directory::MmapDirectory;
 use tantivy::index::{IndexSettings, IndexSortByField, Order};
-use tantivy::indexer::{IndexWriterOptions, LogMergePolicy};
+use tantivy::indexer::{IndexWriterOptions, LogMergePolicy, UserOperation};
 use tantivy::store::Compressor;
 use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, Searcher, TantivyDocument};
 
@@ -20,6 +20,16 @@ use crate::logs::time::day_of;
 /// Doc-store blocks: larger ones compress ECS lines (alike from one to the
 /// next) better, and a search reads few of them.
 const DOCSTORE_BLOCK: usize = 64 * 1024;
+
+/// Documents handed to an indexing thread at once.
+const HANDOVER: usize = 256;
+
+/// Threads indexing a day's documents: two where the machine has two
+/// cores (each writes its own segment per commit, so a commit's segments
+/// are sorted and finished in parallel), one on a single core.
+fn indexing_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(2))
+}
 
 /// What `meta.json` looked like when the reader last reloaded: a commit
 /// replaces the file (a new inode), so a change of any part means a reload.
@@ -50,6 +60,8 @@ pub(super) struct Day {
     reader: IndexReader,
     seen: Mutex<Option<Stamp>>,
     writer: Mutex<Option<IndexWriter>>,
+    /// Threads its writer indexes with.
+    threads: usize,
 }
 
 impl Day {
@@ -121,6 +133,7 @@ impl Day {
             fields,
             reader,
             writer: Mutex::new(None),
+            threads: indexing_threads(),
         })
     }
 
@@ -137,32 +150,41 @@ impl Day {
 
     /// Adds `docs` and commits them: all are stored or none. A failure
     /// drops the writer with what it held, so a retry starts clean.
-    pub(super) fn write(
-        &self,
-        docs: impl IntoIterator<Item = TantivyDocument>,
-        memory: usize,
-    ) -> Result<(), StoreError> {
+    pub(super) fn write<I>(&self, docs: I, memory: usize) -> Result<(), StoreError>
+    where
+        I: IntoIterator<Item = TantivyDocument>,
+        I::IntoIter: ExactSizeIterator,
+    {
         self.add(docs, memory)?;
         self.commit()
     }
 
-    /// Adds `docs` without committing them. Each document goes to the
-    /// indexing thread as soon as it is built, so building the next ones
-    /// overlaps indexing these.
-    pub(super) fn add(
-        &self,
-        docs: impl IntoIterator<Item = TantivyDocument>,
-        memory: usize,
-    ) -> Result<(), StoreError> {
+    /// Adds `docs` (newest first) without committing them.
+    ///
+    /// With one indexing thread they go in messages of [`HANDOVER`], so
+    /// building the next ones overlaps indexing these. With more, each
+    /// thread gets one contiguous part of the batch: every segment a
+    /// commit writes then holds its own span of time, apart from the
+    /// others', and tantivy merges such segments by stacking them instead
+    /// of re-sorting every event (interleaved messages would give every
+    /// segment the whole batch's span).
+    pub(super) fn add<I>(&self, docs: I, memory: usize) -> Result<(), StoreError>
+    where
+        I: IntoIterator<Item = TantivyDocument>,
+        I::IntoIter: ExactSizeIterator,
+    {
         let mut slot = lock(&self.writer);
         let result = (|| {
             let writer = match slot.as_mut() {
                 Some(w) => w,
                 None => {
+                    let threads = self.threads;
                     let options = IndexWriterOptions::builder()
-                        .num_worker_threads(1)
+                        .num_worker_threads(threads)
                         .num_merge_threads(1)
-                        .memory_budget_per_thread(memory)
+                        .memory_budget_per_thread(super::writer::writer_memory(
+                            (memory / threads) as u64,
+                        ))
                         .build();
                     let writer: IndexWriter = self.index.writer_with_options(options)?;
                     let mut policy = LogMergePolicy::default();
@@ -175,8 +197,15 @@ impl Day {
                     slot.insert(writer)
                 }
             };
-            for doc in docs {
-                writer.add_document(doc)?;
+            let mut docs = docs.into_iter();
+            let part = match self.threads {
+                1 => HANDOVER,
+                n => docs.len().div_ceil(n).max(1),
+            };
+            while docs.len() > 0 {
+                let chunk: Vec<UserOperation<TantivyDocument>> =
+                    docs.by_ref().take(part).map(UserOperation::Add).collect();
+                writer.run(chunk)?;
             }
             Ok(())
         })();

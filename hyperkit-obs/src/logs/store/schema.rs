@@ -278,7 +278,16 @@ fn sortable_bits(v: f64) -> u64 {
 /// escaped, so the first `,"service.name":"` is the key itself.
 pub(super) fn service_name(document: &[u8]) -> Option<std::borrow::Cow<'_, str>> {
     const KEY: &[u8] = b",\"service.name\":";
-    let at = document.windows(KEY.len()).position(|w| w == KEY)? + KEY.len();
+    // From comma to comma (a line has a few dozen): the key comes early,
+    // after the timestamp, level, message and logger.
+    let mut at = 0;
+    let at = loop {
+        let comma = at + document.get(at..)?.iter().position(|&b| b == b',')?;
+        if document[comma..].starts_with(KEY) {
+            break comma + KEY.len();
+        }
+        at = comma + 1;
+    };
     let rest = document.get(at..)?;
     if rest.first() != Some(&b'"') {
         return None;

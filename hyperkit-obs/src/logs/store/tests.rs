@@ -486,3 +486,24 @@ fn wildcards_ranges_and_comparisons_search_the_index() {
     assert_eq!(count("event.duration:5*"), 1, "a number's text");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn the_service_name_is_read_from_the_document_as_written() {
+    let line = |service: &str| {
+        let record = LogRecord::new(T0, "info", "app", "a, \"service.name\": \"no\", x");
+        let mut document = Vec::new();
+        ecs_document(&record, service, &mut document);
+        document
+    };
+    for service in ["svc", "build agent, \"eu\"", "ünï\\côdé", ""] {
+        assert_eq!(
+            schema::service_name(&line(service)).as_deref(),
+            Some(service),
+            "{service:?}"
+        );
+    }
+    assert_eq!(schema::service_name(b"{\"message\":\"x\"}"), None);
+    assert_eq!(schema::service_name(b"{,\"service.name\":\"cut"), None);
+    assert_eq!(schema::service_name(b",\"service.name\":"), None);
+    assert_eq!(schema::service_name(b",\"service.name\":1}"), None);
+}

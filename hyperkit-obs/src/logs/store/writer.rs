@@ -51,18 +51,23 @@ impl Default for WriterOptions {
     fn default() -> Self {
         WriterOptions {
             queue_capacity: 65_536,
-            // Whatever is queued, in one commit: a commit writes a segment
-            // and every segment is merged again later, so under load
+            // Half the queue per commit: a commit writes a segment per
+            // indexing thread and every segment is merged again later, so
             // fewer, larger commits index more events per second (and
-            // cost searches fewer segments).
-            batch_size: 65_536,
+            // cost searches fewer segments); a batch smaller than the
+            // queue goes as soon as it is full, while the queue still
+            // takes new events.
+            batch_size: 32_768,
             retention: Retention {
                 max_age_days: 7,
                 max_bytes: 1 << 30,
             },
             // A full batch indexed without a segment written mid-way.
             cache_bytes: 64 << 20,
-            commit_interval: Duration::from_millis(250),
+            // Searchable within a second, as Elasticsearch's default refresh:
+            // under load a batch fills first; when quiet, one commit a
+            // second at most.
+            commit_interval: Duration::from_secs(1),
         }
     }
 }
