@@ -2,7 +2,7 @@
 //! Elasticsearch, when `ELASTICSEARCH_URL` is set, for `search`) queried
 //! with Kibana's Lucene syntax. They only read the store.
 
-use std::io::Write;
+use std::io::{BufWriter, StdoutLock, Write};
 use std::time::Duration;
 
 use hyperkit_obs::MonitoringConfig;
@@ -261,7 +261,7 @@ fn search_elasticsearch(config: &ElasticsearchConfig, request: &Request) -> Resu
             .await
             .map_err(|e| Failure::Failed(format!("Elasticsearch search failed: {e}")))
     })?;
-    let mut out = std::io::stdout().lock();
+    let mut out = lines_out();
     for doc in docs {
         let line = if request.json {
             doc.to_string()
@@ -270,11 +270,12 @@ fn search_elasticsearch(config: &ElasticsearchConfig, request: &Request) -> Resu
         };
         print_line(&mut out, &line);
     }
+    end_lines(out);
     Ok(())
 }
 
 fn print_logs(logs: &[StoredLog], json: bool) {
-    let mut out = std::io::stdout().lock();
+    let mut out = lines_out();
     for log in logs {
         if json {
             print_line(&mut out, &log.document);
@@ -283,12 +284,27 @@ fn print_logs(logs: &[StoredLog], json: bool) {
             print_line(&mut out, &human_line(&doc));
         }
     }
-    let _ = out.flush();
+    end_lines(out);
+}
+
+/// Standard output for a batch of lines, written in blocks: stdout alone
+/// writes at every line break, a system call per line (a hundred for a
+/// search with the default limit).
+fn lines_out() -> BufWriter<StdoutLock<'static>> {
+    BufWriter::with_capacity(64 * 1024, std::io::stdout().lock())
 }
 
 /// Prints `line`; a closed pipe (`| head`) ends the output quietly.
 fn print_line(out: &mut impl Write, line: &str) {
     if writeln!(out, "{line}").is_err() {
+        std::process::exit(0);
+    }
+}
+
+/// Writes out what `out` holds (each batch of `tail` at once, as it is
+/// found); a closed pipe ends the output quietly, as in [`print_line`].
+fn end_lines(mut out: impl Write) {
+    if out.flush().is_err() {
         std::process::exit(0);
     }
 }
