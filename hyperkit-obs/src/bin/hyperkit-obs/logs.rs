@@ -105,6 +105,11 @@ pub(crate) fn search(args: &Args) -> Result<(), Failure> {
         .map_err(|e| Failure::Failed(e.to_string()))?;
     print_logs(&found, request.json);
     warn_damaged(&store);
+    // The process ends here: the kernel drops the store's hundreds of
+    // mapped index files at exit at once, where dropping the store unmaps
+    // and closes them one system call each (a tenth of a search over a
+    // week of days). It only reads, so dropping it has nothing to save.
+    std::mem::forget(store);
     Ok(())
 }
 
