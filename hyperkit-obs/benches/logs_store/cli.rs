@@ -7,7 +7,11 @@
 //! time range (then `--since`/`--until` as durations before now), human
 //! lines (no `--json`). The bare start of the same binary
 //! (`hyperkit-obs --version`) is timed in the same rounds as the baseline.
-//! Target: p95 ≤ 50 ms for every query.
+//! Target: p95 ≤ 50 ms for every query. The table runs over two stores of
+//! the same events: the search table's (two days, a writer batch of
+//! 65,536 per commit) and one over the default retention's seven days in
+//! commits of 2,000, where a query that matches little opens eight days'
+//! indexes.
 //!
 //! The child gets an empty environment but `HYPERKIT_DATA_DIR` (the store's
 //! parent), so no `ELASTICSEARCH_URL` or `HYPERKIT_CONFIG` of the machine
@@ -16,6 +20,8 @@
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Instant;
+
+use hyperkit_obs::logs::store::WriterOptions;
 
 use super::{build_store, now_ms, pass, percentile, queries, temp_dir};
 
@@ -67,11 +73,32 @@ pub(crate) fn cli_table() {
         println!("\nlogs_cli: skipped (the hyperkit-obs binary needs the cli feature)");
         return;
     };
+    let batch = WriterOptions::default().batch_size;
+    let mut worst: f64 = 0.0;
+    // The search table's store, then the same events over the default
+    // retention's week in smaller commits: a query that matches little
+    // opens every day's index and each of its segments' files.
+    for (days, per_commit) in [(2, batch), (7, 2_000)] {
+        worst = worst.max(one_store(exe, days, per_commit));
+    }
+    println!(
+        "worst p95 through the CLI: {worst:.2} ms (target <= {TARGET_MS} ms): {}",
+        pass(worst <= TARGET_MS)
+    );
+}
+
+/// The table over one store of `N` events spread over `days` days, written
+/// `per_commit` events a commit; returns the worst p95 of a search.
+fn one_store(exe: &str, days: i64, per_commit: usize) -> f64 {
     const N: u64 = 1_000_000;
     let data_dir = temp_dir("cli");
-    let (store, build) = build_store(&data_dir.join("logs"), N, now_ms());
+    let (store, build) = build_store(&data_dir.join("logs"), N, now_ms(), days, per_commit);
     let count = store.count().unwrap();
     drop(store);
+    let day_indexes = std::fs::read_dir(data_dir.join("logs"))
+        .unwrap()
+        .filter(|e| e.as_ref().is_ok_and(|e| e.path().is_dir()))
+        .count();
 
     let mut runs = vec![Run {
         kind: "baseline: process start",
@@ -109,7 +136,7 @@ pub(crate) fn cli_table() {
         }
     }
     println!(
-        "\nlogs_cli: `{exe} logs search QUERY` over {count} events (built in {:.1} s), output read through a pipe; defaults: limit 100, newest first, human lines, no time window but the time-range kinds'; {ROUNDS} interleaved rounds; load average {load_before} before, {} after",
+        "\nlogs_cli: `{exe} logs search QUERY` over {count} events, {days} days ({day_indexes} day indexes), {per_commit} per commit (built in {:.1} s), output read through a pipe; defaults: limit 100, newest first, human lines, no time window but the time-range kinds'; {ROUNDS} interleaved rounds; load average {load_before} before, {} after",
         build.as_secs_f64(),
         loadavg()
     );
@@ -136,9 +163,6 @@ pub(crate) fn cli_table() {
             p50 - start_p50
         );
     }
-    println!(
-        "worst p95 through the CLI: {worst:.2} ms (target <= {TARGET_MS} ms): {}",
-        pass(worst <= TARGET_MS)
-    );
     let _ = std::fs::remove_dir_all(&data_dir);
+    worst
 }

@@ -247,14 +247,19 @@ fn bytes(dir: &std::path::Path) -> u64 {
         .unwrap_or(0)
 }
 
-/// Writes `n` generated events spread evenly over the two days before
-/// `now` into a new store in `dir`, a writer batch per commit, and waits
+/// Writes `n` generated events spread evenly over the `days` days before
+/// `now` into a new store in `dir`, `per_commit` events a commit, and waits
 /// for the merges; returns the store and the time it took.
-pub(crate) fn build_store(dir: &std::path::Path, n: u64, now: i64) -> (LogStore, Duration) {
-    let span_ms = 2 * 86_400_000i64;
+pub(crate) fn build_store(
+    dir: &std::path::Path,
+    n: u64,
+    now: i64,
+    days: i64,
+    per_commit: usize,
+) -> (LogStore, Duration) {
+    let span_ms = days * 86_400_000;
     let mut store = LogStore::open(dir).unwrap();
     let start = Instant::now();
-    let per_commit = WriterOptions::default().batch_size;
     let mut batch = Vec::with_capacity(per_commit);
     for i in 0..n {
         batch.push(event(i, now - span_ms + (i as i64 * span_ms / n as i64)));
@@ -275,8 +280,8 @@ pub(crate) fn search_table() {
     for n in [1_000_000u64, 3_000_000] {
         let dir = temp_dir(&format!("search-{n}"));
         let now = now_ms();
-        let (store, build) = build_store(&dir, n, now);
         let per_commit = WriterOptions::default().batch_size;
+        let (store, build) = build_store(&dir, n, now, 2, per_commit);
         let count = store.count().unwrap();
         let bytes = bytes(&dir);
         println!(
