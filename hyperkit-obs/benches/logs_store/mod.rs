@@ -6,6 +6,7 @@
 //! The run that chose tantivy over SQLite FTS5 measured both here on the
 //! same events; its figures are in the README (Logs, "The store").
 
+mod cli;
 mod events;
 
 use std::hint::black_box;
@@ -15,6 +16,7 @@ use std::time::{Duration, Instant};
 use hyperkit_obs::logs::store::{self, WriterOptions};
 use hyperkit_obs::logs::{LogStore, Query, SearchOptions};
 
+pub(crate) use cli::cli_table;
 pub(crate) use events::{event, mix};
 
 pub(crate) fn temp_dir(name: &str) -> PathBuf {
@@ -30,7 +32,7 @@ pub(crate) fn now_ms() -> i64 {
         .as_millis() as i64
 }
 
-fn percentile(xs: &[f64], p: f64) -> f64 {
+pub(crate) fn percentile(xs: &[f64], p: f64) -> f64 {
     let mut xs = xs.to_vec();
     xs.sort_by(f64::total_cmp);
     xs[((xs.len() as f64 - 1.0) * p).round() as usize]
@@ -45,7 +47,7 @@ fn process_cpu() -> f64 {
     t.tv_sec as f64 + t.tv_nsec as f64 * 1e-9
 }
 
-fn pass(ok: bool) -> &'static str {
+pub(crate) fn pass(ok: bool) -> &'static str {
     if ok { "PASS" } else { "MISS" }
 }
 
@@ -170,7 +172,7 @@ pub(crate) fn ingest_table() {
 }
 
 /// The bench's queries: (kind, query, since the newest event in ms).
-fn queries(n: u64) -> Vec<(&'static str, String, Option<i64>)> {
+pub(crate) fn queries(n: u64) -> Vec<(&'static str, String, Option<i64>)> {
     let rare_id = format!("req-{:08x}", n / 3);
     let rare_block = (n / 2..n)
         .map(mix)
@@ -243,27 +245,41 @@ fn bytes(dir: &std::path::Path) -> u64 {
         .unwrap_or(0)
 }
 
+/// Writes `n` generated events spread evenly over the `days` days before
+/// `now` into a new store in `dir`, `per_commit` events a commit, and waits
+/// for the merges; returns the store and the time it took.
+pub(crate) fn build_store(
+    dir: &std::path::Path,
+    n: u64,
+    now: i64,
+    days: i64,
+    per_commit: usize,
+) -> (LogStore, Duration) {
+    let span_ms = days * 86_400_000;
+    let mut store = LogStore::open(dir).unwrap();
+    let start = Instant::now();
+    let mut batch = Vec::with_capacity(per_commit);
+    for i in 0..n {
+        batch.push(event(i, now - span_ms + (i as i64 * span_ms / n as i64)));
+        if batch.len() == per_commit {
+            store.insert(&batch).unwrap();
+            batch.clear();
+        }
+    }
+    store.insert(&batch).unwrap();
+    let build = start.elapsed();
+    // Merges finish, as they do in a store left alone a while.
+    store.close_writers();
+    (store, build)
+}
+
 pub(crate) fn search_table() {
     let mut p95s: Vec<(u64, String, f64)> = Vec::new();
     for n in [1_000_000u64, 3_000_000] {
         let dir = temp_dir(&format!("search-{n}"));
         let now = now_ms();
-        let span_ms = 2 * 86_400_000i64;
-        let mut store = LogStore::open(&dir).unwrap();
-        let start = Instant::now();
         let per_commit = WriterOptions::default().batch_size;
-        let mut batch = Vec::with_capacity(per_commit);
-        for i in 0..n {
-            batch.push(event(i, now - span_ms + (i as i64 * span_ms / n as i64)));
-            if batch.len() == per_commit {
-                store.insert(&batch).unwrap();
-                batch.clear();
-            }
-        }
-        store.insert(&batch).unwrap();
-        let build = start.elapsed();
-        // Merges finish, as they do in a store left alone a while.
-        store.close_writers();
+        let (store, build) = build_store(&dir, n, now, 2, per_commit);
         let count = store.count().unwrap();
         let bytes = bytes(&dir);
         println!(

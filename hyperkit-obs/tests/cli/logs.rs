@@ -111,6 +111,52 @@ fn search_prints_matching_lines_newest_first_in_text_or_json() {
 }
 
 #[test]
+fn a_long_search_prints_every_line_once_and_ends_quietly_into_a_closed_pipe() {
+    let data = data_dir("long");
+    let now = now_ms();
+    // About 200 KB of human lines: several blocks of the buffered output.
+    let messages: Vec<String> = (0..2000)
+        .map(|i| format!("build {i:04} failed: out of gas"))
+        .collect();
+    let events: Vec<_> = messages
+        .iter()
+        .enumerate()
+        .map(|(i, m)| (now - 2000 + i as i64, "error", m.as_str(), "ethereum"))
+        .collect();
+    write(&data, &events);
+
+    let out = run(&data, &["logs", "search", "gas", "--limit", "5000"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let numbers: Vec<usize> = text
+        .lines()
+        .map(|l| {
+            let rest = l.split_once("ERROR build ").expect(l).1;
+            rest[..4].parse().expect(l)
+        })
+        .collect();
+    let newest_first: Vec<usize> = (0..2000).rev().collect();
+    assert_eq!(numbers, newest_first);
+
+    // `| head` that has already gone: every write fails (EPIPE).
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = cli(&data)
+        .args(["logs", "search", "gas", "--limit", "5000"])
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+    std::fs::remove_dir_all(&data).unwrap();
+}
+
+#[test]
 fn bad_usage_exits_2_and_a_missing_store_exits_1() {
     let data = data_dir("usage");
     let out = run(&data, &["logs", "search", "level:error AND (chain:x"]);
