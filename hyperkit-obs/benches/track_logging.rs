@@ -233,7 +233,7 @@ fn start_mlflow(dir: &std::path::Path) -> MlflowGuard {
     hyperkit_obs::mlflow::start(&config).expect("the MLflow file store exporter")
 }
 
-fn table(variants: &[Variant], hand: &Hand) {
+fn table(variants: &[&Variant], hand: &Hand) {
     const ROUNDS: usize = 9;
     const CALLS: u64 = 20_000;
     for v in variants {
@@ -334,8 +334,22 @@ fn main() {
         args.iter()
             .any(|a| a == flag || a.starts_with(&format!("{flag}=")))
     };
+    // A filter (`-- track_build`) keeps the table to the variants it names,
+    // beside the baseline: the model variant writes an MLflow run per call,
+    // which on a slow disk takes most of the run.
+    let filter = args
+        .iter()
+        .skip(1)
+        .find(|a| !a.starts_with('-'))
+        .map(String::as_str);
     if has("--bench") && !has("--profile-time") && !has("--list") {
-        table(&variants, &hand);
+        let chosen: Vec<&Variant> = variants
+            .iter()
+            .enumerate()
+            .filter(|(i, v)| *i == 0 || filter.is_none_or(|f| v.name.contains(f)))
+            .map(|(_, v)| v)
+            .collect();
+        table(&chosen, &hand);
     }
     drop(variants);
     drop(mlflow);
