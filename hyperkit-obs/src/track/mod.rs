@@ -261,10 +261,19 @@ impl Call {
     /// trace context the current one until the guard drops.
     #[inline(always)]
     pub fn enter(&self) -> Entered<'_> {
+        // A call with nothing to enter (no span, no id, no trace) makes a
+        // guard with nothing to test when it drops.
+        if self.span.is_none() && self.id.is_none() && self.trace.is_none() {
+            return Entered {
+                parts: ManuallyDrop::new(None),
+            };
+        }
         Entered {
-            span: ManuallyDrop::new(self.span.as_deref().map(Span::enter)),
-            call: ManuallyDrop::new(self.id().map(crate::model::CurrentCall::enter)),
-            trace: ManuallyDrop::new(self.trace.as_ref().map(CallTrace::enter)),
+            parts: ManuallyDrop::new(Some(EnteredParts {
+                _span: self.span.as_deref().map(Span::enter),
+                _call: self.id().map(crate::model::CurrentCall::enter),
+                _trace: self.trace.as_ref().map(CallTrace::enter),
+            })),
         }
     }
 
@@ -473,29 +482,32 @@ impl Call {
 
 /// The guard of [`Call::enter`].
 pub struct Entered<'a> {
-    // `ManuallyDrop`, dropped in this order by `Drop for Entered`: as in
-    // `Call`, nothing out of line runs for a call that entered nothing.
-    span: ManuallyDrop<Option<tracing::span::Entered<'a>>>,
-    call: ManuallyDrop<Option<crate::model::CurrentCall>>,
-    trace: ManuallyDrop<Option<crate::trace::Scope>>,
+    // `ManuallyDrop`, dropped by `Drop for Entered`: as in `Call`, nothing
+    // out of line runs for a call that entered nothing.
+    parts: ManuallyDrop<Option<EnteredParts<'a>>>,
+}
+
+/// What a call entered, left in field order.
+struct EnteredParts<'a> {
+    _span: Option<tracing::span::Entered<'a>>,
+    _call: Option<crate::model::CurrentCall>,
+    _trace: Option<crate::trace::Scope>,
 }
 
 impl Drop for Entered<'_> {
     #[inline(always)]
     fn drop(&mut self) {
-        if self.span.is_some() || self.call.is_some() || self.trace.is_some() {
+        if self.parts.is_some() {
             self.leave();
         }
     }
 }
 
 impl Entered<'_> {
-    /// Leaves each part where it is, in field order (as `release`).
+    /// Leaves what was entered, where it is (as `Call::release`).
     #[inline(never)]
     fn leave(&mut self) {
-        *self.span = None;
-        *self.call = None;
-        *self.trace = None;
+        *self.parts = None;
     }
 }
 
