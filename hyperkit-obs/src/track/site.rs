@@ -180,7 +180,9 @@ fn resolve_fixed<H: Sync + 'static, const N: usize>(
     {
         return Some(*entry);
     }
-    fill_fixed(site, sets, labels, total, index)
+    // The labels by value: copied to memory in the cold call's block only,
+    // where passing them by reference would keep them there on every call.
+    fill_fixed(site, sets, *labels, total, index)
 }
 
 /// [`resolve_fixed`] for a slot not made yet, or a generic function's.
@@ -189,7 +191,7 @@ fn resolve_fixed<H: Sync + 'static, const N: usize>(
 fn fill_fixed<H: Sync + 'static, const N: usize>(
     site: &Site<H>,
     sets: &'static LabelSets<H>,
-    labels: &[LabelRef<'_>; N],
+    labels: [LabelRef<'_>; N],
     total: usize,
     index: usize,
 ) -> Option<&'static Entry<H>> {
@@ -204,7 +206,7 @@ fn fill_fixed<H: Sync + 'static, const N: usize>(
             && slots
                 .sets
                 .iter()
-                .zip(labels)
+                .zip(&labels)
                 .all(|(s, l)| l.fixed.is_some_and(|(set, _)| same_set(s, set)));
         if !built_for_these {
             return None;
