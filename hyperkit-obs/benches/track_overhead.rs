@@ -57,6 +57,15 @@
 //! or frequency changes only ever add time to a round, so the least round is
 //! the call's own cost, the same on a quiet and a loaded machine (the
 //! median, printed beside it, is not).
+//!
+//! For an experiment on the call path, `TRACK_OVERHEAD_ONLY` names the
+//! variants to time (the first is the baseline of the ratios) and skips
+//! criterion and the table: a stable figure in seconds.
+//!
+//! ```text
+//! TRACK_OVERHEAD_ONLY=hand_tsc,track_build_literal,track_domain_literal \
+//!     cargo bench -p hyperkit-obs --bench track_overhead
+//! ```
 
 use std::hint::black_box;
 use std::time::{Duration, Instant, SystemTime};
@@ -894,8 +903,9 @@ fn per_call_ns(mut f: impl FnMut(u64) -> Result<u64, Error>, n: u64) -> f64 {
     start.elapsed().as_nanos() as f64 / n as f64
 }
 
-/// One round of every variant, `n` calls each, in table order.
-fn round(fx: &Fixture, n: u64) -> [f64; 19] {
+/// Mean ns per call of variant `v` (an index of `VARIANTS`) over `n` calls
+/// (a tenth of them for the two variants that export spans).
+fn run(fx: &Fixture, v: usize, n: u64) -> f64 {
     use hyperkit_obs::trace;
     let chain = black_box("ethereum");
     let enum_chain = black_box(Chain::Ethereum);
@@ -907,39 +917,93 @@ fn round(fx: &Fixture, n: u64) -> [f64; 19] {
         trace::disable();
         ns
     };
-    let exported = || {
-        trace::enable();
-        trace::set_sampler(trace::Sampler::AlwaysOn);
-        let sink = trace::otlp_start(&fx.receiver.config, "bench", &[]).expect("a sink");
-        let ns = per_call_ns(track_build_literal, n / 10);
-        trace::disable();
-        // What the round queued is sent before the next round starts.
-        assert!(sink.flush(Duration::from_secs(60)), "{:?}", sink.status());
-        let status = sink.status().expect("a status");
-        assert_eq!(status.dropped, 0, "{status:?}");
-        ns
-    };
-    [
-        per_call_ns(baseline, n),
-        per_call_ns(|x| hand_best(&fx.best, x), n),
-        per_call_ns(|x| hand_tsc(&fx.best, &fx.tsc, x), n),
-        per_call_ns(|x| hand_seed_style(&fx.seed, chain, x), n),
-        per_call_ns(track_build_literal, n),
-        per_call_ns(|x| track_build_enum(enum_chain, x), n),
-        per_call_ns(|x| track_build_str(chain, x), n),
-        per_call_ns(track_domain_literal, n),
-        per_call_ns(|x| track_domain_enum(env, x), n),
-        per_call_ns(autometrics_fn, n),
-        per_call_ns(metrics_per_call, n),
-        per_call_ns(|x| metrics_handles(&fx.metrics_handles, x), n),
-        per_call_ns(|x| prom_client_per_call(&fx.client, x), n),
-        per_call_ns(|x| prom_client_handles(&fx.client_handles, x), n),
-        per_call_ns(|x| otel_sdk(&fx.otel, x), n),
-        traced(trace::Sampler::AlwaysOff),
-        traced(trace::Sampler::AlwaysOn),
-        exported(),
-        per_call_ns(|x| otel_sdk_span(&fx.tracer, x), n / 10),
-    ]
+    match v {
+        BASELINE => per_call_ns(baseline, n),
+        HAND_BEST => per_call_ns(|x| hand_best(&fx.best, x), n),
+        HAND_TSC => per_call_ns(|x| hand_tsc(&fx.best, &fx.tsc, x), n),
+        HAND_SEED => per_call_ns(|x| hand_seed_style(&fx.seed, chain, x), n),
+        LITERAL => per_call_ns(track_build_literal, n),
+        ENUM => per_call_ns(|x| track_build_enum(enum_chain, x), n),
+        STR => per_call_ns(|x| track_build_str(chain, x), n),
+        DOMAIN_LITERAL => per_call_ns(track_domain_literal, n),
+        DOMAIN_ENUM => per_call_ns(|x| track_domain_enum(env, x), n),
+        AUTOMETRICS => per_call_ns(autometrics_fn, n),
+        METRICS_PER_CALL => per_call_ns(metrics_per_call, n),
+        METRICS_HANDLES => per_call_ns(|x| metrics_handles(&fx.metrics_handles, x), n),
+        CLIENT_PER_CALL => per_call_ns(|x| prom_client_per_call(&fx.client, x), n),
+        CLIENT_HANDLES => per_call_ns(|x| prom_client_handles(&fx.client_handles, x), n),
+        OTEL => per_call_ns(|x| otel_sdk(&fx.otel, x), n),
+        TRACED_UNSAMPLED => traced(trace::Sampler::AlwaysOff),
+        TRACED_SAMPLED => traced(trace::Sampler::AlwaysOn),
+        TRACED_EXPORTED => {
+            trace::enable();
+            trace::set_sampler(trace::Sampler::AlwaysOn);
+            let sink = trace::otlp_start(&fx.receiver.config, "bench", &[]).expect("a sink");
+            let ns = per_call_ns(track_build_literal, n / 10);
+            trace::disable();
+            // What the round queued is sent before the next round starts.
+            assert!(sink.flush(Duration::from_secs(60)), "{:?}", sink.status());
+            let status = sink.status().expect("a status");
+            assert_eq!(status.dropped, 0, "{status:?}");
+            ns
+        }
+        OTEL_SPAN => per_call_ns(|x| otel_sdk_span(&fx.tracer, x), n / 10),
+        _ => unreachable!("{v} is not a variant"),
+    }
+}
+
+/// One round of every variant, `n` calls each, in table order.
+fn round(fx: &Fixture, n: u64) -> [f64; 19] {
+    std::array::from_fn(|v| run(fx, v, n))
+}
+
+/// `TRACK_OVERHEAD_ONLY=hand_tsc,track_build_literal,…`: times only the
+/// variants named (interleaved, `TRACK_OVERHEAD_ROUNDS` rounds of `CALLS`
+/// calls, 400 unless set) and prints each one's least and median round and
+/// its ratio to the first one named, without criterion or the full table.
+/// A quick, stable figure for an experiment on the call path (about a
+/// minute for a few variants).
+fn quick(fx: &Fixture, only: &str) {
+    let chosen: Vec<usize> = only
+        .split(',')
+        .map(str::trim)
+        .filter(|name| !name.is_empty())
+        .map(|name| {
+            VARIANTS
+                .iter()
+                .position(|v| *v == name)
+                .unwrap_or_else(|| panic!("{name} is not a variant: {VARIANTS:?}"))
+        })
+        .collect();
+    assert!(!chosen.is_empty(), "TRACK_OVERHEAD_ONLY names no variant");
+    let rounds: usize = std::env::var("TRACK_OVERHEAD_ROUNDS")
+        .ok()
+        .map_or(400, |r| {
+            r.parse().expect("TRACK_OVERHEAD_ROUNDS is a number")
+        });
+    for &v in &chosen {
+        run(fx, v, CALLS / 10);
+    }
+    let mut samples: Vec<Vec<f64>> = vec![Vec::with_capacity(rounds); chosen.len()];
+    for _ in 0..rounds {
+        for (s, &v) in samples.iter_mut().zip(&chosen) {
+            s.push(run(fx, v, CALLS));
+        }
+    }
+    let least: Vec<f64> = samples
+        .iter()
+        .map(|s| s.iter().copied().fold(f64::INFINITY, f64::min))
+        .collect();
+    println!("least and median ns/call of {rounds} rounds x {CALLS} calls");
+    for (i, &v) in chosen.iter().enumerate() {
+        println!(
+            "{:<21} {:>9.2} {:>9.2} {:>8.3}x",
+            VARIANTS[v],
+            least[i],
+            median(samples[i].clone()),
+            least[i] / least[0],
+        );
+    }
 }
 
 fn ratio_table(fx: &Fixture, started: SystemTime) {
@@ -1064,6 +1128,10 @@ fn main() {
     let started = SystemTime::now();
     let fx = Fixture::new();
     fx.check();
+    if let Ok(only) = std::env::var("TRACK_OVERHEAD_ONLY") {
+        quick(&fx, &only);
+        return;
+    }
 
     let mut criterion = Criterion::default().configure_from_args();
     bench_group(&mut criterion, &fx);

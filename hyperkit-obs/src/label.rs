@@ -195,6 +195,12 @@ impl<'a> LabelRef<'a> {
         }
     }
 
+    /// The value when it is borrowed text (an open value of a string type).
+    #[inline(always)]
+    pub(crate) fn borrowed(&self) -> Option<&'a str> {
+        self.borrowed
+    }
+
     /// The value as text, not yet sanitised.
     #[inline]
     pub fn text(&self) -> Cow<'a, str> {

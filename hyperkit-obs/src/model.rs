@@ -507,10 +507,16 @@ pub(crate) mod pending {
         }
     }
 
+    /// Whether any score waits for its call's span.
+    #[inline]
+    pub(crate) fn any() -> bool {
+        ANY.load(Ordering::Relaxed)
+    }
+
     /// The scores of call `seq`, removed.
     #[inline]
     pub(crate) fn take(seq: u64) -> Vec<Score> {
-        if !ANY.load(Ordering::Relaxed) {
+        if !any() {
             return Vec::new();
         }
         take_slow(seq)

@@ -139,7 +139,7 @@ impl<H> Entry<H> {
 /// (`memcmp` is a call into libc, which costs more than comparing up to
 /// sixteen bytes as two words).
 #[inline(always)]
-fn same_text(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn same_text(a: &[u8], b: &[u8]) -> bool {
     let word = |s: &[u8], at: usize| {
         s.get(at..at + 8)
             .and_then(|w| <[u8; 8]>::try_from(w).ok())

@@ -30,6 +30,7 @@ pub use domain::{DomainHandles, DomainMetrics, DomainSpec};
 pub(crate) use family::Family;
 use family::Registered;
 pub use histogram::DurationHistogram;
+pub(crate) use label_sets::same_text;
 pub use label_sets::{
     ALL_LABELS, DEFAULT_MAX_LABEL_SETS, DEFAULT_MAX_LABEL_VALUES, max_label_sets, max_label_values,
     set_max_label_sets, set_max_label_values,

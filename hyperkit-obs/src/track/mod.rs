@@ -18,6 +18,7 @@ pub(crate) mod spans;
 pub(crate) mod stream;
 
 use std::fmt;
+use std::mem::ManuallyDrop;
 use std::num::NonZeroU64;
 use std::time::{Duration, SystemTime};
 
@@ -184,10 +185,10 @@ impl Prepared {
         Call {
             site: self.site,
             set: self.set,
-            span: self.span,
+            span: ManuallyDrop::new(self.span),
             provider: self.provider,
             id,
-            trace,
+            trace: ManuallyDrop::new(trace),
             here,
             start: clock().now(),
             first: None,
@@ -208,12 +209,14 @@ pub struct Call {
     /// stores before it (a failed store-to-load forward, about 4 ns a
     /// copy); one word moves as it was written. Only a call with INFO spans
     /// on, which costs a microsecond in its subscriber, allocates.
-    span: Option<Box<Span>>,
+    /// Dropped by `Drop for Call` (see there).
+    span: ManuallyDrop<Option<Box<Span>>>,
     provider: Option<&'static str>,
     /// A model call's sequence number (its id with `set`).
     id: Option<NonZeroU64>,
-    /// The call's span in its trace, when trace context is on.
-    trace: Option<CallTrace>,
+    /// The call's span in its trace, when trace context is on. Dropped by
+    /// `Drop for Call`.
+    trace: ManuallyDrop<Option<CallTrace>>,
     /// The counters of the thread the call started on, for a call that
     /// finishes there ([`Prepared::start_here`]); `None` for a future.
     here: Option<Writer<'static>>,
@@ -249,7 +252,7 @@ impl Call {
     pub fn current(&self) -> Current {
         Current {
             id: self.id(),
-            trace: self.trace.clone(),
+            trace: (*self.trace).clone(),
         }
     }
 
@@ -258,10 +261,19 @@ impl Call {
     /// trace context the current one until the guard drops.
     #[inline(always)]
     pub fn enter(&self) -> Entered<'_> {
+        // A call with nothing to enter (no span, no id, no trace) makes a
+        // guard with nothing to test when it drops.
+        if self.span.is_none() && self.id.is_none() && self.trace.is_none() {
+            return Entered {
+                parts: ManuallyDrop::new(None),
+            };
+        }
         Entered {
-            _span: self.span.as_deref().map(Span::enter),
-            _call: self.id().map(crate::model::CurrentCall::enter),
-            _trace: self.trace.as_ref().map(CallTrace::enter),
+            parts: ManuallyDrop::new(Some(EnteredParts {
+                _span: self.span.as_deref().map(Span::enter),
+                _call: self.id().map(crate::model::CurrentCall::enter),
+                _trace: self.trace.as_ref().map(CallTrace::enter),
+            })),
         }
     }
 
@@ -319,8 +331,34 @@ impl Call {
             None => handles.cells.finish(status.index(), ns),
         }
         // One load each when there is no sink, nothing logs (no subscriber,
-        // or one that takes no ERROR) and the call is not sampled: then no
-        // record is built, no span entered, no event made.
+        // or one that takes no ERROR), the call is not sampled and no score
+        // waits for it: then nothing more is done, and what would be is out
+        // of line, so the call's own code stays small.
+        let sampled = self.trace.as_ref().is_some_and(CallTrace::is_sampled);
+        let scored = self.id.is_some() && crate::model::pending::any();
+        if sampled
+            || scored
+            || crate::calls::any()
+            || tracing::level_enabled!(tracing::Level::ERROR)
+        {
+            self.report(status, ns, error, usage, cost_picos, error_type);
+        }
+    }
+
+    /// What [`record`](Self::record) does beyond the metrics: the
+    /// finished-call record to the sinks, the exemplar and the span of a
+    /// sampled call, the closing log event.
+    #[inline(never)]
+    fn report(
+        &self,
+        status: Status,
+        ns: u64,
+        error: Option<&dyn fmt::Display>,
+        usage: Option<Usage>,
+        cost_picos: Option<u64>,
+        error_type: Option<&'static str>,
+    ) {
+        let handles = &self.set.handles;
         let sampled = self.trace.as_ref().is_some_and(CallTrace::is_sampled);
         // Scores recorded inside the call wait for its span (one load when
         // none does).
@@ -337,7 +375,7 @@ impl Call {
         }
         let elapsed = Duration::from_nanos(ns);
         let end = (to_sinks || sampled).then(SystemTime::now);
-        if sampled && let (Some(trace), Some(end)) = (&self.trace, end) {
+        if sampled && let (Some(trace), Some(end)) = (&*self.trace, end) {
             handles.record_exemplar(trace.frame(), status.index(), ns, end);
         }
         if let Some(end) = end.filter(|_| to_sinks || to_spans) {
@@ -417,19 +455,60 @@ impl Call {
 }
 
 impl Drop for Call {
+    /// A finished call without a span or a trace (the common case) drops
+    /// with three flag tests inline; `span` and `trace` are `ManuallyDrop`
+    /// so that their drop glue, which the compiler keeps out of line, is
+    /// called only when one of them holds something.
     #[inline(always)]
     fn drop(&mut self) {
         if !self.done {
             self.record_unfinished();
         }
+        if self.span.is_some() || self.trace.is_some() {
+            self.release();
+        }
+    }
+}
+
+impl Call {
+    /// Drops the span and the trace where they are (an assignment drops
+    /// the old value in place; `take` would copy it out first).
+    #[inline(never)]
+    fn release(&mut self) {
+        *self.span = None;
+        *self.trace = None;
     }
 }
 
 /// The guard of [`Call::enter`].
 pub struct Entered<'a> {
+    // `ManuallyDrop`, dropped by `Drop for Entered`: as in `Call`, nothing
+    // out of line runs for a call that entered nothing.
+    parts: ManuallyDrop<Option<EnteredParts<'a>>>,
+}
+
+/// What a call entered, left in field order.
+struct EnteredParts<'a> {
     _span: Option<tracing::span::Entered<'a>>,
     _call: Option<crate::model::CurrentCall>,
     _trace: Option<crate::trace::Scope>,
+}
+
+impl Drop for Entered<'_> {
+    #[inline(always)]
+    fn drop(&mut self) {
+        if self.parts.is_some() {
+            self.leave();
+        }
+    }
+}
+
+impl Entered<'_> {
+    /// Leaves what was entered, where it is (as `Call::release`).
+    #[inline(never)]
+    fn leave(&mut self) {
+        *self.parts = None;
+    }
 }
 
 /// What makes a call current while its async body is polled
