@@ -13,3 +13,19 @@ mod soak;
 mod status_page;
 mod terminal;
 mod tmux;
+
+/// The lines `child` writes on its (piped) stdout, as they come: a thread
+/// reads them all along, so the demo never blocks on a full pipe.
+fn stdout_lines(child: &mut std::process::Child) -> std::sync::mpsc::Receiver<String> {
+    use std::io::{BufRead, BufReader};
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let (tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    lines
+}

@@ -7,7 +7,6 @@
 //! answering 200 as a collector does, the requests decoded with the
 //! OpenTelemetry protobuf definitions: no Collector can be installed here).
 
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -75,15 +74,7 @@ fn a_build_is_one_trace_across_the_api_and_the_agent() {
         .stderr(Stdio::inherit())
         .spawn()
         .expect("demo starts");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let rx = crate::stdout_lines(&mut child);
 
     // Piped, the demo prints every event as a JSON line: wait for the API
     // to hear from the agent that a build succeeded.

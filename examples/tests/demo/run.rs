@@ -1,7 +1,6 @@
 //! The main job runs, reports progress, and exits 0 on SIGTERM after
 //! recording the calls it cancelled.
 
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -20,15 +19,7 @@ fn demo_runs_and_exits_cleanly_on_sigterm() {
         .stderr(Stdio::inherit())
         .spawn()
         .expect("demo starts");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let rx = crate::stdout_lines(&mut child);
 
     // Wait (with a deadline) for a progress line that shows finished builds.
     let deadline = Instant::now() + Duration::from_secs(60);

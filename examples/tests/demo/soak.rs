@@ -20,7 +20,6 @@
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use test_support::{TempDir, free_port};
@@ -145,15 +144,7 @@ async fn the_demo_at_high_speed_keeps_memory_and_descriptors_flat_and_loses_noth
 
     // Both pipes are read all along: a reader that stops would be a fault
     // of the test (the faults tests cover that one).
-    let (tx, lines) = mpsc::channel::<String>();
-    let stdout = demo.0.stdout.take().expect("stdout is piped");
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let lines = crate::stdout_lines(&mut demo.0);
     let stderr = demo.0.stderr.take().expect("stderr is piped");
     let stderr = std::thread::spawn(move || {
         BufReader::new(stderr)
