@@ -5,14 +5,17 @@
 //! | variant | what one call does |
 //! |---|---|
 //! | `hand_instrument_json` | `#[tracing::instrument(fields(chain))]`, pre-resolved `prometheus` handles (counter, histogram, gauge) timed with `Instant`, and an `info!` closing event, under `tracing_subscriber::fmt().json()` writing through `tracing_appender::non_blocking` |
-//! | `track_build_logged` | `#[track_build(chain)]` under the layers `init()` installs: the ECS JSON layer (writing through the same kind of non-blocking writer) and the local log store (its queue and writer thread on a temporary directory), with the tracked-span filter |
+//! | `track_build_logged` | `#[track_build(chain)]` under the layers `init()` installs: the ECS JSON layer (writing through the runtime's non-blocking line writer, the worker `init()`'s stdout uses) and the local log store (its queue and writer thread on a temporary directory), with the tracked-span filter |
 //! | `track_model_logged` | `#[track_model(model, task)]` under the same layers, and the MLflow file store exporter on a temporary directory: a run per call |
 //!
 //! JSON lines go to `io::sink()` through a non-blocking writer in every
-//! variant, as `init()`'s go to stdout through its non-blocking sink: what
-//! is measured is the caller's thread. Each variant is timed in chunks;
+//! variant: `tracing_appender`'s for the hand-written baseline, as its docs
+//! recommend, and for the tracked variants `logs::non_blocking`, the same
+//! sink `init()`'s stdout lines go through (`NonBlockingStdout`): what is
+//! measured is the caller's thread. Each variant is timed in chunks;
 //! between chunks (untimed) the queues are flushed, so what is measured is a
-//! caller with room in the queues, not the cost of dropping.
+//! caller with room in the queues, not the cost of dropping (no line is
+//! dropped: the run checks it).
 //!
 //! The cost on the caller is its thread's CPU time per call (`CLOCK_THREAD_CPUTIME_ID`); wall time is printed beside it. On a
 //! 2-core machine the background threads (the JSON writer, the store's
@@ -28,6 +31,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use criterion::Criterion;
+use hyperkit_obs::logs::NonBlockingGuard;
 use hyperkit_obs::logs::store::{self, LogStoreGuard, WriterOptions};
 use hyperkit_obs::mlflow::{MlflowConfig, MlflowGuard, TrackingTarget};
 use hyperkit_obs::prometheus::{Histogram, HistogramOpts, IntCounter, IntGauge};
@@ -117,7 +121,9 @@ struct Variant {
     kind: Kind,
     dispatch: Dispatch,
     store: Option<LogStoreGuard>,
-    _appender: tracing_appender::non_blocking::WorkerGuard,
+    /// The tracked variants' JSON line writer.
+    lines: Option<NonBlockingGuard>,
+    _appender: Option<tracing_appender::non_blocking::WorkerGuard>,
 }
 
 impl Variant {
@@ -133,14 +139,16 @@ impl Variant {
             kind: Kind::Hand,
             dispatch: Dispatch::new(subscriber),
             store: None,
-            _appender: guard,
+            lines: None,
+            _appender: Some(guard),
         }
     }
 
     /// The layers `init()` installs by default, writing JSON lines through
     /// a non-blocking writer to `io::sink()`.
     fn tracked(name: &'static str, kind: Kind, dir: &std::path::Path) -> Self {
-        let (writer, guard) = tracing_appender::non_blocking(std::io::sink());
+        let (writer, lines) =
+            hyperkit_obs::logs::non_blocking("bench-json", std::io::sink()).expect("a line writer");
         let (sink, store) =
             store::start(dir.join(name), WriterOptions::default()).expect("a log store");
         let layer = hyperkit_obs::logs::layer("bench")
@@ -153,7 +161,8 @@ impl Variant {
             kind,
             dispatch: Dispatch::new(subscriber),
             store: Some(store),
-            _appender: guard,
+            lines: Some(lines),
+            _appender: None,
         }
     }
 
@@ -193,6 +202,12 @@ impl Variant {
             cpu = cpu.zip(used).map(|(a, b)| a + b);
             if let Some(store) = &self.store {
                 assert!(store.flush(Duration::from_secs(60)), "the store keeps up");
+            }
+            if let Some(lines) = &self.lines {
+                assert!(
+                    lines.flush(Duration::from_secs(60)),
+                    "the line writer keeps up"
+                );
             }
             if self.kind == Kind::TrackModel {
                 assert!(
@@ -360,6 +375,21 @@ fn main() {
             .map(|(_, v)| v)
             .collect();
         table(&chosen, &hand);
+    }
+    for v in &variants {
+        for status in [
+            v.store.as_ref().map(|s| s.status()),
+            v.lines.as_ref().map(|l| l.status()),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            assert_eq!(
+                status.dropped, 0,
+                "{}: {} dropped lines",
+                v.name, status.sink
+            );
+        }
     }
     drop(variants);
     drop(mlflow);

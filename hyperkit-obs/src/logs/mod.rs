@@ -8,7 +8,10 @@
 //!   it; a program with its own subscriber adds it itself.
 //! - [`text_layer`] writes human-readable lines instead, for a terminal
 //!   ([`TextFormat`], with durations as [`HumanDuration`]).
-//! - [`store`] is the local SQLite FTS5 store with its background writer.
+//! - [`NonBlockingStdout`] and [`non_blocking`] write the lines off the
+//!   caller's thread.
+//! - [`store`] is the local store (a tantivy index per day) with its
+//!   background writer.
 //! - [`Query`] is the query language.
 //! - [`elastic`] and [`logstash`] ship the documents to Elasticsearch and
 //!   Logstash on the shared export runtime; [`elastic::ElasticsearchClient`]
@@ -47,7 +50,8 @@ pub use query::{
 #[cfg(any(feature = "elasticsearch", feature = "logstash"))]
 pub use ship::{Document, ShipperGuard, ShipperHandle, ShippingError};
 pub use stdout::{
-    FLUSH_DEADLINE as STDOUT_FLUSH_DEADLINE, LineWriter, NonBlockingStdout, flush as flush_stdout,
+    FLUSH_DEADLINE as STDOUT_FLUSH_DEADLINE, LineWriter, NonBlocking, NonBlockingGuard,
+    NonBlockingStdout, flush as flush_stdout, non_blocking,
 };
 #[cfg(feature = "log-store")]
 pub use store::{LogStore, LogStoreGuard, SearchOptions, StoreSink, StoredLog};

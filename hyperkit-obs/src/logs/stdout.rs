@@ -1,34 +1,60 @@
-//! Stdout as a sink: log lines are queued, not written, on the caller's
-//! thread, and a worker of the shared export runtime writes them. A slow
+//! Log lines written off the caller's thread: each event's line is queued,
+//! not written, and a worker of the shared export runtime writes it. A slow
 //! terminal, a pipe nobody reads or a closed stdout costs the caller one
 //! queue send at worst: a full queue drops the line and counts it in
-//! `hyperkit_obs_dropped_total{sink="stdout"}`, and a stdout that refuses
+//! `hyperkit_obs_dropped_total{sink}`, and a destination that refuses
 //! writes (`EPIPE`) drops and counts what it refused.
 //!
-//! [`NonBlockingStdout`] is a `tracing_subscriber` `MakeWriter`: each event's
-//! writer gathers its line and queues it whole when dropped, so lines never
-//! interleave. [`init()`](crate::init) writes both the JSON and the text lines
-//! through it, and its guard's drop flushes what is queued.
+//! [`NonBlockingStdout`] is the process's stdout, started on first use;
+//! [`non_blocking`] makes the same for any other `Write` (a file, stderr).
+//! Both are `tracing_subscriber` `MakeWriter`s: each event's writer gathers
+//! its line and queues it whole when dropped, so lines never interleave.
+//! [`init()`](crate::init) writes both the JSON and the text lines to stdout
+//! through them, and its guard's drop flushes what is queued.
+//!
+//! Unlike `tracing_appender::non_blocking`, the caller never wakes the
+//! worker (it looks for lines every [`TICK`](crate::export::TICK)), so a
+//! line costs the caller no system call.
 
 use std::io::Write;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use crate::export::{self, Delivery, Exporter, Guard, Handle};
+use crate::export::{self, Delivery, Exporter, Guard, Handle, SpawnError};
 
-/// The sink name: its `sink` label and readiness check.
+/// The sink name of stdout: its `sink` label and readiness check.
 pub(crate) const SINK: &str = "stdout";
 
 /// Lines waiting to be written, at most.
 const CAPACITY: usize = 16_384;
 
+/// Bytes handed to the destination in one write: a batch of lines goes in
+/// a few writes, not one per line (stdout is line-buffered).
+const WRITE_BLOCK: usize = 64 * 1024;
+
 /// How long the flush of [`init()`](crate::init)'s guard waits for queued
 /// lines.
 pub const FLUSH_DEADLINE: Duration = Duration::from_secs(2);
 
-struct Lines;
+/// The worker's side: writes each batch to `W`.
+struct Lines<W> {
+    out: W,
+    /// Where `out` goes, for the sink's status.
+    name: &'static str,
+    block: Vec<u8>,
+}
 
-impl Exporter for Lines {
+impl<W: Write> Lines<W> {
+    /// Writes the lines gathered in `block`; `Err` when the destination
+    /// refused them.
+    fn write_block(&mut self) -> std::io::Result<()> {
+        let result = self.out.write_all(&self.block);
+        self.block.clear();
+        result
+    }
+}
+
+impl<W: Write + Send + 'static> Exporter for Lines<W> {
     type Item = Vec<u8>;
 
     fn weight(&self, line: &Vec<u8>) -> usize {
@@ -36,52 +62,68 @@ impl Exporter for Lines {
     }
 
     fn export(&mut self, batch: Vec<Vec<u8>>, delivery: &mut Delivery<'_, Vec<u8>>) {
-        let stdout = std::io::stdout();
-        let mut out = stdout.lock();
-        let mut written = 0;
-        for line in &batch {
-            match out.write_all(line) {
-                Ok(()) => written += 1,
-                Err(e) => {
-                    // Nobody reads stdout any more: what it refused is lost,
-                    // counted, and said on stderr (which this does not use).
-                    let lost = batch.len() - written;
-                    delivery.reject(lost);
-                    delivery.fail(format!("cannot write log lines to stdout: {e}"));
+        // Lines in the block, and lines written before it.
+        let (mut pending, mut written) = (0, 0);
+        for (i, line) in batch.iter().enumerate() {
+            self.block.extend_from_slice(line);
+            pending += 1;
+            if self.block.len() >= WRITE_BLOCK || i + 1 == batch.len() {
+                if let Err(e) = self.write_block() {
+                    // Nobody reads any more: what it refused is lost,
+                    // counted, and said in the sink's status.
+                    delivery.reject(batch.len() - written);
+                    delivery.fail(format!("cannot write log lines to {}: {e}", self.name));
                     return;
                 }
+                written += pending;
+                pending = 0;
             }
         }
-        let _ = out.flush();
+        let _ = self.out.flush();
+        if self.block.capacity() > 4 * WRITE_BLOCK {
+            self.block = Vec::new();
+        }
     }
 }
 
-static SINK_GUARD: OnceLock<Option<Guard<Vec<u8>>>> = OnceLock::new();
-
-/// The process's stdout sink, started on first use (`None` if its thread
-/// could not start: lines are then dropped and counted). Its runtime never
-/// reports its own failures to stdout (their log line would come back
-/// here): they go to the sink's status and readiness check.
-fn handle() -> Option<Handle<Vec<u8>>> {
-    SINK_GUARD
-        .get_or_init(|| {
-            let options = export::Options::new(SINK, "stdout")
-                .capacity(CAPACITY)
-                .batch(1024, 256 * 1024)
-                .shutdown_deadline(FLUSH_DEADLINE);
-            export::spawn(options, Lines).ok()
-        })
-        .as_ref()
-        .map(Guard::handle)
+/// The options of a line writer's sink named `sink`.
+fn options(sink: &'static str, target: &str) -> export::Options {
+    export::Options::new(sink, target)
+        .capacity(CAPACITY)
+        .batch(1024, 256 * 1024)
+        .shutdown_deadline(FLUSH_DEADLINE)
 }
 
-/// Waits until the lines queued so far are written, for at most
-/// `deadline`; `true` when they were (or nothing was ever queued).
+/// The stdout sink's guard, and a handle to it (`None` if its thread could
+/// not start: lines are then dropped and counted).
+static STDOUT: OnceLock<Option<(NonBlockingGuard, NonBlocking)>> = OnceLock::new();
+
+/// The process's stdout sink, started on first use. Its runtime never
+/// reports its own failures to stdout (their log line would come back
+/// here): they go to the sink's status and readiness check.
+fn stdout_handle() -> Option<&'static Handle<Vec<u8>>> {
+    STDOUT
+        .get_or_init(|| {
+            let lines = Lines {
+                out: std::io::stdout(),
+                name: "stdout",
+                block: Vec::new(),
+            };
+            let guard = export::spawn(options(SINK, "stdout"), lines).ok()?;
+            let handle = guard.handle();
+            Some((guard, NonBlocking { handle }))
+        })
+        .as_ref()
+        .map(|(_, writer)| &writer.handle)
+}
+
+/// Waits until the lines queued for stdout so far are written, for at
+/// most `deadline`; `true` when they were (or nothing was ever queued).
 pub fn flush(deadline: Duration) -> bool {
-    SINK_GUARD
+    STDOUT
         .get()
         .and_then(Option::as_ref)
-        .is_none_or(|g| g.flush(deadline))
+        .is_none_or(|(g, _)| g.flush(deadline))
 }
 
 /// A `MakeWriter` for stdout that never blocks the caller (see the
@@ -99,14 +141,78 @@ pub fn flush(deadline: Duration) -> bool {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct NonBlockingStdout;
 
-/// One event's line on its way to the stdout sink: queued when dropped.
-#[derive(Debug)]
-pub struct LineWriter {
-    line: Vec<u8>,
+/// A `MakeWriter` that queues each line for a worker writing to another
+/// destination, made by [`non_blocking`]. Cloning it is cheap; every clone
+/// queues for the same worker.
+#[derive(Clone, Debug)]
+pub struct NonBlocking {
+    handle: Handle<Vec<u8>>,
 }
 
-impl Write for LineWriter {
+/// Stops a [`non_blocking`] writer's worker when dropped, after writing
+/// what is queued (within [`FLUSH_DEADLINE`]; what is left then is dropped
+/// and counted). [`Guard::flush`] waits for the lines queued so far.
+pub type NonBlockingGuard = Guard<Vec<u8>>;
+
+/// Writes log lines to `writer` on a worker thread of its own, a sink named
+/// `sink` (its `hyperkit_obs_dropped_total` label, readiness check and
+/// thread name), as [`NonBlockingStdout`] does for stdout.
+///
+/// ```
+/// use tracing_subscriber::layer::SubscriberExt;
+///
+/// let path = std::env::temp_dir().join(format!("non-blocking-doc-{}.log", std::process::id()));
+/// let (writer, guard) = hyperkit_obs::logs::non_blocking("agent-log", std::fs::File::create(&path)?)?;
+/// let subscriber = tracing_subscriber::registry()
+///     .with(hyperkit_obs::logs::layer("agent").with_writer(writer));
+/// tracing::subscriber::with_default(subscriber, || tracing::info!("to the file"));
+/// drop(guard); // writes what is queued, then stops
+/// assert!(std::fs::read_to_string(&path)?.contains("\"message\":\"to the file\""));
+/// # std::fs::remove_file(&path)?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn non_blocking<W>(
+    sink: &'static str,
+    writer: W,
+) -> Result<(NonBlocking, NonBlockingGuard), SpawnError>
+where
+    W: Write + Send + 'static,
+{
+    let lines = Lines {
+        out: writer,
+        name: sink,
+        block: Vec::new(),
+    };
+    let guard = export::spawn(options(sink, sink), lines)?;
+    let handle = guard.handle();
+    Ok((NonBlocking { handle }, guard))
+}
+
+/// One event's line on its way to a line writer's worker: queued whole
+/// when dropped.
+#[derive(Debug)]
+pub struct LineWriter<'a> {
+    line: Vec<u8>,
+    to: Option<&'a Handle<Vec<u8>>>,
+    sink: &'static str,
+}
+
+impl LineWriter<'_> {
+    /// Room for a line whose first part is `first`: a layer that writes
+    /// its line at once (the ECS layer) allocates it exactly once; one that
+    /// writes it in pieces starts with room for a typical line.
+    fn reserve_first(&mut self, first: usize) {
+        const TYPICAL: usize = 256;
+        self.line
+            .reserve_exact(if first >= TYPICAL / 2 { first } else { TYPICAL });
+    }
+}
+
+impl Write for LineWriter<'_> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.line.capacity() == 0 {
+            self.reserve_first(buf.len());
+        }
         self.line.extend_from_slice(buf);
         Ok(buf.len())
     }
@@ -116,26 +222,120 @@ impl Write for LineWriter {
     }
 }
 
-impl Drop for LineWriter {
+impl Drop for LineWriter<'_> {
     fn drop(&mut self) {
         if self.line.is_empty() {
             return;
         }
-        match handle() {
+        match self.to {
             Some(h) => {
                 h.send(std::mem::take(&mut self.line));
             }
-            None => crate::metrics::record_dropped(SINK, 1),
+            None => crate::metrics::record_dropped(self.sink, 1),
         }
     }
 }
 
 impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for NonBlockingStdout {
-    type Writer = LineWriter;
+    type Writer = LineWriter<'static>;
 
-    fn make_writer(&'a self) -> LineWriter {
+    fn make_writer(&'a self) -> LineWriter<'static> {
         LineWriter {
-            line: Vec::with_capacity(256),
+            line: Vec::new(),
+            to: stdout_handle(),
+            sink: SINK,
         }
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for NonBlocking {
+    type Writer = LineWriter<'a>;
+
+    fn make_writer(&'a self) -> LineWriter<'a> {
+        LineWriter {
+            line: Vec::new(),
+            to: Some(&self.handle),
+            sink: self.handle.sink(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+    use tracing_subscriber::fmt::MakeWriter;
+
+    /// A destination that keeps what it is given, and its writes.
+    #[derive(Clone, Default)]
+    struct Kept(Arc<Mutex<(Vec<u8>, usize)>>);
+
+    impl Write for Kept {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            let mut kept = self.0.lock().unwrap();
+            kept.0.extend_from_slice(buf);
+            kept.1 += 1;
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// A destination that refuses every write, as a closed pipe does.
+    struct Closed;
+
+    impl Write for Closed {
+        fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+            Err(std::io::ErrorKind::BrokenPipe.into())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn lines_arrive_whole_in_order_and_a_batch_in_few_writes() {
+        let kept = Kept::default();
+        let (writer, guard) = non_blocking("test-lines", kept.clone()).unwrap();
+        for i in 0..3_000 {
+            let mut line = writer.make_writer();
+            // In pieces, as a formatting layer writes them.
+            write!(line, "line {i}").unwrap();
+            line.write_all(b" end\n").unwrap();
+        }
+        assert!(guard.flush(Duration::from_secs(30)));
+        assert_eq!(guard.status().delivered, 3_000);
+        let (bytes, writes) = kept.0.lock().unwrap().clone();
+        let text = String::from_utf8(bytes).unwrap();
+        let expected: String = (0..3_000).map(|i| format!("line {i} end\n")).collect();
+        assert_eq!(text, expected);
+        assert!(writes < 300, "{writes} writes for 3,000 lines");
+    }
+
+    #[test]
+    fn a_destination_that_refuses_loses_its_lines_counted() {
+        let (writer, guard) = non_blocking("test-closed", Closed).unwrap();
+        for _ in 0..10 {
+            writer.make_writer().write_all(b"lost\n").unwrap();
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while guard.status().rejected < 10 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let status = guard.status();
+        assert_eq!((status.rejected, status.delivered), (10, 0));
+        assert!(status.last_error.is_some_and(|e| e.contains("test-closed")));
+    }
+
+    #[test]
+    fn a_line_written_at_once_is_allocated_once_and_exactly() {
+        let (writer, _guard) = non_blocking("test-exact", std::io::sink()).unwrap();
+        let mut line = writer.make_writer();
+        line.write_all(&[b'x'; 517]).unwrap();
+        assert_eq!(line.line.capacity(), 517);
+        let mut pieces = writer.make_writer();
+        pieces.write_all(b"ts=").unwrap();
+        assert_eq!(pieces.line.capacity(), 256);
     }
 }
