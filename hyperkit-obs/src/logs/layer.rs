@@ -204,7 +204,11 @@ impl Visit for Collector {
         self.set(field, FieldValue::Str(value.to_string()));
     }
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        self.set(field, FieldValue::Str(format!("{value:?}")));
+        // Room for a typical message at once: `format!` cannot see through
+        // `dyn Debug` and would grow the string from 8 bytes.
+        let mut text = String::with_capacity(64);
+        let _ = fmt::Write::write_fmt(&mut text, format_args!("{value:?}"));
+        self.set(field, FieldValue::Str(text));
     }
 }
 

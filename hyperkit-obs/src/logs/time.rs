@@ -2,35 +2,69 @@
 //! milliseconds for `@timestamp`, parsing for the CLI's `--since`/`--until`,
 //! and the UTC day that names a store partition.
 
+use std::cell::Cell;
+
 use crate::util::{civil_from_days, days_from_civil};
+
+thread_local! {
+    /// The second last written on this thread and its text up to the
+    /// milliseconds (`YYYY-MM-DDTHH:MM:SS.`): the lines of one thread mostly
+    /// fall in the same second, which then costs a copy.
+    static LAST_SECOND: Cell<(i64, [u8; 20])> = const { Cell::new((i64::MIN, [0; 20])) };
+}
 
 /// Writes `ms` (milliseconds since the Unix epoch) as
 /// `YYYY-MM-DDTHH:MM:SS.mmmZ`.
 pub(crate) fn write_rfc3339_millis(ms: i64, out: &mut Vec<u8>) {
-    let days = ms.div_euclid(86_400_000);
-    let in_day = ms.rem_euclid(86_400_000);
+    let second = ms.div_euclid(1000);
+    let milli = ms.rem_euclid(1000) as u32;
+    let prefix = LAST_SECOND
+        .try_with(|last| {
+            let (at, text) = last.get();
+            if at == second {
+                return text;
+            }
+            let text = second_text(second);
+            last.set((second, text));
+            text
+        })
+        // A thread's last lines, after its locals are gone.
+        .unwrap_or_else(|_| second_text(second));
+    out.extend_from_slice(&prefix);
+    out.extend_from_slice(&[
+        b'0' + (milli / 100) as u8,
+        b'0' + (milli / 10 % 10) as u8,
+        b'0' + (milli % 10) as u8,
+        b'Z',
+    ]);
+}
+
+/// `second` (since the Unix epoch) as `YYYY-MM-DDTHH:MM:SS.`
+fn second_text(second: i64) -> [u8; 20] {
+    let days = second.div_euclid(86_400);
+    let in_day = second.rem_euclid(86_400);
     let (y, m, d) = civil_from_days(days);
-    let (h, rest) = (in_day / 3_600_000, in_day % 3_600_000);
-    let (min, rest) = (rest / 60_000, rest % 60_000);
-    let (s, milli) = (rest / 1000, rest % 1000);
-    // Digit by digit: this is on the path of every log line, where `write!`
-    // cost more than the rest of the document.
+    let (h, rest) = (in_day / 3_600, in_day % 3_600);
+    let (min, s) = (rest / 60, rest % 60);
+    // Digit by digit: `write!` costs more than the rest of a document.
     use crate::util::write_padded as pad;
+    let mut out = Vec::with_capacity(20);
     // Years outside 0..=9999 are not RFC 3339; they are clamped.
-    pad(out, y.clamp(0, 9999) as u64, 4);
+    pad(&mut out, y.clamp(0, 9999) as u64, 4);
     out.push(b'-');
-    pad(out, u64::from(m), 2);
+    pad(&mut out, u64::from(m), 2);
     out.push(b'-');
-    pad(out, u64::from(d), 2);
+    pad(&mut out, u64::from(d), 2);
     out.push(b'T');
-    pad(out, h as u64, 2);
+    pad(&mut out, h as u64, 2);
     out.push(b':');
-    pad(out, min as u64, 2);
+    pad(&mut out, min as u64, 2);
     out.push(b':');
-    pad(out, s as u64, 2);
+    pad(&mut out, s as u64, 2);
     out.push(b'.');
-    pad(out, milli as u64, 3);
-    out.push(b'Z');
+    let mut text = [b'0'; 20];
+    text.copy_from_slice(&out);
+    text
 }
 
 /// `ms` as an RFC 3339 string with milliseconds, UTC.
@@ -161,6 +195,21 @@ mod tests {
             format_timestamp(951_782_400_000),
             "2000-02-29T00:00:00.000Z"
         );
+    }
+
+    #[test]
+    fn the_second_kept_for_the_next_line_never_shows_in_another() {
+        // Forwards and backwards over a second, a day and a year, on one
+        // thread: each text parses back to its own millisecond.
+        let new_year = 1_798_761_600_000; // 2027-01-01T00:00:00.000Z
+        let around = (new_year - 1_002..new_year + 1_002).chain((new_year - 3..new_year + 3).rev());
+        for ms in around.chain([0, 999, 1_000, -1, 4_102_444_799_999, 1]) {
+            let text = format_timestamp(ms);
+            assert_eq!(text.len(), 24, "{text}");
+            assert_eq!(parse_time(&text, 0), Ok(ms), "{text}");
+        }
+        assert_eq!(format_timestamp(new_year - 1), "2026-12-31T23:59:59.999Z");
+        assert_eq!(format_timestamp(new_year), "2027-01-01T00:00:00.000Z");
     }
 
     #[test]
