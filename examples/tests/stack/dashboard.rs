@@ -29,7 +29,7 @@ pub(crate) fn substitute(expr: &str, variables: &BTreeMap<String, String>) -> St
     let mut out = expr.to_owned();
     let builtins = [
         ("__rate_interval", "1m"),
-        ("__interval", "15s"),
+        ("__interval", "10s"),
         ("__range", "1h"),
     ];
     let all = variables

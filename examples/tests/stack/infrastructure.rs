@@ -61,10 +61,10 @@ fn prometheus_config_is_valid_with_no_warnings() {
 }
 
 #[test]
-fn evaluation_interval_is_set_explicitly_to_15s() {
+fn evaluation_interval_is_set_explicitly_to_10s() {
     let text = std::fs::read_to_string(infra().join("prometheus/prometheus.yml")).unwrap();
     assert!(
-        text.lines().any(|l| l.trim() == "evaluation_interval: 15s"),
+        text.lines().any(|l| l.trim() == "evaluation_interval: 10s"),
         "{text}"
     );
 }

@@ -10,8 +10,8 @@ use crate::{Demo, JOB, infra, wait_up};
 /// Scrape interval of the uptime test. An uptime computed from `up` can be
 /// off by one scrape at each edge of an outage, so the interval must be
 /// small beside the window: 0.25 s in a ~90 s window is at most ~0.3
-/// percentage points, under the 0.5 the issue allows. (At the deployed 15 s
-/// the same window would have ~6 samples.)
+/// percentage points, under the 0.5 the issue allows. (At the deployed 10 s
+/// the same window would have ~9 samples.)
 const UPTIME_SCRAPE: &str = "250ms";
 /// The demo serves this long before and after its outage.
 const UP_SPAN: Duration = Duration::from_secs(35);
