@@ -71,6 +71,6 @@ pub(crate) fn event(i: u64, ts: i64) -> StoreEntry {
     ecs_document(&r, "bench", &mut document);
     StoreEntry {
         record: r,
-        document,
+        document: document.into(),
     }
 }

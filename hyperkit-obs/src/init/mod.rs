@@ -503,7 +503,7 @@ fn rejected_entry(service: &str, document: &[u8], reason: &str) -> crate::logs::
     crate::logs::ecs_document(&record, service, &mut bytes);
     crate::logs::store::StoreEntry {
         record,
-        document: bytes,
+        document: bytes.into(),
     }
 }
 

@@ -37,6 +37,10 @@ use crate::util::unix_ms as now_millis;
 pub struct EcsLayer<W = fn() -> std::io::Stdout> {
     service: Arc<str>,
     writer: Option<W>,
+    /// Set when `writer` is one of this crate's non-blocking line writers:
+    /// the line then goes to its worker as the document's shared bytes,
+    /// not copied through `MakeWriter`.
+    direct: Option<Direct>,
     #[cfg(feature = "log-store")]
     store: Option<StoreSink>,
     #[cfg(any(feature = "elasticsearch", feature = "logstash"))]
@@ -63,6 +67,7 @@ pub fn layer(service_name: impl Into<String>) -> EcsLayer {
     EcsLayer {
         service: Arc::from(service_name.into()),
         writer: Some(std::io::stdout as fn() -> std::io::Stdout),
+        direct: None,
         #[cfg(feature = "log-store")]
         store: None,
         #[cfg(any(feature = "elasticsearch", feature = "logstash"))]
@@ -77,9 +82,11 @@ impl<W> EcsLayer<W> {
     where
         W2: for<'a> MakeWriter<'a> + 'static,
     {
+        let direct = Direct::of(&writer);
         EcsLayer {
             service: self.service,
             writer: Some(writer),
+            direct,
             #[cfg(feature = "log-store")]
             store: self.store,
             #[cfg(any(feature = "elasticsearch", feature = "logstash"))]
@@ -91,6 +98,7 @@ impl<W> EcsLayer<W> {
     /// and this one only feeds the store).
     pub fn without_writer(mut self) -> Self {
         self.writer = None;
+        self.direct = None;
         self
     }
 
@@ -148,6 +156,40 @@ impl<S> Filter<S> for TrackedSpans {
 
     fn max_level_hint(&self) -> Option<LevelFilter> {
         Some(LevelFilter::INFO)
+    }
+}
+
+/// A writer of this crate's that takes a line as shared bytes.
+enum Direct {
+    Stdout,
+    Queue(crate::export::Handle<super::QueuedLine>),
+}
+
+impl Direct {
+    fn of<W: 'static>(writer: &W) -> Option<Direct> {
+        let any: &dyn std::any::Any = writer;
+        if any.is::<super::NonBlockingStdout>() {
+            Some(Direct::Stdout)
+        } else {
+            any.downcast_ref::<super::NonBlocking>()
+                .map(|w| Direct::Queue(w.handle.clone()))
+        }
+    }
+
+    /// Queues `document` as a line (a full queue drops and counts it).
+    fn send(&self, document: Arc<[u8]>) {
+        let line = super::QueuedLine::document(document);
+        match self {
+            Direct::Stdout => match super::stdout::stdout_handle() {
+                Some(h) => {
+                    h.send(line);
+                }
+                None => crate::metrics::record_dropped(super::stdout::SINK, 1),
+            },
+            Direct::Queue(h) => {
+                h.send(line);
+            }
+        }
     }
 }
 
@@ -285,14 +327,28 @@ where
                 FieldValue::Str(s) => Some(s.clone()),
                 _ => None,
             });
-        if let Some(make) = &self.writer
-            && from_sink.as_deref() != Some(super::stdout::SINK)
-        {
-            document.push(b'\n');
-            // A failing stdout loses this line only; there is nowhere to
-            // report it that would not come back here.
-            let _ = make.make_writer_for(meta).write_all(&document);
-            document.pop();
+        let to_writer = self.writer.is_some() && from_sink.as_deref() != Some(super::stdout::SINK);
+        // One copy of the document, shared by every sink that queues it:
+        // each copy handed to another thread is memory the caller writes
+        // and another thread frees, which costs the caller more than the
+        // copy itself.
+        let mut shared: Option<Arc<[u8]>> = None;
+        if to_writer {
+            match (&self.direct, &self.writer) {
+                (Some(direct), _) => {
+                    direct.send(Arc::clone(
+                        shared.get_or_insert_with(|| Arc::from(document.as_slice())),
+                    ));
+                }
+                (None, Some(make)) => {
+                    document.push(b'\n');
+                    // A failing writer loses this line only; there is
+                    // nowhere to report it that would not come back here.
+                    let _ = make.make_writer_for(meta).write_all(&document);
+                    document.pop();
+                }
+                (None, None) => {}
+            }
         }
         #[cfg(any(feature = "elasticsearch", feature = "logstash"))]
         {
@@ -300,7 +356,6 @@ where
                 .shippers
                 .iter()
                 .filter(|s| from_sink.as_deref() != Some(s.sink()));
-            let mut shared: Option<Arc<[u8]>> = None;
             for shipper in shippers {
                 let bytes = shared.get_or_insert_with(|| Arc::from(document.as_slice()));
                 shipper.send(super::Document::new(Arc::clone(bytes), record.timestamp_ms));
@@ -310,6 +365,7 @@ where
         if let Some(store) = &self.store
             && from_sink.as_deref() != Some(super::store::SINK)
         {
+            let document = shared.unwrap_or_else(|| Arc::from(document));
             store.send(StoreEntry { record, document });
         }
     }

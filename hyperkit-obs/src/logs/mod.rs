@@ -51,7 +51,7 @@ pub use query::{
 pub use ship::{Document, ShipperGuard, ShipperHandle, ShippingError};
 pub use stdout::{
     FLUSH_DEADLINE as STDOUT_FLUSH_DEADLINE, LineWriter, NonBlocking, NonBlockingGuard,
-    NonBlockingStdout, flush as flush_stdout, non_blocking,
+    NonBlockingStdout, QueuedLine, flush as flush_stdout, non_blocking,
 };
 #[cfg(feature = "log-store")]
 pub use store::{LogStore, LogStoreGuard, SearchOptions, StoreSink, StoredLog};

@@ -17,7 +17,7 @@
 //! line costs the caller no system call.
 
 use std::io::Write;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use crate::export::{self, Delivery, Exporter, Guard, Handle, SpawnError};
@@ -35,6 +35,25 @@ const WRITE_BLOCK: usize = 64 * 1024;
 /// How long the flush of [`init()`](crate::init)'s guard waits for queued
 /// lines.
 pub const FLUSH_DEADLINE: Duration = Duration::from_secs(2);
+
+/// One line on its way to a line writer's worker. The ECS layer shares its
+/// document's bytes with the store and the shippers, without a newline;
+/// the worker adds it.
+#[derive(Clone, Debug)]
+pub struct QueuedLine {
+    bytes: Arc<[u8]>,
+    newline: bool,
+}
+
+impl QueuedLine {
+    /// A document (a JSON object, no newline) written as one line.
+    pub(crate) fn document(bytes: Arc<[u8]>) -> QueuedLine {
+        QueuedLine {
+            bytes,
+            newline: true,
+        }
+    }
+}
 
 /// The worker's side: writes each batch to `W`.
 struct Lines<W> {
@@ -55,17 +74,20 @@ impl<W: Write> Lines<W> {
 }
 
 impl<W: Write + Send + 'static> Exporter for Lines<W> {
-    type Item = Vec<u8>;
+    type Item = QueuedLine;
 
-    fn weight(&self, line: &Vec<u8>) -> usize {
-        line.len()
+    fn weight(&self, line: &QueuedLine) -> usize {
+        line.bytes.len() + usize::from(line.newline)
     }
 
-    fn export(&mut self, batch: Vec<Vec<u8>>, delivery: &mut Delivery<'_, Vec<u8>>) {
+    fn export(&mut self, batch: Vec<QueuedLine>, delivery: &mut Delivery<'_, QueuedLine>) {
         // Lines in the block, and lines written before it.
         let (mut pending, mut written) = (0, 0);
         for (i, line) in batch.iter().enumerate() {
-            self.block.extend_from_slice(line);
+            self.block.extend_from_slice(&line.bytes);
+            if line.newline {
+                self.block.push(b'\n');
+            }
             pending += 1;
             if self.block.len() >= WRITE_BLOCK || i + 1 == batch.len() {
                 if let Err(e) = self.write_block() {
@@ -101,7 +123,7 @@ static STDOUT: OnceLock<Option<(NonBlockingGuard, NonBlocking)>> = OnceLock::new
 /// The process's stdout sink, started on first use. Its runtime never
 /// reports its own failures to stdout (their log line would come back
 /// here): they go to the sink's status and readiness check.
-fn stdout_handle() -> Option<&'static Handle<Vec<u8>>> {
+pub(crate) fn stdout_handle() -> Option<&'static Handle<QueuedLine>> {
     STDOUT
         .get_or_init(|| {
             let lines = Lines {
@@ -146,13 +168,13 @@ pub struct NonBlockingStdout;
 /// queues for the same worker.
 #[derive(Clone, Debug)]
 pub struct NonBlocking {
-    handle: Handle<Vec<u8>>,
+    pub(crate) handle: Handle<QueuedLine>,
 }
 
 /// Stops a [`non_blocking`] writer's worker when dropped, after writing
 /// what is queued (within [`FLUSH_DEADLINE`]; what is left then is dropped
 /// and counted). [`Guard::flush`] waits for the lines queued so far.
-pub type NonBlockingGuard = Guard<Vec<u8>>;
+pub type NonBlockingGuard = Guard<QueuedLine>;
 
 /// Writes log lines to `writer` on a worker thread of its own, a sink named
 /// `sink` (its `hyperkit_obs_dropped_total` label, readiness check and
@@ -193,7 +215,7 @@ where
 #[derive(Debug)]
 pub struct LineWriter<'a> {
     line: Vec<u8>,
-    to: Option<&'a Handle<Vec<u8>>>,
+    to: Option<&'a Handle<QueuedLine>>,
     sink: &'static str,
 }
 
@@ -229,7 +251,10 @@ impl Drop for LineWriter<'_> {
         }
         match self.to {
             Some(h) => {
-                h.send(std::mem::take(&mut self.line));
+                h.send(QueuedLine {
+                    bytes: Arc::from(std::mem::take(&mut self.line)),
+                    newline: false,
+                });
             }
             None => crate::metrics::record_dropped(self.sink, 1),
         }
@@ -311,6 +336,46 @@ mod tests {
         let expected: String = (0..3_000).map(|i| format!("line {i} end\n")).collect();
         assert_eq!(text, expected);
         assert!(writes < 300, "{writes} writes for 3,000 lines");
+    }
+
+    #[test]
+    fn the_ecs_layer_hands_its_document_over_and_the_worker_ends_the_line() {
+        use tracing_subscriber::layer::SubscriberExt;
+        let kept = Kept::default();
+        let (writer, guard) = non_blocking("test-ecs", kept.clone()).unwrap();
+        // The ECS layer queues its document's bytes (no newline); a text
+        // layer on the same worker writes its line through `LineWriter`.
+        let subscriber = tracing_subscriber::registry()
+            .with(crate::logs::layer("agent").with_writer(writer.clone()))
+            .with(crate::logs::text_layer().with_writer(writer));
+        tracing::subscriber::with_default(subscriber, || {
+            for i in 0..3 {
+                tracing::info!(n = i, "event {i}");
+            }
+        });
+        assert!(guard.flush(Duration::from_secs(30)));
+        let text = String::from_utf8(kept.0.lock().unwrap().0.clone()).unwrap();
+        let lines: Vec<&str> = text.split_terminator('\n').collect();
+        assert!(text.ends_with('\n'), "{text}");
+        assert_eq!(lines.len(), 6, "{text}");
+        let json: Vec<serde_json::Value> = lines
+            .iter()
+            .filter(|l| l.starts_with('{'))
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(json.len(), 3, "{text}");
+        for (i, v) in json.iter().enumerate() {
+            assert_eq!(v["message"], format!("event {i}"));
+            assert_eq!(v["n"], i);
+        }
+        assert_eq!(
+            lines
+                .iter()
+                .filter(|l| l.contains("event 2") && !l.starts_with('{'))
+                .count(),
+            1,
+            "{text}"
+        );
     }
 
     #[test]

@@ -35,7 +35,10 @@ fn write(data: &Path, events: &[(i64, &'static str, &str, &str)]) {
                 .push(("chain", FieldValue::Str((*chain).to_owned())));
             let mut document = Vec::new();
             ecs_document(&record, "agent", &mut document);
-            StoreEntry { record, document }
+            StoreEntry {
+                record,
+                document: document.into(),
+            }
         })
         .collect();
     store.insert(&entries).unwrap();

@@ -33,7 +33,10 @@ fn log_entry(i: u64) -> hyperkit_obs::logs::store::StoreEntry {
     record.fields.push(("seq", FieldValue::U64(i)));
     let mut document = Vec::new();
     ecs_document(&record, "faults", &mut document);
-    hyperkit_obs::logs::store::StoreEntry { record, document }
+    hyperkit_obs::logs::store::StoreEntry {
+        record,
+        document: document.into(),
+    }
 }
 
 fn logstore_child(dir: &Path) -> ! {

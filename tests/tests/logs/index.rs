@@ -19,7 +19,10 @@ use test_support::TempDir;
 pub(super) fn entry(record: LogRecord) -> StoreEntry {
     let mut document = Vec::new();
     ecs_document(&record, "svc", &mut document);
-    StoreEntry { record, document }
+    StoreEntry {
+        record,
+        document: document.into(),
+    }
 }
 
 const T0: i64 = 1_795_757_293_123;

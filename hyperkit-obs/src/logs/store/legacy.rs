@@ -191,6 +191,6 @@ fn entry(ts: i64, doc: String, names: &mut Names) -> StoreEntry {
     }
     StoreEntry {
         record,
-        document: doc.into_bytes(),
+        document: doc.into_bytes().into(),
     }
 }

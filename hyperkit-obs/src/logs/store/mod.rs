@@ -130,8 +130,9 @@ impl StoreError {
 pub struct StoreEntry {
     /// The event.
     pub record: crate::logs::LogRecord,
-    /// Its ECS document ([`ecs_document`](super::ecs_document)'s bytes).
-    pub document: Vec<u8>,
+    /// Its ECS document ([`ecs_document`](super::ecs_document)'s bytes),
+    /// shared with the other sinks the log layer queued it for.
+    pub document: std::sync::Arc<[u8]>,
 }
 
 /// Where a stored event sits; events stored later have greater cursors.

@@ -26,7 +26,10 @@ fn entry(ts: i64, level: &'static str, message: &str, chain: &str) -> StoreEntry
         .push(("chain", FieldValue::Str(chain.to_owned())));
     let mut document = Vec::new();
     ecs_document(&record, "svc", &mut document);
-    StoreEntry { record, document }
+    StoreEntry {
+        record,
+        document: document.into(),
+    }
 }
 
 fn messages(store: &LogStore, query: &str, options: &SearchOptions) -> Vec<String> {
@@ -323,8 +326,9 @@ fn a_store_of_the_previous_version_is_migrated_by_the_writer_and_searchable_as_b
         e.record
             .fields
             .push(("attempt", FieldValue::U64(i as u64 % 4)));
-        e.document.clear();
-        ecs_document(&e.record, "svc", &mut e.document);
+        let mut document = Vec::new();
+        ecs_document(&e.record, "svc", &mut document);
+        e.document = document.into();
         old.push(e);
     }
     write_legacy_store(&dir, &old);
@@ -465,8 +469,9 @@ fn wildcards_ranges_and_comparisons_search_the_index() {
         e.record
             .fields
             .push(("request_id", FieldValue::Str(format!("req-{i:03}"))));
-        e.document.clear();
-        ecs_document(&e.record, "svc", &mut e.document);
+        let mut document = Vec::new();
+        ecs_document(&e.record, "svc", &mut document);
+        e.document = document.into();
         entries.push(e);
     }
     store.insert(&entries).unwrap();
