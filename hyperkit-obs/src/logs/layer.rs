@@ -176,6 +176,14 @@ impl Direct {
         }
     }
 
+    /// The sink name of the writer's worker.
+    fn sink(&self) -> &'static str {
+        match self {
+            Direct::Stdout => super::stdout::SINK,
+            Direct::Queue(h) => h.sink(),
+        }
+    }
+
     /// Queues `document` as a line (a full queue drops and counts it).
     fn send(&self, document: Arc<[u8]>) {
         let line = super::QueuedLine::document(document);
@@ -327,7 +335,11 @@ where
                 FieldValue::Str(s) => Some(s.clone()),
                 _ => None,
             });
-        let to_writer = self.writer.is_some() && from_sink.as_deref() != Some(super::stdout::SINK);
+        let writer_sink = self
+            .direct
+            .as_ref()
+            .map_or(super::stdout::SINK, Direct::sink);
+        let to_writer = self.writer.is_some() && from_sink.as_deref() != Some(writer_sink);
         // One copy of the document, shared by every sink that queues it:
         // each copy handed to another thread is memory the caller writes
         // and another thread frees, which costs the caller more than the

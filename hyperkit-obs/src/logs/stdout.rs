@@ -379,6 +379,24 @@ mod tests {
     }
 
     #[test]
+    fn a_writer_is_not_sent_the_news_of_its_own_trouble() {
+        use tracing_subscriber::layer::SubscriberExt;
+        let kept = Kept::default();
+        let (writer, guard) = non_blocking("test-own", kept.clone()).unwrap();
+        let subscriber =
+            tracing_subscriber::registry().with(crate::logs::layer("agent").with_writer(writer));
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::warn!(target: crate::export::LOG_TARGET, sink = "test-own", "own trouble");
+            tracing::warn!(target: crate::export::LOG_TARGET, sink = "other", "another's trouble");
+        });
+        assert!(guard.flush(Duration::from_secs(30)));
+        let text = String::from_utf8(kept.0.lock().unwrap().0.clone()).unwrap();
+        assert!(!text.contains("own trouble\""), "{text}");
+        assert_eq!(text.lines().count(), 1, "{text}");
+        assert!(text.contains("another's trouble"), "{text}");
+    }
+
+    #[test]
     fn a_destination_that_refuses_loses_its_lines_counted() {
         let (writer, guard) = non_blocking("test-closed", Closed).unwrap();
         for _ in 0..10 {
