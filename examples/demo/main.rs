@@ -499,31 +499,47 @@ fn rule(title: &str, width: usize, style: Style) -> String {
     )
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// Ctrl-C or SIGTERM. The handlers are installed when this is called, not
+/// when the future is first polled: `main` calls it first thing, so a signal
+/// that comes while the demo starts up ends it cleanly once it is up,
+/// instead of killing it on the spot.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
+        use tokio::signal::unix::{SignalKind, signal};
+        let term = signal(SignalKind::terminate()).ok();
+        let interrupt = signal(SignalKind::interrupt()).ok();
+        async move {
+            match (term, interrupt) {
+                (Some(mut term), Some(mut interrupt)) => {
+                    tokio::select! {
+                        _ = term.recv() => {}
+                        _ = interrupt.recv() => {}
+                    }
                 }
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+                (Some(mut term), None) => {
+                    term.recv().await;
+                }
+                (None, Some(mut interrupt)) => {
+                    interrupt.recv().await;
+                }
+                (None, None) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
+            }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = ctrl_c.await;
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    let stop = shutdown_signal();
     let terminal = std::io::stdout().is_terminal();
     let rust_log_set = std::env::var("RUST_LOG").is_ok_and(|v| !v.trim().is_empty());
     let mut builder = hyperkit_obs::Builder::from_env()?;
@@ -639,7 +655,6 @@ async fn main() -> anyhow::Result<()> {
         None => Instant::now() + LINE_EVERY,
     };
     let deadline = (duration > 0.0).then(|| started + Duration::from_secs_f64(duration));
-    let stop = shutdown_signal();
     tokio::pin!(stop);
 
     loop {
