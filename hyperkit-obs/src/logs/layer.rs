@@ -345,22 +345,16 @@ where
         // and another thread frees, which costs the caller more than the
         // copy itself.
         let mut shared: Option<Arc<[u8]>> = None;
-        if to_writer {
-            match (&self.direct, &self.writer) {
-                (Some(direct), _) => {
-                    direct.send(Arc::clone(
-                        shared.get_or_insert_with(|| Arc::from(document.as_slice())),
-                    ));
-                }
-                (None, Some(make)) => {
-                    document.push(b'\n');
-                    // A failing writer loses this line only; there is
-                    // nowhere to report it that would not come back here.
-                    let _ = make.make_writer_for(meta).write_all(&document);
-                    document.pop();
-                }
-                (None, None) => {}
-            }
+        if let Some(direct) = self.direct.as_ref().filter(|_| to_writer) {
+            direct.send(Arc::clone(
+                shared.get_or_insert_with(|| Arc::from(document.as_slice())),
+            ));
+        } else if let Some(make) = self.writer.as_ref().filter(|_| to_writer) {
+            document.push(b'\n');
+            // A failing writer loses this line only; there is nowhere to
+            // report it that would not come back here.
+            let _ = make.make_writer_for(meta).write_all(&document);
+            document.pop();
         }
         #[cfg(any(feature = "elasticsearch", feature = "logstash"))]
         {
