@@ -3,7 +3,7 @@
 //! labels of the tracking macros, a unique request id.
 
 use hyperkit_obs::logs::store::StoreEntry;
-use hyperkit_obs::logs::{FieldValue, LogRecord, ecs_document};
+use hyperkit_obs::logs::{FieldValue, LogRecord};
 
 const CHAINS: [&str; 5] = ["ethereum", "solana", "polygon", "arbitrum", "base"];
 const MODELS: [&str; 4] = ["gpt-4o", "claude-3", "llama-3", "mistral"];
@@ -67,10 +67,5 @@ pub(crate) fn event(i: u64, ts: i64) -> StoreEntry {
     r.span_name = Some("complete");
     r.trace_id = hyperkit_obs::trace::TraceId::from_u128(u128::from(x % 4096 + 1));
     r.span_id = hyperkit_obs::trace::SpanId::from_u64(x % 4096 + 2);
-    let mut document = Vec::with_capacity(512);
-    ecs_document(&r, "bench", &mut document);
-    StoreEntry {
-        record: r,
-        document: document.into(),
-    }
+    StoreEntry::new(&r, "bench")
 }

@@ -499,12 +499,7 @@ fn rejected_entry(service: &str, document: &[u8], reason: &str) -> crate::logs::
         "event.original",
         crate::logs::FieldValue::Str(String::from_utf8_lossy(document).into_owned()),
     ));
-    let mut bytes = Vec::with_capacity(document.len() + 256);
-    crate::logs::ecs_document(&record, service, &mut bytes);
-    crate::logs::store::StoreEntry {
-        record,
-        document: bytes.into(),
-    }
+    crate::logs::store::StoreEntry::new(&record, service)
 }
 
 impl ObsGuard {

@@ -372,7 +372,10 @@ where
             && from_sink.as_deref() != Some(super::store::SINK)
         {
             let document = shared.unwrap_or_else(|| Arc::from(document));
-            store.send(StoreEntry { record, document });
+            store.send(StoreEntry {
+                timestamp_ms: record.timestamp_ms,
+                document,
+            });
         }
     }
 }

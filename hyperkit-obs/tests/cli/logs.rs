@@ -33,12 +33,7 @@ fn write(data: &Path, events: &[(i64, &'static str, &str, &str)]) {
             record
                 .span_fields
                 .push(("chain", FieldValue::Str((*chain).to_owned())));
-            let mut document = Vec::new();
-            ecs_document(&record, "agent", &mut document);
-            StoreEntry {
-                record,
-                document: document.into(),
-            }
+            StoreEntry::new(&record, "agent")
         })
         .collect();
     store.insert(&entries).unwrap();

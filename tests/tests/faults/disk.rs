@@ -23,7 +23,7 @@ fn wait(what: &str, within: Duration, condition: impl FnMut() -> bool) {
 }
 
 fn log_entry(i: u64) -> hyperkit_obs::logs::store::StoreEntry {
-    use hyperkit_obs::logs::{FieldValue, LogRecord, ecs_document};
+    use hyperkit_obs::logs::{FieldValue, LogRecord};
     let mut record = LogRecord::new(
         1_795_000_000_000 + i as i64,
         "info",
@@ -31,12 +31,7 @@ fn log_entry(i: u64) -> hyperkit_obs::logs::store::StoreEntry {
         format!("event {i}: {}", "padding ".repeat(40)),
     );
     record.fields.push(("seq", FieldValue::U64(i)));
-    let mut document = Vec::new();
-    ecs_document(&record, "faults", &mut document);
-    hyperkit_obs::logs::store::StoreEntry {
-        record,
-        document: document.into(),
-    }
+    hyperkit_obs::logs::store::StoreEntry::new(&record, "faults")
 }
 
 fn logstore_child(dir: &Path) -> ! {

@@ -10,19 +10,14 @@ use std::ops::Bound;
 use hyperkit_obs::logs::store::StoreEntry;
 use hyperkit_obs::logs::{
     FieldKind, FieldValue, LogRecord, LogStore, Query, Range, SearchOptions, TEXT_FIELDS, Term,
-    ecs_document, wildcard_matches, words,
+    wildcard_matches, words,
 };
 use proptest::prelude::*;
 use serde_json::Value;
 use test_support::TempDir;
 
 pub(super) fn entry(record: LogRecord) -> StoreEntry {
-    let mut document = Vec::new();
-    ecs_document(&record, "svc", &mut document);
-    StoreEntry {
-        record,
-        document: document.into(),
-    }
+    StoreEntry::new(&record, "svc")
 }
 
 const T0: i64 = 1_795_757_293_123;
@@ -356,10 +351,10 @@ proptest! {
             .map(|e| serde_json::from_slice::<Value>(&e.document).unwrap())
             .zip(&entries)
             .filter(|(d, e)| {
-                let ts = e.record.timestamp_ms;
+                let ts = e.timestamp_ms;
                 ts >= since_ms && ts < until_ms && brute_force(&q, d)
             })
-            .map(|(d, e)| (e.record.timestamp_ms, d["seq"].as_u64().unwrap()))
+            .map(|(d, e)| (e.timestamp_ms, d["seq"].as_u64().unwrap()))
             .collect();
         want.sort_by(|a, b| b.cmp(a));
         let times: Vec<i64> = found.iter().map(|l| l.timestamp_ms).collect();

@@ -121,7 +121,7 @@ proptest! {
         store.insert(&entries).unwrap();
         let docs: Vec<(i64, Value)> = entries
             .iter()
-            .map(|e| (e.record.timestamp_ms, serde_json::from_slice(&e.document).unwrap()))
+            .map(|e| (e.timestamp_ms, serde_json::from_slice(&e.document).unwrap()))
             .collect();
         let since_ms = since.map(|s| T0 - s);
         for q in queries {

@@ -261,17 +261,14 @@ impl LogStore {
         };
         let mut by_day: std::collections::BTreeMap<u32, Vec<usize>> = Default::default();
         for (i, e) in entries.iter().enumerate() {
-            by_day
-                .entry(day_of(e.record.timestamp_ms))
-                .or_default()
-                .push(i);
+            by_day.entry(day_of(e.timestamp_ms)).or_default().push(i);
         }
         let mut scratch = Scratch::default();
         for (&day, indices) in &mut by_day {
             let d = self.day_for_writing(day)?;
             // Newest first, as the index keeps them: tantivy's sort then
             // finds them in order.
-            indices.sort_by_key(|&i| std::cmp::Reverse(entries[i].record.timestamp_ms));
+            indices.sort_by_key(|&i| std::cmp::Reverse(entries[i].timestamp_ms));
             let docs = indices.iter().map(|&i| {
                 d.fields
                     .document(&entries[i], first + i as u64, &mut scratch)

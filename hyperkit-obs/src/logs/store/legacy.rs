@@ -5,25 +5,17 @@
 //! the emptied database is removed at the end. It only reads what the
 //! previous version wrote and never panics on what it finds there.
 
-use std::borrow::Cow;
-use std::collections::HashSet;
 use std::path::PathBuf;
 
 use rusqlite::{Connection, OpenFlags};
-use serde_json::Value;
 
 use super::{LogStore, StoreEntry, StoreError};
-use crate::logs::{FieldValue, LogRecord};
 
 /// The database file of the previous version's store, in the same directory.
 pub const LEGACY_FILE: &str = "logs.sqlite3";
 
 /// Events read and indexed at a time.
 const CHUNK: i64 = 8_192;
-
-/// Field names a migration turns into `&'static str` at most (a name is
-/// leaked once); fields past it stay in the document but are not indexed.
-const MAX_NAMES: usize = 10_000;
 
 impl LogStore {
     /// Whether the directory still holds the previous version's store.
@@ -66,7 +58,6 @@ impl LogStore {
             )
             .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
             .map_err(err)?;
-        let mut names = Names::default();
         let mut moved = 0;
         let done = tables.len() <= days;
         for table in tables.into_iter().take(days) {
@@ -90,7 +81,7 @@ impl LogStore {
                 last = id;
                 let entries: Vec<StoreEntry> = rows
                     .into_iter()
-                    .map(|(_, ts, doc)| entry(ts, doc, &mut names))
+                    .map(|(_, ts, doc)| entry(ts, doc))
                     .collect();
                 moved += entries.len() as u64;
                 self.add_uncommitted(day, &entries)?;
@@ -112,85 +103,11 @@ impl LogStore {
     }
 }
 
-/// Field names as `&'static str`, each leaked once, at most [`MAX_NAMES`].
-#[derive(Default)]
-struct Names(HashSet<&'static str>);
-
-impl Names {
-    fn get(&mut self, name: &str) -> Option<&'static str> {
-        if let Some(n) = self.0.get(name) {
-            return Some(n);
-        }
-        if self.0.len() >= MAX_NAMES {
-            return None;
-        }
-        let leaked: &'static str = Box::leak(name.to_owned().into_boxed_str());
-        self.0.insert(leaked);
-        Some(leaked)
-    }
-}
-
-/// The entry of a stored ECS document, its record rebuilt from the
-/// document's keys so that it is indexed as it was written.
-fn entry(ts: i64, doc: String, names: &mut Names) -> StoreEntry {
-    let parsed: serde_json::Map<String, Value> = serde_json::from_str(&doc).unwrap_or_default();
-    let text = |key: &str| parsed.get(key).and_then(Value::as_str).unwrap_or("");
-    let level = match text("log.level") {
-        "error" => "error",
-        "warn" => "warn",
-        "debug" => "debug",
-        "trace" => "trace",
-        other => names.get(other).unwrap_or("info"),
-    };
-    let mut record = LogRecord::new(
-        ts,
-        level,
-        Cow::Owned(text("log.logger").to_owned()),
-        text("message"),
-    );
-    // The previous version's ids were 16 hex digits (the `tracing` span's
-    // id): the trace id keeps its value, widened to 128 bits.
-    record.trace_id = u128::from_str_radix(text("trace.id"), 16)
-        .ok()
-        .and_then(crate::trace::TraceId::from_u128);
-    record.span_id = crate::trace::SpanId::from_hex(text("span.id"));
-    record.span_name = parsed
-        .get("log.origin.function")
-        .and_then(Value::as_str)
-        .and_then(|f| names.get(f));
-    for (key, value) in &parsed {
-        if matches!(
-            key.as_str(),
-            "@timestamp"
-                | "log.level"
-                | "message"
-                | "ecs.version"
-                | "log.logger"
-                | "service.name"
-                | "log.origin.function"
-                | "trace.id"
-                | "span.id"
-        ) {
-            continue;
-        }
-        let value = match value {
-            Value::String(s) => FieldValue::Str(s.clone()),
-            Value::Bool(b) => FieldValue::Bool(*b),
-            Value::Number(n) => match (n.as_u64(), n.as_i64(), n.as_f64()) {
-                (Some(u), _, _) => FieldValue::U64(u),
-                (_, Some(i), _) => FieldValue::I64(i),
-                (_, _, Some(f)) => FieldValue::F64(f),
-                _ => continue,
-            },
-            Value::Null => FieldValue::F64(f64::NAN),
-            other => FieldValue::Str(other.to_string()),
-        };
-        if let Some(name) = names.get(key) {
-            record.fields.push((name, value));
-        }
-    }
+/// The entry of a stored ECS document: the index reads its keys from the
+/// document itself, as it does for every event.
+fn entry(ts: i64, doc: String) -> StoreEntry {
     StoreEntry {
-        record,
+        timestamp_ms: ts,
         document: doc.into_bytes().into(),
     }
 }

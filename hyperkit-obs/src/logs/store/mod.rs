@@ -125,14 +125,31 @@ impl StoreError {
     }
 }
 
-/// One event on its way into the store: the record and its ECS document.
+/// One event on its way into the store: its time and its ECS document, the
+/// one line the store keeps and indexes (every key of it: the level, the
+/// text fields as words, every other value as an exact term, numbers also
+/// for ranges).
 #[derive(Clone, Debug)]
 pub struct StoreEntry {
-    /// The event.
-    pub record: crate::logs::LogRecord,
+    /// When it happened, in milliseconds since the Unix epoch (its
+    /// document's `@timestamp`): the day it is stored in, and its place in
+    /// newest-first order.
+    pub timestamp_ms: i64,
     /// Its ECS document ([`ecs_document`](super::ecs_document)'s bytes),
     /// shared with the other sinks the log layer queued it for.
     pub document: std::sync::Arc<[u8]>,
+}
+
+impl StoreEntry {
+    /// The entry of `record`, its document written for `service_name`.
+    pub fn new(record: &crate::logs::LogRecord, service_name: &str) -> StoreEntry {
+        let mut document = Vec::with_capacity(512);
+        super::ecs_document(record, service_name, &mut document);
+        StoreEntry {
+            timestamp_ms: record.timestamp_ms,
+            document: document.into(),
+        }
+    }
 }
 
 /// Where a stored event sits; events stored later have greater cursors.

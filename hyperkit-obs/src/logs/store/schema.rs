@@ -7,6 +7,10 @@
 //! what the index finds is what the language means; nothing here panics
 //! on what it indexes.
 
+use std::borrow::Cow;
+
+use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
+use serde_json::value::RawValue;
 use tantivy::schema::{
     Field, IndexRecordOption, STORED, STRING, Schema, TextFieldIndexing, TextOptions,
 };
@@ -14,7 +18,7 @@ use tantivy::tokenizer::{TextAnalyzer, Token, TokenStream, Tokenizer};
 use tantivy::{TantivyDocument, Term};
 
 use super::StoreEntry;
-use crate::logs::{FieldValue, TEXT_FIELDS};
+use crate::logs::TEXT_FIELDS;
 
 /// The tokenizer of the text fields, registered under this name.
 pub(super) const WORDS: &str = "hyperkit_words";
@@ -106,27 +110,22 @@ impl Fields {
             .map(|i| self.text[i])
     }
 
-    /// The index document of `entry`, the `seq`-th event of the store.
-    /// `scratch` is reused from one event to the next: the writer builds
-    /// a document per event and allocates for none of its terms.
+    /// The index document of `entry`, the `seq`-th event of the store,
+    /// read from its ECS document alone: the log layer hands the store
+    /// nothing else, so that no memory of the caller's but the document's
+    /// crosses to the store's thread. `scratch` is reused from one event to
+    /// the next: the writer allocates for none of the terms.
     pub(super) fn document(
         &self,
         entry: &StoreEntry,
         seq: u64,
         scratch: &mut Scratch,
     ) -> TantivyDocument {
-        let r = &entry.record;
         let Scratch { term, text, digits } = scratch;
         // The ECS line, the terms and their values: one buffer, sized once.
         let mut doc = TantivyDocument::with_capacity(entry.document.len() * 2 + 128);
-        doc.add_i64(self.ts, r.timestamp_ms);
+        doc.add_i64(self.ts, entry.timestamp_ms);
         doc.add_u64(self.seq, seq);
-        doc.add_text(self.level, r.level);
-        doc.add_text(self.stored_level, r.level);
-        doc.add_text(self.text[0], &r.message);
-        if let Some(f) = self.text_field_of_key("log.logger") {
-            doc.add_text(f, &r.target);
-        }
         let mut exact = |key: &str, value: &str, doc: &mut TantivyDocument| {
             term.clear();
             term.push_str(key);
@@ -134,41 +133,42 @@ impl Fields {
             term.push_str(value);
             doc.add_text(self.attrs, term.as_str());
         };
-        if let Some(service) = service_name(&entry.document) {
-            exact("service.name", &service, &mut doc);
-        }
-        r.document_fields(|key, value| {
-            if !json_text(value, text, digits) {
-                return;
+        let line = String::from_utf8_lossy(&entry.document);
+        // A line that is not a JSON object is kept (found by time and
+        // `tail`), its keys unindexed.
+        let pairs = serde_json::from_str::<Pairs<'_>>(&line).unwrap_or_default();
+        for (key, raw) in &pairs.0 {
+            let key = key.as_ref();
+            match key {
+                "@timestamp" | "ecs.version" => continue,
+                "log.level" => {
+                    if let Value::Str(level) = Value::of(raw) {
+                        doc.add_text(self.level, &level);
+                        doc.add_text(self.stored_level, &level);
+                    }
+                    continue;
+                }
+                _ => {}
+            }
+            let value = Value::of(raw);
+            if !value.text(key, text) {
+                continue;
             }
             let text_field = self.text_field_of_key(key);
             if let Some(f) = text_field {
                 doc.add_text(f, text.as_str());
             }
-            match number(value) {
-                Some((n, tag)) => {
-                    numeric_term_into(key, n, tag, text, digits);
+            match value {
+                Value::Number { value, tag, .. } => {
+                    numeric_term_into(key, value, tag, text, digits);
                     doc.add_text(self.nums, digits_str(digits));
                 }
-                None if text_field.is_none() => exact(key, text, &mut doc),
-                None => {}
+                _ if text_field.is_none() => exact(key, text, &mut doc),
+                _ => {}
             }
-        });
-        if let Some(function) = r.span_name {
-            exact("log.origin.function", function, &mut doc);
         }
-        // The ids as the document writes them: 32 and 16 lowercase hex
-        // digits.
-        if let Some(id) = r.trace_id {
-            exact("trace.id", digits_str(&id.hex()), &mut doc);
-        }
-        if let Some(id) = r.span_id {
-            exact("span.id", digits_str(&id.hex()), &mut doc);
-        }
-        match std::str::from_utf8(&entry.document) {
-            Ok(line) => doc.add_text(self.doc, line),
-            Err(_) => doc.add_text(self.doc, String::from_utf8_lossy(&entry.document)),
-        }
+        drop(pairs);
+        doc.add_text(self.doc, line);
         doc
     }
 
@@ -192,42 +192,124 @@ fn digits_str(bytes: &[u8]) -> &str {
     std::str::from_utf8(bytes).unwrap_or_default()
 }
 
-/// The value as the document's JSON shows it, as text (`1.0` for a float
-/// one, as serde_json writes it); false for what the document writes as
-/// `null` (a float that is not finite). `digits` is a buffer to reuse.
-pub(super) fn json_text(value: &FieldValue, out: &mut String, digits: &mut Vec<u8>) -> bool {
-    out.clear();
-    digits.clear();
-    match value {
-        FieldValue::Str(s) => out.push_str(s),
-        FieldValue::I64(v) => {
-            crate::util::write_i64(digits, *v);
-            out.push_str(digits_str(digits));
+/// The keys of an ECS document with their values' JSON, in the line's
+/// order, borrowed from it (a key with escapes is copied).
+#[derive(Default)]
+struct Pairs<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+
+impl<'de> Deserialize<'de> for Pairs<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Object;
+        impl<'de> Visitor<'de> for Object {
+            type Value = Pairs<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an ECS document (a JSON object)")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Pairs<'de>, A::Error> {
+                // An ECS line of the log layer has a dozen keys or so.
+                let mut pairs = Vec::with_capacity(map.size_hint().unwrap_or(16).min(64));
+                while let Some(Key(key)) = map.next_key()? {
+                    pairs.push((key, map.next_value()?));
+                }
+                Ok(Pairs(pairs))
+            }
         }
-        FieldValue::U64(v) => {
-            crate::util::write_u64(digits, *v);
-            out.push_str(digits_str(digits));
-        }
-        FieldValue::F64(v) if v.is_finite() => {
-            // serde_json writes the shortest text that round-trips, as the
-            // document does.
-            let _ = serde_json::to_writer(&mut *digits, v);
-            out.push_str(digits_str(digits));
-        }
-        FieldValue::F64(_) => return false,
-        FieldValue::Bool(v) => out.push_str(if *v { "true" } else { "false" }),
+        deserializer.deserialize_map(Object)
     }
-    true
 }
 
-/// The value as a number, when the document writes it as one, with the
-/// tag of its kind ([`INTEGER`] or [`FLOAT`]).
-fn number(value: &FieldValue) -> Option<(f64, char)> {
-    match value {
-        FieldValue::I64(v) => Some((*v as f64, INTEGER)),
-        FieldValue::U64(v) => Some((*v as f64, INTEGER)),
-        FieldValue::F64(v) if v.is_finite() => Some((*v, FLOAT)),
-        _ => None,
+/// A key, borrowed from the line unless it holds escapes.
+struct Key<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Text;
+        impl<'de> Visitor<'de> for Text {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a key")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(v.to_owned())))
+            }
+        }
+        deserializer.deserialize_str(Text)
+    }
+}
+
+/// A value of the document as the index takes it.
+enum Value<'a> {
+    Str(Cow<'a, str>),
+    /// A number, with the tag of its kind ([`INTEGER`] or [`FLOAT`]) and
+    /// its text as the line writes it.
+    Number {
+        value: f64,
+        tag: char,
+        text: &'a str,
+    },
+    /// `true`, `false`, an object or an array: indexed as its JSON text.
+    Json(&'a str),
+    Null,
+}
+
+impl<'a> Value<'a> {
+    fn of(raw: &'a RawValue) -> Value<'a> {
+        let json = raw.get();
+        match json.as_bytes().first() {
+            Some(b'"') => match json.get(1..json.len() - 1) {
+                Some(inner) if !inner.contains('\\') => Value::Str(Cow::Borrowed(inner)),
+                _ => serde_json::from_str::<String>(json)
+                    .map(|s| Value::Str(Cow::Owned(s)))
+                    .unwrap_or(Value::Null),
+            },
+            Some(b'n') => Value::Null,
+            Some(b'-' | b'0'..=b'9') => match json.parse::<f64>() {
+                // serde_json writes a float with a point or an exponent,
+                // an integer with neither.
+                Ok(value) if value.is_finite() => Value::Number {
+                    value,
+                    tag: if json.contains(['.', 'e', 'E']) {
+                        FLOAT
+                    } else {
+                        INTEGER
+                    },
+                    text: json,
+                },
+                _ => Value::Json(json),
+            },
+            _ => Value::Json(json),
+        }
+    }
+
+    /// Writes the value's text as the query language matches it into
+    /// `out`; false for `null` (what the log layer writes for a float that
+    /// is not finite), which is not indexed. The ids of a trace are
+    /// written as the log layer writes them, 32 and 16 lowercase hex
+    /// digits: the previous version's 16-digit trace ids are widened.
+    fn text(&self, key: &str, out: &mut String) -> bool {
+        out.clear();
+        match self {
+            Value::Str(s) if key == "trace.id" => {
+                match u128::from_str_radix(s, 16)
+                    .ok()
+                    .and_then(crate::trace::TraceId::from_u128)
+                {
+                    Some(id) => out.push_str(digits_str(&id.hex())),
+                    None => out.push_str(s),
+                }
+            }
+            Value::Str(s) if key == "span.id" => match crate::trace::SpanId::from_hex(s) {
+                Some(id) => out.push_str(digits_str(&id.hex())),
+                None => out.push_str(s),
+            },
+            Value::Str(s) => out.push_str(s),
+            Value::Number { text, .. } | Value::Json(text) => out.push_str(text),
+            Value::Null => return false,
+        }
+        true
     }
 }
 
@@ -271,41 +353,6 @@ fn sortable_bits(v: f64) -> u64 {
     } else {
         bits | 1 << 63
     }
-}
-
-/// The `service.name` of an ECS document as [`ecs_document`]
-/// (crate::logs::ecs_document) writes it. Inside a JSON string every `"` is
-/// escaped, so the first `,"service.name":"` is the key itself.
-pub(super) fn service_name(document: &[u8]) -> Option<std::borrow::Cow<'_, str>> {
-    const KEY: &[u8] = b",\"service.name\":";
-    // From comma to comma (a line has a few dozen): the key comes early,
-    // after the timestamp, level, message and logger.
-    let mut at = 0;
-    let at = loop {
-        let comma = at + document.get(at..)?.iter().position(|&b| b == b',')?;
-        if document[comma..].starts_with(KEY) {
-            break comma + KEY.len();
-        }
-        at = comma + 1;
-    };
-    let rest = document.get(at..)?;
-    if rest.first() != Some(&b'"') {
-        return None;
-    }
-    let mut escaped = false;
-    let mut end = 1;
-    while end < rest.len() {
-        match rest[end] {
-            b'\\' => {
-                escaped = true;
-                end += 2;
-            }
-            b'"' if escaped => return serde_json::from_slice(rest.get(..=end)?).ok(),
-            b'"' => return std::str::from_utf8(&rest[1..end]).ok().map(Into::into),
-            _ => end += 1,
-        }
-    }
-    None
 }
 
 /// The query language's words as a tantivy tokenizer: runs of letters and

@@ -8,9 +8,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use super::*;
+use crate::logs::FieldValue;
 use crate::logs::document::LogRecord;
 use crate::logs::query::Query;
-use crate::logs::{FieldValue, ecs_document};
 use crate::util::unix_ms as now_millis;
 
 fn temp_dir(name: &str) -> PathBuf {
@@ -19,17 +19,16 @@ fn temp_dir(name: &str) -> PathBuf {
     dir
 }
 
-fn entry(ts: i64, level: &'static str, message: &str, chain: &str) -> StoreEntry {
+fn record(ts: i64, level: &'static str, message: &str, chain: &str) -> LogRecord {
     let mut record = LogRecord::new(ts, level, "app::build", message);
     record
         .span_fields
         .push(("chain", FieldValue::Str(chain.to_owned())));
-    let mut document = Vec::new();
-    ecs_document(&record, "svc", &mut document);
-    StoreEntry {
-        record,
-        document: document.into(),
-    }
+    record
+}
+
+fn entry(ts: i64, level: &'static str, message: &str, chain: &str) -> StoreEntry {
+    StoreEntry::new(&record(ts, level, message, chain), "svc")
 }
 
 fn messages(store: &LogStore, query: &str, options: &SearchOptions) -> Vec<String> {
@@ -289,7 +288,8 @@ fn write_legacy_store(dir: &std::path::Path, entries: &[StoreEntry]) {
     let conn = rusqlite::Connection::open(dir.join(LEGACY_FILE)).unwrap();
     conn.execute_batch("PRAGMA journal_mode = WAL;").unwrap();
     for e in entries {
-        let day = crate::logs::time::day_of(e.record.timestamp_ms);
+        let day = crate::logs::time::day_of(e.timestamp_ms);
+        let doc: serde_json::Value = serde_json::from_slice(&e.document).unwrap();
         conn.execute_batch(&format!(
             "CREATE TABLE IF NOT EXISTS logs_{day} (
                  id INTEGER PRIMARY KEY, ts INTEGER NOT NULL,
@@ -303,8 +303,8 @@ fn write_legacy_store(dir: &std::path::Path, entries: &[StoreEntry]) {
         conn.execute(
             &format!("INSERT INTO logs_{day} (ts, level, doc) VALUES (?, ?, ?)"),
             rusqlite::params![
-                e.record.timestamp_ms,
-                e.record.level,
+                e.timestamp_ms,
+                doc["log.level"].as_str().unwrap(),
                 String::from_utf8_lossy(&e.document)
             ],
         )
@@ -317,19 +317,14 @@ fn a_store_of_the_previous_version_is_migrated_by_the_writer_and_searchable_as_b
     let dir = temp_dir("legacy");
     let mut old = Vec::new();
     for i in 0..300 {
-        let mut e = entry(
+        let mut r = record(
             T0 - (i % 3) * DAY + i,
             "error",
             &format!("old failure {i}"),
             "ethereum",
         );
-        e.record
-            .fields
-            .push(("attempt", FieldValue::U64(i as u64 % 4)));
-        let mut document = Vec::new();
-        ecs_document(&e.record, "svc", &mut document);
-        e.document = document.into();
-        old.push(e);
+        r.fields.push(("attempt", FieldValue::U64(i as u64 % 4)));
+        old.push(StoreEntry::new(&r, "svc"));
     }
     write_legacy_store(&dir, &old);
     let (sink, guard) = start(&dir, WriterOptions::default()).unwrap();
@@ -379,7 +374,7 @@ fn a_migration_stopped_between_days_resumes_without_losing_or_repeating_an_event
     let mut store = LogStore::open(&dir).unwrap();
     let moved: Vec<StoreEntry> = old
         .iter()
-        .filter(|e| crate::logs::time::day_of(e.record.timestamp_ms) == first_day)
+        .filter(|e| crate::logs::time::day_of(e.timestamp_ms) == first_day)
         .cloned()
         .collect();
     store.insert(&moved).unwrap();
@@ -462,17 +457,12 @@ fn wildcards_ranges_and_comparisons_search_the_index() {
     let mut store = LogStore::open(&dir).unwrap();
     let mut entries = Vec::new();
     for (i, chain) in ["ethereum", "eth2", "solana", "base"].iter().enumerate() {
-        let mut e = entry(T0 + i as i64, "warn", &format!("took {i}"), chain);
-        e.record
-            .fields
+        let mut r = record(T0 + i as i64, "warn", &format!("took {i}"), chain);
+        r.fields
             .push(("event.duration", FieldValue::U64(500_000_000 * i as u64)));
-        e.record
-            .fields
+        r.fields
             .push(("request_id", FieldValue::Str(format!("req-{i:03}"))));
-        let mut document = Vec::new();
-        ecs_document(&e.record, "svc", &mut document);
-        e.document = document.into();
-        entries.push(e);
+        entries.push(StoreEntry::new(&r, "svc"));
     }
     store.insert(&entries).unwrap();
     let all = SearchOptions::default();
@@ -493,22 +483,66 @@ fn wildcards_ranges_and_comparisons_search_the_index() {
 }
 
 #[test]
-fn the_service_name_is_read_from_the_document_as_written() {
-    let line = |service: &str| {
-        let record = LogRecord::new(T0, "info", "app", "a, \"service.name\": \"no\", x");
-        let mut document = Vec::new();
-        ecs_document(&record, service, &mut document);
-        document
-    };
-    for service in ["svc", "build agent, \"eu\"", "ünï\\côdé", ""] {
-        assert_eq!(
-            schema::service_name(&line(service)).as_deref(),
-            Some(service),
-            "{service:?}"
-        );
+fn the_index_reads_every_key_from_the_document_as_written() {
+    let dir = temp_dir("from-document");
+    let mut store = LogStore::open(&dir).unwrap();
+    // A message that looks like a key, a service name with a comma, a key
+    // and a value with escapes, a float, the previous version's 16-digit
+    // trace id, and a line that is not JSON.
+    let mut tricky = record(T0, "warn", "a, \"service.name\": \"no\", x", "ethereum");
+    tricky.fields.push(("ratio", FieldValue::F64(0.5)));
+    tricky
+        .fields
+        .push(("note", FieldValue::Str("tab\there \"quoted\"".into())));
+    tricky.fields.push(("we\"ird", FieldValue::U64(7)));
+    tricky.fields.push(("attempt", FieldValue::I64(3)));
+    let legacy = br#"{"@timestamp":"2026-11-27T10:08:13.124Z","log.level":"error","message":"old trace","trace.id":"00F067AA0BA902B7","span.id":"00f067aa0ba902b7"}"#;
+    store
+        .insert(&[
+            StoreEntry::new(&tricky, "build agent, eu"),
+            StoreEntry {
+                timestamp_ms: T0 + 1,
+                document: legacy.to_vec().into(),
+            },
+            StoreEntry {
+                timestamp_ms: T0 + 2,
+                document: b"not json, \"log.level\":\"error\"".to_vec().into(),
+            },
+        ])
+        .unwrap();
+    let all = SearchOptions::default();
+    let tricky_message = vec![tricky.message.clone()];
+    for query in [
+        "service.name:\"build agent, eu\"",
+        "level:warn AND chain:ethereum",
+        "ratio:>0.25 AND ratio:0.5",
+        "attempt:3 AND attempt:[2 TO 4]",
+        "note:tab*",
+        "message:service",
+    ] {
+        assert_eq!(messages(&store, query, &all), tricky_message, "{query}");
     }
-    assert_eq!(schema::service_name(b"{\"message\":\"x\"}"), None);
-    assert_eq!(schema::service_name(b"{,\"service.name\":\"cut"), None);
-    assert_eq!(schema::service_name(b",\"service.name\":"), None);
-    assert_eq!(schema::service_name(b",\"service.name\":1}"), None);
+    assert!(messages(&store, "service.name:no", &all).is_empty());
+    assert_eq!(
+        messages(&store, "trace.id:000000000000000000f067aa0ba902b7", &all),
+        ["old trace"]
+    );
+    assert_eq!(
+        messages(&store, "span.id:00f067aa0ba902b7 AND level:error", &all),
+        ["old trace"]
+    );
+    // The line that is not JSON is kept, found by time only.
+    assert_eq!(store.count().unwrap(), 3);
+    let lines = store
+        .search(
+            &Query::All,
+            &SearchOptions {
+                since_ms: Some(T0 + 2),
+                ..SearchOptions::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(lines.len(), 1);
+    assert!(lines[0].document.starts_with("not json"));
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -77,18 +77,18 @@ impl Default for WriterOptions {
 /// cheap; sending never blocks: a full queue drops the event and counts it
 /// in `hyperkit_obs_dropped_total{sink="logstore"}`.
 ///
-/// An entry travels boxed: the queue's slots are then a pointer wide, and
-/// a caller allocates a small block of them now and then instead of a
-/// 6 KiB one (which made the allocator tidy its free lists each time).
+/// An entry is a time and a shared document, three words: the queue's
+/// slots stay small, and the only memory of the caller's that the store's
+/// thread frees is the document's.
 #[derive(Clone, Debug)]
-pub struct StoreSink(Handle<Box<StoreEntry>>);
+pub struct StoreSink(Handle<StoreEntry>);
 
 impl StoreSink {
     /// Queues `entry`; `false` when it was dropped (and counted): the
     /// queue is full or the writer has stopped. Never blocks.
     #[inline]
     pub fn send(&self, entry: StoreEntry) -> bool {
-        self.0.send(Box::new(entry))
+        self.0.send(entry)
     }
 
     /// Waits until the entries queued before the call are written (or
@@ -105,7 +105,7 @@ impl StoreSink {
 
 /// Owns the writer: dropping it writes what is queued within
 /// [`FLUSH_DEADLINE`] and stops; what is left is dropped and counted.
-pub type LogStoreGuard = crate::export::Guard<Box<StoreEntry>>;
+pub type LogStoreGuard = crate::export::Guard<StoreEntry>;
 
 /// Opens the store in `dir`, applies retention once, and starts its writer
 /// on the shared export runtime (readiness check `logstore`). A store of the
@@ -151,14 +151,13 @@ struct Writer {
 }
 
 impl crate::export::Exporter for Writer {
-    type Item = Box<StoreEntry>;
+    type Item = StoreEntry;
 
     fn export(
         &mut self,
-        batch: Vec<Box<StoreEntry>>,
-        delivery: &mut crate::export::Delivery<'_, Box<StoreEntry>>,
+        batch: Vec<StoreEntry>,
+        delivery: &mut crate::export::Delivery<'_, StoreEntry>,
     ) {
-        let batch: Vec<StoreEntry> = batch.into_iter().map(|entry| *entry).collect();
         if let Err(e) = self.store.insert(&batch) {
             // tantivy reports a full disk in several shapes (an I/O error,
             // an internal error naming it, a worker thread that stopped):
@@ -169,7 +168,7 @@ impl crate::export::Exporter for Writer {
             if full || e.is_transient() {
                 // Kept, in order, until the disk takes them again (or the
                 // queue fills and newer events are dropped, counted).
-                delivery.retry_all(batch.into_iter().map(Box::new));
+                delivery.retry_all(batch);
             } else {
                 delivery.reject(batch.len());
             }
