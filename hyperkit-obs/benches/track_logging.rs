@@ -15,7 +15,8 @@
 //! measured is the caller's thread. Each variant is timed in chunks;
 //! between chunks (untimed) the queues are flushed, so what is measured is a
 //! caller with room in the queues, not the cost of dropping (no line is
-//! dropped: the run checks it).
+//! dropped: the run checks it), and the MLflow runs the chunk's model calls
+//! wrote are removed, so that the run does not fill the disk.
 //!
 //! The cost on the caller is its thread's CPU time per call (`CLOCK_THREAD_CPUTIME_ID`); wall time is printed beside it. On a
 //! 2-core machine the background threads (the JSON writer, the store's
@@ -101,12 +102,45 @@ fn tracked_model(model: &str, x: u64) -> Result<Completion, Error> {
 }
 
 fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "hyperkit-bench-logging-{name}-{}",
-        std::process::id()
-    ));
+    const PREFIX: &str = "hyperkit-bench-logging-";
+    // A run stopped before its end (Ctrl-C) leaves its directory: removed
+    // here once its process is gone.
+    if let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) {
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(PREFIX)) else {
+                continue;
+            };
+            let pid = rest.rsplit('-').next().unwrap_or_default();
+            let alive = std::path::Path::new("/proc").join(pid).exists();
+            if !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()) && !alive {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+    }
+    let dir = std::env::temp_dir().join(format!("{PREFIX}{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     dir
+}
+
+/// Removes the finished runs of the MLflow file store in `mlruns` (each
+/// run's directory, with its `meta.yaml`): a model call writes a run, and
+/// kept, a full run of the bench left about 11 GB of them.
+fn prune_runs(mlruns: &std::path::Path) {
+    let Ok(experiments) = std::fs::read_dir(mlruns) else {
+        return;
+    };
+    for experiment in experiments.flatten() {
+        let Ok(runs) = std::fs::read_dir(experiment.path()) else {
+            continue;
+        };
+        for run in runs.flatten() {
+            let path = run.path();
+            if path.join("meta.yaml").is_file() {
+                let _ = std::fs::remove_dir_all(&path);
+            }
+        }
+    }
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -123,6 +157,8 @@ struct Variant {
     store: Option<LogStoreGuard>,
     /// The tracked variants' JSON line writer.
     lines: Option<NonBlockingGuard>,
+    /// The MLflow file store the model variant's runs go to.
+    mlruns: Option<PathBuf>,
     _appender: Option<tracing_appender::non_blocking::WorkerGuard>,
 }
 
@@ -140,6 +176,7 @@ impl Variant {
             dispatch: Dispatch::new(subscriber),
             store: None,
             lines: None,
+            mlruns: None,
             _appender: Some(guard),
         }
     }
@@ -162,6 +199,7 @@ impl Variant {
             dispatch: Dispatch::new(subscriber),
             store: Some(store),
             lines: Some(lines),
+            mlruns: (kind == Kind::TrackModel).then(|| dir.join("mlruns")),
             _appender: None,
         }
     }
@@ -221,6 +259,9 @@ impl Variant {
                     hyperkit_obs::mlflow::flush(Duration::from_secs(60)),
                     "the MLflow exporter keeps up"
                 );
+                if let Some(mlruns) = &self.mlruns {
+                    prune_runs(mlruns);
+                }
             }
             left -= chunk;
         }
