@@ -139,18 +139,17 @@ impl Fields {
         let pairs = serde_json::from_str::<Pairs<'_>>(&line).unwrap_or_default();
         for (key, raw) in &pairs.0 {
             let key = key.as_ref();
-            match key {
-                "@timestamp" | "ecs.version" => continue,
-                "log.level" => {
-                    if let Value::Str(level) = Value::of(raw) {
-                        doc.add_text(self.level, &level);
-                        doc.add_text(self.stored_level, &level);
-                    }
+            let value = Value::of(raw);
+            match (key, &value) {
+                ("@timestamp" | "ecs.version", _) => continue,
+                ("log.level", Value::Str(level)) => {
+                    doc.add_text(self.level, level);
+                    doc.add_text(self.stored_level, level);
                     continue;
                 }
+                ("log.level", _) => continue,
                 _ => {}
             }
-            let value = Value::of(raw);
             if !value.text(key, text) {
                 continue;
             }
@@ -219,26 +218,8 @@ impl<'de> Deserialize<'de> for Pairs<'de> {
 }
 
 /// A key, borrowed from the line unless it holds escapes.
-struct Key<'a>(Cow<'a, str>);
-
-impl<'de> Deserialize<'de> for Key<'de> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Text;
-        impl<'de> Visitor<'de> for Text {
-            type Value = Key<'de>;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a key")
-            }
-            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Borrowed(v)))
-            }
-            fn visit_str<E>(self, v: &str) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Owned(v.to_owned())))
-            }
-        }
-        deserializer.deserialize_str(Text)
-    }
-}
+#[derive(serde::Deserialize)]
+struct Key<'a>(#[serde(borrow)] Cow<'a, str>);
 
 /// A value of the document as the index takes it.
 enum Value<'a> {
